@@ -1,0 +1,49 @@
+"""Problems found while reading data: one structured type shared by every loader and the validator.
+
+A loader never loses a whole patient for one bad row: it records a `Problem` and goes on. Only input
+that cannot be read at all raises `DataError`, which carries the same structured problem so the
+caller can print "file: field: expected ..." without a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Severity(str, Enum):
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input: where (file, field) and what was expected."""
+
+    severity: Severity
+    file: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.field}" if self.field else self.file
+        return f"{self.severity.value}: {where}: {self.message}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"severity": self.severity.value, "file": self.file, "field": self.field, "message": self.message}
+
+
+def warning(file: str, field: str, message: str) -> Problem:
+    return Problem(Severity.WARNING, str(file), field, message)
+
+
+def error(file: str, field: str, message: str) -> Problem:
+    return Problem(Severity.ERROR, str(file), field, message)
+
+
+class DataError(ValueError):
+    """Input that cannot be used at all (unreadable file, missing required field)."""
+
+    def __init__(self, file: str, field: str, message: str):
+        self.problem = error(file, field, message)
+        super().__init__(str(self.problem))

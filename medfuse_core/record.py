@@ -1,0 +1,172 @@
+"""The data contract: one patient stay with four optional modalities.
+
+Every loader (bundle folders, the synthetic cohort, MIMIC readers) produces a `PatientRecord`; every
+consumer (features, model, explanations, dashboard) reads only this. Any modality may be absent:
+an empty table or an empty list, never None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medfuse_core.problems import Problem
+
+MODALITIES: tuple[str, ...] = ("labs", "notes", "vitals", "image")
+
+LAB_COLUMNS: tuple[str, ...] = (
+    "time",  # datetime64: when the specimen was charted
+    "itemid",  # Int64: MIMIC D_LABITEMS id where known, else <NA>
+    "item",  # str: lab name as shown to a clinician ("Creatinine")
+    "value",  # float64: parsed number, NaN when the text holds none ("NEG", "HEMOLYZED")
+    "value_text",  # str: the raw value text, always kept
+    "censored",  # str: "" | "below" ("<0.5": true value below 0.5) | "above" (">1000")
+    "unit",  # str: unit as given ("mg/dL"), "" when unknown
+    "ref_low",  # float64: lower reference limit, NaN when unknown
+    "ref_high",  # float64: upper reference limit, NaN when unknown
+    "flag",  # str: abnormal flag as given ("abnormal", "low", "high", "delta"), "" when none
+)
+
+VITAL_COLUMNS: tuple[str, ...] = (
+    "time",  # datetime64
+    "channel",  # str: one of the 17 mimic3-benchmarks channels, or another name kept for display
+    "value",  # float64: number; for categorical channels (GCS, capillary refill) the mapped score
+    "value_text",  # str: the raw value text ("4 Spontaneously", "98")
+)
+
+_STR_COLUMNS = {"item", "value_text", "censored", "unit", "flag", "channel"}
+_FLOAT_COLUMNS = {"value", "ref_low", "ref_high"}
+
+
+def _conform(table: pd.DataFrame | None, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Return `table` with exactly `columns`, in order, with the contract's dtypes."""
+    if table is None:
+        table = pd.DataFrame()
+    out = pd.DataFrame(index=pd.RangeIndex(len(table)))
+    for name in columns:
+        col = table[name].reset_index(drop=True) if name in table.columns else None
+        if name == "time":
+            out[name] = pd.to_datetime(col, errors="coerce") if col is not None else pd.NaT
+            out[name] = out[name].astype("datetime64[ns]")
+        elif name == "itemid":
+            out[name] = (pd.to_numeric(col, errors="coerce") if col is not None else pd.NA)
+            out[name] = out[name].astype("Int64")
+        elif name in _FLOAT_COLUMNS:
+            out[name] = pd.to_numeric(col, errors="coerce").astype("float64") if col is not None else np.nan
+        elif name in _STR_COLUMNS:
+            out[name] = col.fillna("").astype(str) if col is not None else ""
+            out[name] = out[name].astype(object)
+    return out
+
+
+@dataclass
+class Labs:
+    """Lab results as a long table with the columns of LAB_COLUMNS."""
+
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def __post_init__(self) -> None:
+        self.table = _conform(self.table, LAB_COLUMNS)
+
+    @property
+    def present(self) -> bool:
+        return len(self.table) > 0
+
+
+@dataclass
+class Vitals:
+    """Vital-sign observations as a long table with the columns of VITAL_COLUMNS."""
+
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def __post_init__(self) -> None:
+        self.table = _conform(self.table, VITAL_COLUMNS)
+
+    @property
+    def present(self) -> bool:
+        return len(self.table) > 0
+
+
+@dataclass
+class Note:
+    """One clinical note. `source` names the file it came from (for error messages and display)."""
+
+    time: pd.Timestamp | None
+    category: str
+    text: str
+    source: str = ""
+
+
+@dataclass
+class ImageMetadata:
+    """What a clinician cares about in an image header; None where the file does not say."""
+
+    modality: str | None = None  # DICOM Modality: "CR", "DX"; None for PNG/JPEG
+    view_position: str | None = None  # "PA", "AP", "LL", ...
+    study_date: str | None = None  # ISO date "2131-05-07"
+    pixel_spacing_mm: tuple[float, float] | None = None  # (row, column) spacing
+    photometric: str | None = None  # "MONOCHROME1", "MONOCHROME2", "RGB", ...
+    bits_stored: int | None = None
+    transfer_syntax: str | None = None  # DICOM transfer syntax name
+    file_format: str = ""  # "dicom" | "png" | "jpeg"
+    rows: int = 0
+    columns: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        if self.pixel_spacing_mm is not None:
+            out["pixel_spacing_mm"] = list(self.pixel_spacing_mm)
+        return out
+
+
+@dataclass
+class ChestImage:
+    """One chest radiograph: grey-level pixels in [0, 1] (bone bright), as displayed."""
+
+    time: pd.Timestamp | None
+    view: str
+    pixels: np.ndarray  # float32, shape (rows, columns), values in [0, 1]
+    source: str = ""
+    metadata: ImageMetadata = field(default_factory=ImageMetadata)
+
+
+@dataclass
+class PatientRecord:
+    """One stay of one patient. Modalities are empty when absent; labels/truth only where known."""
+
+    patient_id: str
+    age: float | None = None
+    sex: str | None = None  # "F" | "M" | None
+    index_time: pd.Timestamp | None = None  # admission or ICU intime; hours are counted from here
+    labs: Labs = field(default_factory=Labs)
+    vitals: Vitals = field(default_factory=Vitals)
+    notes: list[Note] = field(default_factory=list)
+    images: list[ChestImage] = field(default_factory=list)
+    labels: dict[str, int] | None = None  # label name -> 0/1, including "In-hospital mortality"
+    truth: dict[str, Any] | None = None  # planted evidence, synthetic patients only
+    problems: list[Problem] = field(default_factory=list)  # warnings met while loading
+    source: str = ""  # folder or table this record was read from
+
+    def has(self, modality: str) -> bool:
+        if modality == "labs":
+            return self.labs.present
+        if modality == "vitals":
+            return self.vitals.present
+        if modality == "notes":
+            return any(n.text.strip() for n in self.notes)
+        if modality == "image":
+            return len(self.images) > 0
+        raise KeyError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+
+    @property
+    def present_modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in MODALITIES if self.has(m))
+
+    def hours_since_index(self, times: pd.Series | pd.Timestamp) -> Any:
+        """Hours from the index time; NaN where the index time is unknown."""
+        if self.index_time is None:
+            return times - times + np.nan if isinstance(times, pd.Series) else np.nan
+        return (times - self.index_time) / pd.Timedelta(hours=1)
