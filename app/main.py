@@ -1,0 +1,13 @@
+"""MEDFuse Lens dashboard: `streamlit run app/main.py`."""
+
+import streamlit as st
+
+st.set_page_config(page_title="MEDFuse Lens", page_icon="🩺", layout="wide")
+
+pages = [
+    st.Page("views/worklist.py", title="Patients", icon=":material/groups:", default=True),
+]
+st.sidebar.markdown("**MEDFuse Lens**  \nmultimodal prediction, explained")
+st.info("Demo data: every patient here is synthetic, generated with planted ground truth. "
+        "Not for clinical use.", icon=":material/science:")
+st.navigation(pages).run()

@@ -1,0 +1,26 @@
+"""Worklist: the patients of the current source (the scored worklist comes with the model)."""
+
+import streamlit as st
+
+from app.components.worklist import MODALITY_ICONS, worklist_frame
+from app.state import current_source, load_cohort
+
+source = current_source()
+records = load_cohort(str(source))
+
+st.title("Patients")
+st.caption(f"Source: `{source}` · {len(records)} patients · "
+           + " ".join(f"{icon} {name}" for name, icon in MODALITY_ICONS.items()))
+if not records:
+    st.warning("No readable patient bundles in this source.")
+else:
+    st.dataframe(
+        worklist_frame(records),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "age": st.column_config.NumberColumn("age", format="%d"),
+            "admitted": st.column_config.DatetimeColumn("admitted", format="YYYY-MM-DD HH:mm"),
+            "labs": st.column_config.NumberColumn("lab results"),
+        },
+    )

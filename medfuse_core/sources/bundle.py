@@ -1,0 +1,396 @@
+"""Patient bundles: the on-disk form of a `PatientRecord`, also the dashboard's upload format.
+
+One folder per patient:
+
+    P00000/
+      patient.json        {"patient_id", "age", "sex", "index_time", "labels"?}
+      labs.csv            time,itemid,item,value,unit,ref_low,ref_high,flag   (value as text)
+      vitals.csv          time,channel,value                                  (value as text)
+      notes/index.csv     file,time,category   + the text files it names
+      images/index.csv    file,time,view       + DICOM / PNG / JPEG files it names
+      truth.json          planted evidence (synthetic patients only)
+
+Every file but patient.json is optional. Reading never loses the patient for a bad file: what cannot
+be used is left out and reported as a `Problem` on the record; only an unusable patient.json raises.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medfuse_core.problems import DataError, Problem, error, warning
+from medfuse_core.record import ChestImage, ImageMetadata, Labs, Note, PatientRecord, Vitals
+from medfuse_core.sources.images import load_image, write_image
+from medfuse_core.sources.labs import labs_from_table
+from medfuse_core.sources.vitals import vitals_from_table
+
+PATIENT_FILE = "patient.json"
+LABS_FILE = "labs.csv"
+VITALS_FILE = "vitals.csv"
+NOTES_DIR = "notes"
+IMAGES_DIR = "images"
+INDEX_FILE = "index.csv"
+TRUTH_FILE = "truth.json"
+
+IMAGE_SUFFIXES = {"dicom": ".dcm", "png": ".png", "jpeg": ".jpg"}
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def is_bundle(folder: Path) -> bool:
+    return (Path(folder) / PATIENT_FILE).is_file()
+
+
+def find_bundles(root: Path) -> list[Path]:
+    """`root` itself if it is a bundle, else every bundle folder below it, sorted."""
+    root = Path(root)
+    if is_bundle(root):
+        return [root]
+    return sorted(p.parent for p in root.rglob(PATIENT_FILE))
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def read_bundle(folder: str | Path) -> PatientRecord:
+    """Read one bundle. Raises `DataError` only when patient.json itself is unusable."""
+    folder = Path(folder)
+    record = _read_patient_json(folder)
+    problems = record.problems
+    record.labs = _read_table(folder / LABS_FILE, labs_from_table, Labs, problems)
+    record.vitals = _read_table(folder / VITALS_FILE, vitals_from_table, Vitals, problems)
+    record.notes = _read_notes(folder / NOTES_DIR, problems)
+    record.images = _read_images(folder / IMAGES_DIR, problems)
+    record.truth = _read_truth(folder / TRUTH_FILE, problems)
+    return record
+
+
+def _read_patient_json(folder: Path) -> PatientRecord:
+    path = folder / PATIENT_FILE
+    if not path.is_file():
+        raise DataError(str(path), "", "expected a patient.json file in every bundle folder")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(str(path), "", f"expected UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(str(path), f"line {exc.lineno} column {exc.colno}", f"expected valid JSON: {exc.msg}") from None
+    if not isinstance(meta, dict):
+        raise DataError(str(path), "", f"expected a JSON object, found {type(meta).__name__}")
+    patient_id = meta.get("patient_id")
+    if not isinstance(patient_id, (str, int)) or not str(patient_id).strip():
+        raise DataError(str(path), "patient_id", "expected a non-empty string")
+    problems: list[Problem] = []
+    record = PatientRecord(
+        patient_id=str(patient_id).strip(),
+        age=_age(meta.get("age"), str(path), problems),
+        sex=_sex(meta.get("sex"), str(path), problems),
+        index_time=_timestamp(meta.get("index_time"), str(path), "index_time", problems),
+        labels=_labels(meta.get("labels"), str(path), problems),
+        problems=problems,
+        source=str(folder),
+    )
+    return record
+
+
+def _age(value: Any, file: str, problems: list[Problem]) -> float | None:
+    if value is None:
+        return None
+    try:
+        age = float(value)
+    except (TypeError, ValueError):
+        problems.append(warning(file, "age", f"expected a number of years, found {value!r}; age left unknown"))
+        return None
+    if not 0 <= age <= 130:
+        problems.append(warning(file, "age", f"expected 0 to 130 years, found {age:g}; age left unknown"))
+        return None
+    return age
+
+
+_SEX = {"f": "F", "female": "F", "m": "M", "male": "M"}
+
+
+def _sex(value: Any, file: str, problems: list[Problem]) -> str | None:
+    if value is None or value == "":
+        return None
+    sex = _SEX.get(str(value).strip().lower())
+    if sex is None:
+        problems.append(warning(file, "sex", f"expected 'F' or 'M', found {value!r}; sex left unknown"))
+    return sex
+
+
+def _timestamp(value: Any, file: str, field: str, problems: list[Problem]) -> pd.Timestamp | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError, OverflowError):
+        stamp = pd.NaT
+    if pd.isna(stamp):
+        problems.append(warning(file, field, f"expected an ISO date-time like 2131-05-07 14:00, found {value!r}"))
+        return None
+    return stamp.tz_localize(None) if stamp.tzinfo is not None else stamp
+
+
+def _labels(value: Any, file: str, problems: list[Problem]) -> dict[str, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        problems.append(warning(file, "labels", f"expected an object of label name -> 0 or 1, found {type(value).__name__}"))
+        return None
+    labels: dict[str, int] = {}
+    for name, flag in value.items():
+        if flag in (0, 1, True, False):
+            labels[str(name)] = int(flag)
+        else:
+            problems.append(warning(file, f"labels.{name}", f"expected 0 or 1, found {flag!r}; label left out"))
+    return labels
+
+
+def _read_csv_text(path: Path, problems: list[Problem]) -> pd.DataFrame | None:
+    """All cells as strings ("" for empty). A malformed line is left out with a warning, not the file;
+    None (with an error problem) only if the file cannot be read as CSV at all."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        # Spreadsheet exports in Latin-1 ("µg/L") are common; read them rather than lose the file.
+        text = raw.decode("latin-1")
+        problems.append(warning(str(path), "", f"expected UTF-8 text ({exc.reason} at byte {exc.start}); read as Latin-1"))
+    if not text.strip():
+        return pd.DataFrame()
+    bad_lines: list[list[str]] = []
+
+    def keep_bad_line(fields: list[str]) -> None:
+        bad_lines.append(fields)
+        return None
+
+    try:
+        table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True,
+                            engine="python", on_bad_lines=keep_bad_line)
+    except (pd.errors.ParserError, ValueError, csv.Error) as exc:
+        problems.append(error(str(path), "", f"expected comma-separated rows under one header line: {exc}; file left out"))
+        return None
+    n_columns = len(table.columns)
+    for fields in bad_lines[:20]:
+        problems.append(warning(str(path), "row", f"expected {n_columns} fields, found {len(fields)} in "
+                                f"{','.join(fields)[:80]!r}; row left out"))
+    if len(bad_lines) > 20:
+        problems.append(warning(str(path), "row", f"{len(bad_lines) - 20} more malformed rows left out"))
+    return table
+
+
+def _read_table(path: Path, parse, empty_type, problems: list[Problem]):
+    if not path.is_file():
+        return empty_type()
+    raw = _read_csv_text(path, problems)
+    if raw is None:
+        return empty_type()
+    try:
+        table, found = parse(raw, str(path))
+    except DataError as exc:
+        problems.append(exc.problem)
+        return empty_type()
+    problems.extend(found)
+    return table
+
+
+def _read_index(folder: Path, problems: list[Problem], required_suffixes: tuple[str, ...]) -> pd.DataFrame | None:
+    """The folder's index.csv, or one built from its files (with a warning) when it has none."""
+    index_path = folder / INDEX_FILE
+    if not index_path.is_file():
+        files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in required_suffixes)
+        if files:
+            problems.append(warning(str(index_path), "", "expected an index.csv with columns file,time,... ; "
+                                    f"using the {len(files)} files found, without times"))
+        return pd.DataFrame({"file": files})
+    index = _read_csv_text(index_path, problems)
+    if index is None:
+        return None
+    index.columns = [str(c).strip().lower() for c in index.columns]
+    if "file" not in index.columns:
+        problems.append(error(str(index_path), "file", f"expected a 'file' column; found {list(index.columns)}"))
+        return None
+    return index
+
+
+def _read_notes(folder: Path, problems: list[Problem]) -> list[Note]:
+    if not folder.is_dir():
+        return []
+    index = _read_index(folder, problems, (".txt",))
+    if index is None:
+        return []
+    notes = []
+    for row_number, row in enumerate(index.to_dict("records"), start=1):
+        name = str(row.get("file", "")).strip()
+        where = str(folder / INDEX_FILE)
+        path = _inside(folder, name)
+        if path is None or not path.is_file():
+            problems.append(error(where, f"row {row_number}: file", f"expected an existing file in notes/, found {name!r}; note left out"))
+            continue
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            text = raw.decode("utf-8", errors="replace")
+            problems.append(warning(str(path), "", f"expected UTF-8 text ({exc.reason} at byte {exc.start}); undecodable bytes replaced"))
+        notes.append(Note(
+            time=_timestamp(row.get("time"), where, f"row {row_number}: time", problems),
+            category=str(row.get("category", "")).strip(),
+            text=text.replace("\r\n", "\n"),
+            source=str(path),
+        ))
+    return notes
+
+
+def _read_images(folder: Path, problems: list[Problem]) -> list[ChestImage]:
+    if not folder.is_dir():
+        return []
+    index = _read_index(folder, problems, (".dcm", ".dicom", ".png", ".jpg", ".jpeg"))
+    if index is None:
+        return []
+    images = []
+    for row_number, row in enumerate(index.to_dict("records"), start=1):
+        name = str(row.get("file", "")).strip()
+        where = str(folder / INDEX_FILE)
+        path = _inside(folder, name)
+        if path is None or not path.is_file():
+            problems.append(error(where, f"row {row_number}: file", f"expected an existing file in images/, found {name!r}; image left out"))
+            continue
+        try:
+            loaded = load_image(path)
+        except DataError as exc:
+            problems.append(exc.problem)
+            continue
+        problems.extend(loaded.problems)
+        view = str(row.get("view", "")).strip() or (loaded.metadata.view_position or "")
+        images.append(ChestImage(
+            time=_timestamp(row.get("time"), where, f"row {row_number}: time", problems),
+            view=view,
+            pixels=loaded.pixels,
+            source=str(path),
+            metadata=loaded.metadata,
+        ))
+    return images
+
+
+def _inside(folder: Path, name: str) -> Path | None:
+    """`folder/name` if it stays inside `folder` (an index must not point elsewhere on disk)."""
+    if not name:
+        return None
+    path = (folder / name).resolve()
+    return path if path.is_relative_to(folder.resolve()) else None
+
+
+def _read_truth(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        truth = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problems.append(error(str(path), "", f"expected valid UTF-8 JSON: {exc}; truth left out"))
+        return None
+    if not isinstance(truth, dict):
+        problems.append(error(str(path), "", "expected a JSON object; truth left out"))
+        return None
+    return truth
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+def write_bundle(record: PatientRecord, folder: str | Path) -> Path:
+    """Write `record` as a bundle folder (created if needed) and return it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, Any] = {
+        "patient_id": record.patient_id,
+        "age": record.age,
+        "sex": record.sex,
+        "index_time": _format_time(record.index_time),
+    }
+    if record.labels is not None:
+        meta["labels"] = record.labels
+    (folder / PATIENT_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    if record.labs.present:
+        _write_labs(record.labs, folder / LABS_FILE)
+    if record.vitals.present:
+        _write_vitals(record.vitals, folder / VITALS_FILE)
+    if record.notes:
+        _write_notes(record.notes, folder / NOTES_DIR)
+    if record.images:
+        _write_images(record, folder / IMAGES_DIR)
+    if record.truth is not None:
+        (folder / TRUTH_FILE).write_text(json.dumps(record.truth, indent=1) + "\n", encoding="utf-8")
+    return folder
+
+
+def _format_time(stamp: pd.Timestamp | None) -> str:
+    return "" if stamp is None or pd.isna(stamp) else pd.Timestamp(stamp).strftime(_TIME_FORMAT)
+
+
+def _value_text(value: float, text: str) -> str:
+    if text:
+        return text
+    return "" if value is None or math.isnan(value) else f"{value:g}"
+
+
+def _write_labs(labs: Labs, path: Path) -> None:
+    t = labs.table
+    out = pd.DataFrame({
+        "time": t["time"].dt.strftime(_TIME_FORMAT).fillna(""),
+        "itemid": t["itemid"].astype("string").fillna(""),
+        "item": t["item"],
+        "value": [_value_text(v, s) for v, s in zip(t["value"], t["value_text"])],
+        "unit": t["unit"],
+        "ref_low": t["ref_low"].map(lambda v: "" if math.isnan(v) else f"{v:g}"),
+        "ref_high": t["ref_high"].map(lambda v: "" if math.isnan(v) else f"{v:g}"),
+        "flag": t["flag"],
+    })
+    out.to_csv(path, index=False)
+
+
+def _write_vitals(vitals: Vitals, path: Path) -> None:
+    t = vitals.table
+    out = pd.DataFrame({
+        "time": t["time"].dt.strftime(_TIME_FORMAT).fillna(""),
+        "channel": t["channel"],
+        "value": [_value_text(v, s) for v, s in zip(t["value"], t["value_text"])],
+    })
+    out.to_csv(path, index=False)
+
+
+def _write_notes(notes: list[Note], folder: Path) -> None:
+    folder.mkdir(exist_ok=True)
+    rows = []
+    for i, note in enumerate(notes):
+        name = f"note_{i:02d}.txt"
+        (folder / name).write_text(note.text, encoding="utf-8", newline="\n")
+        rows.append({"file": name, "time": _format_time(note.time), "category": note.category})
+    pd.DataFrame(rows, columns=["file", "time", "category"]).to_csv(folder / INDEX_FILE, index=False)
+
+
+def _write_images(record: PatientRecord, folder: Path) -> None:
+    folder.mkdir(exist_ok=True)
+    rows = []
+    for i, image in enumerate(record.images):
+        meta: ImageMetadata = image.metadata
+        name = f"image_{i:02d}{IMAGE_SUFFIXES.get(meta.file_format or 'dicom', '.dcm')}"
+        write_image(
+            image.pixels,
+            folder / name,
+            photometric=meta.photometric or "MONOCHROME2",
+            bits_stored=meta.bits_stored or 12,
+            view_position=meta.view_position or image.view or None,
+            study_date=meta.study_date,
+            pixel_spacing_mm=meta.pixel_spacing_mm,
+            patient_id=record.patient_id,
+        )
+        rows.append({"file": name, "time": _format_time(image.time), "view": image.view})
+    pd.DataFrame(rows, columns=["file", "time", "view"]).to_csv(folder / INDEX_FILE, index=False)

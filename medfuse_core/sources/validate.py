@@ -1,0 +1,114 @@
+"""Bundle validation: every problem a reader would meet, plus checks of truth.json against the data.
+
+Used by `python -m medfuse_core validate DIR` and by the dashboard's upload page, so the messages
+are written for a person: file, field, what was expected.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medfuse_core.problems import DataError, Problem, Severity, error, warning
+from medfuse_core.record import PatientRecord
+from medfuse_core.sources import bundle as B
+
+KNOWN_TOP_LEVEL = {B.PATIENT_FILE, B.LABS_FILE, B.VITALS_FILE, B.NOTES_DIR, B.IMAGES_DIR, B.TRUTH_FILE, "truth"}
+
+
+@dataclass
+class BundleReport:
+    """What validation found in one bundle folder."""
+
+    folder: Path
+    patient_id: str | None = None
+    modalities: tuple[str, ...] = ()
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity is Severity.ERROR]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def validate_bundle(folder: str | Path) -> tuple[BundleReport, PatientRecord | None]:
+    """Read one bundle and check it; the record is returned for callers that go on to use it."""
+    folder = Path(folder)
+    report = BundleReport(folder)
+    try:
+        record = B.read_bundle(folder)
+    except DataError as exc:
+        report.problems.append(exc.problem)
+        return report, None
+    report.patient_id = record.patient_id
+    report.modalities = record.present_modalities
+    report.problems.extend(record.problems)
+    report.problems.extend(_unknown_entries(folder))
+    if record.truth is not None:
+        report.problems.extend(check_truth(record, folder))
+    return report, record
+
+
+def validate_tree(root: str | Path) -> list[BundleReport]:
+    """Validate `root` (one bundle, or a folder of bundles); duplicate patient ids are errors."""
+    root = Path(root)
+    if not root.exists():
+        return [BundleReport(root, problems=[error(str(root), "", "expected an existing folder")])]
+    folders = B.find_bundles(root)
+    if not folders:
+        return [BundleReport(root, problems=[error(str(root), "", "expected a bundle (a folder with patient.json) or a folder of bundles; found none")])]
+    reports = [validate_bundle(f)[0] for f in folders]
+    counts = Counter(r.patient_id for r in reports if r.patient_id)
+    for report in reports:
+        if report.patient_id and counts[report.patient_id] > 1:
+            report.problems.append(error(str(report.folder / B.PATIENT_FILE), "patient_id",
+                                         f"expected unique patient ids; {report.patient_id!r} occurs {counts[report.patient_id]} times"))
+    return reports
+
+
+def _unknown_entries(folder: Path) -> list[Problem]:
+    return [
+        warning(str(entry), "", f"unexpected entry ignored; a bundle holds {', '.join(sorted(KNOWN_TOP_LEVEL - {'truth'}))}")
+        for entry in sorted(folder.iterdir())
+        if entry.name not in KNOWN_TOP_LEVEL and not entry.name.startswith(".")
+    ]
+
+
+def check_truth(record: PatientRecord, folder: Path) -> list[Problem]:
+    """truth.json must point at evidence that is really in the bundle."""
+    truth = record.truth or {}
+    file = str(folder / B.TRUTH_FILE)
+    problems: list[Problem] = []
+    notes_by_file = {Path(n.source).name: n.text for n in record.notes}
+    image_files = {Path(i.source).name for i in record.images}
+    lab_items = set(record.labs.table["itemid"].dropna().astype(int)) | set(record.labs.table["item"])
+    for disease, evidence in (truth.get("evidence") or {}).items():
+        for i, span in enumerate(evidence.get("notes", [])):
+            where = f"evidence.{disease}.notes[{i}]"
+            text = notes_by_file.get(Path(str(span.get("file", ""))).name)
+            if text is None:
+                problems.append(error(file, where, f"expected a note file of this bundle, found {span.get('file')!r}"))
+                continue
+            start, end = span.get("start"), span.get("end")
+            if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text)):
+                problems.append(error(file, where, f"expected 0 <= start < end <= {len(text)}, found {start}..{end}"))
+            elif "text" in span and text[start:end] != span["text"]:
+                problems.append(error(file, where, f"expected the span to read {span['text']!r}, found {text[start:end]!r}"))
+        for i, item in enumerate(evidence.get("labs", [])):
+            key = item.get("itemid", item.get("item"))
+            if key not in lab_items:
+                problems.append(error(file, f"evidence.{disease}.labs[{i}]", f"expected a lab item present in labs.csv, found {key!r}"))
+        for i, region in enumerate(evidence.get("image", [])):
+            name = Path(str(region.get("file", ""))).name
+            if name not in image_files:
+                problems.append(error(file, f"evidence.{disease}.image[{i}]", f"expected an image of this bundle, found {region.get('file')!r}"))
+            mask = region.get("mask")
+            if mask and not (folder / mask).is_file():
+                problems.append(error(file, f"evidence.{disease}.image[{i}].mask", f"expected an existing mask file, found {mask!r}"))
+    if record.labels is not None and isinstance(truth.get("labels"), dict) and truth["labels"] != record.labels:
+        problems.append(error(file, "labels", "expected the same labels as patient.json"))
+    return problems
