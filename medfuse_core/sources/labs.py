@@ -14,6 +14,7 @@ The table helpers (`normalise_columns`, `parse_times`, `row_problems`, `to_float
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +46,7 @@ class ParsedLabValue:
     censored: str  # "" | "below" | "above"
 
 
-def _on_unique(texts: pd.Series, parse) -> pd.DataFrame:
+def _on_unique(texts: pd.Series, parse: Callable[[pd.Series], pd.DataFrame]) -> pd.DataFrame:
     """Apply a vectorised text parser once per distinct text: real lab columns repeat a lot."""
     codes, uniques = pd.factorize(texts.astype(object).where(texts.notna(), ""), use_na_sentinel=False)
     parsed = parse(pd.Series(np.asarray(uniques, dtype=object), dtype=object))
@@ -193,7 +194,8 @@ def _reference_limit(texts: pd.Series, field: str, file: str) -> tuple[pd.Series
 def _ref_order_problems(ref_low: pd.Series, ref_high: pd.Series, file: str) -> list[Problem]:
     """A lower limit above the upper one is kept as given but flagged: one of them is likely wrong."""
     swapped = ref_low > ref_high
-    found = ref_low[swapped].map("{:g}".format) + " > " + ref_high[swapped].map("{:g}".format)
+    pairs = zip(ref_low[swapped], ref_high[swapped])
+    found = pd.Series([f"{low:g} > {high:g}" for low, high in pairs], index=ref_low.index[swapped], dtype=object)
     return row_problems(
         file, ref_low.index[swapped], "ref_low", "ref_low <= ref_high", found, "both limits kept as given"
     )

@@ -1,0 +1,35 @@
+"""The patients page, run headless with Streamlit's AppTest against the real demo cohort."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from app.components.worklist import modality_badges, worklist_frame
+from medfuse_core.record import PatientRecord
+from medfuse_core.sources.bundle import find_bundles, read_bundle
+
+MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
+
+
+def test_worklist_frame_has_one_row_per_patient(tiny_cohort: Path) -> None:
+    records = [read_bundle(f) for f in find_bundles(tiny_cohort)]
+    frame = worklist_frame(records)
+    assert list(frame["patient"]) == [r.patient_id for r in records]
+    assert frame["images"].sum() == sum(len(r.images) for r in records)
+    assert set(frame.columns) >= {"patient", "age", "sex", "modalities", "warnings"}
+
+
+def test_badges_show_absent_modalities_as_dots() -> None:
+    assert modality_badges(PatientRecord("x")) == "· · · ·"
+
+
+def test_page_lists_the_demo_patients() -> None:
+    at = AppTest.from_file(MAIN, default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Patients"
+    frame = at.dataframe[0].value
+    assert len(frame) == 40
+    assert frame["patient"].is_unique
+    assert "40 patients" in at.caption[0].value
