@@ -284,8 +284,8 @@ def _inside(folder: Path, name: str) -> Path | None:
     """`folder/name` if it stays inside `folder` (an index must not point elsewhere on disk)."""
     if not name:
         return None
-    path = (folder / name).resolve()
-    return path if path.is_relative_to(folder.resolve()) else None
+    path = folder / name
+    return path if path.resolve().is_relative_to(folder.resolve()) else None
 
 
 def _read_truth(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
