@@ -385,8 +385,9 @@ def _write_images(record: PatientRecord, folder: Path) -> None:
         write_image(
             image.pixels,
             folder / name,
-            photometric=meta.photometric or "MONOCHROME2",
-            bits_stored=meta.bits_stored or 12,
+            # pixels are already display grey: colour or 32-bit sources are written as 16-bit grey
+            photometric="MONOCHROME1" if meta.photometric == "MONOCHROME1" else "MONOCHROME2",
+            bits_stored=min(max(meta.bits_stored or 12, 8), 16),
             view_position=meta.view_position or image.view or None,
             study_date=meta.study_date,
             pixel_spacing_mm=meta.pixel_spacing_mm,
