@@ -160,3 +160,18 @@ def test_written_json_is_plain_and_readable(tmp_path: Path) -> None:
     assert meta["index_time"] == "2131-05-07 08:00:00"
     shutil.rmtree(folder / "notes")
     assert read_bundle(folder).notes == []
+
+
+def test_colour_and_32_bit_sources_are_rewritten_as_grey(tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    from medfuse_core.sources.images import load_image
+
+    images = []
+    for name in ("SC_rgb_rle.dcm", "rtdose.dcm"):
+        loaded = load_image(get_testdata_file(name))
+        images.append(ChestImage(None, "PA", loaded.pixels, metadata=loaded.metadata))
+    back = read_bundle(write_bundle(PatientRecord("P-RGB", images=images), tmp_path / "p"))
+    assert [i.metadata.photometric for i in back.images] == ["MONOCHROME2", "MONOCHROME2"]
+    for got, sent in zip(back.images, images):
+        assert np.corrcoef(got.pixels.ravel(), sent.pixels.ravel())[0, 1] > 0.99
