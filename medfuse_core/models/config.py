@@ -1,0 +1,120 @@
+"""Model configuration: dataclasses saved as the checkpoint's config.json (never pickle).
+
+Every part of the model reads its own section; `ModelConfig.to_dict` / `from_dict` round-trip
+through plain JSON so a checkpoint folder is `config.json` + `model.safetensors` and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class LabEncoderConfig:
+    """Masked lab-test transformer: one token per lab item (item embedding + value embedding)."""
+
+    vocab_size: int = 64  # lab vocabulary size including padding id 0
+    value_features: int = 4  # per-item summary features (see features/labs.py)
+    d_model: int = 64
+    layers: int = 2
+    heads: int = 4
+    dropout: float = 0.1
+    decoder_layers: int = 1  # shallow MAE decoder, used in pretraining only
+    mask_ratio: float = 0.75  # share of observed items masked in MAE pretraining
+    output_dim: int = 128
+
+
+@dataclass
+class NoteEncoderConfig:
+    """A Hugging Face text model (frozen) embedding note sentences, plus a trained adapter."""
+
+    text_model: str = "all-MiniLM-L6-v2"  # a local folder, or the name of a packaged model
+    pooling: str = "mean"  # "mean" | "cls" for encoders, "last" for decoder LLMs
+    embedding_dim: int = 384  # the text model's hidden size
+    max_tokens: int = 128  # per sentence/chunk
+    max_sentences: int = 64  # per patient, most recent kept
+    adapter_dim: int = 128
+    output_dim: int = 128
+    dropout: float = 0.1
+
+
+@dataclass
+class VitalsEncoderConfig:
+    """MedFuse's time-series encoder: 2-layer LSTM over 76 discretized features."""
+
+    input_dim: int = 76
+    hidden: int = 256
+    layers: int = 2
+    dropout: float = 0.3
+    hours: float = 48.0
+    timestep: float = 1.0
+
+
+@dataclass
+class ImageEncoderConfig:
+    """A ResNet from `transformers`, trained from scratch unless `pretrained_path` is given."""
+
+    image_size: int = 224
+    depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])  # ResNet-18
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
+    embedding_size: int = 64
+    layer_type: str = "basic"
+    pretrained_path: str | None = None  # a local transformers ResNet folder (safetensors)
+
+
+@dataclass
+class FusionConfig:
+    """Disentangled projections per modality and the fusion transformer over their tokens."""
+
+    d_model: int = 128
+    layers: int = 2
+    heads: int = 4
+    dropout: float = 0.1
+
+
+@dataclass
+class LossConfig:
+    """Weights of the training objective and the dropout that makes coalitions in-distribution."""
+
+    infonce_weight: float = 0.1
+    infonce_temperature: float = 0.1
+    vclub_weight: float = 0.1
+    reconstruction_weight: float = 0.0
+    modality_dropout: float = 0.3  # chance a present modality is hidden for a training example
+    token_dropout: float = 0.15  # chance a fusion token is masked for a training example
+
+
+@dataclass
+class ModelConfig:
+    labels: list[str] = field(default_factory=list)  # output names, in head order
+    labs: LabEncoderConfig = field(default_factory=LabEncoderConfig)
+    notes: NoteEncoderConfig = field(default_factory=NoteEncoderConfig)
+    vitals: VitalsEncoderConfig = field(default_factory=VitalsEncoderConfig)
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        sections = {f.name: f.type for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for name, value in data.items():
+            if name not in sections:
+                raise ValueError(f"config.json: {name}: unknown section; expected one of {sorted(sections)}")
+            section_type = _SECTION_TYPES.get(name)
+            kwargs[name] = section_type(**value) if section_type is not None else value
+        return cls(**kwargs)
+
+
+_SECTION_TYPES = {
+    "labs": LabEncoderConfig,
+    "notes": NoteEncoderConfig,
+    "vitals": VitalsEncoderConfig,
+    "image": ImageEncoderConfig,
+    "fusion": FusionConfig,
+    "loss": LossConfig,
+}
