@@ -38,6 +38,10 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _typo(rng: np.random.Generator, text: str) -> str:
     """Swap two inner letters of one longer word: the kind of slip a hurried note has."""
     words = text.split(" ")
@@ -85,7 +89,8 @@ class _Writer:
 
     def hpi(self) -> Section:
         rng, c = self.rng, self.plan.conditions
-        out: Section = [_Piece(f"CC: {_pick(rng, P.COMPLAINTS)}\n\nHPI: {int(c.age)} yo {'man' if c.sex == 'M' else 'woman'} with PMH ")]
+        complaint = _pick(rng, P.COMPLAINTS)
+        out: Section = [_Piece(f"CC: {complaint}\n\nHPI: {int(c.age)} yo {'man' if c.sex == 'M' else 'woman'} with PMH ")]
         history = [d for d in self.say if d in _CHRONIC]
         items: Section = [self.ev(d, P.HISTORY) for d in history]
         items += [_Piece(h) for h in rng.choice(P.OTHER_HISTORY, size=int(rng.integers(1, 3)), replace=False)]
@@ -93,14 +98,14 @@ class _Writer:
         for k, i in enumerate(order):
             out.append(items[i])
             out.append(_Piece(", " if k < len(order) - 2 else " and " if k == len(order) - 2 else ""))
-        out.append(_Piece(f" who presents with {_pick(rng, P.COMPLAINTS)}."))
+        out.append(_Piece(f" who presents with {complaint}."))
         acute = [d for d in self.say if d in P.HPI_ACUTE and d in _ACUTE + ("chf",)]
         for d in acute:
             if rng.random() < 0.7:
                 out += [_Piece(" ED workup notable for "), self.ev(d, P.HPI_ACUTE), _Piece(".")]
         for d in self.negate:
             if rng.random() < 0.5:
-                out += [_Piece(" "), _Piece(_pick(rng, P.NEGATED[d]).capitalize(), d, "negated"), _Piece(".")]
+                out += [_Piece(" "), _Piece(_cap(_pick(rng, P.NEGATED[d])), d, "negated"), _Piece(".")]
         out.append(_Piece("\n\n"))
         return out
 
@@ -142,7 +147,7 @@ class _Writer:
             lines.append(line)
         for d in self.negate:
             if rng.random() < 0.4:
-                lines.append([_Piece("# "), _Piece(_pick(rng, P.NEGATED[d]).capitalize(), d, "negated"),
+                lines.append([_Piece("# "), _Piece(_cap(_pick(rng, P.NEGATED[d])), d, "negated"),
                               _Piece(f", {_pick(rng, P.GENERIC_PLAN)}\n")])
         order = rng.permutation(len(lines))
         for i in order:
@@ -153,7 +158,11 @@ class _Writer:
 
     def nursing_body(self) -> Section:
         rng = self.rng
-        lines: list[Section] = [[_Piece(f"{x}\n")] for x in rng.choice(P.NURSING_LINES, size=4, replace=False)]
+        by_system: dict[str, list[str]] = {}
+        for line in P.NURSING_LINES:
+            by_system.setdefault(line.split(":")[0], []).append(line)
+        systems = rng.choice(sorted(by_system), size=4, replace=False)
+        lines: list[Section] = [[_Piece(f"{_pick(rng, tuple(by_system[s]))}\n")] for s in systems]
         for d in self.say:
             if rng.random() < 0.6:
                 lines.append([self.ev(d, P.NURSING), _Piece(".\n")])

@@ -10,6 +10,8 @@ respiratory rate; it carries mortality, not a disease label.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -42,6 +44,18 @@ def _schedule(rng: np.random.Generator, end: float) -> np.ndarray:
     steps[gaps] += rng.uniform(1.0, 4.0, size=int(gaps.sum()))
     t = float(rng.uniform(0.05, 1.0)) + np.concatenate([[0.0], np.cumsum(steps)])
     return t[t <= end]
+
+
+def _charted_times(rng: np.random.Generator, plan: PatientPlan) -> np.ndarray:
+    """The schedule, plus alarm-prompted charting inside planted windows that a gap swallowed."""
+    t = _schedule(rng, plan.end_hours)
+    extra = []
+    for key in ("dysrhythmia", "sepsis", "hypertension"):
+        if plan.plants(key, "vitals"):
+            for a, b in plan.window(key):
+                if ((t >= a) & (t <= b)).sum() < 2:
+                    extra += [a + (b - a) * f for f in (0.3, 0.7)]
+    return np.unique(np.concatenate([t, extra])) if extra else t
 
 
 def _smooth_noise(rng: np.random.Generator, n: int, phi: float = 0.7) -> np.ndarray:
@@ -83,21 +97,23 @@ def _ints(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
 def _hemodynamics(rng: np.random.Generator, plan: PatientPlan, t: np.ndarray, chart: _Chart) -> None:
     n = len(t)
     sev = plan.conditions.severity
-    hr = rng.normal(80, 8) + 6.0 * _smooth_noise(rng, n)
-    sbp = rng.normal(121, 9) + 8.0 * _smooth_noise(rng, n)
-    dbp = rng.normal(63, 6) + 5.0 * _smooth_noise(rng, n)
+    hr = np.clip(rng.normal(80, 7), 60, 88) + 4.0 * _smooth_noise(rng, n)
+    sbp = np.clip(rng.normal(119, 8), 100, 128) + 6.0 * _smooth_noise(rng, n)
+    dbp = np.clip(rng.normal(63, 5), 52, 72) + 4.0 * _smooth_noise(rng, n)
     temp = rng.normal(36.8, 0.2) + 0.25 * _smooth_noise(rng, n)
     rr = rng.normal(17, 2) + 4.0 * sev + 2.0 * _smooth_noise(rng, n)
     spo2 = rng.normal(97.5, 1.0) - 3.0 * sev + 1.0 * _smooth_noise(rng, n)
-    hr, sbp, dbp = np.clip(hr, 55, 98), np.clip(sbp, 95, 136), np.clip(dbp, 45, 85)
+    hr, sbp, dbp = np.clip(hr, 52, 99), np.clip(sbp, 90, 138), np.clip(dbp, 42, 84)
     temp = np.clip(temp, 36.0, 37.6)
 
     if plan.plants("hypertension", "vitals"):
         on = _inside(t, plan.window("hypertension"))
-        sbp[on] += rng.uniform(32, 45)
-        dbp[on] += rng.uniform(10, 18)
+        k = int(on.sum())
+        sbp[on] = rng.normal(158, 5) + 7.0 * _smooth_noise(rng, k)
+        dbp[on] = rng.normal(88, 3) + 4.0 * _smooth_noise(rng, k)
         for a, b in plan.window("hypertension"):
-            chart.mark("hypertension", SBP, t[(t >= a) & (t <= b)], a)
+            for channel in (SBP, DBP):
+                chart.mark("hypertension", channel, t[(t >= a) & (t <= b)], a)
     if plan.plants("sepsis", "vitals"):
         on = _inside(t, plan.window("sepsis"))
         k = int(on.sum())
@@ -105,7 +121,7 @@ def _hemodynamics(rng: np.random.Generator, plan: PatientPlan, t: np.ndarray, ch
         sbp[on] = rng.normal(88, 3) + 4.0 * rng.standard_normal(k)
         dbp[on] = rng.normal(46, 2) + 3.0 * rng.standard_normal(k)
         temp[on] = rng.uniform(38.4, 39.3) + 0.2 * rng.standard_normal(k)
-        for channel in (HR, SBP, MBP, TEMP):
+        for channel in (HR, SBP, DBP, MBP, TEMP):
             chart.mark("sepsis", channel, t[on])
     if plan.plants("pneumonia", "vitals"):
         on = _inside(t, plan.window("pneumonia"))
@@ -129,6 +145,7 @@ def _hemodynamics(rng: np.random.Generator, plan: PatientPlan, t: np.ndarray, ch
         chart.add(t[mask], channel, v, texts)
     chart.keep_only(HR, set(t[keep[0]].tolist()))
     chart.keep_only(SBP, set(t[keep[1]].tolist()))
+    chart.keep_only(DBP, set(t[keep[1]].tolist()))
     chart.keep_only(MBP, set(t[keep[1] & keep[2]].tolist()))
 
     every = t[:: 4] if n else t
@@ -191,14 +208,15 @@ def _occasional(rng: np.random.Generator, plan: PatientPlan, t: np.ndarray, char
 
 
 def _hours(times: list[float]) -> tuple[float, float]:
-    return (round(min(times), 3), round(max(times), 3))
+    """First and last planted sample, rounded outwards to 0.001 h so the range still holds them."""
+    return (math.floor(min(times) * 1000) / 1000, math.ceil(max(times) * 1000) / 1000)
 
 
 def make_vitals(rng: np.random.Generator, plan: PatientPlan) -> tuple[Vitals, list[VitalEvidence]]:
     """The stay's vitals table and, per disease and channel, the planted hours."""
     if not plan.available["vitals"]:
         return Vitals(), []
-    t = np.round(_schedule(rng, plan.end_hours) * 60.0) / 60.0  # whole minutes
+    t = np.round(_charted_times(rng, plan) * 60.0) / 60.0  # whole minutes
     chart = _Chart(plan)
     _hemodynamics(rng, plan, t, chart)
     _gcs(rng, plan, t, chart)

@@ -1,0 +1,29 @@
+"""The synthetic cohort: patient bundles with planted, recorded evidence (truth.json).
+
+Ten HCUP phenotypes with a known evidence route each (see `diseases.DISEASES`) plus in-hospital
+mortality; `generate_cohort` writes bundles, `synthesize` / `generate_patient` work in memory.
+"""
+
+from medfuse_core.sources.synth.cohort import (
+    COHORT_FILE,
+    CohortSummary,
+    SynthPatient,
+    generate_cohort,
+    generate_patient,
+    synthesize,
+    write_patient,
+)
+from medfuse_core.sources.synth.diseases import (
+    DISEASE_NAMES,
+    DISEASES,
+    GENERATOR_VERSION,
+    LABEL_NAMES,
+    MORTALITY,
+    Disease,
+)
+
+__all__ = [
+    "COHORT_FILE", "CohortSummary", "DISEASES", "DISEASE_NAMES", "Disease", "GENERATOR_VERSION",
+    "LABEL_NAMES", "MORTALITY", "SynthPatient", "generate_cohort", "generate_patient", "synthesize",
+    "write_patient",
+]
