@@ -6,12 +6,13 @@ import pandas as pd
 
 from medfuse_core.record import MODALITIES, PatientRecord
 
-MODALITY_ICONS = {"labs": "🧪", "notes": "📝", "vitals": "📈", "image": "🩻"}
+# Plain-text codes, not emoji: they render on every machine (a clinic PC may lack an emoji font).
+MODALITY_CODES = {"labs": "LAB", "notes": "NOTE", "vitals": "VIT", "image": "CXR"}
 
 
 def modality_badges(record: PatientRecord) -> str:
-    """One icon per present modality, a dot for an absent one, in a fixed order."""
-    return " ".join(MODALITY_ICONS[m] if record.has(m) else "·" for m in MODALITIES)
+    """One code per present modality, a dash for an absent one, in a fixed order."""
+    return " ".join(MODALITY_CODES[m] if record.has(m) else "–" for m in MODALITIES)
 
 
 def worklist_frame(records: list[PatientRecord]) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app.components.worklist import MODALITY_ICONS, worklist_frame
+from app.components.worklist import MODALITY_CODES, worklist_frame
 from app.state import current_source, load_cohort
 
 source = current_source()
@@ -10,7 +10,7 @@ records = load_cohort(str(source))
 
 st.title("Patients")
 st.caption(f"Source: `{source}` · {len(records)} patients · "
-           + " ".join(f"{icon} {name}" for name, icon in MODALITY_ICONS.items()))
+           + ", ".join(f"{code} = {name}" for name, code in MODALITY_CODES.items()))
 if not records:
     st.warning("No readable patient bundles in this source.")
 else:

@@ -68,4 +68,5 @@ def test_patients_page_renders_in_chromium(dashboard_url: str, tmp_path: Path) -
         assert page.locator("[data-testid='stDataFrame']").count() == 1
         assert page.get_by_text("synthetic", exact=False).count() >= 1
         page.screenshot(path=str(tmp_path / "patients.png"), full_page=True)
+        assert (tmp_path / "patients.png").stat().st_size > 10_000
         browser.close()

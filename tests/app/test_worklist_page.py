@@ -22,7 +22,7 @@ def test_worklist_frame_has_one_row_per_patient(tiny_cohort: Path) -> None:
 
 
 def test_badges_show_absent_modalities_as_dots() -> None:
-    assert modality_badges(PatientRecord("x")) == "· · · ·"
+    assert modality_badges(PatientRecord("x")) == "– – – –"
 
 
 def test_page_lists_the_demo_patients() -> None:
