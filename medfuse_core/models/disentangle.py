@@ -1,0 +1,125 @@
+"""Specific and shared projections per modality, and the two losses that pull them apart.
+
+- InfoNCE aligns the *shared* projections of the modalities present for the same patient: it keeps
+  in c_m what another modality of the same patient can predict.
+- vCLUB (Cheng et al., ICML 2020, sampled variant) is an upper bound on I(s_m; c_m); minimising it
+  removes from the *specific* projection what the shared one already holds. Its variational network
+  q(c | s) is trained in alternation (maximum likelihood on detached pairs).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from medfuse_core.record import MODALITIES
+
+
+def _mlp(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, out_dim), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(out_dim, out_dim))
+
+
+class Disentangler(nn.Module):
+    """Per modality m: s_m = specific_m(h_m), c_m = shared_m(h_m), both of width d_model."""
+
+    def __init__(self, input_dims: dict[str, int], d_model: int, dropout: float = 0.1):
+        super().__init__()
+        self.specific = nn.ModuleDict({m: _mlp(input_dims[m], d_model, dropout) for m in MODALITIES})
+        self.shared = nn.ModuleDict({m: _mlp(input_dims[m], d_model, dropout) for m in MODALITIES})
+
+    def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """features[m]: (B, input_dims[m]) -> specific (B, 4, d), shared (B, 4, d), in MODALITIES order."""
+        specific = torch.stack([self.specific[m](features[m]) for m in MODALITIES], dim=1)
+        shared = torch.stack([self.shared[m](features[m]) for m in MODALITIES], dim=1)
+        return specific, shared
+
+
+def info_nce(shared: torch.Tensor, present: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Symmetric InfoNCE between the shared projections of every pair of modalities.
+
+    shared: (B, M, d); present: (B, M) bool. For a pair (m, n) only patients with both present take
+    part; the loss is averaged over pairs with at least two such patients. Returns 0 when no pair
+    qualifies. The implied MI estimate log(N) - loss never exceeds log(N).
+    """
+    z = nn.functional.normalize(shared, dim=-1)
+    losses = []
+    for i in range(z.shape[1]):
+        for j in range(i + 1, z.shape[1]):
+            both = present[:, i] & present[:, j]
+            if int(both.sum()) < 2:
+                continue
+            a, b = z[both, i], z[both, j]
+            logits = a @ b.T / temperature
+            target = torch.arange(a.shape[0], device=a.device)
+            losses.append(0.5 * (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)))
+    if not losses:
+        return shared.sum() * 0.0
+    return torch.stack(losses).mean()
+
+
+def info_nce_mi_estimate(shared: torch.Tensor, present: torch.Tensor, temperature: float = 0.1) -> float:
+    """The InfoNCE lower bound on I(c_m; c_n), averaged over pairs: log(N) - loss, in nats."""
+    z = nn.functional.normalize(shared, dim=-1)
+    estimates = []
+    for i in range(z.shape[1]):
+        for j in range(i + 1, z.shape[1]):
+            both = present[:, i] & present[:, j]
+            n = int(both.sum())
+            if n < 2:
+                continue
+            logits = z[both, i] @ z[both, j].T / temperature
+            target = torch.arange(n, device=z.device)
+            estimates.append(math.log(n) - float(nn.functional.cross_entropy(logits, target)))
+    return float(sum(estimates) / len(estimates)) if estimates else float("nan")
+
+
+class VCLUB(nn.Module):
+    """Sampled vCLUB upper bound on I(x; y) with a Gaussian q(y | x)."""
+
+    def __init__(self, x_dim: int, y_dim: int, hidden: int = 128):
+        super().__init__()
+        self.mu = nn.Sequential(nn.Linear(x_dim, hidden), nn.ReLU(), nn.Linear(hidden, y_dim))
+        self.logvar = nn.Sequential(nn.Linear(x_dim, hidden), nn.ReLU(), nn.Linear(hidden, y_dim), nn.Tanh())
+
+    def log_likelihood(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean log q(y | x) up to a constant: what the estimator maximises (on detached inputs)."""
+        mu, logvar = self.mu(x), self.logvar(x)
+        return (-((mu - y) ** 2) / logvar.exp() - logvar).sum(-1).mean()
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The MI upper bound estimate: E[log q(y|x)] over pairs minus over shuffled pairs."""
+        if x.shape[0] < 2:
+            return x.sum() * 0.0
+        mu, logvar = self.mu(x), self.logvar(x)
+        permutation = torch.randperm(x.shape[0], device=x.device)
+        positive = -((mu - y) ** 2) / logvar.exp()
+        negative = -((mu - y[permutation]) ** 2) / logvar.exp()
+        return (positive.sum(-1) - negative.sum(-1)).mean() / 2.0
+
+
+class ModalityVCLUB(nn.Module):
+    """One vCLUB estimator per modality, for I(s_m; c_m) over the patients where m is present."""
+
+    def __init__(self, d_model: int, hidden: int = 128):
+        super().__init__()
+        self.estimators = nn.ModuleDict({m: VCLUB(d_model, d_model, hidden) for m in MODALITIES})
+
+    def _pairs(self, specific: torch.Tensor, shared: torch.Tensor, present: torch.Tensor):
+        for i, m in enumerate(MODALITIES):
+            rows = present[:, i]
+            if int(rows.sum()) >= 2:
+                yield m, specific[rows, i], shared[rows, i]
+
+    def upper_bound(self, specific: torch.Tensor, shared: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Mean over modalities of the vCLUB bound; gradients flow into the projections."""
+        bounds = [self.estimators[m](s, c) for m, s, c in self._pairs(specific, shared, present)]
+        return torch.stack(bounds).mean() if bounds else specific.sum() * 0.0
+
+    def estimator_loss(self, specific: torch.Tensor, shared: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood of q(c | s) on detached pairs: the estimator's own training step."""
+        losses = [-self.estimators[m].log_likelihood(s.detach(), c.detach())
+                  for m, s, c in self._pairs(specific, shared, present)]
+        return torch.stack(losses).mean() if losses else specific.sum() * 0.0

@@ -1,0 +1,54 @@
+"""Fusion over representation tokens: [s_labs, s_notes, s_vitals, s_image, c_shared] -> label logits.
+
+A learned [CLS] token is always present and reads the other tokens through attention; masked tokens
+are invisible to it. With every token masked the output is the model's base value (the "empty
+logit"), which is what group attributions are measured against. The head is cheap, so explanation
+code evaluates many token coalitions in one batched call of `FusionHead.forward`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from medfuse_core.record import MODALITIES
+
+TOKEN_NAMES: tuple[str, ...] = tuple(f"specific:{m}" for m in MODALITIES) + ("shared",)
+SHARED_TOKEN = len(MODALITIES)
+
+
+def pool_shared(shared: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Mean of the per-modality shared projections over the modalities present: (B, M, d) -> (B, d)."""
+    weights = present.to(shared.dtype).unsqueeze(-1)
+    return (shared * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def build_tokens(specific: torch.Tensor, shared: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fusion tokens (B, 5, d) and their mask (B, 5): specific tokens of present modalities, and the
+    shared token whenever any modality is present."""
+    tokens = torch.cat([specific, pool_shared(shared, present).unsqueeze(1)], dim=1)
+    token_mask = torch.cat([present, present.any(dim=1, keepdim=True)], dim=1)
+    return tokens, token_mask
+
+
+class FusionHead(nn.Module):
+    """Transformer over the representation tokens with a [CLS] readout and one logit per label."""
+
+    def __init__(self, d_model: int, n_labels: int, layers: int = 2, heads: int = 4, dropout: float = 0.1):
+        super().__init__()
+        self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
+        self.token_type = nn.Parameter(torch.randn(1, len(TOKEN_NAMES), d_model) * 0.02)
+        layer = nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=2 * d_model, dropout=dropout,
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.classifier = nn.Linear(d_model, n_labels)
+
+    def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        """tokens (N, 5, d), token_mask (N, 5) bool (True = visible) -> logits (N, K)."""
+        n = tokens.shape[0]
+        # masked tokens are zeroed as well as hidden, so nothing of them can reach the output
+        x = torch.cat([self.cls.expand(n, -1, -1), (tokens + self.token_type) * token_mask.unsqueeze(-1)], dim=1)
+        padding = torch.cat([torch.zeros(n, 1, dtype=torch.bool, device=tokens.device), ~token_mask], dim=1)
+        out = self.encoder(x, src_key_padding_mask=padding)
+        return self.classifier(self.norm(out[:, 0]))
