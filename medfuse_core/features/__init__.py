@@ -1,0 +1,1 @@
+"""Model inputs built from a `PatientRecord`: one module per modality, plus batch collation."""
