@@ -1,0 +1,223 @@
+"""Fusion training: BCE over labels + InfoNCE on shared projections + vCLUB on (specific, shared),
+with random modality and token dropout so every coalition of tokens is an in-distribution input.
+
+The vCLUB estimators are trained in alternation by their own optimizer (maximum likelihood on
+detached pairs), as in Cheng et al. 2020. Validation every epoch; early stopping on validation
+macro-AUPRC; the best weights and a resume point are written after every epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from medfuse_core.features.batch import Batch, PatientFeatures, collate
+from medfuse_core.models.disentangle import info_nce
+from medfuse_core.models.model import MedFuseLens
+from medfuse_core.train import checkpoint as ckpt
+from medfuse_core.train.metrics import auprc, macro, sigmoid
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    estimator_lr: float = 1e-3
+    patience: int = 6
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1"
+    num_workers: int = 0
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train_loss: float
+    train_bce: float
+    train_infonce: float
+    train_vclub: float
+    val_macro_auprc: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_val_macro_auprc: float
+    history: list[EpochLog] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def masked_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean BCE over known labels (NaN = unknown)."""
+    known = ~torch.isnan(labels)
+    if not bool(known.any()):
+        return logits.sum() * 0.0
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits[known].float(), labels[known])
+
+
+def modality_dropout(present: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Hide each present modality with probability p, keeping at least one per patient."""
+    if p <= 0:
+        return present
+    drop = torch.rand(present.shape, generator=generator) < p
+    kept = present & ~drop.to(present.device)
+    # a patient left with nothing keeps one of its modalities, chosen at random
+    empty = ~kept.any(dim=1) & present.any(dim=1)
+    if bool(empty.any()):
+        scores = torch.rand(present.shape, generator=generator).to(present.device) * present
+        choice = scores.argmax(dim=1)
+        kept[empty, choice[empty]] = True
+    return kept
+
+
+def token_dropout(batch_size: int, n_tokens: int, p: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Random token keep-mask (B, n_tokens); a row may lose every token (the empty coalition is
+    also an input the head must handle: it is the attribution baseline)."""
+    if p <= 0:
+        return torch.ones(batch_size, n_tokens, dtype=torch.bool, device=device)
+    return (torch.rand(batch_size, n_tokens, generator=generator) >= p).to(device)
+
+
+def make_loader(features: list[PatientFeatures], batch_size: int, shuffle: bool, seed: int, num_workers: int,
+                pin_memory: bool) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(features, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator,
+                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0)
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@torch.inference_mode()
+def predict_logits(model: MedFuseLens, features: list[PatientFeatures], batch_size: int = 128,
+                   device: torch.device | None = None, present_override: Callable[[Batch], torch.Tensor] | None = None) -> np.ndarray:
+    """Logits (N, K) for a list of patients, in order."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    out = []
+    for batch in make_loader(features, batch_size, False, 0, 0, False):
+        batch = batch.to(device)
+        present = present_override(batch) if present_override is not None else None
+        with _autocast(device):
+            out.append(model(batch, present=present).logits.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(model.labels)), dtype=np.float32)
+
+
+def validation_macro_auprc(model: MedFuseLens, features: list[PatientFeatures], batch_size: int) -> float:
+    logits = predict_logits(model, features, batch_size)
+    labels = np.stack([f.labels for f in features])
+    probs = sigmoid(logits)
+    return macro([auprc(labels[:, k], probs[:, k]) for k in range(labels.shape[1])])
+
+
+def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[PatientFeatures], config: TrainConfig,
+          out_dir: Path, save_extra: Callable[[Path], None] | None = None) -> TrainResult:
+    """Train with early stopping; resumes from `out_dir` when it holds a resume point.
+
+    `save_extra(out_dir)` is called whenever the best weights are saved (it writes config.json).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    model.to(device)
+    loss_config = model.config.loss
+    estimator_params = list(model.mi_estimators.parameters())
+    estimator_ids = {id(p) for p in estimator_params}
+    main_params = [p for p in model.parameters() if id(p) not in estimator_ids and p.requires_grad]
+    optimizer = torch.optim.AdamW(main_params, lr=config.lr, weight_decay=config.weight_decay)
+    estimator_optimizer = torch.optim.Adam(estimator_params, lr=config.estimator_lr)
+    optimizers = {"model": optimizer, "estimator": estimator_optimizer}
+
+    history: list[EpochLog] = []
+    best_epoch, best_score, start_epoch = -1, -math.inf, 0
+    resumed = ckpt.load_trainer_state(out_dir, optimizers)
+    if resumed is not None:
+        ckpt.load_weights(model, out_dir / "last", device)
+        start_epoch = resumed["epoch"] + 1
+        best_epoch, best_score = resumed["best_epoch"], resumed["best_score"]
+        history = [EpochLog(**h) for h in resumed["history"]]
+    for epoch in range(start_epoch, config.epochs):
+        if epoch - best_epoch > config.patience and best_epoch >= 0:
+            break
+        started = time.perf_counter()
+        # reseeded per epoch, so a resumed run draws the same dropout as an uninterrupted one
+        dropout_generator = torch.Generator().manual_seed(config.seed * 10_007 + epoch)
+        model.train()
+        sums = np.zeros(4)
+        n_batches = 0
+        loader = make_loader(train_set, config.batch_size, True, config.seed + epoch, config.num_workers, device.type == "cuda")
+        for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False):
+            batch = batch.to(device, non_blocking=True)
+            present = modality_dropout(batch.present, loss_config.modality_dropout, dropout_generator)
+            keep = token_dropout(batch.size, 5, loss_config.token_dropout, dropout_generator, device)
+            with _autocast(device):
+                out = model(batch, present=present, token_keep=keep)
+                bce = masked_bce(out.logits, batch.labels)
+                nce = info_nce(out.shared.float(), out.present, loss_config.infonce_temperature)
+                club = model.mi_estimators.upper_bound(out.specific.float(), out.shared.float(), out.present)
+                loss = bce + loss_config.infonce_weight * nce + loss_config.vclub_weight * club
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(main_params, config.max_grad_norm)
+            optimizer.step()
+            # the estimator's own step, on detached projections
+            estimator_optimizer.zero_grad(set_to_none=True)
+            with _autocast(device):
+                estimator_loss = model.mi_estimators.estimator_loss(out.specific.float(), out.shared.float(), out.present)
+            estimator_loss.backward()
+            estimator_optimizer.step()
+            sums += [float(loss), float(bce), float(nce), float(club)]
+            n_batches += 1
+        means = sums / max(n_batches, 1)
+        score = validation_macro_auprc(model, val_set, config.batch_size)
+        log = EpochLog(epoch, *map(float, means), score, time.perf_counter() - started)
+        history.append(log)
+        if config.progress:
+            print(f"epoch {epoch + 1}: loss {log.train_loss:.4f} (bce {log.train_bce:.4f}, infonce {log.train_infonce:.3f}, "
+                  f"vclub {log.train_vclub:.3f}) val macro-AUPRC {score:.4f} [{log.seconds:.1f} s]")
+        if score > best_score:
+            best_epoch, best_score = epoch, score
+            ckpt.save_weights(model, out_dir)
+            if save_extra is not None:
+                save_extra(out_dir)
+        ckpt.save_weights(model, out_dir / "last")
+        ckpt.save_trainer_state(out_dir, optimizers, {
+            "epoch": epoch, "best_epoch": best_epoch, "best_score": best_score,
+            "history": [asdict(h) for h in history], "train_config": asdict(config),
+        })
+    (out_dir / "history.json").write_text(json.dumps([asdict(h) for h in history], indent=1))
+    ckpt.load_weights(model, out_dir, device)
+    return TrainResult(best_epoch, best_score, history)
