@@ -19,13 +19,15 @@ painting at working resolution (half size) come from the same analytic shapes. T
 film noise and every finding draw from separate child generators: drawing the same patient with or
 without a finding changes pixels only in and next to that finding's mask.
 
-Masks:
+Masks (lung findings are clipped to the drawn lung field, soft edge included):
 - cardiomegaly: the part of the enlarged heart outside the normal outline plus the border band of
   the normal heart (0.03 units inside it), above the diaphragm. side "both".
 - congestion: the perihilar "bat wing" zones (both lungs) where the haze weight is >= 0.25.
 - focal_opacity: the consolidation blob (haze weight >= 0.5) inside one lung.
 - effusion: the aerated lung replaced by fluid under the meniscus, one or both bases.
 - pneumothorax: the lucent rim between the chest wall and the collapsed lung edge (apex + lateral).
+Everything a finding paints lies within ~20 px (at 512) of its mask; elsewhere the film is
+bit-identical to the same patient drawn without it.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ from PIL import Image
 FINDINGS: tuple[str, ...] = ("cardiomegaly", "congestion", "focal_opacity", "effusion", "pneumothorax")
 
 _EDGE = 0.02  # soft-edge width of anatomical outlines, in normalised units
-_N_TABLE = 512  # entries per side in the vessel direction tables
+_N_Q = 256  # direction bins per side of the vessel noise tables
+_N_R = 12  # radius bins of the vessel noise tables, over [0, _R_MAX]
+_R_MAX = 0.8
 
 
 @dataclass
@@ -112,8 +116,8 @@ class _Anatomy:
     gamma: float
     noise_sigma: float
     blur_sigma: float  # in working pixels
-    coarse_table: np.ndarray  # (2, _N_TABLE) big-vessel direction profiles, [right, left]
-    fine_table: np.ndarray
+    coarse_table: np.ndarray  # (2, _N_Q, _N_R) vessel noise [right, left], few thick vessels
+    fine_table: np.ndarray  # many thin vessels
     mottle: np.ndarray  # small grid of normal noise -> smooth parenchymal/soft-tissue variation
     warp: np.ndarray  # small grid -> vessel tortuosity
 
@@ -123,17 +127,19 @@ class _Anatomy:
         return self.heart.width / (2 * self.half_width)
 
 
-def _vessel_table(rng: np.random.Generator, n_peaks: int, width: float) -> np.ndarray:
-    """Two circular profiles over direction, with sharp random peaks (one vessel each)."""
-    grid = np.arange(_N_TABLE, dtype=np.float64) / _N_TABLE
-    tables = np.zeros((2, _N_TABLE))
-    for side in range(2):
-        pos = rng.random(n_peaks)
-        height = 0.55 + 0.45 * rng.random(n_peaks)
-        d = np.abs(grid[None, :] - pos[:, None])
-        d = np.minimum(d, 1 - d)
-        tables[side] = (height[:, None] * np.exp(-0.5 * (d / width) ** 2)).max(0)
-    return tables.astype(np.float32)
+def _vessel_noise(rng: np.random.Generator, sigma_q: float) -> np.ndarray:
+    """(2, _N_Q, _N_R) unit-variance noise over (direction, radius) per side, smooth along both.
+
+    Its zero crossings along direction are the vessels: they run radially from the hilum and
+    split or merge as the radius grows, which reads as a branching vascular tree.
+    """
+    pad = 3 * math.ceil(sigma_q) + 2
+    raw = rng.standard_normal((2, _N_Q + 2 * pad, _N_R + 4))
+    kq = np.exp(-0.5 * (np.arange(-pad, pad + 1) / sigma_q) ** 2)
+    out = sum(w * raw[:, i : i + _N_Q] for i, w in enumerate(kq / kq.sum()))
+    kr = np.array([0.25, 0.5, 0.25])
+    out = sum(w * out[:, :, i : i + _N_R] for i, w in enumerate(kr))
+    return (out / out.std()).astype(np.float32)
 
 
 def _sample_anatomy(rng: np.random.Generator) -> _Anatomy:
@@ -177,24 +183,24 @@ def _sample_anatomy(rng: np.random.Generator) -> _Anatomy:
         hilum_y_left=hilum_y_left,
         trachea_x=u(-0.01, 0.02),
         carina_y=u(-0.30, -0.22),
-        clavicle_y=apex_y + u(0.08, 0.15),
-        clavicle_rise=u(0.10, 0.20),
+        clavicle_y=apex_y + u(0.14, 0.22),
+        clavicle_rise=u(0.10, 0.18),
         rib_spacing=u(0.105, 0.125),
         rib_phase=u(0.0, 1.0),
-        rib_curve=u(0.8, 1.1),
-        rib_peak_u=u(0.25, 0.33),
+        rib_curve=u(1.3, 1.7),
+        rib_peak_u=u(0.18, 0.26),
         bubble=(u(0.25, 0.38), dome_left + u(0.07, 0.10), u(0.06, 0.10) if has_bubble else 0.0, u(0.035, 0.05)),
         tissue=u(0.56, 0.62),
         air=u(0.38, 0.44),
-        vessel_amp=u(0.09, 0.13),
+        vessel_amp=u(0.14, 0.19),
         bone_amp=u(0.85, 1.15),
         lo=u(-0.04, 0.03),
         hi=u(0.95, 1.08),
         gamma=u(0.85, 1.15),
         noise_sigma=u(0.008, 0.02),
         blur_sigma=u(0.4, 1.0),
-        coarse_table=_vessel_table(rng, 16, 0.006),
-        fine_table=_vessel_table(rng, 60, 0.003),
+        coarse_table=_vessel_noise(rng, 5.0),
+        fine_table=_vessel_noise(rng, 1.6),
         mottle=rng.standard_normal((3, 10, 10)).astype(np.float32),
         warp=rng.standard_normal((2, 7, 7)).astype(np.float32),
     )
@@ -220,10 +226,10 @@ def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def _smooth(grid: np.ndarray, n: int) -> np.ndarray:
-    """Low-frequency field on an n x n image from a small grid of random values."""
-    a = _interp_matrix(n, grid.shape[0])
-    b = _interp_matrix(n, grid.shape[1])
+def _smooth(grid: np.ndarray, fr: _Frame) -> np.ndarray:
+    """Low-frequency field over the frame from a small grid of random values spanning the image."""
+    a = _interp_matrix(fr.n, grid.shape[0])[fr.rows]
+    b = _interp_matrix(fr.n, grid.shape[1])[fr.cols]
     return a @ grid @ b.T
 
 
@@ -291,11 +297,13 @@ def _ramp(a: np.ndarray, width: float = _EDGE) -> np.ndarray:
 class _Frame:
     """Patient coordinates and the anatomical outlines evaluated on an n x n pixel grid."""
 
-    def __init__(self, a: _Anatomy, n: int):
-        self.n = n
+    def __init__(self, a: _Anatomy, n: int, rows: slice = slice(None), cols: slice = slice(None)):
+        rows = slice(*rows.indices(n)[:2])
+        cols = slice(*cols.indices(n)[:2])
+        self.a, self.n, self.rows, self.cols = a, n, rows, cols
         ax = _axis(n)
-        xs = ax - np.float32(a.dx)
-        ys = ax - np.float32(a.dy)
+        xs = ax[cols] - np.float32(a.dx)
+        ys = ax[rows] - np.float32(a.dy)
         c = math.cos(a.rot) / a.scale
         s = math.sin(a.rot) / a.scale
         self.X = (np.float32(c) * xs)[None, :] + (np.float32(s) * ys)[:, None]
@@ -318,6 +326,30 @@ class _Frame:
         self.lung = _ramp(self.lung_d)
         self.above_diaphragm = _ramp(self.dome - Y)
         self.hilum_y = np.where(self.is_left, np.float32(a.hilum_y_left), np.float32(a.hilum_y_right))
+
+    def window(self, x0: float, x1: float, y0: float, y1: float, margin: float = 0.03) -> tuple[slice, slice]:
+        """Rows and columns of this frame that cover a box in patient coordinates (plus margin)."""
+        a = self.a
+        xs = np.array([x0, x1, x0, x1]) + np.array([-margin, margin, -margin, margin])
+        ys = np.array([y0, y0, y1, y1]) + np.array([-margin, -margin, margin, margin])
+        c, s = math.cos(a.rot) * a.scale, math.sin(a.rot) * a.scale
+        col = (c * xs - s * ys + a.dx + 1) * (self.n / 2) - 0.5
+        row = (s * xs + c * ys + a.dy + 1) * (self.n / 2) - 0.5
+        h, w = self.X.shape
+        r0 = min(max(math.floor(row.min()) - 1 - self.rows.start, 0), h)
+        r1 = min(max(math.ceil(row.max()) + 2 - self.rows.start, r0), h)
+        c0 = min(max(math.floor(col.min()) - 1 - self.cols.start, 0), w)
+        c1 = min(max(math.ceil(col.max()) + 2 - self.cols.start, c0), w)
+        return slice(r0, r1), slice(c0, c1)
+
+    def crop(self, rows: slice, cols: slice) -> _Frame:
+        """The same frame restricted to rows x cols (relative to this frame)."""
+        sub = object.__new__(_Frame)
+        for k, v in vars(self).items():
+            setattr(sub, k, v[rows, cols] if isinstance(v, np.ndarray) else v)
+        sub.rows = slice(self.rows.start + rows.start, self.rows.start + rows.stop)
+        sub.cols = slice(self.cols.start + cols.start, self.cols.start + cols.stop)
+        return sub
 
     def side(self, side: str) -> np.ndarray:
         """Float indicator of the patient's side ("both" -> ones)."""
@@ -359,10 +391,10 @@ def _enlarged_heart(a: _Anatomy, severity: float) -> _Heart:
     )
 
 
-def _cardiomegaly_mask(fr: _Frame, a: _Anatomy, big: _Heart) -> np.ndarray:
-    inside_big = _heart_field(fr, big) < 1
-    inside_core = _heart_field(fr, a.heart, shrink=0.03) < 1
-    return inside_big & ~inside_core & (fr.Y < fr.dome)
+def _cardiomegaly_mask(fr: _Frame, a: _Anatomy, big: _Heart, loose: float = 0.0) -> np.ndarray:
+    inside_big = _heart_field(fr, big) < 1 + 5 * loose
+    inside_core = _heart_field(fr, a.heart, shrink=0.03 + loose) < 1
+    return inside_big & ~inside_core & (fr.Y < fr.dome + loose)
 
 
 @dataclass(frozen=True)
@@ -382,7 +414,7 @@ def _congestion_params(rng: np.random.Generator, severity: float) -> _Congestion
         dy=rng.uniform(0.0, 0.05),
         ru=0.20 + 0.05 * severity + rng.uniform(0, 0.04),
         ry=0.28 + 0.06 * severity + rng.uniform(0, 0.05),
-        strength=0.20 + 0.25 * severity,
+        strength=0.22 + 0.30 * severity,
         vessel_gain=1.2 * severity,
         patch=rng.standard_normal((8, 8)).astype(np.float32),
     )
@@ -427,7 +459,7 @@ def _opacity_params(rng: np.random.Generator, a: _Anatomy, severity: float) -> _
 
 def _opacity_weight(fr: _Frame, p: _Opacity) -> np.ndarray:
     rr = ((fr.U - p.cu) / p.ru) ** 2 + ((fr.Y - p.cy) / p.ry) ** 2
-    rr = rr + 0.3 * _smooth(p.shape, fr.n)
+    rr = rr + 0.3 * _smooth(p.shape, fr)
     return np.clip((1.0 - rr) * 2.0, 0.0, 1.0) * fr.side(p.side)
 
 
@@ -440,7 +472,7 @@ class _Effusion:
 def _effusion_params(rng: np.random.Generator, severity: float) -> _Effusion:
     r = rng.random()
     side = "both" if r < 0.25 else ("left" if r < 0.625 else "right")
-    return _Effusion(side=side, height=0.06 + 0.14 * severity + rng.uniform(-0.01, 0.02))
+    return _Effusion(side=side, height=0.08 + 0.24 * severity + rng.uniform(-0.01, 0.02))
 
 
 def _effusion_level(fr: _Frame, a: _Anatomy, p: _Effusion) -> np.ndarray:
@@ -476,66 +508,157 @@ def _collapsed_d(fr: _Frame, a: _Anatomy, p: _Pneumothorax) -> np.ndarray:
 
 
 def _paint(fr: _Frame, a: _Anatomy, planted: dict[str, object]) -> np.ndarray:
-    """Brightness (before exposure curve) at the frame's resolution."""
-    X, Y, U, n = fr.X, fr.Y, fr.U, fr.n
-    lung = fr.lung
-    mottle = _smooth(a.mottle[0], n)
+    """Brightness (before the exposure curve) on the frame's grid.
+
+    Each structure is evaluated only inside the window that can hold it, to keep the film cheap.
+    """
+    X, Y, U = fr.X, fr.Y, fr.U
+    T = a.half_width
 
     # soft tissue: neck, shoulders, chest wall, abdomen
-    half = 0.27 + 0.70 * np.clip((Y - (a.apex_y - 0.32)) * (1 / 0.28), 0.0, 1.0) ** 0.6
+    shoulder = np.clip((Y - (a.apex_y - 0.30)) * (1 / 0.30), 0.0, 1.0) ** 0.5
+    half = 0.27 + (T + 0.16 - 0.27) * shoulder - 0.04 * np.clip(Y - a.apex_y, 0.0, 0.5)
     body = _ramp(half - U, 0.03)
-    tissue = (a.tissue + 0.05 * Y + 0.015 * mottle) * body
+    thickness = np.sqrt(np.clip(1.0 - (U / half) ** 2, 0.0, 1.0))  # a cylinder's path length
+    out = 0.04 + (a.tissue + 0.05 * Y + 0.015 * _smooth(a.mottle[0], fr)) * body * (0.55 + 0.45 * thickness)
 
     # solid mediastinal structures that hide the lung behind them
     heart = planted.get("cardiomegaly", a.heart)
-    heart_soft = _heart_soft(fr, heart) * fr.above_diaphragm
     kx, ky, kr = a.knob
-    knob = _ramp(kr - np.sqrt((X - kx) ** 2 + (Y - ky) ** 2), 0.02)
-    solid = np.maximum(heart_soft, knob)
+    hw = fr.window(
+        heart.cx - heart.right, max(heart.cx + heart.left, kx + kr), min(heart.cy - heart.up, ky - kr),
+        heart.cy + heart.down + heart.tilt * heart.left,
+    )
+    H = fr.crop(*hw)
+    heart_soft = np.zeros_like(X)
+    heart_soft[hw] = _heart_soft(H, heart) * H.above_diaphragm
+    knob = _ramp(kr - np.sqrt((H.X - kx) ** 2 + (H.Y - ky) ** 2), 0.02)
+    solid = np.zeros_like(X)
+    solid[hw] = np.maximum(heart_soft[hw], knob)
+    out[hw] += 0.02 * heart_soft[hw]
 
-    # findings that modulate aeration
-    fill = np.zeros_like(X)
-    vessel_gain = np.ones_like(X)
-    extra = np.zeros_like(X)
+    # lungs: air, vascular markings and the findings that change aeration
+    lw = fr.window(-T, T, a.apex_y, a.base_y)
+    aer = np.zeros_like(X)
+    delta, aer[lw] = _paint_lungs(fr.crop(*lw), a, planted, solid[lw])
+    out[lw] += delta
+
+    # ribs: posterior arcs from the spine, curving down laterally; faint anterior ribs
+    rw = fr.window(-T - 0.15, T + 0.15, a.apex_y - 0.1, a.base_y + 0.5)
+    R = fr.crop(*rw)
+    ru = R.U
+    v = R.Y - a.rib_curve * ((ru - a.rib_peak_u) ** 2 - a.rib_peak_u**2)
+    z = v - (a.apex_y - 0.03 + 0.03 * a.rib_phase)
+    phase = z * (1.0 / a.rib_spacing) * (1.0 - 0.12 * z)
+    band = np.clip((np.cos(phase * (2 * math.pi)) - 0.15) * 3.0, 0.0, 1.0)
+    cage = _ramp(T + 0.06 - np.maximum(ru - 0.05, 0.0), 0.03) * _ramp(ru - 0.06, 0.03) * _ramp(z, 0.03)
+    cage *= (0.25 + 0.75 * R.above_diaphragm) * _ramp(a.base_y + 0.4 - R.Y, 0.1)
+    ribs = band * (1.0 - 0.5 * band) * cage * (0.3 + 0.7 * aer[rw]) * (1.0 - 0.6 * solid[rw]) * 0.16
+    za = R.Y + 0.55 * ru - 0.3 * ru * ru - (a.apex_y + 0.18)
+    aband = np.clip((np.cos(za * (2 * math.pi / (1.35 * a.rib_spacing))) - 0.3) * 2.0, 0.0, 1.0)
+    ribs += aband * aer[rw] * _ramp(za, 0.05) * _ramp(ru - 0.22, 0.08) * 0.035
+    out[rw] += a.bone_amp * ribs
+
+    # clavicles
+    cw = fr.window(-T, T, a.clavicle_y - a.clavicle_rise * T - 0.1, a.clavicle_y + 0.1)
+    C = fr.crop(*cw)
+    cu = C.U
+    yc = a.clavicle_y - a.clavicle_rise * cu + 0.25 * cu * (cu - 0.3) * (cu - 0.6)
+    thick = 0.022 + 0.06 * np.clip(0.2 - cu, 0.0, 0.2)
+    clav = _ramp(thick - np.abs(C.Y - yc), 0.012) * _ramp(cu - 0.05, 0.02) * _ramp(T - 0.02 - cu, 0.05)
+    out[cw] += (a.bone_amp * 0.14) * clav
+
+    # spine: vertebral bodies, faint behind the heart
+    sw = fr.window(-0.1, 0.1, -1.6, 1.6)
+    S = fr.crop(*sw)
+    spine = _ramp(0.055 + 0.01 * np.clip(S.Y, 0, 1) - np.abs(S.X - 0.3 * a.trachea_x), 0.015)
+    vert = np.cos(S.Y * (2 * math.pi / 0.085))
+    spine *= (0.09 + 0.015 * vert) * (1.0 - 0.5 * heart_soft[sw]) * (0.6 + 0.4 * S.above_diaphragm)
+    out[sw] += a.bone_amp * spine
+
+    # humeral heads at the upper corners
+    hx = T + 0.36
+    for sign in (-1.0, 1.0):
+        mw = fr.window(sign * hx - 0.17, sign * hx + 0.17, a.apex_y - 0.15, a.apex_y + 0.2)
+        M = fr.crop(*mw)
+        head = _ramp(0.16 - np.sqrt((M.X - sign * hx) ** 2 + (M.Y - (a.apex_y + 0.03)) ** 2), 0.02)
+        out[mw] += (a.bone_amp * 0.16) * head * body[mw]
+
+    # airways and gastric bubble (dark)
+    tw = fr.window(-0.2, 0.2, -1.6, a.carina_y + 0.15)
+    A = fr.crop(*tw)
+    trachea = _ramp(0.03 - np.abs(A.X - a.trachea_x), 0.012) * _ramp(a.carina_y - A.Y, 0.02)
+    ang = np.where(A.is_left, np.float32(0.55), np.float32(0.75))  # left main bronchus flatter
+    cs, sn = np.cos(ang), np.sin(ang)
+    along = A.U * cs + (A.Y - a.carina_y) * sn
+    perp = np.abs(-A.U * sn + (A.Y - a.carina_y) * cs)
+    bronchi = _ramp(0.02 - perp, 0.01) * _ramp(along, 0.01) * _ramp(0.12 - along, 0.03)
+    out[tw] -= 0.09 * np.maximum(trachea, bronchi)
+    bx, by, brx, bry = a.bubble
+    if brx > 0:
+        bw = fr.window(bx - brx, bx + brx, by - bry, by + bry)
+        B = fr.crop(*bw)
+        bubble = _ramp(1.0 - ((B.X - bx) / brx) ** 2 - ((B.Y - by) / bry) ** 2, 0.3)
+        out[bw] -= 0.22 * bubble * _ramp(B.Y - B.dome - 0.01, 0.01)
+    return out
+
+
+def _paint_lungs(
+    fr: _Frame, a: _Anatomy, planted: dict[str, object], solid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lung-field brightness change (air, vessels, hila, aeration findings) and the aeration."""
+    Y, U = fr.Y, fr.U
+    lung = fr.lung
+    fill = np.zeros_like(Y)
+    vessel_gain = 1.0
+    extra = np.zeros_like(Y)
     rim = None
 
-    # vascular markings: radial streaks from each hilum, thinning and fading to the periphery
+    # vascular markings: branching streaks from each hilum, thinning and fading to the periphery
     dxh = U - a.hilum_u
     dyh = Y - fr.hilum_y
     r = np.sqrt(dxh * dxh + dyh * dyh)
-    q = dyh / (np.abs(dxh) + np.abs(dyh) + 1e-4)  # pseudo-angle in [-1, 1]
-    warp = _smooth(a.warp[0], n)
-    base = fr.is_left * _N_TABLE
-    idx_c = ((q + 0.05 * warp) * 0.495 + 0.5) * (_N_TABLE - 1)
-    idx_f = ((q + 0.12 * warp * r + 0.03 * _smooth(a.warp[1], n)) * 0.495 + 0.5) * (_N_TABLE - 1)
-    top = _N_TABLE - 1
-    coarse = a.coarse_table.ravel()[base + np.clip(idx_c, 0, top).astype(np.int32)]
-    fine = a.fine_table.ravel()[base + np.clip(idx_f, 0, top).astype(np.int32)]
-    fade = np.clip(1.0 - r * (1 / 0.62), 0.0, 1.0)
-    vess = np.clip((coarse - 0.25 - 0.5 * r) * 3.0, 0.0, 1.0) * fade + 0.7 * np.clip(
-        (fine - 0.35 - 0.45 * r) * 3.0, 0.0, 1.0
-    ) * fade * np.clip(r * 6.0, 0.0, 1.0)
-    hila = np.exp(-(r * r) * (1 / 0.0045)) * 0.10
+    q = dyh / (np.abs(dxh) + np.abs(dyh) + 1e-4)  # pseudo-angle in [-1, 1] (mirrored medially)
+    q += 0.06 * _smooth(a.warp[0], fr) * r
+    row = np.clip((q * 0.5 + 0.5) * (_N_Q - 1), 0, _N_Q - 1).astype(np.int32)
+    row += fr.is_left * np.int32(_N_Q)
+    rf = np.clip(r * ((_N_R - 1) / _R_MAX), 0.0, _N_R - 1.001)
+    r0 = rf.astype(np.int32)
+    rf -= r0
+    idx = row * np.int32(_N_R) + r0
+    inv_r = 1.0 / (r + 0.06)
+    taper = np.clip(1.0 - r * (1 / 0.7), 0.0, 1.0)
+    vess = None
+    for table, sigma, width, amp in ((a.coarse_table, 5.0, 0.011, 1.0), (a.fine_table, 1.6, 0.0045, 0.6)):
+        flat = table.reshape(-1)
+        nz = flat[idx] * (1.0 - rf) + flat[idx + 1] * rf
+        w = (width * _N_Q * 0.7 / (math.pi * sigma)) * inv_r * (0.35 + 0.65 * taper)
+        ridge = np.clip(1.0 - np.abs(nz) / w, 0.0, 1.0) * amp
+        vess = ridge if vess is None else np.maximum(vess, ridge)
+    fine = ridge
+    vess *= taper * np.clip(r * (1 / 0.07), 0.0, 1.0)
+    hila = np.exp(-(r * r) * (1 / 0.006)) * 0.09
 
     if "congestion" in planted:
         p = planted["congestion"]
         w = _congestion_weight(fr, a, p)
-        patch = 0.75 + 0.25 * np.tanh(_smooth(p.patch, n))
+        patch = 0.75 + 0.25 * np.tanh(_smooth(p.patch, fr))
         fill = fill + p.strength * w * patch
         upper = np.clip((fr.hilum_y + 0.05 - Y) * 8.0, 0.0, 1.0) * 0.7 + 0.3
-        vessel_gain = vessel_gain + p.vessel_gain * w * upper
-        extra = extra + 0.05 * w * np.exp(-(r * r) * (1 / 0.02)) * (1 + p.vessel_gain)
+        upper = upper * np.clip(r * (1 / 0.12), 0.0, 1.0)
+        vessel_gain = 1.0 + p.vessel_gain * w * upper
+        extra = extra + 0.04 * w * np.exp(-(r * r) * (1 / 0.015)) * p.vessel_gain * lung
     if "focal_opacity" in planted:
         p = planted["focal_opacity"]
         w = _opacity_weight(fr, p)
-        bronch = np.clip((fine - 0.5) * 4.0, 0.0, 1.0)
-        dens = p.strength * (0.85 + 0.15 * np.tanh(_smooth(p.shape, n) * 2)) * (1 - 0.45 * bronch)
+        bronch = np.clip(fine * 2.5 - 0.5, 0.0, 1.0)
+        dens = p.strength * (0.85 + 0.15 * np.tanh(_smooth(p.shape, fr) * 2)) * (1 - 0.45 * bronch)
         fill = 1.0 - (1.0 - fill) * (1.0 - w * dens)
     if "effusion" in planted:
         p = planted["effusion"]
-        w = _ramp(_effusion_level(fr, a, p), 0.025) * fr.side(p.side)
+        w = _ramp(_effusion_level(fr, a, p) - 0.0125, 0.025) * fr.side(p.side)
         fill = 1.0 - (1.0 - fill) * (1.0 - w)
-        extra = extra + 0.03 * w * lung
+        extra = extra + 0.05 * w * lung
     if "pneumothorax" in planted:
         p = planted["pneumothorax"]
         dc = _collapsed_d(fr, a, p)
@@ -544,58 +667,33 @@ def _paint(fr: _Frame, a: _Anatomy, planted: dict[str, object]) -> np.ndarray:
         line = np.clip(1.0 - np.abs(dc - 0.008) * (1 / 0.005), 0.0, 1.0) * lung * sd
         extra = extra - p.darkness * rim + 0.09 * line
 
-    fill = np.clip(fill, 0.0, 1.0)
-    aer = lung * (1.0 - fill)
-    air = (a.air - 0.06 * fr.t) * aer * (1.0 - 0.85 * solid)
-    vessels = a.vessel_amp * vess * aer * vessel_gain
+    aer = lung * (1.0 - np.clip(fill, 0.0, 1.0))
+    depth = 0.8 + 0.2 * np.clip(fr.lung_d * (1 / 0.1), 0.0, 1.0)  # chest wall overlaps the rim
+    air = (a.air - 0.08 * fr.t) * depth * (1.0 - 0.85 * solid)
+    vessels = (a.vessel_amp * vessel_gain) * vess * (1.0 - 0.8 * solid)
     if rim is not None:
-        vessels = vessels * (1.0 - rim)
-    parenchyma = 0.02 * _smooth(a.mottle[1], n) * aer
+        vessels *= 1.0 - rim
+    texture = vessels + 0.02 * _smooth(a.mottle[1], fr) - air
+    return texture * aer + hila * lung + extra, aer
 
-    # bones
-    bone = a.bone_amp
-    v = Y - a.rib_curve * ((U - a.rib_peak_u) ** 2 - a.rib_peak_u**2)
-    z = v - (a.apex_y - 0.03 + 0.03 * a.rib_phase)
-    phase = z * (1.0 / a.rib_spacing) * (1.0 - 0.12 * z)
-    band = np.clip((np.cos(phase * (2 * math.pi)) - 0.15) * 3.0, 0.0, 1.0)
-    cage = _ramp(a.half_width + 0.08 - np.maximum(U - 0.05, 0.0) - 0.0 * Y, 0.04) * _ramp(U - 0.06, 0.03)
-    cage = cage * _ramp(z, 0.03) * _ramp(a.base_y + 0.45 - Y, 0.2)
-    ribs = band * (1.0 - 0.5 * band) * 2.0 * cage * (0.55 + 0.45 * lung) * 0.11
-    za = Y + 0.55 * U - 0.3 * U * U - (a.apex_y + 0.18)
-    aphase = za * (1.0 / (1.35 * a.rib_spacing))
-    aband = np.clip((np.cos(aphase * (2 * math.pi)) - 0.3) * 2.0, 0.0, 1.0)
-    ribs = ribs + aband * cage * _ramp(za, 0.05) * _ramp(0.8 - za, 0.1) * _ramp(U - 0.22, 0.08) * lung * 0.035
 
-    yc = a.clavicle_y - a.clavicle_rise * U + 0.12 * U * (U - 0.45)
-    thick = 0.028 + 0.012 * np.clip(0.2 - U, 0.0, 0.2) * 5
-    clav = _ramp(thick - np.abs(Y - yc), 0.012) * _ramp(U - 0.05, 0.02) * _ramp(a.half_width - 0.02 - U, 0.05)
-    clav = clav * 0.20
+def _finding_mask(fr: _Frame, a: _Anatomy, name: str, p: object, loose: bool = False) -> tuple[np.ndarray, str]:
+    """Where a planted finding is, on the frame's grid, and its patient side.
 
-    spine_w = 0.055 + 0.01 * np.clip(Y, 0, 1)
-    spine = _ramp(spine_w - np.abs(X - 0.3 * a.trachea_x), 0.015)
-    vert = 0.5 + 0.5 * np.cos(Y * (2 * math.pi / 0.085))
-    spine = spine * (0.10 + 0.04 * vert) * _ramp(Y - (a.apex_y - 0.35), 0.1)
-
-    hx = a.half_width + 0.25
-    humerus = _ramp(0.16 - np.sqrt((U - hx) ** 2 + (Y - (a.apex_y + 0.03)) ** 2), 0.02) * body * 0.16
-
-    # airways and gastric bubble (dark)
-    trachea = _ramp(0.03 - np.abs(X - a.trachea_x), 0.012) * _ramp(a.carina_y - Y, 0.02)
-    ang = np.where(fr.is_left, np.float32(0.55), np.float32(0.75))  # left main bronchus flatter
-    cs, sn = np.cos(ang), np.sin(ang)
-    along = U * cs + (Y - a.carina_y) * sn
-    perp = np.abs(-U * sn + (Y - a.carina_y) * cs)
-    bronchi = _ramp(0.02 - perp, 0.01) * _ramp(along, 0.01) * _ramp(0.12 - along, 0.03)
-    airway = 0.09 * np.maximum(trachea, bronchi)
-    bx, by, brx, bry = a.bubble
-    bubble = 0.0
-    if brx > 0:
-        bubble = _ramp(1.0 - ((X - bx) / brx) ** 2 - ((Y - by) / bry) ** 2, 0.3) * _ramp(Y - fr.dome - 0.01, 0.01)
-        bubble = bubble * 0.22
-
-    out = 0.04 + tissue - air + vessels + hila * lung + parenchyma + 0.05 * heart_soft + extra
-    out = out + bone * (ribs + clav + spine + humerus) - airway - bubble
-    return out
+    `loose` widens every threshold a little: on the coarse grid it gives a region that surely
+    contains the exact full-resolution mask, which is then evaluated only around it.
+    """
+    e = 0.02 if loose else 0.0
+    in_lung = fr.lung_d > -(0.5 * _EDGE + e)  # wherever the lung is drawn at all
+    if name == "cardiomegaly":
+        return _cardiomegaly_mask(fr, a, p, e), "both"
+    if name == "congestion":
+        return (_congestion_weight(fr, a, p) >= 0.25 - 5 * e) & in_lung, "both"
+    if name == "focal_opacity":
+        return (_opacity_weight(fr, p) >= 0.5 - 10 * e) & in_lung, p.side
+    if name == "effusion":
+        return (_effusion_level(fr, a, p) > -e) & in_lung & (fr.side(p.side) > 0), p.side
+    return (_collapsed_d(fr, a, p) < e) & in_lung & (fr.side(p.side) > 0), p.side
 
 
 def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -649,28 +747,22 @@ def _draw(
 
     masks: dict[str, np.ndarray] = {}
     sides: dict[str, str] = {}
-    if planted:
-        full = _Frame(a, size)
-        in_lung = full.lung_d > 0
-        for name in FINDINGS:
-            if name not in planted:
-                continue
-            p = planted[name]
-            if name == "cardiomegaly":
-                m, s = _cardiomegaly_mask(full, a, p), "both"
-            elif name == "congestion":
-                m, s = (_congestion_weight(full, a, p) >= 0.25) & in_lung, "both"
-            elif name == "focal_opacity":
-                m, s = (_opacity_weight(full, p) >= 0.5) & in_lung, p.side
-            elif name == "effusion":
-                m = (_effusion_level(full, a, p) > 0) & in_lung & (full.side(p.side) > 0)
-                s = p.side
-            else:
-                m = (_collapsed_d(full, a, p) < 0) & in_lung & (full.side(p.side) > 0)
-                s = p.side
-            if m.any():
-                masks[name] = m
-                sides[name] = s
+    k = size / work
+    for name in FINDINGS:
+        if name not in planted:
+            continue
+        coarse, side = _finding_mask(fr, a, name, planted[name], loose=True)
+        if coarse.any():  # evaluate at full resolution only around the coarse region
+            r0, c0, r1, c1 = _mask_box(coarse)
+            rows = slice(max(0, int((r0 - 2) * k)), min(size, int(math.ceil((r1 + 2) * k))))
+            cols = slice(max(0, int((c0 - 2) * k)), min(size, int(math.ceil((c1 + 2) * k))))
+        else:
+            rows = cols = slice(0, size)
+        m = np.zeros((size, size), dtype=bool)
+        m[rows, cols] = _finding_mask(_Frame(a, size, rows, cols), a, name, planted[name])[0]
+        if m.any():
+            masks[name] = m
+            sides[name] = side
     boxes = {k: _mask_box(m) for k, m in masks.items()}
     return ChestDrawing(pixels=img.astype(np.float32, copy=False), masks=masks, boxes=boxes, side=sides), a, planted
 

@@ -149,10 +149,12 @@ def test_image_regions_differ_from_surroundings(cohort):
                 ring &= ~mask
                 if e["finding"] == "congestion":  # diffuse perihilar haze: checked against its twin in test_routes
                     continue
-                diff = abs(float(pixels[mask].mean()) - float(pixels[ring].mean()))
-                assert diff > 0.005, (p.record.patient_id, e["finding"], diff)
-                diffs.append(diff)
-    assert len(diffs) >= 20 and np.median(diffs) > 0.05
+                diffs.append(abs(float(pixels[mask].mean()) - float(pixels[ring].mean())))
+    # A ring around the box mixes dark lung with bright heart or abdomen, so now and then its mean
+    # lands on the finding's own grey level by chance; the per-film check against the same anatomy
+    # without the finding is in test_chest.py. Here: the regions stand out across the cohort.
+    diffs = np.array(diffs)
+    assert len(diffs) >= 20 and np.median(diffs) > 0.05 and (diffs > 0.01).mean() > 0.9
 
 
 def test_image_findings_belong_to_their_disease(cohort):
