@@ -45,6 +45,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    from medfuse_core.sources.importer import import_mimic3
+
+    summary = import_mimic3(args.root, args.out, unit=args.unit, limit=args.limit, progress=not args.quiet)
+    print(summary.describe())
+    return 1 if any(p.severity is Severity.ERROR for p in summary.problems) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m medfuse_core", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("path")
     validate.add_argument("--errors-only", action="store_true", help="print errors only")
     validate.set_defaults(run=_cmd_validate)
+
+    importer = commands.add_parser("import", help="import an EHR extract as patient bundles")
+    importer.add_argument("source", choices=["mimic3"], help="kind of extract")
+    importer.add_argument("--root", required=True, help="folder of MIMIC-III tables (.csv or .csv.gz)")
+    importer.add_argument("--out", required=True, help="output folder (one bundle per record + cohort.json)")
+    importer.add_argument("--unit", choices=["admission", "icustay"], default="admission",
+                          help="one record per hospital admission (default) or per ICU stay")
+    importer.add_argument("--limit", type=int, default=None, help="import only the first N records")
+    importer.add_argument("--quiet", action="store_true", help="no progress bar")
+    importer.set_defaults(run=_cmd_import)
 
     demo = commands.add_parser("demo", help="make sure the bundled demo cohort exists and print its folder")
     demo.set_defaults(run=_cmd_demo)

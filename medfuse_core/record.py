@@ -41,10 +41,28 @@ _STR_COLUMNS = {"item", "value_text", "censored", "unit", "flag", "channel"}
 _FLOAT_COLUMNS = {"value", "ref_low", "ref_high"}
 
 
+def _expected_dtype(name: str) -> str:
+    if name == "time":
+        return "datetime64[ns]"
+    if name == "itemid":
+        return "Int64"
+    return "float64" if name in _FLOAT_COLUMNS else "object"
+
+
+def _conforms(table: pd.DataFrame, columns: tuple[str, ...]) -> bool:
+    return (tuple(table.columns) == columns and isinstance(table.index, pd.RangeIndex) and table.index.start == 0
+            and all(str(table[c].dtype) == _expected_dtype(c) for c in columns))
+
+
 def _conform(table: pd.DataFrame | None, columns: tuple[str, ...]) -> pd.DataFrame:
-    """Return `table` with exactly `columns`, in order, with the contract's dtypes."""
+    """Return `table` with exactly `columns`, in order, with the contract's dtypes.
+
+    A table already in that form is returned as it is (cheap: readers slice one big conformed table
+    into many per-patient tables)."""
     if table is None:
         table = pd.DataFrame()
+    if _conforms(table, columns):
+        return table
     out = pd.DataFrame(index=pd.RangeIndex(len(table)))
     for name in columns:
         col = table[name].reset_index(drop=True) if name in table.columns else None

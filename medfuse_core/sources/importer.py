@@ -1,0 +1,132 @@
+"""Import a MIMIC-III folder as patient bundles: one folder per admission (or ICU stay) + cohort.json.
+
+`python -m medfuse_core import mimic3 --root DIR --out BUNDLES` calls `import_mimic3`; the bundles
+are then read like any other (`read_bundle`, the dashboard's cohort browser, `validate`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from medfuse_core.problems import Problem, Severity
+from medfuse_core.record import MODALITIES
+from medfuse_core.sources.bundle import write_bundle
+from medfuse_core.sources.mimic3 import Mimic3Reader, ReaderStats
+from medfuse_core.sources.phenotypes import MORTALITY
+
+COHORT_FILE = "cohort.json"
+
+
+@dataclass
+class ImportSummary:
+    """What an import found and wrote."""
+
+    source: str
+    out_dir: Path
+    unit: str
+    n: int
+    label_names: list[str]
+    label_counts: dict[str, int]
+    modality_counts: dict[str, int]  # records that have the modality
+    row_counts: dict[str, int]  # rows (labs, vitals) or notes imported over all records
+    stats: ReaderStats
+    problems: list[Problem] = field(default_factory=list)  # reader-level
+    record_warnings: int = 0  # warnings on the records (age caps, missing diagnoses, ...)
+    seconds: float = 0.0
+    patients: list[str] = field(default_factory=list)
+
+    @property
+    def prevalence(self) -> dict[str, float]:
+        return {k: (v / self.n if self.n else 0.0) for k, v in self.label_counts.items()}
+
+    def to_json(self) -> dict[str, object]:
+        """cohort.json: the same keys as the synthetic cohort's where they apply; no timings."""
+        return {
+            "source": "mimic3",
+            "root": self.source,
+            "unit": self.unit,
+            "n": self.n,
+            "label_names": self.label_names,
+            "diseases": [n for n in self.label_names if n != MORTALITY],
+            "prevalence": {k: round(v, 4) for k, v in self.prevalence.items()},
+            "label_counts": self.label_counts,
+            "modality_counts": self.modality_counts,
+            "row_counts": self.row_counts,
+            "tables": self.stats.tables,
+            "unmapped_codes": self.stats.unmapped(),
+            "patients": self.patients,
+        }
+
+    def describe(self) -> str:
+        s = self.stats
+        lines = [f"{self.n} {self.unit} records from {self.source} written to {self.out_dir} in {self.seconds:.1f} s"]
+        tables = ", ".join(f"{t} {f}" if f else f"{t} (absent)" for t, f in s.tables.items())
+        lines.append(f"tables: {tables}")
+        for modality in MODALITIES:
+            rows = self.row_counts.get(modality)
+            what = {"labs": "rows", "vitals": "rows", "notes": "notes", "image": "images"}[modality]
+            extra = f", {rows} {what}" if rows is not None else ""
+            lines.append(f"  {modality:7s} in {self.modality_counts.get(modality, 0)} of {self.n} records{extra}")
+        if s.lab_rows:
+            lines.append(f"lab rows: {s.lab_rows} read, {s.lab_rows_placed} imported, {s.lab_rows_without_stay} without "
+                         f"HADM_ID (outpatient), {s.lab_rows_unplaced} of no record read")
+        lines.append(f"vital rows: {s.vital_rows_from_labs} from LABEVENTS, {s.vital_rows_from_chartevents} from "
+                     f"CHARTEVENTS (before outlier removal)")
+        unmapped = s.unmapped()
+        lines.append(f"diagnoses: {s.diagnosis_rows} rows; ICD-10 not mapped: {unmapped['icd10_rows']}"
+                     + (f" (e.g. {', '.join(unmapped['icd10_examples'])})" if unmapped["icd10_rows"] else "")
+                     + f"; ICD-9 in no CCS group: {unmapped['unknown_icd9_rows']}"
+                     + (f" (e.g. {', '.join(unmapped['unknown_icd9_examples'])})" if unmapped["unknown_icd9_rows"] else ""))
+        lines += [f"  {p:6.1%}  {name}" for name, p in self.prevalence.items()]
+        n_errors = sum(p.severity is Severity.ERROR for p in self.problems)
+        lines.append(f"{len(self.problems)} reader problem(s) ({n_errors} error(s)), {self.record_warnings} record warning(s)")
+        lines += [f"  {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def import_mimic3(
+    root: str | Path,
+    out_dir: str | Path,
+    unit: str = "admission",
+    limit: int | None = None,
+    progress: bool = True,
+) -> ImportSummary:
+    """Write one bundle per record of `Mimic3Reader(root, unit, limit=limit)` and out_dir/cohort.json."""
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    reader = Mimic3Reader(root, unit, limit=limit)
+    n = len(reader)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    label_counts = {name: 0 for name in reader.label_names}
+    seen_labels: set[str] = set()
+    modality_counts = {m: 0 for m in MODALITIES}
+    row_counts = {"labs": 0, "vitals": 0, "notes": 0}
+    record_warnings = 0
+    patients = []
+    for record in tqdm(reader, total=n, desc=f"import {unit}s", unit=unit, disable=not progress):
+        write_bundle(record, out_dir / record.patient_id)
+        patients.append(record.patient_id)
+        for modality in record.present_modalities:
+            modality_counts[modality] += 1
+        row_counts["labs"] += len(record.labs.table)
+        row_counts["vitals"] += len(record.vitals.table)
+        row_counts["notes"] += len(record.notes)
+        for name, value in (record.labels or {}).items():
+            label_counts[name] = label_counts.get(name, 0) + int(value)
+            seen_labels.add(name)
+        record_warnings += len(record.problems)
+    # labels that no record has (no DIAGNOSES_ICD, no HOSPITAL_EXPIRE_FLAG) are not in the cohort
+    label_names = [name for name in label_counts if name in seen_labels]
+    label_counts = {name: label_counts[name] for name in label_names}
+    summary = ImportSummary(
+        source=str(root), out_dir=out_dir, unit=unit, n=n, label_names=label_names, label_counts=label_counts,
+        modality_counts=modality_counts, row_counts=row_counts, stats=reader.stats, problems=list(reader.problems),
+        record_warnings=record_warnings, seconds=time.perf_counter() - start, patients=patients,
+    )
+    (out_dir / COHORT_FILE).write_text(json.dumps(summary.to_json(), indent=1) + "\n", encoding="utf-8")
+    return summary
