@@ -6,6 +6,7 @@ st.set_page_config(page_title="MEDFuse Lens", page_icon="🩺", layout="wide")
 
 pages = [
     st.Page("views/worklist.py", title="Patients", icon=":material/groups:", default=True),
+    st.Page("views/patient.py", title="Patient review", icon=":material/person:", url_path="patient"),
 ]
 st.sidebar.markdown("**MEDFuse Lens**  \nmultimodal prediction, explained")
 st.info("Demo data: every patient here is synthetic, generated with planted ground truth. "

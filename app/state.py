@@ -5,6 +5,7 @@ Pages never read files themselves; they ask here, so a cohort is read once per p
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import streamlit as st
@@ -31,6 +32,9 @@ def load_cohort(root: str) -> list[PatientRecord]:
     return records
 
 
+SOURCE_ENV = "MEDFUSE_LENS_SOURCE"  # a folder of bundles (or one bundle) to show instead of the demo
+
+
 def current_source() -> Path:
-    """The folder of bundles the dashboard shows: the demo unless the user picked another."""
-    return Path(st.session_state.get("source_dir") or demo_dir())
+    """The folder of bundles the dashboard shows: the user's pick, else $MEDFUSE_LENS_SOURCE, else the demo."""
+    return Path(st.session_state.get("source_dir") or os.environ.get(SOURCE_ENV) or demo_dir())

@@ -14,8 +14,10 @@ st.caption(f"Source: `{source}` · {len(records)} patients · "
 if not records:
     st.warning("No readable patient bundles in this source.")
 else:
-    st.dataframe(
-        worklist_frame(records),
+    frame = worklist_frame(records)
+    st.caption("Select a row to open that patient's review.")
+    event = st.dataframe(
+        frame,
         hide_index=True,
         width="stretch",
         column_config={
@@ -23,4 +25,11 @@ else:
             "admitted": st.column_config.DatetimeColumn("admitted", format="YYYY-MM-DD HH:mm"),
             "labs": st.column_config.NumberColumn("lab results"),
         },
+        on_select="rerun",
+        selection_mode="single-row",
+        key="worklist_table",
     )
+    if event.selection.rows:  # one click opens the review; the page reads ?patient= / session state
+        patient_id = str(frame.iloc[event.selection.rows[0]]["patient"])
+        st.session_state["patient_id"] = patient_id
+        st.switch_page("views/patient.py", query_params={"patient": patient_id})

@@ -24,14 +24,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def dashboard_url(tmp_path_factory: pytest.TempPathFactory):
+def _serve(env: dict[str, str]):
+    """Start `streamlit run app/main.py` with `env`; yield its URL; stop it."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed; .ci/run installs it with apt-get")
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
     port = _free_port()
-    env = dict(os.environ, MEDFUSE_LENS_HOME=str(tmp_path_factory.mktemp("home")))
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless=true",
          f"--server.port={port}", "--server.address=127.0.0.1", "--browser.gatherUsageStats=false"],
@@ -50,6 +49,36 @@ def dashboard_url(tmp_path_factory: pytest.TempPathFactory):
     proc.wait(timeout=20)
 
 
+@pytest.fixture(scope="module")
+def dashboard_url(tmp_path_factory: pytest.TempPathFactory):
+    env = dict(os.environ, MEDFUSE_LENS_HOME=str(tmp_path_factory.mktemp("home")))
+    env.pop("MEDFUSE_LENS_SOURCE", None)
+    yield from _serve(env)
+
+
+@pytest.fixture(scope="module")
+def hostile_url(tmp_path_factory: pytest.TempPathFactory):
+    """The dashboard on a one-patient source whose note is an XSS attempt (and one image is corrupt)."""
+    from tests.app.test_patient_page import write_hostile_bundle
+
+    source = tmp_path_factory.mktemp("hostile_source")
+    write_hostile_bundle(source)
+    env = dict(os.environ, MEDFUSE_LENS_HOME=str(tmp_path_factory.mktemp("home")), MEDFUSE_LENS_SOURCE=str(source))
+    yield from _serve(env)
+
+
+def _browser(pw):
+    return pw.chromium.launch(
+        executable_path=CHROMIUM,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+              "--disable-sync", "--no-first-run", "--disable-quic"],
+    )
+
+
+def _wait_idle(page) -> None:
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=120_000)
+
+
 def test_patients_page_renders_in_chromium(dashboard_url: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -65,8 +94,59 @@ def test_patients_page_renders_in_chromium(dashboard_url: str, tmp_path: Path) -
         page.wait_for_selector("h1:has-text('Patients')", timeout=30_000)
         assert page.locator("[data-testid='stException']").count() == 0
         assert page.get_by_text("40 patients", exact=False).count() >= 1
+        page.locator("[data-testid='stDataFrame']").wait_for(timeout=30_000)  # drawn just after the script ends
         assert page.locator("[data-testid='stDataFrame']").count() == 1
         assert page.get_by_text("synthetic", exact=False).count() >= 1
         page.screenshot(path=str(tmp_path / "patients.png"), full_page=True)
         assert (tmp_path / "patients.png").stat().st_size > 10_000
+        browser.close()
+
+
+def test_open_patient_from_worklist_shows_the_four_panels(dashboard_url: str, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        page = browser.new_page(viewport={"width": 1400, "height": 2200})  # tall: both charts on screen
+        page.goto(dashboard_url)
+        _wait_idle(page)
+        grid = page.locator("[data-testid='stDataFrame']")
+        grid.wait_for(timeout=30_000)
+        page.wait_for_timeout(500)
+        box = grid.bounding_box()
+        # the grid is a canvas: click the row-selection marker of the third row (P00002, with an X-ray);
+        # rows are 35 px below a 35 px header
+        page.mouse.click(box["x"] + 18, box["y"] + 35 * 3 + 17)
+        page.wait_for_selector("h1:has-text('Patient P00002')", timeout=60_000)
+        assert "patient=P00002" in page.url
+        _wait_idle(page)
+        for heading in ("Labs", "Notes", "Vital signs", "Chest X-ray"):
+            page.get_by_role("heading", name=heading).wait_for(timeout=30_000)
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
+        assert page.locator("[data-testid='stException']").count() == 0
+        assert page.locator(".mf-note").count() >= 1
+        page.screenshot(path=str(tmp_path / "patient.png"), full_page=True)
+        browser.close()
+
+
+def test_hostile_note_displays_as_text(hostile_url: str, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(f"{hostile_url}/patient?patient=HOSTILE")
+        _wait_idle(page)
+        note = page.locator(".mf-note-text").first
+        note.wait_for(timeout=60_000)
+        text = note.inner_text()
+        assert "<script>alert(1)</script>" in text
+        assert "<img src=x onerror=alert(2)>" in text
+        assert page.locator(".mf-note script, .mf-note img").count() == 0
+        assert page.get_by_text("Loading warnings (1)", exact=False).count() == 1
+        assert page.locator("[data-testid='stException']").count() == 0
+        page.wait_for_timeout(500)
+        assert dialogs == []
         browser.close()

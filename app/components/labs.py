@@ -1,0 +1,142 @@
+"""Lab results panel: display tables (latest per item, full timeline) and their styling.
+
+Pure functions (no Streamlit): `lab_rows` turns the record's long table into what a clinician reads
+(value exactly as the lab reported it, reference range, flag), `latest_per_item` is the compact view,
+and `style_labs` highlights abnormal rows and, when the model gives one, shades a signed attribution
+column (red raises the prediction, blue lowers it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+from pandas.io.formats.style import Styler
+
+from app.components.shading import max_abs, signed_rgba
+from medfuse_core.record import PatientRecord
+
+DISPLAY_COLUMNS = ["item", "value", "flag", "reference", "unit", "hours", "time"]
+ABNORMAL_FLAGS = {"abnormal", "low", "high", "l", "h", "ll", "hh", "a", "aa", "critical", "panic"}
+ABNORMAL_BACKGROUND = "background-color: #fde2e1; color: #8a1c1c; font-weight: 600"
+
+# Attribution keys: an item name ("Creatinine") shades every row of that item; (item, time) shades one.
+LabKey = str | tuple[str, pd.Timestamp]
+
+
+def _reference(low: float, high: float) -> str:
+    def fmt(x: float) -> str:
+        return f"{x:g}"
+    if math.isnan(low) and math.isnan(high):
+        return ""
+    if math.isnan(low):
+        return f"≤ {fmt(high)}"
+    if math.isnan(high):
+        return f"≥ {fmt(low)}"
+    return f"{fmt(low)}–{fmt(high)}"
+
+
+def out_of_range(value: float, censored: str, low: float, high: float) -> str:
+    """'low' / 'high' when the (possibly censored) number lies outside the reference range, else ''."""
+    if value is None or math.isnan(value):
+        return ""
+    if not math.isnan(low) and (value < low or (censored == "below" and value <= low)):
+        return "low"
+    if not math.isnan(high) and (value > high or (censored == "above" and value >= high)):
+        return "high"
+    return ""
+
+
+def lab_rows(record: PatientRecord) -> pd.DataFrame:
+    """One display row per result, in time order, with an `abnormal` column for styling.
+
+    `flag` shows the lab's own flag; where the lab gave none, or only a generic "abnormal", and the
+    number is outside the reference range, it shows the direction ('low' / 'high').
+    """
+    table = record.labs.table
+    columns = DISPLAY_COLUMNS + ["abnormal", "stamp"]
+    if table.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for r in table.itertuples(index=False):
+        direction = out_of_range(r.value, r.censored, r.ref_low, r.ref_high)
+        given = (r.flag or "").strip()
+        abnormal = given.lower() in ABNORMAL_FLAGS or bool(direction)
+        flag = given or direction
+        if given.lower() in {"abnormal", "a"} and direction:
+            flag = direction  # the lab said "abnormal"; the range says which way
+        elif given and direction and direction not in given.lower():
+            flag = f"{given} ({direction})"
+        rows.append({
+            "hours": record.hours_since_index(r.time) if pd.notna(r.time) else math.nan,
+            "time": r.time.strftime("%Y-%m-%d %H:%M") if pd.notna(r.time) else "",
+            "item": r.item,
+            "value": r.value_text,
+            "unit": r.unit,
+            "reference": _reference(r.ref_low, r.ref_high),
+            "flag": flag,
+            "abnormal": abnormal,
+            "stamp": r.time,
+        })
+    out = pd.DataFrame(rows, columns=columns)
+    # stable on time only: results drawn together keep the lab's own (panel) order
+    return out.sort_values("stamp", kind="stable", na_position="last").reset_index(drop=True)
+
+
+def latest_per_item(rows: pd.DataFrame) -> pd.DataFrame:
+    """The most recent result of each item (first-seen item order), with the result count and the
+    previous value so a trend is visible without opening the timeline."""
+    if rows.empty:
+        return rows.assign(previous=pd.Series(dtype=object), n=pd.Series(dtype="int64"))
+    order = {item: i for i, item in enumerate(rows["item"].drop_duplicates())}
+    groups = rows.groupby("item", sort=False)
+    latest = groups.tail(1).copy()
+    previous = groups["value"].apply(lambda s: s.iloc[-2] if len(s) > 1 else "")
+    latest["previous"] = latest["item"].map(previous).fillna("")
+    latest["n"] = latest["item"].map(groups.size()).astype("int64")
+    latest = latest.sort_values("item", key=lambda s: s.map(order), kind="stable")
+    return latest.reset_index(drop=True)
+
+
+def attribution_column(rows: pd.DataFrame, attribution: Mapping[Any, float] | None) -> pd.Series:
+    """Per row weight from an attribution mapping keyed by item or (item, time); NaN where absent."""
+    if not attribution:
+        return pd.Series(math.nan, index=rows.index, dtype="float64")
+    values = []
+    for item, stamp in zip(rows["item"], rows["stamp"]):
+        w = attribution.get((item, stamp), attribution.get(item))
+        values.append(float(w) if w is not None else math.nan)
+    return pd.Series(values, index=rows.index, dtype="float64")
+
+
+def style_labs(rows: pd.DataFrame, attribution: Mapping[Any, float] | None = None) -> Styler:
+    """Styler for st.dataframe: abnormal rows red-tinted and bold; optional signed attribution column.
+
+    Helper columns (`abnormal`, `stamp`) are hidden; hours show one decimal ("+2.3 h").
+    """
+    shown = rows.copy()
+    has_attr = bool(attribution)
+    if has_attr:  # right after the value, where the eye already is
+        at = list(shown.columns).index("value") + 1 if "value" in shown.columns else len(shown.columns)
+        shown.insert(at, "attribution", attribution_column(shown, attribution))
+    scale = max_abs(shown["attribution"]) if has_attr else 0.0
+    abnormal = shown["abnormal"].astype(bool) if "abnormal" in shown else pd.Series(False, index=shown.index)
+
+    def row_style(row: pd.Series) -> list[str]:
+        base = ABNORMAL_BACKGROUND if abnormal.loc[row.name] else ""
+        return [base] * len(row)
+
+    styler = shown.style.apply(row_style, axis=1)
+    if has_attr:
+        styler = styler.map(
+            lambda w: "" if pd.isna(w) else f"background-color: {signed_rgba(w, scale)}",
+            subset=["attribution"],
+        )
+    hidden = [c for c in ("abnormal", "stamp") if c in shown.columns]
+    styler = styler.hide(axis="columns", subset=hidden).hide(axis="index")
+    formats: dict[str, Any] = {"hours": lambda h: "" if pd.isna(h) else f"{h:+.1f} h"}
+    if has_attr:
+        formats["attribution"] = lambda w: "–" if pd.isna(w) else f"{w:+.3f}"  # "" would show as None
+    return styler.format(formats)

@@ -1,0 +1,59 @@
+"""Signed attribution colours shared by the evidence panels (labs, notes, vitals, image overlay).
+
+One convention everywhere, so a clinician learns it once: red = pushes the prediction up,
+blue = pushes it down, strength = opacity. Pure functions, no Streamlit.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable
+
+POSITIVE_RGB = (214, 39, 40)  # red: raises the predicted risk
+NEGATIVE_RGB = (31, 119, 180)  # blue: lowers it
+MAX_ALPHA = 0.85
+
+
+def max_abs(weights: Iterable[float]) -> float:
+    """The largest |weight| (finite ones only); 0.0 when there is none."""
+    finite = [abs(float(w)) for w in weights if w is not None and math.isfinite(float(w))]
+    return max(finite, default=0.0)
+
+
+def signed_alpha(weight: float, scale: float, max_alpha: float = MAX_ALPHA) -> float:
+    """Opacity in [0, max_alpha] for |weight| relative to `scale` (0 for a zero or unknown weight)."""
+    if scale <= 0 or weight is None or not math.isfinite(weight):
+        return 0.0
+    return round(min(abs(weight) / scale, 1.0) * max_alpha, 3)
+
+
+def signed_rgba(weight: float, scale: float, max_alpha: float = MAX_ALPHA) -> str:
+    """CSS/plotly colour for a signed weight: red when positive, blue when negative."""
+    r, g, b = POSITIVE_RGB if weight >= 0 else NEGATIVE_RGB
+    return f"rgba({r}, {g}, {b}, {signed_alpha(weight, scale, max_alpha)})"
+
+
+def diverging_colorscale() -> list[list]:
+    """Plotly colorscale for signed maps on [-1, 1] -> [0, 1]: blue, transparent at zero, red."""
+    (r0, g0, b0), (r1, g1, b1) = NEGATIVE_RGB, POSITIVE_RGB
+    return [
+        [0.0, f"rgba({r0},{g0},{b0},{MAX_ALPHA})"],
+        [0.5, f"rgba({r0},{g0},{b0},0)"],
+        [0.5, f"rgba({r1},{g1},{b1},0)"],
+        [1.0, f"rgba({r1},{g1},{b1},{MAX_ALPHA})"],
+    ]
+
+
+def legend_html(scale: float, what: str = "attribution") -> str:
+    """A small colour bar: blue (lowers) -> white -> red (raises), with the scale's end values."""
+    (r0, g0, b0), (r1, g1, b1) = NEGATIVE_RGB, POSITIVE_RGB
+    bar = (f"linear-gradient(to right, rgba({r0},{g0},{b0},{MAX_ALPHA}), rgba(255,255,255,1), "
+           f"rgba({r1},{g1},{b1},{MAX_ALPHA}))")
+    return (
+        '<div style="display:flex;align-items:center;gap:8px;font-size:0.8rem;color:#444;">'
+        f"<span>{html.escape(what)}:</span><span>lowers risk &minus;{scale:.3g}</span>"
+        f'<span style="display:inline-block;width:140px;height:12px;background:{bar};'
+        'border:1px solid #bbb;border-radius:2px;"></span>'
+        f"<span>+{scale:.3g} raises risk</span></div>"
+    )

@@ -1,0 +1,215 @@
+"""Vital-signs panel: plotly small multiples, one subplot per channel present in the record.
+
+x is hours from the index time; the model's 0-48 h window is marked; a shaded band shows the
+display-normal range of each channel; categorical channels (GCS, capillary refill) are step plots of
+their score; an optional signed attribution per hour shades the background of each channel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+
+from app.components.shading import max_abs, signed_rgba
+from medfuse_core.record import PatientRecord
+from medfuse_core.sources.vital_channels import channel_spec
+
+WINDOW_HOURS = 48  # the model reads the first 48 h in 1-hour bins (MedFuse / mimic3-benchmarks)
+
+
+@dataclass(frozen=True)
+class ChannelDisplay:
+    label: str  # short label a clinician reads at a glance
+    unit: str
+    normal: tuple[float, float] | None  # display-normal band, None where no single band makes sense
+
+
+# Display-normal bands for adult ICU patients. These are *display* aids (a shaded band behind the
+# trace), not the model's normal values nor the benchmark's validity limits: HR 60-100 bpm,
+# SBP 90-140, DBP 60-90, MAP 65-105 mmHg, RR 12-20 /min, SpO2 94-100 %, temperature 36.0-38.0 C,
+# glucose 70-180 mg/dL (the ICU glycaemic target), pH 7.35-7.45; FiO2 has no normal (it is a
+# setting, 0.21 on room air); GCS total normal is 15 and each GCS component's normal is its best
+# score (4 / 6 / 5), drawn as a half-point band around that score; capillary refill normal is 0 (< 2 s).
+# Order = the order of the small multiples (haemodynamics, respiration, temperature, metabolic,
+# neurology, body size).
+CHANNEL_DISPLAY: dict[str, ChannelDisplay] = {
+    "Heart Rate": ChannelDisplay("HR", "bpm", (60, 100)),
+    "Systolic blood pressure": ChannelDisplay("SBP", "mmHg", (90, 140)),
+    "Diastolic blood pressure": ChannelDisplay("DBP", "mmHg", (60, 90)),
+    "Mean blood pressure": ChannelDisplay("MAP", "mmHg", (65, 105)),
+    "Respiratory rate": ChannelDisplay("RR", "/min", (12, 20)),
+    "Oxygen saturation": ChannelDisplay("SpO2", "%", (94, 100)),
+    "Fraction inspired oxygen": ChannelDisplay("FiO2", "fraction", None),
+    "Temperature": ChannelDisplay("Temp", "°C", (36.0, 38.0)),
+    "Glucose": ChannelDisplay("Glucose", "mg/dL", (70, 180)),
+    "pH": ChannelDisplay("pH", "", (7.35, 7.45)),
+    "Glascow coma scale total": ChannelDisplay("GCS total", "score", (14.5, 15.0)),
+    "Glascow coma scale eye opening": ChannelDisplay("GCS eye", "score", (3.5, 4.0)),
+    "Glascow coma scale motor response": ChannelDisplay("GCS motor", "score", (5.5, 6.0)),
+    "Glascow coma scale verbal response": ChannelDisplay("GCS verbal", "score", (4.5, 5.0)),
+    "Capillary refill rate": ChannelDisplay("Cap refill", "0 normal / 1 slow", (0.0, 0.5)),
+}
+
+# Fixed y ranges for scores, so "15" always sits at the top of the GCS plot.
+SCORE_RANGES = {
+    "Glascow coma scale total": (2.5, 15.5),
+    "Glascow coma scale eye opening": (0.5, 4.5),
+    "Glascow coma scale motor response": (0.5, 6.5),
+    "Glascow coma scale verbal response": (0.5, 5.5),
+    "Capillary refill rate": (-0.25, 1.25),
+}
+
+LINE = "#1f4e79"
+OUT_OF_BAND = "#c0392b"
+BAND = "rgba(46, 160, 67, 0.13)"
+ATTRIBUTION_MAX_ALPHA = 0.35  # hour shading stays behind the trace, which must remain readable
+
+# Attribution: channel -> per-hour weights, either a sequence (index = hour bin 0..47) or {hour: w}.
+VitalAttribution = Mapping[str, Sequence[float] | Mapping[int, float]]
+
+# Charted once at admission, not a time series: shown in the patient header, not as a subplot.
+BODY_SIZE_CHANNELS = ("Height", "Weight")
+
+
+def channels_present(record: PatientRecord) -> list[str]:
+    """Time-series channels with at least one observation: known ones in display order, then others.
+    Height and weight are left out (see BODY_SIZE_CHANNELS)."""
+    present = [c for c in dict.fromkeys(record.vitals.table["channel"]) if c not in BODY_SIZE_CHANNELS]
+    known = [c for c in CHANNEL_DISPLAY if c in present]
+    return known + sorted(c for c in present if c not in CHANNEL_DISPLAY)
+
+
+def display_of(channel: str) -> ChannelDisplay:
+    return CHANNEL_DISPLAY.get(channel, ChannelDisplay(channel, "", None))
+
+
+def _axis_ref(k: int) -> tuple[str, str]:
+    return ("x" if k == 1 else f"x{k}"), ("y" if k == 1 else f"y{k}")
+
+
+def _hour_weights(weights: Sequence[float] | Mapping[int, float]) -> dict[int, float]:
+    if isinstance(weights, Mapping):
+        return {int(h): float(w) for h, w in weights.items()}
+    return {h: float(w) for h, w in enumerate(weights)}
+
+
+def body_size(record: PatientRecord) -> dict[str, str]:
+    """Latest height and weight as display text ("178 cm"), for the header; only those charted."""
+    table = record.vitals.table
+    out = {}
+    for channel, unit in (("Height", "cm"), ("Weight", "kg")):
+        rows = table[table["channel"] == channel].sort_values("time")
+        if len(rows):
+            out[channel.lower()] = f"{rows['value'].iloc[-1]:g} {unit}"
+    return out
+
+
+def vitals_figure(record: PatientRecord, attribution: VitalAttribution | None = None, *,
+                  columns: int = 2, row_height: int = 150) -> go.Figure:
+    """Small multiples of the record's vital-sign time series (one subplot per channel present);
+    an empty figure (no subplots) when there are none."""
+    channels = channels_present(record)
+    if not channels:
+        return go.Figure()
+    table = record.vitals.table
+    hours_all = record.hours_since_index(table["time"]).to_numpy(dtype=float)
+    spec = channel_spec()
+    cols = min(columns, len(channels))
+    rows = math.ceil(len(channels) / cols)
+    titles = [f"{display_of(c).label} ({display_of(c).unit})" if display_of(c).unit else display_of(c).label
+              for c in channels]
+    layout = _grid_layout(rows, cols, titles, vertical_spacing=min(0.3 / rows, 0.08), horizontal_spacing=0.08)
+    finite = hours_all[np.isfinite(hours_all)]
+    x_lo = min(0.0, float(finite.min()) if finite.size else 0.0) - 1
+    x_hi = max(float(WINDOW_HOURS), float(finite.max()) if finite.size else 0.0) + 1
+    scale = max_abs(w for ws in (attribution or {}).values() for w in _hour_weights(ws).values())
+    shapes: list[dict] = []
+    traces: list[go.Scatter] = []
+    cells: list[tuple[int, int]] = []
+    yaxes: dict[str, dict] = {}
+    for k, channel in enumerate(channels, start=1):
+        row, col = (k - 1) // cols + 1, (k - 1) % cols + 1
+        xref, yref = _axis_ref(k)
+        mask = (table["channel"] == channel).to_numpy()
+        x, y = hours_all[mask], table["value"].to_numpy(dtype=float)[mask]
+        text = table["value_text"].to_numpy()[mask]
+        order = np.argsort(x, kind="stable")
+        x, y, text = x[order], y[order], text[order]
+        shown = display_of(channel)
+        categorical = channel in spec and spec[channel].categorical
+        band = shown.normal
+        outside = np.zeros(len(y), dtype=bool) if band is None else (y < band[0] - 1e-9) | (y > band[1] + 1e-9)
+        traces.append(go.Scatter(
+            x=x, y=y, mode="lines+markers", name=shown.label, showlegend=False,
+            line={"color": LINE, "width": 1.5, "shape": "hv" if categorical else "linear"},
+            marker={"size": 4, "color": np.where(outside, OUT_OF_BAND, LINE)},
+            customdata=text,
+            hovertemplate=f"{shown.label}: %{{customdata}} {shown.unit}<br>%{{x:+.1f}} h<extra></extra>",
+        ))
+        cells.append((row, col))
+        if band is not None:
+            shapes.append({"type": "rect", "xref": f"{xref} domain", "yref": yref, "x0": 0, "x1": 1,
+                           "y0": band[0], "y1": band[1], "fillcolor": BAND, "line": {"width": 0},
+                           "layer": "below"})
+        if x_hi > WINDOW_HOURS:  # after the model's window: greyed, still shown
+            shapes.append({"type": "rect", "xref": xref, "yref": f"{yref} domain", "x0": WINDOW_HOURS,
+                           "x1": x_hi, "y0": 0, "y1": 1, "fillcolor": "rgba(0, 0, 0, 0.05)",
+                           "line": {"width": 0}, "layer": "below"})
+        for h in (0, WINDOW_HOURS):
+            shapes.append({"type": "line", "xref": xref, "yref": f"{yref} domain", "x0": h, "x1": h,
+                           "y0": 0, "y1": 1, "line": {"color": "#888", "width": 1, "dash": "dot"},
+                           "layer": "below"})
+        for hour, w in _hour_weights((attribution or {}).get(channel, ())).items():
+            if w and math.isfinite(w):
+                shapes.append({"type": "rect", "xref": xref, "yref": f"{yref} domain", "x0": hour,
+                               "x1": hour + 1, "y0": 0, "y1": 1, "fillcolor": signed_rgba(w, scale, ATTRIBUTION_MAX_ALPHA),
+                               "line": {"width": 0}, "layer": "below"})
+        yaxis = {"showgrid": True, "gridcolor": "#eee", "zeroline": False}
+        if channel in SCORE_RANGES:
+            yaxis["range"] = list(SCORE_RANGES[channel])
+            yaxis["dtick"] = 1 if channel != "Glascow coma scale total" else 3
+        elif band is not None and len(y):
+            lo, hi = np.nanmin(np.append(y, band[0])), np.nanmax(np.append(y, band[1]))
+            pad = 0.08 * (hi - lo or 1.0)
+            yaxis["range"] = [lo - pad, hi + pad]
+        yaxes[f"yaxis{'' if k == 1 else k}"] = yaxis
+    for k, trace in enumerate(traces, start=1):
+        trace.xaxis, trace.yaxis = _axis_ref(k)
+    bottom = {len(channels) - i for i in range(cols)}  # the last subplot of each column
+    for k in range(1, len(channels) + 1):
+        name = "" if k == 1 else str(k)
+        layout[f"xaxis{name}"].update(range=[x_lo, x_hi], showgrid=True, gridcolor="#eee", zeroline=False,
+                                      dtick=12, ticksuffix=" h", showticklabels=k in bottom,
+                                      title={"text": "hours from admission"} if k in bottom else None)
+        layout[f"yaxis{name}"].update(yaxes[f"yaxis{name}"])
+    layout.update(shapes=shapes, height=row_height * rows + 80, margin={"l": 10, "r": 10, "t": 40, "b": 40},
+                  plot_bgcolor="white", hovermode="closest")
+    # built as one dict, not with make_subplots + per-cell updates: 5x faster for 15 channels
+    return go.Figure(data=traces, layout=layout)
+
+
+def _grid_layout(rows: int, cols: int, titles: list[str], *, vertical_spacing: float,
+                 horizontal_spacing: float) -> dict:
+    """Layout dict of a rows x cols grid of subplots (row-major, x axes all matched to the first),
+    with a title annotation above each cell: what make_subplots builds, without its overhead."""
+    width = (1 - horizontal_spacing * (cols - 1)) / cols
+    height = (1 - vertical_spacing * (rows - 1)) / rows
+    layout: dict = {"annotations": []}
+    for k, title in enumerate(titles, start=1):
+        r, c = (k - 1) // cols, (k - 1) % cols
+        x0 = c * (width + horizontal_spacing)
+        y1 = 1 - r * (height + vertical_spacing)
+        xname, yname = _axis_ref(k)
+        xdom = [max(0.0, round(x0, 6)), min(1.0, round(x0 + width, 6))]
+        ydom = [max(0.0, round(y1 - height, 6)), min(1.0, round(y1, 6))]
+        layout[f"xaxis{'' if k == 1 else k}"] = {"domain": xdom, "anchor": yname,
+                                                 **({"matches": "x"} if k > 1 else {})}
+        layout[f"yaxis{'' if k == 1 else k}"] = {"domain": ydom, "anchor": xname}
+        layout["annotations"].append({"text": title, "x": x0 + width / 2, "y": y1, "xref": "paper",
+                                      "yref": "paper", "xanchor": "center", "yanchor": "bottom",
+                                      "showarrow": False, "font": {"size": 12}})
+    return layout

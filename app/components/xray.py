@@ -1,0 +1,123 @@
+"""Chest X-ray panel: window/level, display downsampling, plotly viewer with an attribution overlay.
+
+Pixels arrive in display orientation in [0, 1] (bone bright). Window/level works in the same
+display units: a window of `width` centred on `centre` maps centre - width/2 -> black and
+centre + width/2 -> white, saturating outside. The viewer is a plotly heatmap in greys (zoom and
+pan on, equal aspect); the overlay is a second heatmap, transparent at zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from app.components.shading import POSITIVE_RGB, diverging_colorscale
+from medfuse_core.record import ChestImage
+
+MAX_DISPLAY_SIDE = 768
+GREYS = [[0.0, "black"], [1.0, "white"]]
+
+
+def window_level(pixels: np.ndarray, centre: float, width: float) -> np.ndarray:
+    """Map [centre - width/2, centre + width/2] linearly onto [0, 1], clipping outside."""
+    width = max(float(width), 1e-6)
+    low = float(centre) - width / 2
+    return np.clip((np.asarray(pixels, dtype=np.float32) - low) / width, 0.0, 1.0)
+
+
+def display_factor(shape: tuple[int, ...], max_side: int = MAX_DISPLAY_SIDE) -> int:
+    """Integer block size that brings the longer side to <= max_side (1 when already small)."""
+    return max(1, math.ceil(max(shape[:2]) / max_side))
+
+
+def downsample(array: np.ndarray, factor: int) -> np.ndarray:
+    """Block mean by an integer factor (edges that do not fill a block are padded by repetition)."""
+    if factor <= 1:
+        return np.asarray(array, dtype=np.float32)
+    a = np.asarray(array, dtype=np.float32)
+    rows, cols = a.shape
+    pr, pc = (-rows) % factor, (-cols) % factor
+    if pr or pc:
+        a = np.pad(a, ((0, pr), (0, pc)), mode="edge")
+    r, c = a.shape
+    return a.reshape(r // factor, factor, c // factor, factor).mean(axis=(1, 3))
+
+
+def check_overlay(pixels: np.ndarray, overlay: np.ndarray | None) -> None:
+    """An overlay must be a finite 2-D map with the image's shape."""
+    if overlay is None:
+        return
+    overlay = np.asarray(overlay)
+    if overlay.shape != pixels.shape:
+        raise ValueError(f"overlay shape {overlay.shape} does not match image shape {pixels.shape}")
+
+
+def xray_figure(pixels: np.ndarray, centre: float = 0.5, width: float = 1.0, *,
+                overlay: np.ndarray | None = None, overlay_opacity: float = 0.5, signed: bool = True,
+                max_side: int = MAX_DISPLAY_SIDE, height: int = 560) -> go.Figure:
+    """The viewer figure. `overlay` (same shape as `pixels`) is drawn over the film: with `signed`,
+    blue < 0 < red, transparent at zero; otherwise a single-hue map of non-negative weights."""
+    pixels = np.asarray(pixels, dtype=np.float32)
+    check_overlay(pixels, overlay)
+    factor = display_factor(pixels.shape, max_side)
+    shown = downsample(window_level(pixels, centre, width), factor)
+    grey = np.round(shown * 255).astype(np.uint8)  # 8 bits is what the screen shows; 4x less to send
+    rows, cols = pixels.shape
+    # pixel centres in original coordinates, so overlays, masks and boxes line up whatever the factor
+    xs = (np.arange(grey.shape[1]) + 0.5) * factor - 0.5
+    ys = (np.arange(grey.shape[0]) + 0.5) * factor - 0.5
+    fig = go.Figure(go.Heatmap(z=grey, x=xs, y=ys, colorscale=GREYS, zmin=0, zmax=255, showscale=False,
+                               hovertemplate="x %{x:.0f}, y %{y:.0f}<extra></extra>", name="film"))
+    if overlay is not None:
+        small = downsample(np.nan_to_num(np.asarray(overlay, dtype=np.float32)), factor)
+        scale = float(np.max(np.abs(small))) or 1.0
+        if signed:
+            colorscale, zmin, zmax = diverging_colorscale(), -scale, scale
+        else:
+            r, g, b = POSITIVE_RGB
+            colorscale, zmin, zmax = [[0, f"rgba({r},{g},{b},0)"], [1, f"rgba({r},{g},{b},1)"]], 0.0, scale
+        fig.add_trace(go.Heatmap(
+            z=small, x=xs, y=ys, colorscale=colorscale, zmin=zmin, zmax=zmax, opacity=overlay_opacity,
+            showscale=True, colorbar={"title": {"text": "attribution", "side": "right"}, "thickness": 12},
+            hovertemplate="attribution %{z:.3g}<extra></extra>", name="attribution",
+        ))
+    fig.update_xaxes(range=[-0.5, cols - 0.5], showticklabels=False, showgrid=False, zeroline=False,
+                     fixedrange=False, constrain="domain")
+    fig.update_yaxes(range=[rows - 0.5, -0.5], showticklabels=False, showgrid=False, zeroline=False,
+                     fixedrange=False, scaleanchor="x", scaleratio=1, constrain="domain")
+    fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 0, "b": 0}, dragmode="zoom",
+                      plot_bgcolor="black")
+    return fig
+
+
+def image_label(index: int, image: ChestImage, hours: float | None = None) -> str:
+    when = image.time.strftime("%Y-%m-%d %H:%M") if image.time is not None and pd.notna(image.time) else "time unknown"
+    rel = f" ({hours:+.1f} h)" if hours is not None and not math.isnan(hours) else ""
+    return f"{index + 1}: {image.view or 'view unknown'} · {when}{rel}"
+
+
+def metadata_frame(image: ChestImage) -> pd.DataFrame:
+    """Header facts a radiologist checks, as (field, value) rows; 'not given' where unknown."""
+    m = image.metadata
+
+    def given(v: object) -> str:
+        return "not given" if v in (None, "") else str(v)
+
+    spacing = (f"{m.pixel_spacing_mm[0]:g} × {m.pixel_spacing_mm[1]:g} mm"
+               if m.pixel_spacing_mm else "not given")
+    rows, cols = image.pixels.shape[:2]
+    facts = [
+        ("view", given(image.view or m.view_position)),
+        ("modality", given(m.modality)),
+        ("study date", given(m.study_date)),
+        ("pixel spacing", spacing),
+        ("photometric", given(m.photometric)),
+        ("bits stored", given(m.bits_stored)),
+        ("size", f"{cols} × {rows} px"),
+        ("format", given(m.file_format)),
+        ("transfer syntax", given(m.transfer_syntax)),
+    ]
+    return pd.DataFrame(facts, columns=["field", "value"])

@@ -1,0 +1,281 @@
+"""The patient page's evidence components, as pure functions on hand-made records (no Streamlit)."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app.components import labs as L
+from app.components import notes as N
+from app.components import patient_header as H
+from app.components import vitals as V
+from app.components import xray as X
+from app.components.shading import signed_rgba
+from medfuse_core.problems import warning
+from medfuse_core.record import ChestImage, ImageMetadata, Labs, Note, PatientRecord, Vitals
+
+T0 = pd.Timestamp("2131-05-07 08:00:00")
+
+
+def _labs() -> Labs:
+    rows = [
+        # time, item, value_text, value, censored, unit, low, high, flag
+        ("09:12", "NTproBNP", "4210", 4210.0, "", "pg/mL", 0, 450, "abnormal"),
+        ("09:12", "Creatinine", "1.1", 1.1, "", "mg/dL", 0.5, 1.1, ""),
+        ("09:12", "Potassium", "HEMOLYZED", np.nan, "", "mEq/L", 3.3, 5.1, ""),
+        ("21:40", "Lactate", "<0.5", 0.5, "below", "mmol/L", 0.5, 2.0, ""),
+        ("21:40", "Creatinine", "2.4", 2.4, "", "mg/dL", 0.5, 1.1, ""),  # out of range, no flag given
+        ("21:40", "Sodium", "128", 128.0, "", "mEq/L", 133, 145, "low"),
+    ]
+    table = pd.DataFrame(rows, columns=["t", "item", "value_text", "value", "censored", "unit",
+                                        "ref_low", "ref_high", "flag"])
+    table["time"] = pd.to_datetime("2131-05-07 " + table.pop("t"))
+    return Labs(table)
+
+
+def _vitals() -> Vitals:
+    rows = []
+    for h in range(0, 50, 2):
+        t = T0 + pd.Timedelta(hours=h)
+        rows += [(t, "Heart Rate", 80 + h, str(80 + h)), (t, "Systolic blood pressure", 120, "120")]
+        rows.append((t, "Glascow coma scale total", 15 if h < 20 else 11, "15" if h < 20 else "11"))
+    rows += [(T0, "Height", 178.0, "178"), (T0, "Weight", 81.5, "81.5")]
+    return Vitals(pd.DataFrame(rows, columns=["time", "channel", "value", "value_text"]))
+
+
+def _record(**kw) -> PatientRecord:
+    base = dict(patient_id="P1", age=71, sex="F", index_time=T0, labs=_labs(), vitals=_vitals(),
+                notes=[Note(T0 + pd.Timedelta(hours=2), "Physician", "Pt with CHF.\nOn lasix.")])
+    base.update(kw)
+    return PatientRecord(**base)
+
+
+# ------------------------------------------------------------------------------------------ labs
+
+
+def test_lab_rows_keep_reported_text_reference_and_flags() -> None:
+    rows = L.lab_rows(_record())
+    assert list(rows.columns[:7]) == L.DISPLAY_COLUMNS
+    assert rows["stamp"].is_monotonic_increasing
+    by = {(r.item, r.value): r for r in rows.itertuples()}
+    assert by[("Potassium", "HEMOLYZED")].reference == "3.3–5.1"
+    assert not by[("Potassium", "HEMOLYZED")].abnormal  # no number, no flag: not called abnormal
+    assert by[("NTproBNP", "4210")].flag == "high" and by[("NTproBNP", "4210")].abnormal
+    assert by[("Creatinine", "2.4")].flag == "high" and by[("Creatinine", "2.4")].abnormal  # computed
+    assert by[("Creatinine", "1.1")].flag == "" and not by[("Creatinine", "1.1")].abnormal  # at the limit
+    assert by[("Lactate", "<0.5")].flag == "low"  # censored below the lower limit
+    assert by[("Sodium", "128")].flag == "low"
+    assert by[("NTproBNP", "4210")].time == "2131-05-07 09:12"
+    assert by[("NTproBNP", "4210")].hours == pytest.approx(1.2)
+
+
+def test_latest_per_item_keeps_one_row_per_item_with_previous_and_count() -> None:
+    latest = L.latest_per_item(L.lab_rows(_record()))
+    assert latest["item"].is_unique
+    assert list(latest["item"]) == ["NTproBNP", "Creatinine", "Potassium", "Lactate", "Sodium"]
+    creat = latest.set_index("item").loc["Creatinine"]
+    assert (creat["value"], creat["previous"], creat["n"]) == ("2.4", "1.1", 2)
+
+
+def test_style_highlights_abnormal_rows_only_and_hides_helpers() -> None:
+    rows = L.lab_rows(_record())
+    styled = L.style_labs(rows)
+    css = styled._compute().ctx  # {(row, col): [(prop, value), ...]}
+    for i, abnormal in enumerate(rows["abnormal"]):
+        cell = dict(css.get((i, 0), []))
+        assert ("background-color" in cell) == bool(abnormal), (i, rows.loc[i, "item"])
+    html_out = styled.to_html()
+    assert "+1.2 h" in html_out and "stamp" not in html_out
+
+
+def test_style_shades_signed_attribution_by_item_or_by_result() -> None:
+    rows = L.lab_rows(_record())
+    at = pd.Timestamp("2131-05-07 21:40")
+    styled = L.style_labs(rows, {"NTproBNP": 0.8, ("Creatinine", at): -0.4})
+    data = styled.data
+    assert data.loc[data["item"] == "NTproBNP", "attribution"].tolist() == [0.8]
+    assert data.loc[data["item"] == "Creatinine", "attribution"].tolist()[1] == -0.4
+    assert np.isnan(data.loc[data["item"] == "Creatinine", "attribution"].tolist()[0])
+    css = styled._compute().ctx
+    col = list(data.columns).index("attribution")
+    bnp_row = int(np.flatnonzero(data["item"] == "NTproBNP")[0])
+    assert dict(css[(bnp_row, col)])["background-color"] == signed_rgba(0.8, 0.8)
+    assert signed_rgba(0.8, 0.8).startswith("rgba(214") and signed_rgba(-0.4, 0.8).startswith("rgba(31")
+
+
+def test_empty_labs_give_empty_tables() -> None:
+    rows = L.lab_rows(PatientRecord("x"))
+    assert rows.empty and L.latest_per_item(rows).empty
+
+
+# ----------------------------------------------------------------------------------------- notes
+
+HOSTILE = 'a <script>alert(1)</script> b <img src=x onerror="alert(2)"> & "q" \'s\''
+
+
+def test_plain_note_is_fully_escaped() -> None:
+    out = N.highlight_spans(HOSTILE, [])
+    assert out == html.escape(HOSTILE)
+    assert "<script" not in out and "<img" not in out
+
+
+def test_hostile_text_inside_and_between_spans_stays_escaped() -> None:
+    start = HOSTILE.index("<script>")
+    spans = [(start, start + len("<script>alert(1)</script>"), 0.9), (HOSTILE.index("<img"), HOSTILE.index("<img") + 4, -0.3)]
+    out = N.highlight_spans(HOSTILE, spans)
+    assert "<script" not in out.lower() and "<img" not in out.lower()
+    marks = re.findall(r"<mark [^>]*>(.*?)</mark>", out)
+    assert marks == [html.escape("<script>alert(1)</script>"), html.escape("<img")]
+    # only our own tags survive
+    assert set(re.findall(r"<\s*/?\s*([a-zA-Z]+)", out)) == {"mark"}
+    html_note = N.note_html("+1.0 h · <b>cat</b>", HOSTILE, spans)
+    assert "<script" not in html_note and "&lt;b&gt;cat&lt;/b&gt;" in html_note
+    assert "white-space:pre-wrap" in html_note
+
+
+def _marked(out: str) -> list[tuple[str, float]]:
+    return [(html.unescape(t), float(w)) for w, t in re.findall(r'<mark data-w="([^"]+)"[^>]*>(.*?)</mark>', out)]
+
+
+def test_spans_are_marked_at_the_right_places_with_weight_and_sign() -> None:
+    text = "fever and cough; no rash"
+    out = N.highlight_spans(text, [(0, 5, 1.0), (10, 15, -0.5)])
+    assert _marked(out) == [("fever", 1.0), ("cough", -0.5)]
+    assert html.unescape(re.sub(r"<[^>]+>", "", out)) == text  # nothing lost or added
+    first, second = re.findall(r"<mark [^>]*>", out)
+    assert "rgba(214, 39, 40, 0.85)" in first  # strongest positive: full red
+    assert "rgba(31, 119, 180, 0.425)" in second  # half as strong, negative: blue at half opacity
+
+
+def test_overlapping_and_adjacent_spans() -> None:
+    text = "abcdefghij"
+    out = N.highlight_spans(text, [(0, 6, 1.0), (3, 8, 1.0), (8, 10, 0.5)])
+    # cut at every boundary; the overlap carries both weights; adjacent spans stay separate marks
+    assert _marked(out) == [("abc", 1.0), ("def", 2.0), ("gh", 1.0), ("ij", 0.5)]
+    assert html.unescape(re.sub(r"<[^>]+>", "", out)) == text
+
+
+def test_unicode_offsets_newlines_and_out_of_range_spans() -> None:
+    text = "Ünïcødé ✓\n日本語 <ok>\n"
+    start = text.index("日本語")
+    out = N.highlight_spans(text, [(start, start + 3, 1.0), (text.index("<ok>"), text.index("<ok>") + 4, 1.0),
+                                   (50, 60, 1.0), (5, 5, 1.0), (-3, 1, 0.2)])
+    assert _marked(out) == [("Ü", 0.2), ("日本語", 1.0), ("<ok>", 1.0)]
+    assert "\n" in out and "&lt;ok&gt;" in out
+
+
+def test_find_spans_is_case_insensitive_and_literal() -> None:
+    text = "Cough. cough? (c.o)"
+    assert N.find_spans(text, "COUGH") == [(0, 5, 1.0), (7, 12, 1.0)]
+    assert N.find_spans(text, "c.o") == [(15, 18, 1.0)]
+    assert N.find_spans(text, "  ") == []
+
+
+# ---------------------------------------------------------------------------------------- vitals
+
+
+def _subplot_titles(fig) -> list[str]:
+    return [a.text for a in fig.layout.annotations]
+
+
+def test_vitals_one_subplot_per_channel_present_with_normal_bands() -> None:
+    record = _record()
+    fig = V.vitals_figure(record)
+    assert V.channels_present(record) == ["Heart Rate", "Systolic blood pressure", "Glascow coma scale total"]
+    assert len(fig.data) == 3
+    assert _subplot_titles(fig) == ["HR (bpm)", "SBP (mmHg)", "GCS total (score)"]
+    bands = [s for s in fig.layout.shapes if s.type == "rect" and s.xref.endswith("domain")]
+    assert sorted((s.yref, s.y0, s.y1) for s in bands) == [("y", 60, 100), ("y2", 90, 140), ("y3", 14.5, 15)]
+    hr, _, gcs = fig.data
+    assert gcs.line.shape == "hv" and hr.line.shape == "linear"  # GCS as a step plot of its score
+    assert list(hr.x[:2]) == [0.0, 2.0]  # hours from admission
+    window = [s for s in fig.layout.shapes if s.type == "line"]
+    assert {s.x0 for s in window} == {0, V.WINDOW_HOURS}
+    assert V.body_size(record) == {"height": "178 cm", "weight": "81.5 kg"}
+
+
+def test_vitals_normal_bands_cover_the_agreed_channels() -> None:
+    bands = {c: d.normal for c, d in V.CHANNEL_DISPLAY.items()}
+    assert bands["Heart Rate"] == (60, 100) and bands["Oxygen saturation"] == (94, 100)
+    assert bands["Temperature"] == (36.0, 38.0) and bands["pH"] == (7.35, 7.45)
+    assert bands["Fraction inspired oxygen"] is None
+
+
+def test_vitals_attribution_shades_hours() -> None:
+    fig = V.vitals_figure(_record(), {"Heart Rate": [0.0, 0.5, -1.0], "Glascow coma scale total": {30: 0.25}})
+    attr = [s for s in fig.layout.shapes if s.type == "rect" and not s.xref.endswith("domain")
+            and s.fillcolor.startswith("rgba(") and s.x0 < V.WINDOW_HOURS]
+    assert sorted((s.xref, s.x0, s.x1) for s in attr) == [("x", 1, 2), ("x", 2, 3), ("x3", 30, 31)]
+    strongest = next(s for s in attr if s.x0 == 2)
+    assert strongest.fillcolor == signed_rgba(-1.0, 1.0, V.ATTRIBUTION_MAX_ALPHA)
+
+
+def test_vitals_absent_gives_empty_figure() -> None:
+    assert len(V.vitals_figure(PatientRecord("x")).data) == 0
+
+
+# ------------------------------------------------------------------------------------------ xray
+
+
+def test_window_level_maps_centre_to_mid_grey_and_saturates_outside() -> None:
+    pixels = np.array([[0.3, 0.4, 0.5, 0.6, 0.7]], dtype=np.float32)
+    out = X.window_level(pixels, centre=0.5, width=0.2)
+    assert out[0, 2] == pytest.approx(0.5)
+    assert out[0, 0] == 0.0 and out[0, 4] == 1.0  # outside the window: black / white
+    assert out[0, 1] == pytest.approx(0.0) and out[0, 3] == pytest.approx(1.0)  # window edges
+    np.testing.assert_allclose(X.window_level(pixels, 0.5, 1.0), pixels)  # full window = identity
+
+
+def test_downsampling_bounds_display_size() -> None:
+    pixels = np.random.default_rng(0).random((2000, 1500), dtype=np.float32)
+    fig = X.xray_figure(pixels)
+    z = np.asarray(fig.data[0].z)
+    assert max(z.shape) <= X.MAX_DISPLAY_SIDE and z.dtype == np.uint8
+    assert X.downsample(np.ones((5, 7)), 2).shape == (3, 4)
+
+
+def test_viewer_is_zoomable_with_equal_aspect_and_overlay() -> None:
+    pixels = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(64, 48)
+    overlay = np.zeros_like(pixels)
+    overlay[10:20, 5:15] = 1.0
+    fig = X.xray_figure(pixels, overlay=overlay, overlay_opacity=0.3, signed=False)
+    film, over = fig.data
+    assert film.colorscale[0][1] == "black" and film.showscale is False
+    assert np.asarray(over.z).shape == pixels.shape and over.opacity == 0.3
+    assert fig.layout.yaxis.scaleanchor == "x" and fig.layout.yaxis.fixedrange is False
+    assert fig.layout.xaxis.fixedrange is False
+    assert list(fig.layout.yaxis.range) == [63.5, -0.5]  # row 0 at the top
+    with pytest.raises(ValueError, match="does not match"):
+        X.xray_figure(pixels, overlay=np.zeros((10, 10)))
+
+
+def test_image_metadata_table() -> None:
+    meta = ImageMetadata(modality="DX", view_position="PA", study_date="2131-05-07", pixel_spacing_mm=(0.14, 0.14),
+                         photometric="MONOCHROME1", bits_stored=12, file_format="dicom", rows=8, columns=6)
+    image = ChestImage(T0, "PA", np.zeros((8, 6), np.float32), "x.dcm", meta)
+    facts = dict(X.metadata_frame(image).values)
+    assert facts["pixel spacing"] == "0.14 × 0.14 mm" and facts["photometric"] == "MONOCHROME1"
+    assert facts["bits stored"] == "12" and facts["size"] == "6 × 8 px" and facts["study date"] == "2131-05-07"
+    bare = dict(X.metadata_frame(ChestImage(None, "", np.zeros((4, 4), np.float32))).values)
+    assert bare["modality"] == "not given" and bare["pixel spacing"] == "not given"
+
+
+# ---------------------------------------------------------------------------------------- header
+
+
+def test_header_modalities_and_problems() -> None:
+    record = _record(source="/data/P1", problems=[warning("/data/P1/images/index.csv", "row 2: file", "bad <file>")])
+    status = H.modality_status(record).set_index("code")
+    assert status.loc["LAB", "present"] and not status.loc["CXR", "present"]
+    assert status.loc["VIT", "count"] == len(record.vitals.table)
+    badges = H.modality_badges_html(record)
+    assert "LAB 6" in badges and "line-through" in badges and "absent: chest X-ray" in badges
+    problems = H.problems_frame(record)
+    assert problems.iloc[0].to_dict() == {"severity": "warning", "file": "images/index.csv",
+                                          "field": "row 2: file", "message": "bad <file>"}
+    assert H.demographics_line(PatientRecord("x")) == "age unknown · sex unknown · admission time unknown"
+    assert H.demographics_line(record, {"height": "178 cm"}) == "71 y · F · admitted 2131-05-07 08:00 · height 178 cm"
