@@ -53,6 +53,47 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 1 if any(p.severity is Severity.ERROR for p in summary.problems) else 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from medfuse_core.train.run import run_training
+
+    overrides = {k: v for k, v in {"epochs": args.epochs, "device": args.device, "seed": args.seed}.items() if v is not None}
+    if args.quiet:
+        overrides["progress"] = False
+    result = run_training(args.data, args.out, args.config, overrides)
+    print(f"best epoch {result.best_epoch + 1}: validation macro-AUPRC {result.best_val_macro_auprc:.4f}; "
+          f"checkpoint in {args.out}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from medfuse_core.predictor import Predictor
+    from medfuse_core.train.evaluate import evaluate
+    from medfuse_core.train.run import SplitConfig, read_cohort, split_of
+
+    predictor = Predictor.load(args.checkpoint, device=args.device)
+    records = read_cohort(args.data, progress=not args.quiet)
+    if args.split != "all":
+        split = SplitConfig(**predictor.config["split"])
+        records = [r for r in records if split_of(r.patient_id, split) == args.split]
+    features, _ = predictor.featurizer.featurize_many(records, progress=not args.quiet)
+    report = evaluate(predictor.model, features, predictor.config["calibration"], bootstrap=args.bootstrap)
+    report = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split, **report}
+    Path(args.out).write_text(json.dumps(report, indent=1, allow_nan=True) + "\n")
+    print(f"macro-AUROC {report['macro_auroc']:.4f} {report['ci95']['macro_auroc']}, "
+          f"macro-AUPRC {report['macro_auprc']:.4f} {report['ci95']['macro_auprc']}, micro-F1 {report['micro_f1']:.4f}; "
+          f"report in {args.out}")
+    return 0
+
+
+def _cmd_pretrain_labs(args: argparse.Namespace) -> int:
+    from medfuse_core.train.pretrain_labs import run_pretrain_labs
+
+    run_pretrain_labs(args.data, args.out, epochs=args.epochs, seed=args.seed)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m medfuse_core", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +120,34 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--limit", type=int, default=None, help="import only the first N records")
     importer.add_argument("--quiet", action="store_true", help="no progress bar")
     importer.set_defaults(run=_cmd_import)
+
+    train = commands.add_parser("train", help="train the fusion model on a folder of bundles")
+    train.add_argument("--data", required=True, help="folder of patient bundles with labels")
+    train.add_argument("--out", required=True, help="run folder: config.json + model.safetensors (resumes if present)")
+    train.add_argument("--config", help="JSON run config (model sections, train, split, image_size, text_model)")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", help="auto | cpu | cuda")
+    train.add_argument("--quiet", action="store_true")
+    train.set_defaults(run=_cmd_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on a folder of bundles")
+    evaluate.add_argument("--checkpoint", required=True, help="run folder written by train")
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--out", required=True, help="report JSON")
+    evaluate.add_argument("--split", default="all", choices=["all", "train", "val", "test"],
+                          help="evaluate only this split of the checkpoint's own split rule (default: all patients)")
+    evaluate.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the 95%% intervals")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--quiet", action="store_true")
+    evaluate.set_defaults(run=_cmd_eval)
+
+    pretrain = commands.add_parser("pretrain-labs", help="masked lab-test (MAE) pretraining of the lab encoder")
+    pretrain.add_argument("--data", required=True)
+    pretrain.add_argument("--out", required=True)
+    pretrain.add_argument("--epochs", type=int, default=20)
+    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.set_defaults(run=_cmd_pretrain_labs)
 
     demo = commands.add_parser("demo", help="make sure the bundled demo cohort exists and print its folder")
     demo.set_defaults(run=_cmd_demo)

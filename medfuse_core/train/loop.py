@@ -199,7 +199,7 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
                 estimator_loss = model.mi_estimators.estimator_loss(out.specific.float(), out.shared.float(), out.present)
             estimator_loss.backward()
             estimator_optimizer.step()
-            sums += [float(loss), float(bce), float(nce), float(club)]
+            sums += [float(v.detach()) for v in (loss, bce, nce, club)]
             n_batches += 1
         means = sums / max(n_batches, 1)
         score = validation_macro_auprc(model, val_set, config.batch_size)

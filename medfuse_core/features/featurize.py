@@ -1,0 +1,143 @@
+"""Records -> model inputs. The feature spec (lab vocabulary, vitals normaliser, image size, text
+model) is fitted on training records and saved in the checkpoint's config, so a checkpoint always
+featurizes new patients exactly as its training data were.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from medfuse_core.features.batch import PatientFeatures
+from medfuse_core.features.embedding_cache import EmbeddingCache
+from medfuse_core.features.images import image_features
+from medfuse_core.features.labs import LabTokens, LabVocabulary, cohort_lab_features
+from medfuse_core.features.notes import NoteSentence, note_sentences
+from medfuse_core.features.vitals import DiscretizerConfig, Normalizer, discretize_record
+from medfuse_core.models.text_backbone import TextBackbone
+from medfuse_core.record import PatientRecord
+
+
+@dataclass
+class FeatureSpec:
+    labels: list[str]
+    lab_vocabulary: dict[str, Any]
+    vitals_normalizer: dict[str, Any]
+    hours: float = 48.0
+    timestep: float = 1.0
+    image_size: int = 128
+    text_model: str = "all-MiniLM-L6-v2"
+    pooling: str = "mean"
+    max_tokens: int = 128
+    max_sentences: int = 64
+    text_dim: int = 384  # the text model's embedding width (known without loading it)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FeatureSpec":
+        return cls(**data)
+
+
+@dataclass
+class PatientEvidenceIndex:
+    """What each model input position refers to, so attributions can be named and placed."""
+
+    lab_keys: list[str] = field(default_factory=list)
+    lab_names: list[str] = field(default_factory=list)
+    sentences: list[NoteSentence] = field(default_factory=list)
+    image_index: int | None = None
+    image_geometry: Any = None
+
+
+def label_vector(record: PatientRecord, labels: Sequence[str]) -> np.ndarray:
+    known = record.labels or {}
+    return np.array([float(known[name]) if name in known else np.nan for name in labels], dtype=np.float32)
+
+
+class Featurizer:
+    """Turns records into `PatientFeatures`; the text model is loaded on first use."""
+
+    def __init__(self, spec: FeatureSpec, cache_dir: str | Path | None = None, backbone: TextBackbone | None = None):
+        self.spec = spec
+        self.vocabulary = LabVocabulary.from_dict(spec.lab_vocabulary)
+        self.normalizer = Normalizer.from_dict(spec.vitals_normalizer)
+        self.discretizer = DiscretizerConfig(timestep=spec.timestep, hours=spec.hours)
+        self._backbone = backbone
+        self._cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
+
+    @classmethod
+    def fit(cls, records: Sequence[PatientRecord], labels: Sequence[str], *, image_size: int = 128,
+            text_model: str = "all-MiniLM-L6-v2", pooling: str = "mean", max_sentences: int = 64,
+            cache_dir: str | Path | None = None, backbone: TextBackbone | None = None) -> "Featurizer":
+        """Fit the lab vocabulary and the vitals normaliser on training records."""
+        discretizer = DiscretizerConfig()
+        normalizer = Normalizer.fit(discretize_record(r, discretizer) for r in records)
+        spec = FeatureSpec(
+            labels=list(labels),
+            lab_vocabulary=LabVocabulary.fit(records).to_dict(),
+            vitals_normalizer=normalizer.to_dict(),
+            hours=discretizer.hours,
+            timestep=discretizer.timestep,
+            image_size=image_size,
+            text_model=text_model,
+            pooling=pooling,
+            max_sentences=max_sentences,
+        )
+        featurizer = cls(spec, cache_dir=cache_dir, backbone=backbone)
+        spec.text_dim = int(featurizer.backbone.embedding_dim)
+        return featurizer
+
+    @property
+    def backbone(self) -> TextBackbone:
+        if self._backbone is None:
+            self._backbone = TextBackbone.from_pretrained(self.spec.text_model, pooling=self.spec.pooling,
+                                                          max_tokens=self.spec.max_tokens)
+        return self._backbone
+
+    def embed_sentences(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.spec.text_dim), dtype=np.float32)
+        if self._cache is not None:
+            return self._cache.get_or_compute(texts, self.backbone)
+        return self.backbone.embed(texts).numpy().astype(np.float32)
+
+    def featurize(self, record: PatientRecord) -> tuple[PatientFeatures, PatientEvidenceIndex]:
+        features, index = self.featurize_many([record], progress=False)
+        return features[0], index[0]
+
+    def featurize_many(self, records: Sequence[PatientRecord], progress: bool = True
+                       ) -> tuple[list[PatientFeatures], list[PatientEvidenceIndex]]:
+        """Features for many records; note sentences of the whole batch are embedded together."""
+        lab_tokens: list[LabTokens] = cohort_lab_features(records, self.vocabulary, self.spec.hours)
+        sentences = [note_sentences(r.notes, self.spec.max_sentences) for r in records]
+        flat = [s.text for per_patient in sentences for s in per_patient]
+        embeddings = self.embed_sentences(flat)
+        out, evidence = [], []
+        offset = 0
+        for record, tokens, sents in tqdm(list(zip(records, lab_tokens, sentences)), desc="featurizing",
+                                          disable=not progress, leave=False):
+            note_emb = embeddings[offset : offset + len(sents)]
+            offset += len(sents)
+            discretized = discretize_record(record, self.discretizer)
+            vitals = self.normalizer.transform(discretized.values).astype(np.float32)
+            image, geometry = image_features(record.images, self.spec.image_size)
+            present = np.array([len(tokens) > 0, len(sents) > 0, bool(discretized.observed.any()), geometry is not None])
+            out.append(PatientFeatures(
+                patient_id=record.patient_id,
+                present=present,
+                lab_items=tokens.item_ids,
+                lab_values=tokens.values,
+                note_embeddings=note_emb.astype(np.float32),
+                vitals=vitals,
+                image=image.astype(np.float32),
+                labels=label_vector(record, self.spec.labels),
+            ))
+            evidence.append(PatientEvidenceIndex(tokens.keys, tokens.names, sents,
+                                                 geometry.index if geometry is not None else None, geometry))
+        return out, evidence

@@ -1,0 +1,87 @@
+"""A loaded checkpoint, ready to score records: model + featurizer + calibration, loaded once.
+
+Used by the CLI (eval, explain), the dashboard and the benchmarks. Weights come from a local run
+folder only; the text model from its local folder or package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from medfuse_core.demo import cache_home
+from medfuse_core.features.batch import PatientFeatures, collate
+from medfuse_core.features.featurize import FeatureSpec, Featurizer, PatientEvidenceIndex
+from medfuse_core.models.config import ModelConfig
+from medfuse_core.models.model import MedFuseLens
+from medfuse_core.record import PatientRecord
+from medfuse_core.train import checkpoint as ckpt
+from medfuse_core.train.loop import resolve_device
+from medfuse_core.train.metrics import sigmoid
+
+
+@dataclass
+class Prediction:
+    patient_id: str
+    labels: list[str]
+    logits: np.ndarray  # (K,)
+    probabilities: np.ndarray  # (K,) temperature-calibrated
+    thresholds: np.ndarray  # (K,) decision thresholds on the calibrated probability
+    present: np.ndarray  # (4,) modalities the model used
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "patient_id": self.patient_id,
+            "labels": {name: {"probability": float(p), "logit": float(z), "threshold": float(t), "positive": bool(p >= t)}
+                       for name, p, z, t in zip(self.labels, self.probabilities, self.logits, self.thresholds)},
+        }
+
+
+class Predictor:
+    def __init__(self, model: MedFuseLens, featurizer: Featurizer, config: dict[str, Any]):
+        self.model = model.eval()
+        self.featurizer = featurizer
+        self.config = config
+        calibration = config.get("calibration") or {}
+        self.temperature = float(calibration.get("temperature", 1.0))
+        thresholds = calibration.get("thresholds") or {}
+        self.thresholds = np.array([thresholds.get(n, 0.5) for n in model.labels], dtype=np.float64)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "auto", cache_dir: str | Path | None = None) -> "Predictor":
+        config = ckpt.read_config(run_dir)
+        model = MedFuseLens(ModelConfig.from_dict(config["model"]))
+        ckpt.load_weights(model, run_dir)
+        model.to(resolve_device(device))
+        featurizer = Featurizer(FeatureSpec.from_dict(config["features"]),
+                                cache_dir=cache_dir if cache_dir is not None else cache_home() / "embeddings")
+        return cls(model, featurizer, config)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.model.labels
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def featurize(self, records: Sequence[PatientRecord]) -> tuple[list[PatientFeatures], list[PatientEvidenceIndex]]:
+        return self.featurizer.featurize_many(records, progress=False)
+
+    @torch.inference_mode()
+    def predict_features(self, features: Sequence[PatientFeatures]) -> np.ndarray:
+        """Logits (N, K)."""
+        batch = collate(list(features)).to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            return self.model(batch).logits.float().cpu().numpy()
+
+    def predict(self, records: Sequence[PatientRecord]) -> list[Prediction]:
+        features, _ = self.featurize(records)
+        logits = self.predict_features(features)
+        probs = sigmoid(logits / self.temperature)
+        return [Prediction(f.patient_id, self.labels, z, p, self.thresholds, f.present)
+                for f, z, p in zip(features, logits, probs)]

@@ -1,0 +1,161 @@
+"""`python -m medfuse_core train`: bundles -> split -> features -> model -> run folder.
+
+The split is by patient id (a hash with the split seed), so it does not depend on the order the
+bundles are listed in and a patient never lands in two splits. The run folder is a complete
+checkpoint: `config.json` holds the model config, the fitted feature spec, the split, the
+calibration fitted on validation and the training summary; `model.safetensors` the weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from medfuse_core.demo import cache_home
+from medfuse_core.features.featurize import Featurizer
+from medfuse_core.models.config import ModelConfig
+from medfuse_core.models.model import MedFuseLens
+from medfuse_core.problems import DataError
+from medfuse_core.record import PatientRecord
+from medfuse_core.sources.bundle import find_bundles, read_bundle
+from medfuse_core.train import checkpoint as ckpt
+from medfuse_core.train.evaluate import fit_calibration
+from medfuse_core.train.loop import TrainConfig, TrainResult, seed_everything, train
+
+
+@dataclass
+class SplitConfig:
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run reads from `--config FILE` (JSON); every field has a default."""
+
+    model: dict[str, Any] = field(default_factory=dict)  # partial ModelConfig sections
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+    split: dict[str, Any] = field(default_factory=dict)  # SplitConfig fields
+    image_size: int = 128
+    text_model: str = "all-MiniLM-L6-v2"
+    max_sentences: int = 64
+
+    @classmethod
+    def from_file(cls, path: str | Path | None) -> "RunConfig":
+        if path is None:
+            return cls()
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError(str(path), "", "expected an existing JSON config file") from None
+        except json.JSONDecodeError as exc:
+            raise DataError(str(path), f"line {exc.lineno}", f"expected valid JSON: {exc.msg}") from None
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise DataError(str(path), sorted(unknown)[0], f"unknown key; expected some of {sorted(cls.__dataclass_fields__)}")
+        return cls(**data)
+
+
+def split_of(patient_id: str, split: SplitConfig) -> str:
+    """'train' | 'val' | 'test' from a hash of the id: stable across runs, orderings and machines."""
+    digest = hashlib.sha256(f"{split.seed}:{patient_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    if u < split.test_fraction:
+        return "test"
+    if u < split.test_fraction + split.val_fraction:
+        return "val"
+    return "train"
+
+
+def read_cohort(data_dir: str | Path, progress: bool = True) -> list[PatientRecord]:
+    """Every readable bundle under `data_dir` (unreadable ones are reported and skipped)."""
+    records = []
+    for folder in tqdm(find_bundles(Path(data_dir)), desc="reading bundles", disable=not progress, leave=False):
+        try:
+            records.append(read_bundle(folder))
+        except DataError as exc:
+            print(f"skipped: {exc}")
+    if not records:
+        raise DataError(str(data_dir), "", "expected patient bundles (folders with patient.json); found none")
+    return records
+
+
+def cohort_labels(data_dir: Path, records: Sequence[PatientRecord]) -> list[str]:
+    """Label names from cohort.json when the cohort says them, else every label seen, in first-seen order."""
+    cohort_file = Path(data_dir) / "cohort.json"
+    if cohort_file.is_file():
+        names = json.loads(cohort_file.read_text()).get("labels") or json.loads(cohort_file.read_text()).get("label_names")
+        if names:
+            return list(names)
+    seen: dict[str, None] = {}
+    for r in records:
+        for name in (r.labels or {}):
+            seen.setdefault(name)
+    if not seen:
+        raise DataError(str(data_dir), "labels", "expected labels in patient.json of the training bundles; found none")
+    return list(seen)
+
+
+def build_model_config(run: RunConfig, featurizer: Featurizer, labels: list[str]) -> ModelConfig:
+    sections = dict(run.model)
+    config = ModelConfig.from_dict({k: v for k, v in sections.items() if k != "labels"})
+    config.labels = list(labels)
+    config.labs.vocab_size = featurizer.vocabulary.size
+    config.notes.embedding_dim = featurizer.spec.text_dim
+    config.notes.text_model = featurizer.spec.text_model
+    config.notes.max_sentences = featurizer.spec.max_sentences
+    config.image.image_size = featurizer.spec.image_size
+    return config
+
+
+def run_training(data_dir: str | Path, out_dir: str | Path, config_path: str | Path | None = None,
+                 overrides: dict[str, Any] | None = None) -> TrainResult:
+    run = RunConfig.from_file(config_path)
+    train_config = TrainConfig.from_dict({**run.train, **(overrides or {})})
+    split = SplitConfig(**run.split)
+    seed_everything(train_config.seed)
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    records = read_cohort(data_dir, train_config.progress)
+    labels = cohort_labels(data_dir, records)
+    parts: dict[str, list[PatientRecord]] = {"train": [], "val": [], "test": []}
+    for r in records:
+        parts[split_of(r.patient_id, split)].append(r)
+    if not parts["train"] or not parts["val"]:
+        raise DataError(str(data_dir), "", f"expected enough patients for train and validation splits; got "
+                        f"{len(parts['train'])} train, {len(parts['val'])} val")
+    featurizer = Featurizer.fit(parts["train"], labels, image_size=run.image_size, text_model=run.text_model,
+                                max_sentences=run.max_sentences, cache_dir=cache_home() / "embeddings")
+    train_set, _ = featurizer.featurize_many(parts["train"], train_config.progress)
+    val_set, _ = featurizer.featurize_many(parts["val"], train_config.progress)
+    model_config = build_model_config(run, featurizer, labels)
+    model = MedFuseLens(model_config)
+
+    def write_config(folder: Path, calibration: dict[str, Any] | None = None, summary: dict[str, Any] | None = None) -> None:
+        ckpt.save_config(folder, {
+            "model": model_config.to_dict(),
+            "features": featurizer.spec.to_dict(),
+            "split": asdict(split),
+            "data": {"path": str(data_dir), "n_train": len(parts["train"]), "n_val": len(parts["val"]),
+                     "n_test": len(parts["test"])},
+            "train": asdict(train_config),
+            "calibration": calibration,
+            "summary": summary,
+        })
+
+    result = train(model, train_set, val_set, train_config, out_dir, save_extra=write_config)
+    calibration = fit_calibration(model, val_set)
+    write_config(out_dir, calibration, {"best_epoch": result.best_epoch,
+                                        "best_val_macro_auprc": result.best_val_macro_auprc,
+                                        "epochs_run": len(result.history),
+                                        "parameters": sum(p.numel() for p in model.parameters()),
+                                        "device": str(next(model.parameters()).device),
+                                        "torch": torch.__version__})
+    return result
