@@ -37,3 +37,16 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep the demo cohort the tests generate out of the user's ~/.cache."""
     os.environ["MEDFUSE_LENS_HOME"] = str(tmp_path_factory.mktemp("medfuse_home"))
+
+
+@pytest.fixture(scope="session")
+def small_cohort(tmp_path_factory: pytest.TempPathFactory):
+    """32 synthetic patients (seed 21) featurized with the real text model; (featurizer, features, records)."""
+    from medfuse_core.features.featurize import Featurizer
+    from medfuse_core.sources.synth import LABEL_NAMES, generate_patient
+
+    records = [generate_patient(21, i, image_size=64) for i in range(32)]
+    cache = tmp_path_factory.mktemp("embeddings")
+    featurizer = Featurizer.fit(records, LABEL_NAMES, image_size=32, cache_dir=Path(cache))
+    features, evidence = featurizer.featurize_many(records, progress=False)
+    return featurizer, features, records, evidence
