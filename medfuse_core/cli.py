@@ -46,9 +46,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from medfuse_core.sources.importer import import_mimic3
+    from medfuse_core.sources.importer import import_meds, import_mimic3, import_mimic4
 
-    summary = import_mimic3(args.root, args.out, unit=args.unit, limit=args.limit, progress=not args.quiet)
+    if args.source != "meds" and args.unit == "subject":
+        print("error: --unit: MIMIC records are per admission or per ICU stay", file=sys.stderr)
+        return 2
+    if args.source == "mimic3":
+        summary = import_mimic3(args.root, args.out, unit=args.unit or "admission", limit=args.limit,
+                                progress=not args.quiet)
+    elif args.source == "mimic4":
+        summary = import_mimic4(args.root, args.out, unit=args.unit or "admission", limit=args.limit,
+                                progress=not args.quiet, memory_limit=args.memory_limit)
+    else:
+        if args.unit == "icustay":
+            print("error: --unit: MEDS records are per subject or per admission", file=sys.stderr)
+            return 2
+        summary = import_meds(args.root, args.out, unit=args.unit or "subject", limit=args.limit,
+                              progress=not args.quiet, memory_limit=args.memory_limit)
     print(summary.describe())
     return 1 if any(p.severity is Severity.ERROR for p in summary.problems) else 0
 
@@ -112,11 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(run=_cmd_validate)
 
     importer = commands.add_parser("import", help="import an EHR extract as patient bundles")
-    importer.add_argument("source", choices=["mimic3"], help="kind of extract")
-    importer.add_argument("--root", required=True, help="folder of MIMIC-III tables (.csv or .csv.gz)")
+    importer.add_argument("source", choices=["mimic3", "mimic4", "meds"], help="kind of extract")
+    importer.add_argument("--root", required=True, help="folder of MIMIC-III / MIMIC-IV tables (.csv, .csv.gz; "
+                          "MIMIC-IV also .parquet) or a MEDS dataset (data/*.parquet)")
     importer.add_argument("--out", required=True, help="output folder (one bundle per record + cohort.json)")
-    importer.add_argument("--unit", choices=["admission", "icustay"], default="admission",
-                          help="one record per hospital admission (default) or per ICU stay")
+    importer.add_argument("--unit", choices=["admission", "icustay", "subject"], default=None,
+                          help="one record per hospital admission (MIMIC default), per ICU stay (MIMIC), or per "
+                          "subject (MEDS default)")
+    importer.add_argument("--memory-limit", default="2GB", help="DuckDB memory limit (mimic4, meds)")
     importer.add_argument("--limit", type=int, default=None, help="import only the first N records")
     importer.add_argument("--quiet", action="store_true", help="no progress bar")
     importer.set_defaults(run=_cmd_import)

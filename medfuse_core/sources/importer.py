@@ -1,7 +1,9 @@
-"""Import a MIMIC-III folder as patient bundles: one folder per admission (or ICU stay) + cohort.json.
+"""Import an EHR extract as patient bundles: one folder per record + cohort.json.
 
-`python -m medfuse_core import mimic3 --root DIR --out BUNDLES` calls `import_mimic3`; the bundles
-are then read like any other (`read_bundle`, the dashboard's cohort browser, `validate`).
+`python -m medfuse_core import mimic3|mimic4|meds --root DIR --out BUNDLES` calls `import_mimic3`,
+`import_mimic4` or `import_meds`; all three write through `import_records`, so the bundles and the
+summary have one form whatever the source. The bundles are then read like any other (`read_bundle`,
+the dashboard's cohort browser, `validate`).
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ class ImportSummary:
     label_counts: dict[str, int]
     modality_counts: dict[str, int]  # records that have the modality
     row_counts: dict[str, int]  # rows (labs, vitals) or notes imported over all records
-    stats: ReaderStats
+    stats: ReaderStats  # or MedsStats (which brings its own summary_lines)
     problems: list[Problem] = field(default_factory=list)  # reader-level
     record_warnings: int = 0  # warnings on the records (age caps, missing diagnoses, ...)
     seconds: float = 0.0
     patients: list[str] = field(default_factory=list)
+    kind: str = "mimic3"  # "mimic3" | "mimic4" | "meds": cohort.json's "source"
 
     @property
     def prevalence(self) -> dict[str, float]:
@@ -47,7 +50,7 @@ class ImportSummary:
     def to_json(self) -> dict[str, object]:
         """cohort.json: the same keys as the synthetic cohort's where they apply; no timings."""
         return {
-            "source": "mimic3",
+            "source": self.kind,
             "root": self.source,
             "unit": self.unit,
             "n": self.n,
@@ -72,16 +75,24 @@ class ImportSummary:
             what = {"labs": "rows", "vitals": "rows", "notes": "notes", "image": "images"}[modality]
             extra = f", {rows} {what}" if rows is not None else ""
             lines.append(f"  {modality:7s} in {self.modality_counts.get(modality, 0)} of {self.n} records{extra}")
-        if s.lab_rows:
+        if hasattr(s, "summary_lines"):
+            lines += s.summary_lines()
+        if not hasattr(s, "summary_lines") and s.lab_rows:
             lines.append(f"lab rows: {s.lab_rows} read, {s.lab_rows_placed} imported, {s.lab_rows_without_stay} without "
                          f"HADM_ID (outpatient), {s.lab_rows_unplaced} of no record read")
-        lines.append(f"vital rows: {s.vital_rows_from_labs} from LABEVENTS, {s.vital_rows_from_chartevents} from "
-                     f"CHARTEVENTS (before outlier removal)")
         unmapped = s.unmapped()
-        lines.append(f"diagnoses: {s.diagnosis_rows} rows; ICD-10 not mapped: {unmapped['icd10_rows']}"
-                     + (f" (e.g. {', '.join(unmapped['icd10_examples'])})" if unmapped["icd10_rows"] else "")
-                     + f"; ICD-9 in no CCS group: {unmapped['unknown_icd9_rows']}"
-                     + (f" (e.g. {', '.join(unmapped['unknown_icd9_examples'])})" if unmapped["unknown_icd9_rows"] else ""))
+        if not hasattr(s, "summary_lines"):
+            lines.append(f"vital rows: {s.vital_rows_from_labs} from LABEVENTS, {s.vital_rows_from_chartevents} from "
+                         f"CHARTEVENTS (before outlier removal)")
+        if hasattr(s, "image_rows") and s.image_rows:
+            lines.append(f"chest X-rays: {s.image_rows} in the metadata, {s.image_rows_linked} in a record's stay, "
+                         f"{s.images_missing} of those without a readable file")
+        if not hasattr(s, "summary_lines"):
+            lines.append(f"diagnoses: {s.diagnosis_rows} rows; ICD-10 not mapped: {unmapped['icd10_rows']}"
+                         + (f" (e.g. {', '.join(unmapped['icd10_examples'])})" if unmapped["icd10_rows"] else "")
+                         + f"; ICD-9 in no CCS group: {unmapped['unknown_icd9_rows']}"
+                         + (f" (e.g. {', '.join(unmapped['unknown_icd9_examples'])})"
+                            if unmapped["unknown_icd9_rows"] else ""))
         lines += [f"  {p:6.1%}  {name}" for name, p in self.prevalence.items()]
         n_errors = sum(p.severity is Severity.ERROR for p in self.problems)
         lines.append(f"{len(self.problems)} reader problem(s) ({n_errors} error(s)), {self.record_warnings} record warning(s)")
@@ -98,14 +109,59 @@ def import_mimic3(
 ) -> ImportSummary:
     """Write one bundle per record of `Mimic3Reader(root, unit, limit=limit)` and out_dir/cohort.json."""
     start = time.perf_counter()
+    return import_records(Mimic3Reader(root, unit, limit=limit), "mimic3", root, out_dir, unit, progress, start)
+
+
+def import_mimic4(
+    root: str | Path,
+    out_dir: str | Path,
+    unit: str = "admission",
+    limit: int | None = None,
+    progress: bool = True,
+    memory_limit: str = "2GB",
+) -> ImportSummary:
+    """Write one bundle per record of `Mimic4Reader(root, unit, limit, memory_limit)` and out_dir/cohort.json."""
+    from medfuse_core.sources.mimic4 import Mimic4Reader
+
+    start = time.perf_counter()
+    reader = Mimic4Reader(root, unit, limit=limit, memory_limit=memory_limit)
+    try:
+        return import_records(reader, "mimic4", root, out_dir, unit, progress, start)
+    finally:
+        reader.close()
+
+
+def import_meds(
+    root: str | Path,
+    out_dir: str | Path,
+    unit: str = "subject",
+    limit: int | None = None,
+    progress: bool = True,
+    memory_limit: str = "2GB",
+) -> ImportSummary:
+    """Write one bundle per record of `MedsReader(root, unit, limit, memory_limit)` and out_dir/cohort.json."""
+    from medfuse_core.sources.meds import MedsReader
+
+    start = time.perf_counter()
+    reader = MedsReader(root, unit, limit=limit, memory_limit=memory_limit)
+    try:
+        return import_records(reader, "meds", root, out_dir, unit, progress, start)
+    finally:
+        reader.close()
+
+
+def import_records(reader, kind: str, root: str | Path, out_dir: str | Path, unit: str, progress: bool = True,
+                   start: float | None = None) -> ImportSummary:
+    """Write one bundle per record of `reader` (len, iteration, label_names, stats, problems) + cohort.json."""
+    start = time.perf_counter() if start is None else start
     out_dir = Path(out_dir)
-    reader = Mimic3Reader(root, unit, limit=limit)
     n = len(reader)
     out_dir.mkdir(parents=True, exist_ok=True)
     label_counts = {name: 0 for name in reader.label_names}
     seen_labels: set[str] = set()
     modality_counts = {m: 0 for m in MODALITIES}
     row_counts = {"labs": 0, "vitals": 0, "notes": 0}
+    n_images = 0
     record_warnings = 0
     patients = []
     for record in tqdm(reader, total=n, desc=f"import {unit}s", unit=unit, disable=not progress):
@@ -116,17 +172,20 @@ def import_mimic3(
         row_counts["labs"] += len(record.labs.table)
         row_counts["vitals"] += len(record.vitals.table)
         row_counts["notes"] += len(record.notes)
+        n_images += len(record.images)
         for name, value in (record.labels or {}).items():
             label_counts[name] = label_counts.get(name, 0) + int(value)
             seen_labels.add(name)
         record_warnings += len(record.problems)
-    # labels that no record has (no DIAGNOSES_ICD, no HOSPITAL_EXPIRE_FLAG) are not in the cohort
+    if n_images:
+        row_counts["image"] = n_images
+    # labels that no record has (no diagnoses, no mortality flag) are not in the cohort
     label_names = [name for name in label_counts if name in seen_labels]
     label_counts = {name: label_counts[name] for name in label_names}
     summary = ImportSummary(
         source=str(root), out_dir=out_dir, unit=unit, n=n, label_names=label_names, label_counts=label_counts,
         modality_counts=modality_counts, row_counts=row_counts, stats=reader.stats, problems=list(reader.problems),
-        record_warnings=record_warnings, seconds=time.perf_counter() - start, patients=patients,
+        record_warnings=record_warnings, seconds=time.perf_counter() - start, patients=patients, kind=kind,
     )
     (out_dir / COHORT_FILE).write_text(json.dumps(summary.to_json(), indent=1) + "\n", encoding="utf-8")
     return summary
