@@ -193,10 +193,10 @@ class LabVocabulary:
     def ids_of(self, itemid: pd.Series, item: pd.Series) -> np.ndarray:
         """Vectorised `id_of` for table columns -> int64 ids."""
         keys = pd.Series(item_keys(itemid, item))
-        ids = keys.map(self._by_key).fillna(0).astype("int64").to_numpy()
+        ids = np.array(keys.map(self._by_key).fillna(0).astype("int64").to_numpy(), copy=True)
         no_id = pd.Series(itemid).isna().to_numpy()
         if no_id.any():
-            names = pd.Series(item).fillna("").astype(str).str.strip().str.lower()[no_id]
+            names = pd.Series(pd.Series(item).fillna("").astype(str).str.strip().str.lower().to_numpy()[no_id])
             alias = names.map(self._by_name).fillna(0).astype("int64").to_numpy()
             ids[no_id] = np.where(ids[no_id] > 0, ids[no_id], alias)
         return ids
