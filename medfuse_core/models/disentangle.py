@@ -114,8 +114,13 @@ class ModalityVCLUB(nn.Module):
                 yield m, specific[rows, i], shared[rows, i]
 
     def upper_bound(self, specific: torch.Tensor, shared: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """Mean over modalities of the vCLUB bound; gradients flow into the projections."""
-        bounds = [self.estimators[m](s, c) for m, s, c in self._pairs(specific, shared, present)]
+        """Mean over modalities of the vCLUB bound; gradients flow into the projections.
+
+        Each bound is clamped at 0 from below: MI is never negative, and a negative estimate only
+        means the projections have moved where q(c|s) is not yet fitted. Without the clamp the
+        encoders learn to game the estimator (the bound runs to large negative values) instead
+        of removing shared information from the specific projection."""
+        bounds = [self.estimators[m](s, c).clamp(min=0.0) for m, s, c in self._pairs(specific, shared, present)]
         return torch.stack(bounds).mean() if bounds else specific.sum() * 0.0
 
     def estimator_loss(self, specific: torch.Tensor, shared: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
