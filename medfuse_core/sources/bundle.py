@@ -220,20 +220,28 @@ def _read_index(folder: Path, problems: list[Problem], required_suffixes: tuple[
     return index
 
 
-def _read_notes(folder: Path, problems: list[Problem]) -> list[Note]:
+def _indexed_files(folder: Path, suffixes: tuple[str, ...], kind: str, problems: list[Problem]):
+    """(row number, index row, file path, index path) for every index row naming a file in `folder`;
+    a row naming no existing file inside the folder is an error problem and is skipped."""
     if not folder.is_dir():
-        return []
-    index = _read_index(folder, problems, (".txt",))
+        return
+    index = _read_index(folder, problems, suffixes)
     if index is None:
-        return []
-    notes = []
+        return
+    where = str(folder / INDEX_FILE)
     for row_number, row in enumerate(index.to_dict("records"), start=1):
         name = str(row.get("file", "")).strip()
-        where = str(folder / INDEX_FILE)
         path = _inside(folder, name)
         if path is None or not path.is_file():
-            problems.append(error(where, f"row {row_number}: file", f"expected an existing file in notes/, found {name!r}; note left out"))
+            problems.append(error(where, f"row {row_number}: file",
+                                  f"expected an existing file in {folder.name}/, found {name!r}; {kind} left out"))
             continue
+        yield row_number, row, path, where
+
+
+def _read_notes(folder: Path, problems: list[Problem]) -> list[Note]:
+    notes = []
+    for row_number, row, path, where in _indexed_files(folder, (".txt",), "note", problems):
         raw = path.read_bytes()
         try:
             text = raw.decode("utf-8-sig")
@@ -250,19 +258,8 @@ def _read_notes(folder: Path, problems: list[Problem]) -> list[Note]:
 
 
 def _read_images(folder: Path, problems: list[Problem]) -> list[ChestImage]:
-    if not folder.is_dir():
-        return []
-    index = _read_index(folder, problems, (".dcm", ".dicom", ".png", ".jpg", ".jpeg"))
-    if index is None:
-        return []
     images = []
-    for row_number, row in enumerate(index.to_dict("records"), start=1):
-        name = str(row.get("file", "")).strip()
-        where = str(folder / INDEX_FILE)
-        path = _inside(folder, name)
-        if path is None or not path.is_file():
-            problems.append(error(where, f"row {row_number}: file", f"expected an existing file in images/, found {name!r}; image left out"))
-            continue
+    for row_number, row, path, where in _indexed_files(folder, (".dcm", ".dicom", ".png", ".jpg", ".jpeg"), "image", problems):
         try:
             loaded = load_image(path)
         except DataError as exc:
