@@ -50,34 +50,62 @@ def _expected_dtype(name: str) -> str:
 
 
 def _conforms(table: pd.DataFrame, columns: tuple[str, ...]) -> bool:
-    return (tuple(table.columns) == columns and isinstance(table.index, pd.RangeIndex) and table.index.start == 0
-            and all(str(table[c].dtype) == _expected_dtype(c) for c in columns))
+    return (table.columns.tolist() == list(columns) and isinstance(table.index, pd.RangeIndex)
+            and table.index.start == 0
+            and all(str(d) == _expected_dtype(c) for c, d in zip(columns, table.dtypes.tolist())))
+
+
+def _conform_column(name: str, col: pd.Series | None, n: int) -> Any:
+    """One column of the contract: `col` (index 0..n-1) converted to the contract's dtype.
+
+    A column already of that dtype is taken as it is (for text columns: an object column holding only `str`)."""
+    if name == "time":
+        if col is None:
+            return pd.Series(pd.NaT, index=pd.RangeIndex(n), dtype="datetime64[ns]")
+        if col.dtype == "datetime64[ns]":
+            return col
+        if isinstance(col.dtype, np.dtype) and col.dtype.kind == "M":  # another unit: what to_datetime keeps
+            return col.astype("datetime64[ns]")
+        return pd.to_datetime(col, errors="coerce").astype("datetime64[ns]")
+    if name == "itemid":
+        if col is None:
+            return pd.Series(pd.NA, index=pd.RangeIndex(n), dtype="Int64")
+        if str(col.dtype) == "Int64":
+            return col
+        return pd.to_numeric(col, errors="coerce").astype("Int64")
+    if name in _FLOAT_COLUMNS:
+        if col is None:
+            return np.full(n, np.nan)
+        if col.dtype == "float64":
+            return col
+        return pd.to_numeric(col, errors="coerce").astype("float64")
+    if name in _STR_COLUMNS:
+        if col is None:
+            return pd.Series(np.full(n, "", dtype=object), index=pd.RangeIndex(n), dtype=object)
+        if col.dtype == object and all(type(v) is str for v in col.to_numpy()):
+            return col
+        if isinstance(col.dtype, pd.StringDtype):  # already text: astype(str) would change nothing
+            return col.fillna("").astype(object)
+        return col.fillna("").astype(str).astype(object)
+    return col
 
 
 def _conform(table: pd.DataFrame | None, columns: tuple[str, ...]) -> pd.DataFrame:
     """Return `table` with exactly `columns`, in order, with the contract's dtypes.
 
     A table already in that form is returned as it is (cheap: readers slice one big conformed table
-    into many per-patient tables)."""
+    into many per-patient tables). Otherwise columns already of their contract dtype are reused and
+    only the others converted, and the frame is built once."""
     if table is None:
         table = pd.DataFrame()
     if _conforms(table, columns):
         return table
-    out = pd.DataFrame(index=pd.RangeIndex(len(table)))
+    n = len(table)
+    data = {}
     for name in columns:
         col = table[name].reset_index(drop=True) if name in table.columns else None
-        if name == "time":
-            out[name] = pd.to_datetime(col, errors="coerce") if col is not None else pd.NaT
-            out[name] = out[name].astype("datetime64[ns]")
-        elif name == "itemid":
-            out[name] = (pd.to_numeric(col, errors="coerce") if col is not None else pd.NA)
-            out[name] = out[name].astype("Int64")
-        elif name in _FLOAT_COLUMNS:
-            out[name] = pd.to_numeric(col, errors="coerce").astype("float64") if col is not None else np.nan
-        elif name in _STR_COLUMNS:
-            out[name] = col.fillna("").astype(str) if col is not None else ""
-            out[name] = out[name].astype(object)
-    return out
+        data[name] = _conform_column(name, col, n)
+    return pd.DataFrame(data, index=pd.RangeIndex(n), columns=list(columns))
 
 
 @dataclass

@@ -14,11 +14,13 @@ The table helpers (`normalise_columns`, `parse_times`, `row_problems`, `to_float
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pandas._libs import lib
 
 from medfuse_core.problems import DataError, Problem, warning
 from medfuse_core.record import Labs
@@ -46,6 +48,22 @@ class ParsedLabValue:
     censored: str  # "" | "below" | "above"
 
 
+_THOUSANDS_RE = re.compile(_THOUSANDS)
+_NUMBER_RE = re.compile(_NUMBER, re.IGNORECASE)
+_LAB_VALUE_RE = re.compile(_LAB_VALUE)
+_INT_TEXT_RE = re.compile(r"-?[0-9]+")
+_INT_RANGE = (-(2**63), 2**64 - 1)  # integers pd.to_numeric keeps as integers
+
+
+def _distinct_texts(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and distinct values of `texts` with missing cells as "" (object array)."""
+    values = texts.to_numpy(dtype=object)
+    if len(values) and not lib.is_string_array(values, skipna=False) and texts.hasnans:
+        values = texts.astype(object).where(texts.notna(), "").to_numpy(dtype=object)
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    return codes, np.asarray(uniques, dtype=object)
+
+
 def _on_unique(texts: pd.Series, parse: Callable[[pd.Series], pd.DataFrame]) -> pd.DataFrame:
     """Apply a vectorised text parser once per distinct text: real lab columns repeat a lot."""
     codes, uniques = pd.factorize(texts.astype(object).where(texts.notna(), ""), use_na_sentinel=False)
@@ -53,6 +71,91 @@ def _on_unique(texts: pd.Series, parse: Callable[[pd.Series], pd.DataFrame]) -> 
     out = parsed.iloc[codes]
     out.index = texts.index
     return out
+
+
+def _numbers(candidates: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """`pd.to_numeric(errors="coerce")` as float64 of regex-checked number texts (None: no number).
+
+    Also says which are integer texts: `pd.to_numeric` of texts that are all integers goes through
+    int64, which turns "-0" into 0.0 (see `_as_to_numeric_call`). Non-finite results stay as they are."""
+    values = np.full(len(candidates), np.nan)
+    integer = np.zeros(len(candidates), dtype=bool)
+    other: list[int] = []
+    for i, text in enumerate(candidates):
+        if text is None:
+            continue
+        if text.isascii():  # the regexes admit only Python float literals here
+            values[i] = float(text)
+            integer[i] = _INT_TEXT_RE.fullmatch(text) is not None
+        else:  # non-ASCII digits: left to pandas' own parser (which does not read them)
+            other.append(i)
+    if other:
+        texts = pd.Series([candidates[i] for i in other] + [""], dtype=object)
+        values[other] = pd.to_numeric(texts, errors="coerce").astype("float64").to_numpy()[:-1]
+    return values, integer
+
+
+def _as_to_numeric_call(values: np.ndarray, integer: np.ndarray, candidates: list[str | None]) -> np.ndarray:
+    """`values` of one `pd.to_numeric` call: all-integer texts give +0.0 for "-0"; then NaN if not finite."""
+    if len(values) and integer.all() and np.signbit(values).any():
+        if all(_INT_RANGE[0] <= int(t) <= _INT_RANGE[1] for t in candidates):
+            values = values + 0.0  # -0.0 -> 0.0
+    return np.where(np.isfinite(values), values, np.nan)
+
+
+def _float_candidates(uniques: np.ndarray) -> list[str | None]:
+    """The text `to_float` hands to pd.to_numeric per distinct (str) text, None where no number."""
+    out: list[str | None] = []
+    for text in uniques:
+        text = text.strip()
+        if "," in text:
+            text = _THOUSANDS_RE.sub("", text)
+        out.append(text if _NUMBER_RE.fullmatch(text) is not None else None)
+    return out
+
+
+def _float_parts(uniques: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """Per distinct str text: the number (before the whole-call rules), integer flag, candidate text."""
+    candidates = _float_candidates(uniques)
+    values, integer = _numbers(candidates)
+    return values, integer, candidates
+
+
+def _float_array(texts: pd.Series) -> np.ndarray | None:
+    """`to_float(texts)` as a float64 array; None when a cell is not text (then use the pandas path)."""
+    codes, uniques = _distinct_texts(texts)
+    if len(uniques) and not lib.is_string_array(uniques, skipna=False):
+        return None
+    values, integer, candidates = _float_parts(uniques)
+    return _as_to_numeric_call(values, integer, candidates)[codes]
+
+
+def _float_values(texts: np.ndarray) -> np.ndarray:
+    """`to_float` of an object array of str (no missing cells) as a float64 array."""
+    codes, uniques = pd.factorize(texts)
+    values, integer, candidates = _float_parts(np.asarray(uniques, dtype=object))
+    return _as_to_numeric_call(values, integer, candidates)[codes]
+
+
+def _plain(texts: np.ndarray | list[str]) -> bool:
+    """All characters printable ASCII. On such text pandas' string methods (pyarrow or Python) and
+    Python's own agree: whitespace is " " only, \\d is [0-9], no line ends for "$"."""
+    joined = "".join(texts)
+    return joined.isascii() and joined.isprintable()
+
+
+def _str_cells(texts: pd.Series) -> np.ndarray | None:
+    """The cells as an object array of str, None when some are missing or not text."""
+    values = texts.to_numpy(dtype=object)
+    return values if not len(values) or lib.is_string_array(values, skipna=False) else None
+
+
+def _stripped(texts: pd.Series) -> np.ndarray:
+    """`texts.str.strip()` as an object array, without the pandas call when the text is plain."""
+    values = _str_cells(texts)
+    if values is not None and _plain(values):
+        return np.array([v.strip() for v in values], dtype=object)
+    return texts.str.strip().to_numpy(dtype=object)
 
 
 def _parse_distinct_lab_values(texts: pd.Series) -> pd.DataFrame:
@@ -66,9 +169,40 @@ def _parse_distinct_lab_values(texts: pd.Series) -> pd.DataFrame:
     return pd.DataFrame({"value": value, "censored": pd.Series(censored, index=texts.index, dtype=object)})
 
 
+def _lab_value_arrays(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """`parse_lab_values(texts)` as arrays (float64 value, object censored)."""
+    codes, uniques = _distinct_texts(texts)
+    if len(uniques) and not lib.is_string_array(uniques, skipna=False):
+        parsed = _on_unique(texts, _parse_distinct_lab_values)
+        return parsed["value"].to_numpy(dtype="float64"), parsed["censored"].to_numpy(dtype=object)
+    candidates: list[str | None] = []
+    censoring: list[str] = []
+    for text in uniques:
+        text = text.strip().upper()
+        if "," in text:
+            text = _THOUSANDS_RE.sub("", text)
+        match = _LAB_VALUE_RE.search(text)
+        if match is None:
+            candidates.append(None)
+            censoring.append("")
+        else:
+            candidates.append(match["num"])
+            censoring.append("below" if match["below"] is not None else "above" if match["above"] is not None else "")
+    values, integer = _numbers(candidates)
+    values = _as_to_numeric_call(values, integer, candidates)
+    censored = np.array(censoring, dtype=object)
+    censored[np.isnan(values)] = ""
+    return values[codes], censored[codes]
+
+
 def parse_lab_values(texts: pd.Series) -> pd.DataFrame:
     """Vectorised `parse_lab_value`: columns `value` (float64) and `censored` (str), same index."""
-    return _on_unique(texts, _parse_distinct_lab_values)
+    value, censored = _lab_value_arrays(texts)
+    return pd.DataFrame(
+        {"value": pd.Series(value, index=texts.index, dtype="float64"),
+         "censored": pd.Series(censored, index=texts.index, dtype=object)},
+        index=texts.index,
+    )
 
 
 def parse_lab_value(text: str | float | None) -> ParsedLabValue:
@@ -87,6 +221,9 @@ def parse_lab_value(text: str | float | None) -> ParsedLabValue:
 # ---------------------------------------------------------------------------------------------
 
 
+_DEFAULT_STR = pd.Series([""], dtype=object).astype(str).dtype
+
+
 def normalise_columns(raw: pd.DataFrame, file: str) -> tuple[pd.DataFrame, list[Problem]]:
     """Lower-case, strip (and BOM-strip) the header; keep the first of columns that then collide."""
     names = [str(c).replace("\ufeff", "").strip().lower() for c in raw.columns]
@@ -99,9 +236,14 @@ def normalise_columns(raw: pd.DataFrame, file: str) -> tuple[pd.DataFrame, list[
             continue
         seen.add(name)
         keep.append(position)
-    table = raw.iloc[:, keep].copy()
-    table.columns = [names[i] for i in keep]
-    table = table.reset_index(drop=True)
+    table = raw.copy() if len(keep) == len(names) else raw.iloc[:, keep].copy()
+    if raw.columns.tolist() != names or len(keep) != len(names):
+        table.columns = [names[i] for i in keep]
+    index = table.index
+    if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
+        table = table.reset_index(drop=True)
+    if all(d == _DEFAULT_STR for d in table.dtypes.tolist()) and not table.isna().to_numpy().any():
+        return table, problems  # already what the conversion below gives
     for name in table.columns:
         table[name] = table[name].astype(object).where(table[name].notna(), "").astype(str)
     return table, problems
@@ -115,22 +257,83 @@ def require_columns(table: pd.DataFrame, file: str, required: tuple[str, ...], e
             raise DataError(file, name, f"expected columns {expected}; found {found}")
 
 
+_OFFSET_AFTER_DIGIT_RE = re.compile(r"\d" + _UTC_OFFSET)
+_OFFSET_RE = re.compile(r"\s*" + _UTC_OFFSET)
+_NS_PER_UNIT = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+
+
 def parse_times(texts: pd.Series, file: str) -> tuple[pd.Series, list[Problem]]:
     """ISO date-times; NaT where unparseable or outside the nanosecond range the contract uses.
 
     A trailing UTC offset ("Z", "+02:00") is dropped and the wall-clock time kept, so times of one
     file stay on the clock a clinician wrote them on; one warning says so.
     """
+    values = _str_cells(texts) if texts.dtype == object or isinstance(texts.dtype, pd.StringDtype) else None
+    if values is None:
+        return _parse_times_series(texts, file)
+    codes, uniques = pd.factorize(values)
+    uniques = np.asarray(uniques, dtype=object)
+    if not _plain(uniques):
+        times, problems = _parse_times_series(pd.Series(uniques, dtype=texts.dtype, name=texts.name), file,
+                                              counts=np.bincount(codes, minlength=len(uniques)))
+        out = times.iloc[codes]
+        out.index = texts.index
+        return out, problems
+    stripped = [u.strip() for u in uniques]
+    has_offset = np.array([_OFFSET_AFTER_DIGIT_RE.search(u) is not None for u in stripped], dtype=bool)
+    problems = []
+    if has_offset.any():
+        stripped = [_OFFSET_RE.sub("", u) for u in stripped]
+        problems.append(_offset_warning(file, int(has_offset[codes].sum())))
+    times = _iso_datetimes(pd.Series(stripped, dtype=texts.dtype, name=texts.name))
+    array = times.to_numpy()
+    unit = np.datetime_data(array.dtype)[0] if array.dtype.kind == "M" else None
+    if unit not in _NS_PER_UNIT:
+        in_range = (times >= pd.Timestamp.min) & (times <= pd.Timestamp.max)
+        out = times.where(in_range).iloc[codes]
+        out.index = texts.index
+        return out, problems
+    per = _NS_PER_UNIT[unit]
+    ticks = array.view("i8")
+    in_range = (ticks >= -(-pd.Timestamp.min.value // per)) & (ticks <= pd.Timestamp.max.value // per)
+    array = np.where(in_range, array, np.datetime64("NaT", unit))
+    return pd.Series(array[codes], index=texts.index, name=texts.name), problems
+
+
+def _iso_datetimes(texts: pd.Series) -> pd.Series:
+    """pd.to_datetime(ISO8601, errors="coerce"), except that a column pandas refuses as a whole
+    (offsets it did not strip, e.g. "14:00 -0500", mixed with naive times) is parsed cell by cell,
+    keeping each cell's wall-clock time, instead of raising."""
+    try:
+        return pd.to_datetime(texts, format="ISO8601", errors="coerce")
+    except (ValueError, TypeError, OverflowError):
+        return pd.Series([_one_datetime(v) for v in texts], index=texts.index, name=texts.name, dtype="datetime64[ns]")
+
+
+def _one_datetime(text: object) -> pd.Timestamp:
+    try:
+        stamp = pd.Timestamp(text)
+    except (ValueError, TypeError, OverflowError):
+        return pd.NaT
+    if pd.isna(stamp):
+        return pd.NaT
+    return stamp.tz_localize(None) if stamp.tzinfo is not None else stamp
+
+
+def _offset_warning(file: str, n: int) -> Problem:
+    return warning(file, "time", f"{n} times carry a UTC offset; it was dropped and the local clock time kept")
+
+
+def _parse_times_series(texts: pd.Series, file: str, counts: np.ndarray | None = None) -> tuple[pd.Series, list[Problem]]:
+    """`parse_times` with pandas' string methods; `counts`: rows per cell when cells are distinct texts."""
     stripped = texts.str.strip()
     has_offset = stripped.str.contains(r"\d" + _UTC_OFFSET, regex=True)
     problems = []
     if has_offset.any():
         stripped = stripped.str.replace(r"\s*" + _UTC_OFFSET, "", regex=True)
-        problems.append(
-            warning(file, "time", f"{int(has_offset.sum())} times carry a UTC offset; it was dropped and "
-                    "the local clock time kept")
-        )
-    times = pd.to_datetime(stripped, format="ISO8601", errors="coerce")
+        n = int(has_offset.sum()) if counts is None else int(counts[has_offset.to_numpy(dtype=bool)].sum())
+        problems.append(_offset_warning(file, n))
+    times = _iso_datetimes(stripped)
     in_range = (times >= pd.Timestamp.min) & (times <= pd.Timestamp.max)
     return times.where(in_range), problems
 
@@ -166,7 +369,10 @@ def _distinct_to_float(texts: pd.Series) -> pd.DataFrame:
 
 def to_float(texts: pd.Series) -> pd.Series:
     """Plain numbers ("7.4", " 98 ", "1,234"); NaN for anything else, including inf/nan text."""
-    return _on_unique(texts, _distinct_to_float)["value"]
+    values = _float_array(texts)
+    if values is None:
+        return _on_unique(texts, _distinct_to_float)["value"]
+    return pd.Series(values, index=texts.index, dtype="float64", name="value")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,42 +384,57 @@ _LAB_EXPECTED = "time, value and item or itemid"
 
 def _itemids(texts: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Integer item ids (<NA> where empty or not an integer) and a mask of non-empty bad ids."""
-    stripped = texts.str.strip()
-    number = to_float(stripped)
-    whole = number.notna() & (number == np.round(number)) & (number.abs() < 2**53)
-    return number.where(whole).astype("Int64"), (stripped != "") & ~whole
+    stripped = _stripped(texts)
+    number = _float_values(stripped)
+    whole = ~np.isnan(number) & (number == np.round(number)) & (np.abs(number) < 2**53)
+    ids = pd.arrays.IntegerArray(np.where(whole, number, 0.0).astype("int64"), ~whole)
+    return pd.Series(ids, index=texts.index), pd.Series((stripped != "") & ~whole, index=texts.index)
 
 
-def _reference_limit(texts: pd.Series, field: str, file: str) -> tuple[pd.Series, list[Problem]]:
-    """A reference limit as a number; NaN (and a warning) for text that is not one."""
-    value = to_float(texts)
-    bad = (texts != "") & value.isna()
-    return value, row_problems(file, texts.index[bad], field, "a number like 0.5", texts, "limit left unknown")
+def _row_problems_at(file: str, mask: np.ndarray, field: str, expected: str, found: pd.Series | np.ndarray,
+                     outcome: str) -> list[Problem]:
+    """`row_problems` for the rows of a RangeIndex table where `mask` holds."""
+    if not mask.any():
+        return []
+    if not isinstance(found, pd.Series):
+        found = pd.Series(found, dtype=object)
+    return row_problems(file, pd.Index(np.flatnonzero(mask)), field, expected, found, outcome)
 
 
-def _ref_order_problems(ref_low: pd.Series, ref_high: pd.Series, file: str) -> list[Problem]:
+def _reference_limit(texts: np.ndarray, field: str, file: str, rows: np.ndarray) -> tuple[np.ndarray, list[Problem]]:
+    """A reference limit as a number; NaN (and a warning) for text that is not one. `rows`: input row
+    positions of `texts`, for messages."""
+    value = _float_values(texts)
+    bad = (texts != "") & np.isnan(value)
+    if not bad.any():
+        return value, []
+    found = pd.Series(texts, index=rows, dtype=object)
+    return value, row_problems(file, found.index[bad], field, "a number like 0.5", found, "limit left unknown")
+
+
+def _ref_order_problems(ref_low: np.ndarray, ref_high: np.ndarray, rows: np.ndarray, file: str) -> list[Problem]:
     """A lower limit above the upper one is kept as given but flagged: one of them is likely wrong."""
     swapped = ref_low > ref_high
+    if not swapped.any():
+        return []
     pairs = zip(ref_low[swapped], ref_high[swapped])
-    found = pd.Series([f"{low:g} > {high:g}" for low, high in pairs], index=ref_low.index[swapped], dtype=object)
-    return row_problems(
-        file, ref_low.index[swapped], "ref_low", "ref_low <= ref_high", found, "both limits kept as given"
-    )
+    found = pd.Series([f"{low:g} > {high:g}" for low, high in pairs], index=rows[swapped], dtype=object)
+    return row_problems(file, found.index, "ref_low", "ref_low <= ref_high", found, "both limits kept as given")
 
 
-def _text(table: pd.DataFrame, name: str) -> pd.Series:
-    """A stripped optional text column, "" where absent."""
-    return table[name].str.strip() if name in table else pd.Series("", index=table.index, dtype=object)
+def _text(table: pd.DataFrame, name: str) -> np.ndarray:
+    """A stripped optional text column, "" where absent (object array)."""
+    return _stripped(table[name]) if name in table else np.full(len(table), "", dtype=object)
 
 
-def _placeable(table: pd.DataFrame, times: pd.Series, itemid: pd.Series, file: str) -> tuple[pd.Series, list[Problem]]:
+def _placeable(table: pd.DataFrame, bad_time: np.ndarray, item: np.ndarray, has_id: np.ndarray,
+               file: str) -> tuple[np.ndarray, list[Problem]]:
     """Rows to keep: a parseable time and an item name or id; a warning for each row dropped."""
-    bad_time = times.isna()
-    no_item = (_text(table, "item") == "") & itemid.isna() & ~bad_time
-    problems = row_problems(file, table.index[bad_time], "time", TIME_EXPECTED, table["time"], "row dropped")
+    no_item = (item == "") & ~has_id & ~bad_time
+    problems = _row_problems_at(file, bad_time, "time", TIME_EXPECTED, table["time"], "row dropped")
     field = "item" if "item" in table else "itemid"
-    problems += row_problems(
-        file, table.index[no_item], field, "an item name or an integer itemid", table[field], "row dropped"
+    problems += _row_problems_at(
+        file, no_item, field, "an item name or an integer itemid", table[field], "row dropped"
     )
     return ~bad_time & ~no_item, problems
 
@@ -232,40 +453,64 @@ def labs_from_table(raw: pd.DataFrame, file: str) -> tuple[Labs, list[Problem]]:
         require_columns(table, file, ("item",), _LAB_EXPECTED)
     times, time_problems = parse_times(table["time"], file)
     problems += time_problems
-    itemid, bad_id = _itemids(table["itemid"]) if "itemid" in table else (
-        pd.Series(pd.NA, index=table.index, dtype="Int64"), pd.Series(False, index=table.index))
-    keep, drop_problems = _placeable(table, times, itemid, file)
+    n = len(table)
+    if "itemid" in table:
+        itemid, bad_id = _itemids(table["itemid"])
+        itemid, bad_id = itemid.array, bad_id.to_numpy(dtype=bool)
+    else:
+        itemid = pd.arrays.IntegerArray(np.zeros(n, dtype="int64"), np.ones(n, dtype=bool))
+        bad_id = np.zeros(n, dtype=bool)
+    item = _text(table, "item")
+    bad_time = times.isna().to_numpy(dtype=bool)
+    keep, drop_problems = _placeable(table, bad_time, item, ~itemid.isna(), file)
     problems += drop_problems
-    problems += row_problems(
-        file, table.index[bad_id & keep], "itemid", "an integer item id like 50912", table.get("itemid"),
-        "item id left unknown"
+    problems += _row_problems_at(
+        file, bad_id & keep, "itemid", "an integer item id like 50912", table.get("itemid"), "item id left unknown"
     )
-    out, value_problems = _lab_columns(table[keep], times[keep], itemid[keep], file)
+    rows = np.flatnonzero(keep)
+    columns, value_problems = _lab_columns(table, rows, times, itemid, item, file)
     problems += value_problems
-    out = out.sort_values("time", kind="stable").reset_index(drop=True)
-    return Labs(out), problems
+    return Labs(columns), problems
 
 
 def _lab_columns(
-    kept: pd.DataFrame, times: pd.Series, itemid: pd.Series, file: str
+    table: pd.DataFrame, rows: np.ndarray, times: pd.Series, itemid: pd.api.extensions.ExtensionArray,
+    item: np.ndarray, file: str
 ) -> tuple[pd.DataFrame, list[Problem]]:
-    """The contract's columns for the kept rows (index = input row positions, for messages)."""
-    parsed = parse_lab_values(kept["value"])
-    ref_low, low_problems = _reference_limit(_text(kept, "ref_low"), "ref_low", file)
-    ref_high, high_problems = _reference_limit(_text(kept, "ref_high"), "ref_high", file)
+    """The contract's columns for the kept `rows` (input row positions, for messages), sorted by time
+    (stably), on a fresh RangeIndex."""
+    kept_times = times.iloc[rows]
+    value, censored = _lab_value_arrays(table["value"].iloc[rows])
+    ref_low, low_problems = _reference_limit(_text(table, "ref_low")[rows], "ref_low", file, rows)
+    ref_high, high_problems = _reference_limit(_text(table, "ref_high")[rows], "ref_high", file, rows)
+    problems = low_problems + high_problems + _ref_order_problems(ref_low, ref_high, rows, file)
+    time_array = kept_times.to_numpy()
+    if time_array.dtype.kind == "M":  # naive datetimes: sort here, in the contract's unit
+        time_array = time_array.astype("datetime64[ns]")
+        order = np.argsort(time_array, kind="stable")
+        time_column = time_array[order]
+    else:  # anything else: as pandas sorts it, converted by the contract
+        order = kept_times.reset_index(drop=True).sort_values(kind="stable").index.to_numpy()
+        time_column = kept_times.iloc[order].reset_index(drop=True)
+    at = rows[order]
+    index = pd.RangeIndex(len(at))
+
+    def text(values: np.ndarray) -> pd.Series:
+        return pd.Series(values, index=index, dtype=object)
+
     out = pd.DataFrame(
         {
-            "time": times,
-            "itemid": itemid,
-            "item": _text(kept, "item"),
-            "value": parsed["value"],
-            "value_text": kept["value"],
-            "censored": parsed["censored"],
-            "unit": _text(kept, "unit"),
-            "ref_low": ref_low,
-            "ref_high": ref_high,
-            "flag": _text(kept, "flag"),
+            "time": time_column,
+            "itemid": itemid[at],
+            "item": text(item[at]),
+            "value": value[order],
+            "value_text": text(table["value"].to_numpy(dtype=object)[at]),
+            "censored": text(censored[order]),
+            "unit": text(_text(table, "unit")[at]),
+            "ref_low": ref_low[order],
+            "ref_high": ref_high[order],
+            "flag": text(_text(table, "flag")[at]),
         },
-        index=kept.index,
+        index=index,
     )
-    return out, low_problems + high_problems + _ref_order_problems(ref_low, ref_high, file)
+    return out, problems

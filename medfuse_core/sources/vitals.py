@@ -20,7 +20,6 @@ Row numbers in problems count data rows from 1 (the header is not counted).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from functools import cache
 
 import numpy as np
@@ -30,11 +29,14 @@ from medfuse_core.problems import Problem, warning
 from medfuse_core.record import Vitals
 from medfuse_core.sources.labs import (
     TIME_EXPECTED,
+    _as_to_numeric_call,
+    _float_parts,
+    _plain,
+    _row_problems_at,
+    _stripped,
     normalise_columns,
     parse_times,
     require_columns,
-    row_problems,
-    to_float,
 )
 from medfuse_core.sources.vital_channels import CHANNEL_NAMES, VitalChannel, channel_spec
 
@@ -105,47 +107,6 @@ def canonical_channel(name: str) -> str | None:
 _PAIR = r"^\s*(\d+(?:\.\d*)?)\s*/\s*(\d+(?:\.\d*)?)\s*$"
 
 
-def _blood_pressure_part(part: int) -> Callable[[pd.Series], pd.Series]:
-    def clean(texts: pd.Series) -> pd.Series:
-        """clean_sbp / clean_dbp: one side of "SBP/DBP" text, plain numbers as they are."""
-        pair = texts.str.extract(_PAIR)[part]
-        return to_float(pair.where(pair.notna(), texts).astype(str))
-
-    return clean
-
-
-def _fio2(texts: pd.Series) -> pd.Series:
-    """clean_fio2: FiO2 charted in percent -> fraction."""
-    value = to_float(texts)
-    return value.where(~(value > 1.0), value / 100.0)
-
-
-def _o2sat(texts: pd.Series) -> pd.Series:
-    """clean_o2sat: saturation charted as a fraction -> percent."""
-    value = to_float(texts)
-    return value.where(~(value <= 1.0), value * 100.0)
-
-
-def _temperature(texts: pd.Series) -> pd.Series:
-    """clean_temperature: values >= 79 can only be Fahrenheit -> Celsius."""
-    value = to_float(texts)
-    return value.where(~(value >= 79), (value - 32.0) * 5.0 / 9.0)
-
-
-_CLEANERS: dict[str, Callable[[pd.Series], pd.Series]] = {
-    "Systolic blood pressure": _blood_pressure_part(0),
-    "Diastolic blood pressure": _blood_pressure_part(1),
-    "Fraction inspired oxygen": _fio2,
-    "Oxygen saturation": _o2sat,
-    "Temperature": _temperature,
-}
-
-
-def _numeric_values(name: str, texts: pd.Series) -> pd.Series:
-    """Numbers for a numeric channel, unit-cleaned where the benchmark cleans that channel."""
-    return _CLEANERS.get(name, to_float)(texts)
-
-
 # ---------------------------------------------------------------------------------------------
 # Categorical channels
 # ---------------------------------------------------------------------------------------------
@@ -161,34 +122,11 @@ def _category_lookup(name: str) -> dict[str, float]:
     return lookup
 
 
-def _category_values(spec: VitalChannel, texts: pd.Series) -> pd.Series:
-    """Scores for category texts; a bare number equal to one of the channel's scores counts too."""
-    lookup = _category_lookup(spec.name)
-    keys = texts.str.strip().str.casefold().str.replace(r"[\s_]+", " ", regex=True)
-    mapped = keys.map(lookup).astype("float64")
-    number = to_float(texts)
-    is_score = number.isin(set(spec.value_map.values()))
-    return mapped.where(mapped.notna(), number.where(is_score))
-
-
 def _quote_counts(texts: pd.Series) -> str:
     counts = texts.value_counts(sort=True)
     shown = [f"{text!r} ({n})" for text, n in counts.head(_EXAMPLES).items()]
     more = f" and {len(counts) - _EXAMPLES} more" if len(counts) > _EXAMPLES else ""
     return ", ".join(shown) + more
-
-
-def _categorical(spec: VitalChannel, texts: pd.Series, file: str) -> tuple[pd.Series, list[Problem]]:
-    values = _category_values(spec, texts)
-    unknown = texts[values.isna()]
-    if unknown.empty:
-        return values, []
-    expected = ", ".join(repr(t) for t in spec.value_map)
-    message = (
-        f"unknown category in {_rows(len(unknown))}: {_quote_counts(unknown)}; "
-        f"expected one of {expected} (or the score); kept with no value"
-    )
-    return values, [warning(file, f"{spec.name}: value", message)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,21 +140,6 @@ def _fmt(x: float) -> str:
 
 def _rows(n: int) -> str:
     return f"{n} row" if n == 1 else f"{n} rows"
-
-
-def _numeric(spec: VitalChannel, texts: pd.Series, file: str) -> tuple[pd.Series, pd.Series, list[Problem]]:
-    """Cleaned, clipped values and a mask of outlier rows to drop, for one numeric channel."""
-    values = _numeric_values(spec.name, texts)
-    problems = []
-    not_number = values.isna()
-    if not_number.any():
-        message = f"no number in {_rows(int(not_number.sum()))}: {_quote_counts(texts[not_number])}; kept with no value"
-        problems.append(warning(file, f"{spec.name}: value", message))
-    outlier = (values < spec.outlier_low) | (values > spec.outlier_high)
-    if outlier.any():
-        problems.append(warning(file, f"{spec.name}: value", _outlier_message(spec, values[outlier], texts[outlier])))
-    clipped = values.clip(lower=spec.valid_low, upper=spec.valid_high)
-    return clipped, outlier, problems
 
 
 def _outlier_message(spec: VitalChannel, values: pd.Series, texts: pd.Series) -> str:
@@ -236,13 +159,13 @@ def _outlier_message(spec: VitalChannel, values: pd.Series, texts: pd.Series) ->
 # ---------------------------------------------------------------------------------------------
 
 
-def _channel_names(raw_names: pd.Series, file: str) -> tuple[pd.Series, list[Problem]]:
-    """Canonical names where known, the stripped name as written otherwise (one warning each)."""
-    stripped = raw_names.str.strip()
+def _channel_name_array(stripped: np.ndarray, file: str) -> tuple[np.ndarray, list[Problem]]:
+    """Canonical names where known, the stripped name as written otherwise (one warning each), for
+    stripped names (object array)."""
     codes, uniques = pd.factorize(stripped)
     known = [canonical_channel(u) for u in uniques]
-    names = pd.Series([k or u for k, u in zip(known, uniques)], dtype=object).iloc[codes]
-    names.index = raw_names.index
+    names = np.array([k or u for k, u in zip(known, uniques)] or [""], dtype=object)[codes] if len(codes) else (
+        np.array([], dtype=object))
     problems = []
     counts = np.bincount(codes, minlength=len(uniques))
     for u, k, n in zip(uniques, known, counts):
@@ -257,21 +180,152 @@ def _channel_names(raw_names: pd.Series, file: str) -> tuple[pd.Series, list[Pro
     return names, problems
 
 
-def _values(channels: pd.Series, texts: pd.Series, file: str) -> tuple[pd.Series, pd.Series, list[Problem]]:
-    """Value per row and a mask of rows to drop (outliers), channel by channel."""
+# Speed: per-patient tables are small, so pandas' per-call overhead dominates. The value column is
+# parsed once per distinct text for the whole table (numbers in Python, see labs.py), then each
+# channel only gathers and compares numpy arrays. Text that is all printable ASCII is keyed and split
+# with Python's `re`, which on such text matches pandas' string methods exactly; other text goes
+# through those methods (once, on the distinct texts).
+
+
+class _Texts:
+    """The value texts of one table, worked on once per distinct text (object array of str)."""
+
+    def __init__(self, texts: pd.Series):
+        self.series = texts
+        self.codes, uniques = pd.factorize(texts.to_numpy(dtype=object))
+        self.uniques = np.asarray(uniques, dtype=object)
+        self.plain = _plain(self.uniques)
+        self.number, self.integer, self.candidates = _float_parts(self.uniques)
+
+    def numbers(self, rows: np.ndarray) -> np.ndarray:
+        """`to_float` of the texts of `rows`, as one call (the all-integer rule applies per call)."""
+        used = self.codes[rows]
+        distinct = np.unique(used)
+        number = _as_to_numeric_call(self.number[distinct], self.integer[distinct],
+                                     [self.candidates[i] for i in distinct])
+        return number[np.searchsorted(distinct, used)]
+
+    def pandas(self, distinct: np.ndarray) -> pd.Series:
+        """Distinct texts as a Series of the table's dtype, for pandas' string methods."""
+        return pd.Series(self.uniques[distinct], dtype=self.series.dtype)
+
+    def at(self, rows: np.ndarray) -> pd.Series:
+        """The texts of `rows` as written (for messages)."""
+        return self.series.iloc[rows]
+
+
+def _category_keys(texts: _Texts, distinct: np.ndarray) -> list[str]:
+    """Comparison key of distinct texts for the category maps: stripped, case-folded, runs of spacing
+    and underscores as one space."""
+    if texts.plain:  # printable ASCII: strip/casefold/regex give the same in Python
+        return [_SPACING_RE.sub(" ", u.strip().lower()) for u in texts.uniques[distinct]]
+    keys = texts.pandas(distinct).str.strip().str.casefold().str.replace(r"[\s_]+", " ", regex=True)
+    return keys.tolist()
+
+
+_SPACING_RE = re.compile(r"[\s_]+")
+_PAIR_RE = re.compile(_PAIR)
+
+
+def _pair_texts(texts: _Texts, distinct: np.ndarray, part: int) -> np.ndarray:
+    """clean_sbp / clean_dbp's text per distinct text: one side of "SBP/DBP", else the text."""
+    if texts.plain:
+        out = []
+        for u in texts.uniques[distinct]:
+            match = _PAIR_RE.search(u)
+            out.append(u if match is None else match.group(part + 1))
+        return np.array(out, dtype=object)
+    series = texts.pandas(distinct)
+    pair = series.str.extract(_PAIR)[part]
+    return pair.where(pair.notna(), series).astype(str).to_numpy(dtype=object)
+
+
+def _numeric_array(name: str, texts: _Texts, rows: np.ndarray) -> np.ndarray:
+    """Numbers for the texts of `rows` (all of one numeric channel), unit-cleaned where the benchmark
+    cleans that channel: clean_sbp / clean_dbp (one side of "SBP/DBP", else the plain number),
+    clean_fio2 (> 1 -> / 100), clean_o2sat (<= 1 -> * 100), clean_temperature (>= 79 -> Celsius)."""
+    if name in ("Systolic blood pressure", "Diastolic blood pressure"):
+        used = texts.codes[rows]
+        distinct, inverse = np.unique(used, return_inverse=True)
+        sides = _pair_texts(texts, distinct, 0 if name.startswith("Systolic") else 1)
+        codes, uniques = pd.factorize(sides[inverse])
+        number, integer, candidates = _float_parts(np.asarray(uniques, dtype=object))
+        return _as_to_numeric_call(number, integer, candidates)[codes]
+    value = texts.numbers(rows)
+    if name == "Fraction inspired oxygen":
+        return np.where(value > 1.0, value / 100.0, value)
+    if name == "Oxygen saturation":
+        return np.where(value <= 1.0, value * 100.0, value)
+    if name == "Temperature":
+        return np.where(value >= 79, (value - 32.0) * 5.0 / 9.0, value)
+    return value
+
+
+def _categorical_array(spec: VitalChannel, texts: _Texts, rows: np.ndarray, file: str) -> tuple[np.ndarray, list[Problem]]:
+    """Scores for the texts of `rows` (all of one categorical channel) and a warning for unknown text.
+
+    Text -> score through the channel's map (ignoring case and spacing); a bare number equal to one
+    of the channel's scores counts too."""
+    lookup = _category_lookup(spec.name)
+    used = texts.codes[rows]
+    distinct, inverse = np.unique(used, return_inverse=True)
+    mapped = np.array([lookup.get(k, np.nan) for k in _category_keys(texts, distinct)], dtype="float64")
+    number = texts.numbers(rows)
+    is_score = np.isin(number, np.array(sorted(set(spec.value_map.values())), dtype="float64"))
+    values = mapped[inverse]
+    values = np.where(np.isnan(values), np.where(is_score, number, np.nan), values)
+    unknown = np.isnan(values)
+    if not unknown.any():
+        return values, []
+    expected = ", ".join(repr(t) for t in spec.value_map)
+    message = (
+        f"unknown category in {_rows(int(unknown.sum()))}: {_quote_counts(texts.at(rows[unknown]))}; "
+        f"expected one of {expected} (or the score); kept with no value"
+    )
+    return values, [warning(file, f"{spec.name}: value", message)]
+
+
+def _numeric_checked(spec: VitalChannel, texts: _Texts, rows: np.ndarray, file: str) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
+    """Cleaned values clipped to the valid range, a mask of outlier rows to drop, and the warnings
+    (no number; outliers), for the texts of `rows` (all of one numeric channel)."""
+    values = _numeric_array(spec.name, texts, rows)
+    problems = []
+    not_number = np.isnan(values)
+    if not_number.any():
+        message = (f"no number in {_rows(int(not_number.sum()))}: {_quote_counts(texts.at(rows[not_number]))}; "
+                   "kept with no value")
+        problems.append(warning(file, f"{spec.name}: value", message))
+    outlier = (values < spec.outlier_low) | (values > spec.outlier_high)
+    if outlier.any():
+        shown = pd.Series(values[outlier])
+        problems.append(warning(file, f"{spec.name}: value", _outlier_message(spec, shown, texts.at(rows[outlier]))))
+    clipped = np.where(not_number | (values >= spec.valid_low), values, spec.valid_low)
+    clipped = np.where(np.isnan(clipped) | (clipped <= spec.valid_high), clipped, spec.valid_high)
+    return clipped, outlier, problems
+
+
+def _value_arrays(channels: np.ndarray, texts: pd.Series, file: str) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
+    """Value per row and a mask of rows to drop (outliers), channel by channel (order of first use)."""
     spec = channel_spec()
-    values = pd.Series(np.nan, index=texts.index, dtype="float64")
-    drop = pd.Series(False, index=texts.index)
+    n = len(texts)
+    values = np.full(n, np.nan)
+    drop = np.zeros(n, dtype=bool)
     problems: list[Problem] = []
-    for name, rows in channels.groupby(channels, sort=False).groups.items():
-        part = texts.loc[rows]
+    if n == 0:
+        return values, drop, problems
+    prepared = _Texts(texts)
+    codes, names = pd.factorize(channels)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    for i, name in enumerate(names):
+        rows = order[bounds[i]:bounds[i + 1]]
         if name not in spec:
-            values.loc[rows] = to_float(part)
+            values[rows] = prepared.numbers(rows)
         elif spec[name].categorical:
-            values.loc[rows], found = _categorical(spec[name], part, file)
+            values[rows], found = _categorical_array(spec[name], prepared, rows, file)
             problems += found
         else:
-            values.loc[rows], drop.loc[rows], found = _numeric(spec[name], part, file)
+            values[rows], drop[rows], found = _numeric_checked(spec[name], prepared, rows, file)
             problems += found
     return values, drop, problems
 
@@ -285,17 +339,37 @@ def vitals_from_table(raw: pd.DataFrame, file: str) -> tuple[Vitals, list[Proble
     require_columns(table, file, ("time", "channel", "value"), _EXPECTED)
     times, time_problems = parse_times(table["time"], file)
     problems += time_problems
-    bad_time = times.isna()
-    no_channel = (table["channel"].str.strip() == "") & ~bad_time
-    problems += row_problems(file, table.index[bad_time], "time", TIME_EXPECTED, table["time"], "row dropped")
-    problems += row_problems(
-        file, table.index[no_channel], "channel", "a channel name like Heart Rate", table["channel"], "row dropped"
+    bad_time = times.isna().to_numpy(dtype=bool)
+    stripped = _stripped(table["channel"])
+    no_channel = (stripped == "") & ~bad_time
+    problems += _row_problems_at(file, bad_time, "time", TIME_EXPECTED, table["time"], "row dropped")
+    problems += _row_problems_at(
+        file, no_channel, "channel", "a channel name like Heart Rate", table["channel"], "row dropped"
     )
-    kept = table[~bad_time & ~no_channel]
-    channels, channel_problems = _channel_names(kept["channel"], file)
-    values, outlier, value_problems = _values(channels, kept["value"], file)
+    rows = np.flatnonzero(~bad_time & ~no_channel)
+    channels, channel_problems = _channel_name_array(stripped[rows], file)
+    texts = table["value"].iloc[rows]
+    values, outlier, value_problems = _value_arrays(channels, texts, file)
     problems += channel_problems + value_problems
+    keep = ~outlier
+    rows, channels, values = rows[keep], channels[keep], values[keep]
+    kept_times = times.iloc[rows]
+    time_array = kept_times.to_numpy()
+    if time_array.dtype.kind == "M":  # naive datetimes: sort here, in the contract's unit
+        time_array = time_array.astype("datetime64[ns]")
+        order = np.argsort(time_array, kind="stable")
+        time_column = time_array[order]
+    else:  # anything else: as pandas sorts it, converted by the contract
+        order = kept_times.reset_index(drop=True).sort_values(kind="stable").index.to_numpy()
+        time_column = kept_times.iloc[order].reset_index(drop=True)
+    index = pd.RangeIndex(len(order))
     out = pd.DataFrame(
-        {"time": times[kept.index], "channel": channels, "value": values, "value_text": kept["value"]}
-    )[~outlier]
-    return Vitals(out.sort_values("time", kind="stable").reset_index(drop=True)), problems
+        {
+            "time": time_column,
+            "channel": pd.Series(channels[order], index=index, dtype=object),
+            "value": values[order],
+            "value_text": pd.Series(table["value"].to_numpy(dtype=object)[rows[order]], index=index, dtype=object),
+        },
+        index=index,
+    )
+    return Vitals(out), problems

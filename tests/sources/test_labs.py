@@ -383,3 +383,11 @@ def test_demo_labevents_known_values(demo_labs) -> None:
 def test_demo_labevents_times_are_sorted(demo_labs) -> None:
     _, labs, _ = demo_labs
     assert labs.table["time"].is_monotonic_increasing
+
+
+def test_times_with_unstripped_offsets_mixed_with_naive_times_do_not_raise() -> None:
+    raw = pd.DataFrame({"time": ["2131-05-07 14:00 -0500", "2131-05-07 15:00", "garbage"],
+                        "item": ["Sodium"] * 3, "value": ["140", "141", "142"]})
+    labs, problems = labs_from_table(raw, "labs.csv")
+    assert list(labs.table["time"]) == [pd.Timestamp("2131-05-07 14:00"), pd.Timestamp("2131-05-07 15:00")]
+    assert any(p.field == "row 3: time" for p in problems)
