@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from app.state import current_source, demo_dir
+
 st.set_page_config(page_title="MEDFuse Lens", page_icon="🩺", layout="wide")
 
 pages = [
@@ -9,6 +11,7 @@ pages = [
     st.Page("views/patient.py", title="Patient review", icon=":material/person:", url_path="patient"),
 ]
 st.sidebar.markdown("**MEDFuse Lens**  \nmultimodal prediction, explained")
-st.info("Demo data: every patient here is synthetic, generated with planted ground truth. "
-        "Not for clinical use.", icon=":material/science:")
+if current_source() == demo_dir():
+    st.info("Demo data: every patient here is synthetic, generated with planted ground truth. "
+            "Not for clinical use.", icon=":material/science:")
 st.navigation(pages).run()

@@ -33,3 +33,13 @@ def test_page_lists_the_demo_patients() -> None:
     assert len(frame) == 40
     assert frame["patient"].is_unique
     assert "40 patients" in at.caption[0].value
+
+
+def test_demo_banner_only_on_the_demo(tiny_cohort: Path, monkeypatch) -> None:
+    demo = AppTest.from_file(MAIN, default_timeout=120).run()
+    assert any("synthetic" in info.value for info in demo.info)
+    monkeypatch.setenv("MEDFUSE_LENS_SOURCE", str(tiny_cohort))
+    own = AppTest.from_file(MAIN, default_timeout=120).run()
+    assert not own.exception, own.exception
+    assert not any("synthetic" in info.value for info in own.info)
+    assert len(own.dataframe[0].value) == 12
