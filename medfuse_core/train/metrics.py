@@ -61,22 +61,30 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 15) -> 
     return float(ece)
 
 
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
 def fit_temperature(logits: np.ndarray, y: np.ndarray, max_iter: int = 200) -> float:
-    """One temperature T > 0 minimising the BCE of logits / T on known labels (fitted on validation)."""
+    """One temperature T minimising the BCE of logits / T on known labels (fitted on validation).
+
+    T is kept in TEMPERATURE_RANGE: on near-constant logits the optimum runs off to 0 or infinity,
+    which would turn every probability into the same number."""
     keep = ~np.isnan(y)
     z = torch.tensor(logits[keep], dtype=torch.float64)
     t = torch.tensor(y[keep], dtype=torch.float64)
+    low, high = (float(np.log(v)) for v in TEMPERATURE_RANGE)
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter)
+    # a line search keeps LBFGS from stepping to absurd temperatures on flat logits
+    optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure():
         optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(z / log_t.exp(), t)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z / log_t.clamp(low, high).exp(), t)
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().clamp(low, high).exp())
 
 
 @dataclass
