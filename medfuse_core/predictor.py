@@ -16,6 +16,7 @@ import torch
 from medfuse_core.demo import cache_home
 from medfuse_core.features.batch import PatientFeatures, collate
 from medfuse_core.features.featurize import FeatureSpec, Featurizer, PatientEvidenceIndex
+from medfuse_core.models.baselines import build_model
 from medfuse_core.models.config import ModelConfig
 from medfuse_core.models.model import MedFuseLens
 from medfuse_core.record import PatientRecord
@@ -54,7 +55,7 @@ class Predictor:
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", cache_dir: str | Path | None = None) -> "Predictor":
         config = ckpt.read_config(run_dir)
-        model = MedFuseLens(ModelConfig.from_dict(config["model"]))
+        model = build_model(ModelConfig.from_dict(config["model"]))
         ckpt.load_weights(model, run_dir)
         model.to(resolve_device(device))
         featurizer = Featurizer(FeatureSpec.from_dict(config["features"]),

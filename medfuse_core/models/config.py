@@ -94,6 +94,10 @@ class ModelConfig:
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    # which model `models.baselines.build_model` builds: "medfuse_lens" (the model), "no_mi" (it,
+    # without the InfoNCE / vCLUB losses), "early_fusion", "late_fusion", "medfuse_lstm", or
+    # "single:labs" | "single:notes" | "single:vitals" | "single:image" (see models/baselines.py)
+    variant: str = "medfuse_lens"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

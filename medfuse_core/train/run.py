@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 
 from medfuse_core.demo import cache_home
 from medfuse_core.features.featurize import Featurizer
+from medfuse_core.models.baselines import build_model
 from medfuse_core.models.config import ModelConfig
-from medfuse_core.models.model import MedFuseLens
 from medfuse_core.problems import DataError
 from medfuse_core.record import PatientRecord
 from medfuse_core.sources.bundle import find_bundles, read_bundle
@@ -135,8 +135,8 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config_path: str | P
                                 max_sentences=run.max_sentences, cache_dir=cache_home() / "embeddings")
     train_set, _ = featurizer.featurize_many(parts["train"], train_config.progress)
     val_set, _ = featurizer.featurize_many(parts["val"], train_config.progress)
-    model_config = build_model_config(run, featurizer, labels)
-    model = MedFuseLens(model_config)
+    model = build_model(build_model_config(run, featurizer, labels))
+    model_config = model.config  # as the variant trains it (see models/baselines.py)
 
     def write_config(folder: Path, calibration: dict[str, Any] | None = None, summary: dict[str, Any] | None = None) -> None:
         ckpt.save_config(folder, {
