@@ -23,11 +23,6 @@ FILE = "bundle/labs.csv"
 TIME_HINT = "an ISO date-time like 2131-05-07 14:00"
 
 
-def shared_data_dir() -> Path:
-    """../shared/data next to the repository root (tests/sources/ -> tests/ -> repo root)."""
-    return Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-
-
 def table(rows: list[dict[str, str]], columns: list[str] | None = None) -> pd.DataFrame:
     """An all-string table as `pd.read_csv(..., dtype=str, keep_default_na=False)` gives it."""
     frame = pd.DataFrame(rows, columns=columns, dtype=str)
@@ -336,16 +331,15 @@ def test_duplicate_column_after_normalising_uses_the_first() -> None:
 # Real data: MIMIC-III demo LABEVENTS (third-party partial extract, upper-case headers)
 # ---------------------------------------------------------------------------------------------
 
-LABEVENTS = shared_data_dir() / "mimic-iii-demo" / "LABEVENTS_PARTIAL.csv.gz"
+LABEVENTS_NAME = "LABEVENTS_PARTIAL.csv.gz"
 RENAME = {"CHARTTIME": "time", "ITEMID": "itemid", "VALUE": "value", "VALUEUOM": "unit", "FLAG": "flag"}
 
 
 @pytest.fixture(scope="module")
-def demo_labs():
-    if not LABEVENTS.exists():
-        pytest.skip(f"shared MIMIC-III demo data not found at {LABEVENTS.resolve()}")
-    raw = read(LABEVENTS).rename(columns=RENAME)
-    labs, problems = labs_from_table(raw, LABEVENTS.name)
+def demo_labs(shared_data: Path):
+    path = shared_data / "mimic-iii-demo" / LABEVENTS_NAME
+    raw = read(path).rename(columns=RENAME)
+    labs, problems = labs_from_table(raw, LABEVENTS_NAME)
     return raw, labs, problems
 
 

@@ -20,11 +20,6 @@ GCS = (
 )
 
 
-def shared_data_dir() -> Path:
-    """../shared/data next to the repository root (tests/sources/ -> tests/ -> repo root)."""
-    return Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-
-
 def vendored(name: str) -> bytes:
     return resources.files("medfuse_core.resources").joinpath("mimic3_benchmarks", name).read_bytes()
 
@@ -34,10 +29,8 @@ def config() -> dict:
 
 
 @pytest.mark.parametrize("name", VENDORED)
-def test_vendored_resources_are_byte_identical_to_shared(name: str) -> None:
-    upstream = shared_data_dir() / "mimic3-benchmarks"
-    if not upstream.is_dir():
-        pytest.skip(f"shared mimic3-benchmarks resources not found at {upstream.resolve()}")
+def test_vendored_resources_are_byte_identical_to_shared(name: str, shared_data: Path) -> None:
+    upstream = shared_data / "mimic3-benchmarks"
     assert vendored(name) == (upstream / name).read_bytes()
 
 
