@@ -35,6 +35,7 @@ is `model.config` and is what the checkpoint's config.json records.
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 
 import torch
 from torch import nn
@@ -84,7 +85,7 @@ def build_model(config: ModelConfig) -> nn.Module:
 # ------------------------------------------------------------------------------------ shared frame
 
 
-class Baseline(nn.Module):
+class Baseline(nn.Module, ABC):
     """Encoders (MedFuseLens's classes, only those of `modalities`), the unused MI estimators, and the
     plumbing every baseline shares; a subclass defines `fuse(features, present) -> (logits, specific)`."""
 
@@ -114,8 +115,9 @@ class Baseline(nn.Module):
     # MedFuseLens's own: each encoder on its rows, zeros where a modality is absent
     modality_features = MedFuseLens.modality_features
 
+    @abstractmethod
     def fuse(self, features: dict[str, torch.Tensor], present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """Encoder features (zeros where absent) -> (logits (B, K), per-modality representation (B, 4, d))."""
 
     def forward(self, batch: Batch, present: torch.Tensor | None = None, token_keep: torch.Tensor | None = None) -> ModelOutput:
         present = batch.present if present is None else present & batch.present
