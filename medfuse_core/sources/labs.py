@@ -262,6 +262,18 @@ _OFFSET_RE = re.compile(r"\s*" + _UTC_OFFSET)
 _NS_PER_UNIT = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 
 
+def sort_by_time(times: pd.Series) -> tuple[np.ndarray, np.ndarray | pd.Series]:
+    """Stable time order of `times` and the sorted time column, for the contract's tables."""
+    time_array = times.to_numpy()
+    if time_array.dtype.kind == "M":  # naive datetimes: sort here, in the contract's unit
+        time_array = time_array.astype("datetime64[ns]")
+        order = np.argsort(time_array, kind="stable")
+        return order, time_array[order]
+    # anything else: as pandas sorts it, converted by the contract
+    order = times.reset_index(drop=True).sort_values(kind="stable").index.to_numpy()
+    return order, times.iloc[order].reset_index(drop=True)
+
+
 def parse_times(texts: pd.Series, file: str) -> tuple[pd.Series, list[Problem]]:
     """ISO date-times; NaT where unparseable or outside the nanosecond range the contract uses.
 
@@ -484,14 +496,7 @@ def _lab_columns(
     ref_low, low_problems = _reference_limit(_text(table, "ref_low")[rows], "ref_low", file, rows)
     ref_high, high_problems = _reference_limit(_text(table, "ref_high")[rows], "ref_high", file, rows)
     problems = low_problems + high_problems + _ref_order_problems(ref_low, ref_high, rows, file)
-    time_array = kept_times.to_numpy()
-    if time_array.dtype.kind == "M":  # naive datetimes: sort here, in the contract's unit
-        time_array = time_array.astype("datetime64[ns]")
-        order = np.argsort(time_array, kind="stable")
-        time_column = time_array[order]
-    else:  # anything else: as pandas sorts it, converted by the contract
-        order = kept_times.reset_index(drop=True).sort_values(kind="stable").index.to_numpy()
-        time_column = kept_times.iloc[order].reset_index(drop=True)
+    order, time_column = sort_by_time(kept_times)
     at = rows[order]
     index = pd.RangeIndex(len(at))
 

@@ -36,6 +36,7 @@ from medfuse_core.sources.labs import (
     _stripped,
     normalise_columns,
     parse_times,
+    sort_by_time,
     require_columns,
 )
 from medfuse_core.sources.vital_channels import CHANNEL_NAMES, VitalChannel, channel_spec
@@ -354,14 +355,7 @@ def vitals_from_table(raw: pd.DataFrame, file: str) -> tuple[Vitals, list[Proble
     keep = ~outlier
     rows, channels, values = rows[keep], channels[keep], values[keep]
     kept_times = times.iloc[rows]
-    time_array = kept_times.to_numpy()
-    if time_array.dtype.kind == "M":  # naive datetimes: sort here, in the contract's unit
-        time_array = time_array.astype("datetime64[ns]")
-        order = np.argsort(time_array, kind="stable")
-        time_column = time_array[order]
-    else:  # anything else: as pandas sorts it, converted by the contract
-        order = kept_times.reset_index(drop=True).sort_values(kind="stable").index.to_numpy()
-        time_column = kept_times.iloc[order].reset_index(drop=True)
+    order, time_column = sort_by_time(kept_times)
     index = pd.RangeIndex(len(order))
     out = pd.DataFrame(
         {
