@@ -49,7 +49,7 @@ from medfuse_core.record import Labs, Note, PatientRecord, Vitals
 from medfuse_core.sources import duck
 from medfuse_core.sources.duck import RecordRows
 from medfuse_core.sources.labs import labs_from_table
-from medfuse_core.sources.mimic3 import _empty_table, _items_linked_to
+from medfuse_core.sources.mimic3 import RecordReader, empty_table, items_linked_to
 from medfuse_core.sources.mimic4 import variable_map
 from medfuse_core.sources.phenotypes import (
     MORTALITY,
@@ -68,7 +68,7 @@ _EXAMPLES = 10
 @cache
 def _measurement_channels() -> dict[str, str]:
     """itemid -> channel for MEASUREMENT codes: the MIMIC-IV map, then mimic3-benchmarks' chartevents map."""
-    out = dict(_items_linked_to("chartevents")["variable"])
+    out = dict(items_linked_to("chartevents")["variable"])
     table = variable_map()
     out.update(dict(zip(table["itemid"][table["linksto"] == "chartevents"], table["variable"][table["linksto"] == "chartevents"])))
     return out
@@ -117,7 +117,7 @@ class MedsStats:
         ]
 
 
-class MedsReader:
+class MedsReader(RecordReader):
     """Records of one MEDS dataset folder, in subject and time order."""
 
     def __init__(self, root: str | Path, unit: str = "subject", limit: int | None = None,
@@ -147,17 +147,6 @@ class MedsReader:
         self._units: pd.DataFrame | None = None
 
     # ---- public
-
-    @property
-    def label_names(self) -> tuple[str, ...]:
-        return self.definitions.label_names
-
-    @property
-    def ids(self) -> list[str]:
-        return list(self._unit_table()["record_id"])
-
-    def __len__(self) -> int:
-        return len(self._unit_table())
 
     def __iter__(self) -> Iterator[PatientRecord]:
         units = self._unit_table()
@@ -301,7 +290,7 @@ class MedsReader:
     def _labs(self, events: pd.DataFrame, parts: pd.Series, value: pd.Series, where: str,
               problems: list[Problem]) -> tuple[Labs, pd.DataFrame]:
         if not len(events):
-            return Labs(_empty_table(Labs).copy()), pd.DataFrame(columns=["time", "channel", "value"])
+            return Labs(empty_table(Labs).copy()), pd.DataFrame(columns=["time", "channel", "value"])
         itemid = parts.str[1].fillna("")
         raw = pd.DataFrame({"time": events["time_text"], "itemid": itemid, "item": itemid.map(lambda i: self.item_names.get(i, "")),
                             "value": value[events.index], "unit": parts.map(lambda p: "//".join(p[2:]))})
@@ -322,7 +311,7 @@ class MedsReader:
         raw = pd.concat([pd.DataFrame({"time": events["time_text"][rows], "channel": channel[rows], "value": value[rows]}),
                          lab_vitals], ignore_index=True)
         if not len(raw):
-            return Vitals(_empty_table(Vitals).copy())
+            return Vitals(empty_table(Vitals).copy())
         vitals, found = vitals_from_table(raw, f"{self.root / 'data'} ({where})")
         problems.extend(found)
         self.stats.vital_rows += len(vitals.table)

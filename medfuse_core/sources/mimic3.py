@@ -188,7 +188,7 @@ def _variable_map() -> pd.DataFrame:
                                  "LINKSTO": "linksto", "UNITNAME": "unitname"})
 
 
-def _items_linked_to(linksto: str) -> pd.DataFrame:
+def items_linked_to(linksto: str) -> pd.DataFrame:
     """itemid -> (variable, label) of the benchmark's 'ready' items of one table."""
     table = _variable_map()
     return table[table["linksto"] == linksto].set_index("itemid")[["variable", "label"]]
@@ -239,7 +239,7 @@ def _key_frame(table: pd.DataFrame, keys: tuple[str, ...], file: str, parsed: bo
     return frame
 
 
-def _align(raw: pd.DataFrame, table: pd.DataFrame, keys: tuple[str, ...], file: str) -> np.ndarray | None:
+def align_rows(raw: pd.DataFrame, table: pd.DataFrame, keys: tuple[str, ...], file: str) -> np.ndarray | None:
     """For each row of the parsed `table`, its row in `raw`; None if they cannot be matched one to one.
 
     Rows with the same key are all kept or all dropped, and a stable sort keeps their order, so the
@@ -275,7 +275,7 @@ def _renumber(problems: list[Problem], file_rows: np.ndarray) -> list[Problem]:
 
 
 @cache
-def _empty_table(kind) -> pd.DataFrame:
+def empty_table(kind) -> pd.DataFrame:
     return kind().table
 
 
@@ -308,7 +308,28 @@ class ReaderStats:
         }
 
 
-class Mimic3Reader:
+class RecordReader:
+    """The public face shared by the EHR readers (MIMIC-III, MIMIC-IV, MEDS): one record per row
+    of `_unit_table()` (which has a record_id column), labels from `self.definitions`."""
+
+    definitions: PhenotypeDefinitions
+
+    def _unit_table(self) -> pd.DataFrame:
+        raise TypeError(f"{type(self).__name__} must define _unit_table")
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.definitions.label_names
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._unit_table()["record_id"])
+
+    def __len__(self) -> int:
+        return len(self._unit_table())
+
+
+class Mimic3Reader(RecordReader):
     """Records of one MIMIC-III folder, one per admission or ICU stay, in subject and time order.
 
     Tables are read once, on first use; `problems` holds reader-level warnings (missing tables,
@@ -340,20 +361,9 @@ class Mimic3Reader:
     # ---- public
 
     @property
-    def label_names(self) -> tuple[str, ...]:
-        return self.definitions.label_names
-
-    @property
-    def ids(self) -> list[str]:
-        return list(self._unit_table()["record_id"])
-
-    @property
     def index(self) -> pd.DataFrame:
         """One row per record, in iteration order: record_id, subject_id, hadm_id, icustay_id, index_time."""
         return self._unit_table()[["record_id", "subject_id", "hadm_id", "icustay_id", "index_time"]].copy()
-
-    def __len__(self) -> int:
-        return len(self._unit_table())
 
     def __iter__(self) -> Iterator[PatientRecord]:
         self._load()
@@ -510,7 +520,7 @@ class Mimic3Reader:
             "time": labs["charttime"], "itemid": labs["itemid"], "item": labs["item"], "value": labs["value"],
             "unit": labs["valueuom"] if "valueuom" in labs else "", "flag": labs["flag"] if "flag" in labs else "",
         }).iloc[placed].reset_index(drop=True)
-        lab_items = _items_linked_to("labevents")
+        lab_items = items_linked_to("labevents")
         is_vital = labs["itemid"].isin(lab_items.index) & labs["value"].str.strip().str.match(_BENCHMARK_NUMBER)
         is_vital &= positions >= 0
         vitals = pd.DataFrame({
@@ -531,7 +541,7 @@ class Mimic3Reader:
         return items.drop_duplicates("itemid").set_index("itemid")["label"].str.strip()
 
     def _load_chartevents(self) -> pd.DataFrame | None:
-        chart_items = _items_linked_to("chartevents")
+        chart_items = items_linked_to("chartevents")
         wanted = set(self._units["hadm_id"])
 
         def keep(chunk: pd.DataFrame) -> pd.Series:
@@ -578,7 +588,7 @@ class Mimic3Reader:
         """
         parsed, problems = parse(raw, file)
         table = parsed.table
-        source_rows = _align(raw, table, keys, file)
+        source_rows = align_rows(raw, table, keys, file)
         if source_rows is None:
             return self._parse_per_record(raw, positions, parse, file)
         self.problems.extend(_renumber(problems, file_rows) if file_rows is not None else problems)
@@ -687,7 +697,7 @@ class Mimic3Reader:
     def _table_for(position: int, table: pd.DataFrame | None, groups: dict[int, np.ndarray], kind):
         rows = groups.get(position)
         if table is None or rows is None:
-            return kind(_empty_table(kind).copy())
+            return kind(empty_table(kind).copy())
         return kind(table.iloc[rows].reset_index(drop=True))
 
     def _notes_for(self, position: int) -> list[Note]:

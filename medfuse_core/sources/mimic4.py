@@ -63,7 +63,7 @@ from medfuse_core.sources import duck
 from medfuse_core.sources.duck import RecordRows
 from medfuse_core.sources.images import load_image
 from medfuse_core.sources.labs import labs_from_table
-from medfuse_core.sources.mimic3 import MAX_AGE, ReaderStats, _align, _empty_table
+from medfuse_core.sources.mimic3 import MAX_AGE, ReaderStats, RecordReader, align_rows, empty_table
 from medfuse_core.sources.phenotypes import (
     MORTALITY,
     PhenotypeDefinitions,
@@ -177,7 +177,7 @@ class Mimic4Stats(ReaderStats):
 # ----------------------------------------------------------------------------------------- reader
 
 
-class Mimic4Reader:
+class Mimic4Reader(RecordReader):
     """Records of one MIMIC-IV folder, one per admission or ICU stay, in subject and time order.
 
     The record index is read on first use; event tables are streamed during iteration. `problems`
@@ -223,20 +223,9 @@ class Mimic4Reader:
     # ---- public
 
     @property
-    def label_names(self) -> tuple[str, ...]:
-        return self.definitions.label_names
-
-    @property
-    def ids(self) -> list[str]:
-        return list(self._unit_table()["record_id"])
-
-    @property
     def index(self) -> pd.DataFrame:
         """One row per record, in iteration order: record_id, subject_id, hadm_id, stay_id, index_time."""
         return self._unit_table()[["record_id", "subject_id", "hadm_id", "stay_id", "index_time"]].copy()
-
-    def __len__(self) -> int:
-        return len(self._unit_table())
 
     def __iter__(self) -> Iterator[PatientRecord]:
         self._unit_table()
@@ -531,7 +520,7 @@ class Mimic4Reader:
         def run(raw: pd.DataFrame, positions: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
             parsed, problems = parse(raw, file)
             table = parsed.table
-            rows = _align(raw, table, keys, file)
+            rows = align_rows(raw, table, keys, file)
             if rows is None:  # rows could not be matched one to one: parse each record on its own
                 return self._parse_per_record(parse, raw, positions, file, count_attr)
             self.problems.extend(self._locate(problems, positions))
@@ -611,8 +600,8 @@ class Mimic4Reader:
         age, sex = self._demographics(unit, index_time, where, problems)
         record = PatientRecord(
             patient_id=record_id, age=age, sex=sex, index_time=index_time, problems=problems, source=where,
-            labs=Labs(rows["labs"] if rows["labs"] is not None else _empty_table(Labs).copy()),
-            vitals=Vitals(rows["vitals"] if rows["vitals"] is not None else _empty_table(Vitals).copy()),
+            labs=Labs(rows["labs"] if rows["labs"] is not None else empty_table(Labs).copy()),
+            vitals=Vitals(rows["vitals"] if rows["vitals"] is not None else empty_table(Vitals).copy()),
         )
         record.notes = self._notes(rows["notes"])
         record.images = self._images(rows["images"], problems)
