@@ -46,7 +46,7 @@ from medfuse_core.models.config import ModelConfig
 from medfuse_core.models.disentangle import ModalityVCLUB
 from medfuse_core.models.image_encoder import ImageEncoder
 from medfuse_core.models.lab_encoder import LabEncoder
-from medfuse_core.models.model import MedFuseLens, ModelOutput
+from medfuse_core.models.model import MedFuseLens, ModelOutput, encode_modality
 from medfuse_core.models.note_encoder import NoteEncoder
 from medfuse_core.models.vitals_encoder import VitalsEncoder
 from medfuse_core.record import MODALITIES
@@ -112,8 +112,19 @@ class Baseline(nn.Module, ABC):
 
     labels = MedFuseLens.labels
 
-    # MedFuseLens's own: each encoder on its rows, zeros where a modality is absent
-    modality_features = MedFuseLens.modality_features
+    def encoders(self) -> dict[str, nn.Module]:
+        """The encoders this baseline has, by modality."""
+        names = {"labs": "lab_encoder", "notes": "note_encoder", "vitals": "vitals_encoder", "image": "image_encoder"}
+        return {m: getattr(self, names[m]) for m in self.modalities}
+
+    def modality_features(self, batch: Batch, present: torch.Tensor) -> dict[str, torch.Tensor]:
+        """This baseline's encoders on the batch (zeros where absent); modalities it lacks are left out."""
+        features = {}
+        for m in self.modalities:
+            rows = present[:, MODALITIES.index(m)]
+            feature = encode_modality(self, m, batch, rows)
+            features[m] = feature * rows.unsqueeze(1).to(feature.dtype)
+        return features
 
     @abstractmethod
     def fuse(self, features: dict[str, torch.Tensor], present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,9 +132,18 @@ class Baseline(nn.Module, ABC):
 
     def forward(self, batch: Batch, present: torch.Tensor | None = None, token_keep: torch.Tensor | None = None) -> ModelOutput:
         present = batch.present if present is None else present & batch.present
+        return self.forward_features(self.modality_features(batch, present), present, token_keep)
+
+    def forward_features(self, features: dict[str, torch.Tensor], present: torch.Tensor,
+                         token_keep: torch.Tensor | None = None) -> ModelOutput:
+        """From encoder outputs (see MedFuseLens.forward_features); a hidden specific token hides its modality."""
         if token_keep is not None:
             present = present & token_keep[:, : len(MODALITIES)]
-        logits, specific = self.fuse(self.modality_features(batch, present), present)
+        reference = next(iter(features.values()))
+        features = {m: features[m] * present[:, i : i + 1].to(features[m].dtype) if m in features
+                    else reference.new_zeros(reference.shape[0], max(self.feature_dims[m], 1))
+                    for i, m in enumerate(MODALITIES)}
+        logits, specific = self.fuse(features, present)
         shared = torch.zeros_like(specific)
         tokens = torch.cat([specific, specific.new_zeros(specific.shape[0], 1, specific.shape[2])], dim=1)
         token_mask = torch.cat([present, present.new_zeros(present.shape[0], 1)], dim=1)
@@ -153,22 +173,6 @@ class SingleModality(Baseline):
         d_model = config.fusion.d_model
         self.hidden = _hidden(self.feature_dims[self.modality], d_model, config.fusion.dropout)
         self.classifier = nn.Linear(d_model, len(config.labels))
-
-    def modality_features(self, batch: Batch, present: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Only this model's encoder runs (the image encoder only on rows with an image)."""
-        index = MODALITIES.index(self.modality)
-        rows = present[:, index]
-        if self.modality == "labs":
-            feature = self.lab_encoder(batch.lab_items, batch.lab_values, batch.lab_mask)[0]
-        elif self.modality == "notes":
-            feature = self.note_encoder(batch.note_embeddings, batch.note_mask)[0]
-        elif self.modality == "vitals":
-            feature = self.vitals_encoder(batch.vitals)
-        else:
-            feature = batch.vitals.new_zeros(batch.size, self.feature_dims["image"])
-            if bool(rows.any()):
-                feature = _index_rows(feature, rows, self.image_encoder(batch.image[rows]).to(feature.dtype))
-        return {self.modality: feature * rows.unsqueeze(1).to(feature.dtype)}
 
     def fuse(self, features: dict[str, torch.Tensor], present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         index = MODALITIES.index(self.modality)

@@ -58,24 +58,48 @@ class MedFuseLens(nn.Module):
     def labels(self) -> list[str]:
         return list(self.config.labels)
 
+    def encoders(self) -> dict[str, nn.Module]:
+        """The four encoders by modality (what training stage 1 pretrains and then freezes)."""
+        return {"labs": self.lab_encoder, "notes": self.note_encoder, "vitals": self.vitals_encoder,
+                "image": self.image_encoder}
+
     def modality_features(self, batch: Batch, present: torch.Tensor) -> dict[str, torch.Tensor]:
         """Encoder outputs per modality, (B, dim) each; zeros for patients without the modality."""
-        labs, _ = self.lab_encoder(batch.lab_items, batch.lab_values, batch.lab_mask)
-        notes, _ = self.note_encoder(batch.note_embeddings, batch.note_mask)
-        vitals = self.vitals_encoder(batch.vitals)
-        image = batch.vitals.new_zeros(batch.size, self.feature_dims["image"])
-        rows = present[:, MODALITIES.index("image")]
-        if bool(rows.any()):
-            image = image.index_put((rows.nonzero(as_tuple=True)[0],), self.image_encoder(batch.image[rows]).to(image.dtype))
-        features = {"labs": labs, "notes": notes, "vitals": vitals, "image": image}
+        features = {m: encode_modality(self, m, batch, present[:, i]) for i, m in enumerate(MODALITIES)}
         return {m: features[m] * present[:, i : i + 1].to(features[m].dtype) for i, m in enumerate(MODALITIES)}
 
     def forward(self, batch: Batch, present: torch.Tensor | None = None, token_keep: torch.Tensor | None = None) -> ModelOutput:
         """present: override of batch.present (modality dropout, ablations); token_keep: (B, 5) extra token mask."""
         present = batch.present if present is None else present & batch.present
-        specific, shared = self.disentangler(self.modality_features(batch, present))
+        return self.forward_features(self.modality_features(batch, present), present, token_keep)
+
+    def forward_features(self, features: dict[str, torch.Tensor], present: torch.Tensor,
+                         token_keep: torch.Tensor | None = None) -> ModelOutput:
+        """Everything after the encoders, from their outputs (zeros or anything where absent): what
+        training stage 2 runs on cached features of frozen encoders."""
+        features = {m: features[m] * present[:, i : i + 1].to(features[m].dtype) for i, m in enumerate(MODALITIES)}
+        specific, shared = self.disentangler(features)
         tokens, token_mask = build_tokens(specific, shared, present)
         if token_keep is not None:
             token_mask = token_mask & token_keep
         logits = self.fusion(tokens, token_mask)
         return ModelOutput(logits, specific, shared, present, tokens, token_mask)
+
+
+def encode_modality(model: nn.Module, modality: str, batch: Batch, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """One encoder's output (B, dim) for a batch. The image encoder, the costly one, runs only on
+    `rows` (bool (B,), default: the patients with an image) and leaves zeros elsewhere."""
+    if modality == "labs":
+        return model.lab_encoder(batch.lab_items, batch.lab_values, batch.lab_mask)[0]
+    if modality == "notes":
+        return model.note_encoder(batch.note_embeddings, batch.note_mask)[0]
+    if modality == "vitals":
+        return model.vitals_encoder(batch.vitals)
+    if modality != "image":
+        raise ValueError(f"modality {modality!r}: expected one of {', '.join(MODALITIES)}")
+    rows = batch.present[:, MODALITIES.index("image")] if rows is None else rows
+    image = batch.vitals.new_zeros(batch.size, model.image_encoder.feature_dim)
+    if bool(rows.any()):
+        encoded = model.image_encoder(batch.image[rows])
+        image = image.index_put((rows.nonzero(as_tuple=True)[0],), encoded.to(image.dtype))
+    return image

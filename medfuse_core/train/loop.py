@@ -1,6 +1,11 @@
 """Fusion training: BCE over labels + InfoNCE on shared projections + vCLUB on (specific, shared),
 with random modality and token dropout so every coalition of tokens is an in-distribution input.
 
+Two stages. Stage 1 (`encoder_epochs` > 0, see train/encoder_pretrain.py) trains each encoder on
+its modality alone. Stage 2 trains what comes after the encoders; with `freeze_encoders` the
+encoders' outputs are computed once (`EncodedSet`) and the epochs run on them, which is what makes
+a CPU run of the full model take minutes and a sweep of the disentanglement weights affordable.
+
 The vCLUB estimators are trained in alternation by their own optimizer (maximum likelihood on
 detached pairs), as in Cheng et al. 2020. Validation every epoch; early stopping on validation
 macro-AUPRC; the best weights and a resume point are written after every epoch.
@@ -14,7 +19,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,6 +30,7 @@ from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.models.disentangle import info_nce
 from medfuse_core.models.model import MedFuseLens
 from medfuse_core.train import checkpoint as ckpt
+from medfuse_core.train.encoder_pretrain import EncoderLog, pretrain_encoders
 from medfuse_core.train.metrics import auprc, macro, sigmoid
 
 
@@ -41,6 +47,10 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1"
     num_workers: int = 0
     progress: bool = True
+    encoder_epochs: int = 0  # stage 1: epochs per encoder on its modality alone (0 = no stage 1)
+    encoder_patience: int = 6
+    encoder_lr: float = 1e-3
+    freeze_encoders: bool = False  # stage 2 on frozen encoders (cached outputs) instead of end to end
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
@@ -64,6 +74,43 @@ class TrainResult:
     best_epoch: int
     best_val_macro_auprc: float
     history: list[EpochLog] = field(default_factory=list)
+    encoder_history: list[EncoderLog] = field(default_factory=list)
+
+
+@dataclass
+class EncodedSet:
+    """Frozen encoders' outputs for a list of patients: what stage 2 trains on when encoders are frozen."""
+
+    features: dict[str, torch.Tensor]  # modality -> (N, dim), zeros where absent
+    present: torch.Tensor  # (N, 4) bool
+    labels: torch.Tensor  # (N, K), NaN where unknown
+
+    @classmethod
+    @torch.inference_mode()
+    def build(cls, model: torch.nn.Module, patients: list[PatientFeatures], batch_size: int, device: torch.device) -> "EncodedSet":
+        model.eval()
+        parts: dict[str, list[torch.Tensor]] = {}
+        for batch in make_loader(patients, batch_size, False, 0, 0, False):
+            batch = batch.to(device)
+            with _autocast(device):
+                for m, value in model.modality_features(batch, batch.present).items():
+                    parts.setdefault(m, []).append(value.float())
+        present = torch.tensor(np.stack([p.present for p in patients]), device=device)
+        labels = torch.tensor(np.stack([p.labels for p in patients]), device=device)
+        return cls({m: torch.cat(v) for m, v in parts.items()}, present, labels)
+
+    def __len__(self) -> int:
+        return int(self.present.shape[0])
+
+    def rows(self, index: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        return {m: v[index] for m, v in self.features.items()}, self.present[index], self.labels[index]
+
+
+def freeze_encoders(model: torch.nn.Module) -> None:
+    """Stage 2 with frozen encoders: no gradients and eval mode (BatchNorm statistics stay put)."""
+    for encoder in model.encoders().values():
+        encoder.requires_grad_(False)
+        encoder.eval()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -135,16 +182,37 @@ def predict_logits(model: MedFuseLens, features: list[PatientFeatures], batch_si
     return np.concatenate(out) if out else np.zeros((0, len(model.labels)), dtype=np.float32)
 
 
-def validation_macro_auprc(model: MedFuseLens, features: list[PatientFeatures], batch_size: int) -> float:
-    logits = predict_logits(model, features, batch_size)
-    labels = np.stack([f.labels for f in features])
+def validation_macro_auprc(model: MedFuseLens, features: list[PatientFeatures] | EncodedSet, batch_size: int) -> float:
+    if isinstance(features, EncodedSet):
+        model.eval()
+        with torch.inference_mode(), _autocast(features.present.device):
+            logits = model.forward_features(features.features, features.present).logits.float().cpu().numpy()
+        labels = features.labels.cpu().numpy()
+    else:
+        logits = predict_logits(model, features, batch_size)
+        labels = np.stack([f.labels for f in features])
     probs = sigmoid(logits)
     return macro([auprc(labels[:, k], probs[:, k]) for k in range(labels.shape[1])])
 
 
+def _train_batches(train_set: list[PatientFeatures], encoded: EncodedSet | None, config: TrainConfig, epoch: int,
+                   device: torch.device) -> Iterator[tuple[Batch | None, dict[str, torch.Tensor] | None, torch.Tensor, torch.Tensor]]:
+    """(batch, features, present, labels) per step: a Batch end to end, or cached encoder features."""
+    if encoded is None:
+        loader = make_loader(train_set, config.batch_size, True, config.seed + epoch, config.num_workers, device.type == "cuda")
+        for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False):
+            batch = batch.to(device, non_blocking=True)
+            yield batch, None, batch.present, batch.labels
+        return
+    order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(config.seed + epoch)).to(device)
+    for start in range(0, len(encoded), config.batch_size):
+        features, present, labels = encoded.rows(order[start : start + config.batch_size])
+        yield None, features, present, labels
+
+
 def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[PatientFeatures], config: TrainConfig,
           out_dir: Path, save_extra: Callable[[Path], None] | None = None) -> TrainResult:
-    """Train with early stopping; resumes from `out_dir` when it holds a resume point.
+    """Stage 1 (optional) then stage 2 with early stopping; resumes from `out_dir` when it holds a resume point.
 
     `save_extra(out_dir)` is called whenever the best weights are saved (it writes config.json).
     """
@@ -153,6 +221,17 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
     device = resolve_device(config.device)
     seed_everything(config.seed)
     model.to(device)
+    encoder_history: list[EncoderLog] = []
+    if config.encoder_epochs > 0:
+        encoder_history = pretrain_encoders(
+            model, train_set, val_set, out_dir=out_dir, epochs=config.encoder_epochs, patience=config.encoder_patience,
+            batch_size=config.batch_size, lr=config.encoder_lr, weight_decay=config.weight_decay, seed=config.seed,
+            device=device, make_loader=make_loader, progress=config.progress)
+    encoded_train = encoded_val = None
+    if config.freeze_encoders:
+        freeze_encoders(model)
+        encoded_train = EncodedSet.build(model, train_set, config.batch_size, device)
+        encoded_val = EncodedSet.build(model, val_set, config.batch_size, device)
     loss_config = model.config.loss
     estimator_params = list(model.mi_estimators.parameters())
     estimator_ids = {id(p) for p in estimator_params}
@@ -176,16 +255,19 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
         # reseeded per epoch, so a resumed run draws the same dropout as an uninterrupted one
         dropout_generator = torch.Generator().manual_seed(config.seed * 10_007 + epoch)
         model.train()
+        if config.freeze_encoders:
+            freeze_encoders(model)
         sums = np.zeros(4)
         n_batches = 0
-        loader = make_loader(train_set, config.batch_size, True, config.seed + epoch, config.num_workers, device.type == "cuda")
-        for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False):
-            batch = batch.to(device, non_blocking=True)
-            present = modality_dropout(batch.present, loss_config.modality_dropout, dropout_generator)
-            keep = token_dropout(batch.size, 5, loss_config.token_dropout, dropout_generator, device)
+        for batch, features, batch_present, labels in _train_batches(train_set, encoded_train, config, epoch, device):
+            present = modality_dropout(batch_present, loss_config.modality_dropout, dropout_generator)
+            keep = token_dropout(len(present), 5, loss_config.token_dropout, dropout_generator, device)
             with _autocast(device):
-                out = model(batch, present=present, token_keep=keep)
-                bce = masked_bce(out.logits, batch.labels)
+                if batch is not None:
+                    out = model(batch, present=present, token_keep=keep)
+                else:
+                    out = model.forward_features(features, present, token_keep=keep)
+                bce = masked_bce(out.logits, labels)
                 nce = info_nce(out.shared.float(), out.present, loss_config.infonce_temperature)
                 club = model.mi_estimators.upper_bound(out.specific.float(), out.shared.float(), out.present)
                 loss = bce + loss_config.infonce_weight * nce + loss_config.vclub_weight * club
@@ -202,7 +284,7 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
             sums += [float(v.detach()) for v in (loss, bce, nce, club)]
             n_batches += 1
         means = sums / max(n_batches, 1)
-        score = validation_macro_auprc(model, val_set, config.batch_size)
+        score = validation_macro_auprc(model, encoded_val if encoded_val is not None else val_set, config.batch_size)
         log = EpochLog(epoch, *map(float, means), score, time.perf_counter() - started)
         history.append(log)
         if config.progress:
@@ -220,4 +302,4 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
         })
     (out_dir / "history.json").write_text(json.dumps([asdict(h) for h in history], indent=1))
     ckpt.load_weights(model, out_dir, device)
-    return TrainResult(best_epoch, best_score, history)
+    return TrainResult(best_epoch, best_score, history, encoder_history)

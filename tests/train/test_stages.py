@@ -1,0 +1,84 @@
+"""Two-stage training: encoders pretrained alone, then fusion on their frozen (cached) outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medfuse_core.features.batch import collate
+from medfuse_core.models.baselines import build_model
+from medfuse_core.models.model import MedFuseLens
+from medfuse_core.train.encoder_pretrain import _augment_images
+from medfuse_core.train.loop import EncodedSet, TrainConfig, predict_logits, train
+from tests.model_fixtures import tiny_config
+
+
+def _encoder_state(model) -> dict[str, torch.Tensor]:
+    return {f"{m}.{k}": v.detach().clone() for m, e in model.encoders().items() for k, v in e.state_dict().items()}
+
+
+def test_stage_one_trains_each_encoder_and_stage_two_leaves_them_frozen(small_cohort, tmp_path: Path) -> None:
+    featurizer, features, _, _ = small_cohort
+    torch.manual_seed(0)
+    model = MedFuseLens(tiny_config(featurizer))
+    before = _encoder_state(model)
+    config = TrainConfig(epochs=3, batch_size=8, patience=100, progress=False, seed=0, encoder_epochs=2,
+                         encoder_patience=100, freeze_encoders=True)
+    result = train(model, features[:24], features[24:], config, tmp_path)
+    after_stage_one = {k: v for k, v in _encoder_state(model).items()}
+    changed = {k.split(".")[0] for k, v in after_stage_one.items() if not torch.equal(v, before[k])}
+    assert changed == {"labs", "notes", "vitals", "image"}
+    assert {log.modality for log in result.encoder_history} == {"labs", "notes", "vitals", "image"}
+    for m in ("labs", "notes", "vitals", "image"):
+        assert (tmp_path / "encoders" / f"{m}.safetensors").is_file()
+    # stage 2 did not touch the encoders: the saved stage-1 weights are the final ones
+    from safetensors.torch import load_file
+    for m, encoder in model.encoders().items():
+        saved = load_file(str(tmp_path / "encoders" / f"{m}.safetensors"))
+        for k, v in encoder.state_dict().items():
+            assert torch.equal(v.cpu(), saved[k]), (m, k)
+        assert all(not p.requires_grad for p in encoder.parameters())
+    assert len(result.history) == 3
+
+
+def test_cached_features_give_the_models_own_logits(small_cohort) -> None:
+    featurizer, features, _, _ = small_cohort
+    torch.manual_seed(3)
+    for variant in ("medfuse_lens", "late_fusion", "single:notes"):
+        config = tiny_config(featurizer)
+        config.variant = variant
+        model = build_model(config).eval()
+        encoded = EncodedSet.build(model, features, 8, torch.device("cpu"))
+        with torch.no_grad():
+            cached = model.forward_features(encoded.features, encoded.present).logits.numpy()
+        direct = predict_logits(model, features)
+        np.testing.assert_allclose(cached, direct, rtol=1e-4, atol=1e-5)
+
+
+def test_rerun_reuses_pretrained_encoders(small_cohort, tmp_path: Path) -> None:
+    featurizer, features, _, _ = small_cohort
+    config = TrainConfig(epochs=1, batch_size=8, patience=100, progress=False, seed=0, encoder_epochs=1,
+                         freeze_encoders=True)
+    torch.manual_seed(0)
+    first = MedFuseLens(tiny_config(featurizer))
+    train(first, features[:24], features[24:], config, tmp_path)
+    torch.manual_seed(99)  # a different initialisation: the encoders must still come from the first run
+    second = MedFuseLens(tiny_config(featurizer))
+    result = train(second, features[:24], features[24:], TrainConfig(**{**config.__dict__, "epochs": 2}), tmp_path)
+    for m in ("labs", "notes", "vitals", "image"):
+        for (k, a), b in zip(first.encoders()[m].state_dict().items(), second.encoders()[m].state_dict().values()):
+            assert torch.equal(a, b), (m, k)
+    assert len(result.history) == 2  # resumed after epoch 1
+
+
+def test_image_shift_moves_pixels_and_keeps_the_rest(small_cohort) -> None:
+    _, features, _, _ = small_cohort
+    batch = collate(features[:4])
+    shifted = _augment_images(batch, torch.Generator().manual_seed(0), 6)
+    assert shifted.image.shape == batch.image.shape
+    assert torch.equal(shifted.lab_values, batch.lab_values)
+    with_image = batch.present[:, 3]
+    assert not torch.equal(shifted.image[with_image], batch.image[with_image])
+    assert torch.equal(_augment_images(batch, torch.Generator(), 0).image, batch.image)
