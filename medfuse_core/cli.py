@@ -108,6 +108,32 @@ def _cmd_pretrain_labs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from medfuse_core.explain import explain
+    from medfuse_core.predictor import Predictor
+    from medfuse_core.sources.bundle import is_bundle, read_bundle
+
+    for flag, path in (("--checkpoint", Path(args.checkpoint)), ("--patient", Path(args.patient))):
+        if not path.is_dir():
+            print(f"error: {flag} {path}: no such folder", file=sys.stderr)
+            return 2
+    if not is_bundle(Path(args.patient)):
+        print(f"error: --patient {args.patient}: not a patient bundle (no patient.json)", file=sys.stderr)
+        return 2
+    predictor = Predictor.load(args.checkpoint, device=args.device)
+    if args.label is not None and args.label not in predictor.labels:
+        print(f"error: --label {args.label!r}: the checkpoint's labels are {', '.join(predictor.labels)}", file=sys.stderr)
+        return 2
+    record = read_bundle(args.patient)
+    explanation = explain(record, predictor, labels=None if args.label is None else [args.label],
+                          evidence=not args.no_evidence, image_method=args.image_method)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(explanation.to_json() + "\n", encoding="utf-8")
+    print(f"{record.patient_id}: {len(explanation.labels)} label(s) explained; written to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m medfuse_core", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--epochs", type=int, default=20)
     pretrain.add_argument("--seed", type=int, default=0)
     pretrain.set_defaults(run=_cmd_pretrain_labs)
+
+    explain = commands.add_parser("explain", help="explain one patient's predictions (groups + evidence maps) as JSON")
+    explain.add_argument("--checkpoint", required=True, help="run folder written by train")
+    explain.add_argument("--patient", required=True, help="one patient bundle folder")
+    explain.add_argument("--out", required=True, help="explanation JSON")
+    explain.add_argument("--label", help="explain this label only (default: every label)")
+    explain.add_argument("--image-method", choices=["gradcam", "ig"], default="gradcam",
+                         help="image evidence: Grad-CAM on the last stage, or integrated gradients on the pixels")
+    explain.add_argument("--no-evidence", action="store_true", help="probabilities and group contributions only")
+    explain.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    explain.set_defaults(run=_cmd_explain)
 
     demo = commands.add_parser("demo", help="make sure the bundled demo cohort exists and print its folder")
     demo.set_defaults(run=_cmd_demo)

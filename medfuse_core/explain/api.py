@@ -1,0 +1,219 @@
+"""`explain(record, predictor) -> Explanation`: one patient's calibrated predictions, group contributions
+and evidence maps per label, as one object for the app and as JSON for the CLI.
+
+JSON schema (``Explanation.to_dict()``; strict JSON, no NaN)::
+
+    {
+      "patient_id": str,
+      "labels": [label names explained, in the model's order],
+      "present": {"labs": bool, "notes": bool, "vitals": bool, "image": bool},
+      "temperature": float,
+      "evidence": bool,                      # False: the evidence fields below are empty
+      "per_label": {                         # keyed by label name, one entry per name in "labels"
+        NAME: {
+          "probability": float,              # calibrated: sigmoid(logit / temperature)
+          "logit": float, "empty_logit": float,   # the model's logit; every fusion token masked
+          "threshold": float, "positive": bool,
+          "groups": {"specific:labs": f, "specific:notes": f, "specific:vitals": f,
+                     "specific:image": f, "shared": f},   # exact Shapley values; absent modality 0;
+                                                          # sum == logit - empty_logit
+          "labs": [{"key", "name", "attribution", "value", "value_text", "unit", "time",
+                    "features": {last, min, max, trend}, "feature_attributions": {...}}],   # ranked
+          "note_sentences": [{"sentence", "note_index", "start", "end", "text", "attribution"}],   # ranked
+          "note_tokens": [{"sentence", "note_index", "start", "end", "token", "attribution"}],     # text order
+          "vitals": [{"channel", "start_hour", "end_hour", "attribution", "channel_total"}],       # ranked spans
+          "vitals_matrix": {"channels": [17 names], "values": [[hours x 17]]} | null,
+          "image": {"method", "image_index", "film_shape": [rows, cols], "shape": [h, w],
+                    "heatmap": [[h x w]], "convergence_delta"} | null,   # heatmap block-averaged to <= 64 px
+          "convergence_delta": {"labs", "note_sentences", "note_tokens", "vitals", "image"},
+          "notes_token_level": str          # what the token-level note attribution covered
+        }
+      }
+    }
+
+The dataclass keeps the full-resolution numpy arrays (the image heatmap on the film's pixel grid, the
+vitals matrix); only the JSON is compacted. Models without fusion tokens (the baselines) get
+``groups`` and ``empty_logit`` null.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from medfuse_core.explain.evidence import EvidenceExplainer, ImageEvidence, LabelEvidence, VitalsEvidence
+from medfuse_core.explain.groups import group_contributions
+from medfuse_core.features.batch import collate
+from medfuse_core.record import MODALITIES, PatientRecord
+
+__all__ = ["Explanation", "LabelExplanation", "explain", "JSON_HEATMAP_MAX"]
+
+JSON_HEATMAP_MAX = 64  # longest side of the image heatmap in JSON
+
+
+@dataclass
+class LabelExplanation:
+    label: str
+    probability: float
+    logit: float
+    empty_logit: float | None
+    threshold: float
+    groups: dict[str, float] | None  # token name -> Shapley value; None for models without fusion tokens
+    evidence: LabelEvidence | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        ev = self.evidence or LabelEvidence(self.label)
+        return {
+            "probability": self.probability,
+            "logit": self.logit,
+            "empty_logit": self.empty_logit,
+            "threshold": self.threshold,
+            "positive": bool(self.probability >= self.threshold),
+            "groups": self.groups,
+            "labs": [asdict(e) for e in ev.labs],
+            "note_sentences": [asdict(e) for e in ev.note_sentences],
+            "note_tokens": [asdict(e) for e in ev.note_tokens],
+            "vitals": [asdict(s) for s in ev.vitals.top] if ev.vitals else [],
+            "vitals_matrix": _vitals_json(ev.vitals),
+            "image": _image_json(ev.image),
+            "convergence_delta": dict(ev.convergence_delta),
+            "notes_token_level": ev.notes_token_level,
+        }
+
+
+@dataclass
+class Explanation:
+    patient_id: str
+    labels: list[str]
+    per_label: dict[str, LabelExplanation]
+    present: dict[str, bool] = field(default_factory=dict)
+    temperature: float = 1.0
+    evidence: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "patient_id": self.patient_id,
+            "labels": list(self.labels),
+            "present": dict(self.present),
+            "temperature": self.temperature,
+            "evidence": self.evidence,
+            "per_label": {name: self.per_label[name].to_dict() for name in self.labels},
+        }
+        return _finite(out)
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+
+# ---------------------------------------------------------------------------------- JSON helpers
+
+
+def _finite(x: Any) -> Any:
+    """Plain JSON types; NaN/inf -> None, numpy scalars -> Python."""
+    if isinstance(x, dict):
+        return {str(k): _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(float(x)) else None
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def _round(a: np.ndarray, digits: int = 5) -> list:
+    """Nested lists with `digits` significant digits (compact, still exact enough to plot)."""
+    return [[float(f"{v:.{digits}g}") for v in row] for row in np.asarray(a, dtype=np.float64)]
+
+
+def compact_map(values: np.ndarray, longest: int = JSON_HEATMAP_MAX) -> np.ndarray:
+    """Block-average (box filter) a 2-D map so that its longer side is at most `longest`."""
+    values = np.asarray(values, dtype=np.float32)
+    rows, cols = values.shape
+    if max(rows, cols) <= longest:
+        return values
+    scale = longest / max(rows, cols)
+    size = (max(1, round(cols * scale)), max(1, round(rows * scale)))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(values)).resize(size, Image.Resampling.BOX), dtype=np.float32)
+
+
+def _vitals_json(v: VitalsEvidence | None) -> dict[str, Any] | None:
+    if v is None:
+        return None
+    return {"channels": list(v.channels), "values": _round(v.matrix), "convergence_delta": v.convergence_delta}
+
+
+def _image_json(im: ImageEvidence | None) -> dict[str, Any] | None:
+    if im is None:
+        return None
+    small = compact_map(im.heatmap)
+    return {"method": im.method, "image_index": im.image_index, "film_shape": list(im.heatmap.shape),
+            "shape": list(small.shape), "heatmap": _round(small), "convergence_delta": im.convergence_delta}
+
+
+# ---------------------------------------------------------------------------------------- explain
+
+
+def explain(record: PatientRecord, predictor, labels: Sequence[str] | None = None, evidence: bool = True, *,
+            image_method: str = "gradcam", **evidence_options) -> Explanation:
+    """Explain one patient with a loaded `Predictor`: all labels by default, or `labels` (names).
+
+    evidence=False skips the Captum evidence maps (groups and probabilities only, milliseconds).
+    evidence_options go to `EvidenceExplainer.label_evidence` (lab_method, top_sentences, n_steps,
+    token_steps).
+    """
+    model = predictor.model
+    names = list(model.labels)
+    chosen = names if labels is None else list(labels)
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        raise ValueError(f"unknown label(s) {unknown}; the checkpoint's labels are {names}")
+    chosen = [n for n in names if n in set(chosen)]  # model order, no duplicates
+
+    features, index = predictor.featurize([record])
+    f, ix = features[0], index[0]
+    batch = collate([f]).to(predictor.device)
+    if hasattr(model, "fusion"):
+        groups = group_contributions(model, batch)
+        full = groups.full_logit[0].double().cpu().numpy()
+        empty = groups.empty_logit[0].double().cpu().numpy()
+        values = groups.values[0].double().cpu().numpy()  # (K, 5)
+        token_names = groups.token_names
+    else:
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            full = model(batch).logits[0].double().cpu().numpy()
+        model.train(was)
+        empty = values = token_names = None
+
+    explainer = None
+    if evidence:
+        has_notes = bool(f.present[MODALITIES.index("notes")])
+        backbone = predictor.featurizer.backbone if has_notes else None
+        explainer = EvidenceExplainer(model, f, ix, record, backbone, predictor.featurizer.vocabulary,
+                                      hours=float(predictor.featurizer.spec.hours))
+
+    per_label = {}
+    for name in chosen:
+        k = names.index(name)
+        logit = float(full[k])
+        per_label[name] = LabelExplanation(
+            label=name,
+            probability=float(1.0 / (1.0 + math.exp(-logit / predictor.temperature))),
+            logit=logit,
+            empty_logit=None if empty is None else float(empty[k]),
+            threshold=float(predictor.thresholds[k]),
+            groups=None if values is None else {t: float(v) for t, v in zip(token_names, values[k])},
+            evidence=explainer.label_evidence(k, image_method=image_method, **evidence_options) if explainer else None,
+        )
+    present = {m: bool(f.present[i]) for i, m in enumerate(MODALITIES)}
+    return Explanation(f.patient_id, chosen, per_label, present, float(predictor.temperature), bool(evidence))
