@@ -1,17 +1,59 @@
-"""MEDFuse Lens dashboard: `streamlit run app/main.py`."""
+"""MEDFuse Lens dashboard: `streamlit run app/main.py`.
+
+Environment: MEDFUSE_LENS_SOURCE (a folder of patient bundles; default the synthetic demo cohort),
+MEDFUSE_LENS_CHECKPOINT (a run folder; default assets/demo_model when present, else no predictions),
+MEDFUSE_LENS_HOME (caches: demo cohort, sentence embeddings).
+"""
+
+from pathlib import Path
 
 import streamlit as st
 
-from app.state import current_source, demo_dir
+from app.state import (SOURCE_ENV, current_checkpoint, current_source, default_checkpoint, demo_dir, device_in_use,
+                       model_is_synthetic)
 
 st.set_page_config(page_title="MEDFuse Lens", page_icon="🩺", layout="wide")
 
 pages = [
     st.Page("views/worklist.py", title="Patients", icon=":material/groups:", default=True),
     st.Page("views/patient.py", title="Patient review", icon=":material/person:", url_path="patient"),
+    st.Page("views/upload.py", title="Upload a patient", icon=":material/upload_file:", url_path="upload"),
+    st.Page("views/model_card.py", title="Model card", icon=":material/description:", url_path="model_card"),
 ]
-st.sidebar.markdown("**MEDFuse Lens**  \nmultimodal prediction, explained")
+
+
+def _sidebar() -> None:
+    """Data source, checkpoint and device: what every page's numbers come from."""
+    sb = st.sidebar
+    sb.markdown("**MEDFuse Lens**  \nmultimodal prediction, explained")
+    if "source_choice" not in st.session_state:
+        import os
+
+        st.session_state["source_choice"] = "Bundle folder" if os.environ.get(SOURCE_ENV) else "Demo cohort"
+        st.session_state["source_folder"] = os.environ.get(SOURCE_ENV, "")
+    choice = sb.radio("Data source", ["Demo cohort", "Bundle folder"], key="source_choice", horizontal=True)
+    if choice == "Bundle folder":
+        folder = sb.text_input("Folder of patient bundles", key="source_folder", placeholder="/path/to/bundles")
+        if folder.strip() and Path(folder.strip()).is_dir():
+            st.session_state["source_dir"] = folder.strip()
+        else:
+            if folder.strip():
+                sb.error("That folder does not exist; showing the demo cohort.")
+            st.session_state["source_dir"] = str(demo_dir())
+    else:
+        st.session_state["source_dir"] = str(demo_dir())
+    if "checkpoint_dir" not in st.session_state:
+        st.session_state["checkpoint_dir"] = default_checkpoint()
+    sb.text_input("Checkpoint (run folder)", key="checkpoint_dir", placeholder="no model: data only",
+                  help="A folder with config.json and model.safetensors written by `python -m medfuse_core train`.")
+    sb.caption(f"Device: `{device_in_use(current_checkpoint())}`")
+
+
+_sidebar()
 if current_source() == demo_dir():
     st.info("Demo data: every patient here is synthetic, generated with planted ground truth. "
             "Not for clinical use.", icon=":material/science:")
+if model_is_synthetic(current_checkpoint()):
+    st.warning("Demo model: trained on synthetic patients only. Its predictions are illustrations, "
+               "not clinical estimates.", icon=":material/model_training:")
 st.navigation(pages).run()

@@ -1,6 +1,8 @@
-"""Process-wide cached data for the pages: the current patient source and its records.
+"""Process-wide cached data for the pages: the current patient source, its records, the model
+and its scores.
 
-Pages never read files themselves; they ask here, so a cohort is read once per process.
+Pages never read files or checkpoints themselves; they ask here, so a cohort is read once per process,
+a checkpoint loaded once, and a cohort scored once per (source, checkpoint).
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from pathlib import Path
 
 import streamlit as st
 
+from app.scoring import PatientScores, is_checkpoint, is_synthetic_model, score_records
 from medfuse_core.demo import demo_cohort_dir
+from medfuse_core.predictor import Predictor
 from medfuse_core.record import PatientRecord
 from medfuse_core.sources.bundle import find_bundles
 from medfuse_core.sources.validate import validate_bundle
+from medfuse_core.train.loop import resolve_device
 
 
 @st.cache_resource(show_spinner="Preparing the demo cohort (first start only)...")
@@ -38,3 +43,84 @@ SOURCE_ENV = "MEDFUSE_LENS_SOURCE"  # a folder of bundles (or one bundle) to sho
 def current_source() -> Path:
     """The folder of bundles the dashboard shows: the user's pick, else $MEDFUSE_LENS_SOURCE, else the demo."""
     return Path(st.session_state.get("source_dir") or os.environ.get(SOURCE_ENV) or demo_dir())
+
+
+# ------------------------------------------------------------------------------------ the model
+
+CHECKPOINT_ENV = "MEDFUSE_LENS_CHECKPOINT"  # a run folder (config.json + model.safetensors)
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
+MODEL_CARD = Path(__file__).resolve().parents[1] / "assets" / "MODEL_CARD.md"
+EVAL_REPORT = "eval_report.json"  # looked for inside the checkpoint folder
+
+
+def default_checkpoint() -> str:
+    """$MEDFUSE_LENS_CHECKPOINT if set (set but empty: no model), else the bundled demo model if it is
+    there, else '' (no model: the pages show the data without predictions)."""
+    env = os.environ.get(CHECKPOINT_ENV)
+    if env is not None:
+        return env.strip()
+    return str(DEMO_MODEL) if is_checkpoint(DEMO_MODEL) else ""
+
+
+def current_checkpoint() -> str:
+    """The checkpoint folder the pages use ('' = none): the sidebar's choice, else the default."""
+    chosen = st.session_state.get("checkpoint_dir")
+    return default_checkpoint() if chosen is None else str(chosen).strip()
+
+
+def checkpoint_stamp(checkpoint: str) -> float:
+    """The weights file's mtime: part of the cache keys, so a retrained checkpoint is reloaded."""
+    try:
+        return (Path(checkpoint) / "model.safetensors").stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=4)
+def load_predictor(checkpoint: str, stamp: float = 0.0) -> Predictor:
+    """One Predictor per checkpoint folder and process (weights are read once)."""
+    return Predictor.load(checkpoint)
+
+
+def predictor_or_reason(checkpoint: str) -> tuple[Predictor | None, str]:
+    """(predictor, '') or (None, why there is none, in words for the page); never raises."""
+    if not checkpoint:
+        return None, ("Predictions are off: no model checkpoint is configured, so the pages show the data only. "
+                      f"Set {CHECKPOINT_ENV} or enter a run folder in the sidebar.")
+    if not is_checkpoint(checkpoint):
+        return None, (f"`{checkpoint}` is not a checkpoint (expected config.json and model.safetensors): "
+                      "showing the data without predictions.")
+    try:
+        return load_predictor(checkpoint, checkpoint_stamp(checkpoint)), ""
+    except Exception as exc:  # a broken or incompatible checkpoint must not take the dashboard down
+        return None, f"The checkpoint `{checkpoint}` could not be loaded ({type(exc).__name__}: {exc})."
+
+
+@st.cache_data(show_spinner="Scoring the patients...", max_entries=8)
+def cohort_scores(source: str, checkpoint: str, stamp: float = 0.0) -> dict[str, PatientScores]:
+    """Predictions, contributions and uncertainty of every patient of `source` under `checkpoint`."""
+    predictor, _ = predictor_or_reason(checkpoint)
+    if predictor is None:
+        return {}
+    return score_records(predictor, load_cohort(source))
+
+
+def scores_or_none(source: str, checkpoint: str) -> dict[str, PatientScores] | None:
+    """cohort_scores, or None when there is no usable model (the caller shows the reason)."""
+    predictor, _ = predictor_or_reason(checkpoint)
+    if predictor is None:
+        return None
+    return cohort_scores(source, checkpoint, checkpoint_stamp(checkpoint))
+
+
+def device_in_use(checkpoint: str) -> str:
+    """The device the model runs on ('cuda:0', 'cpu'); without a model, the one it would use."""
+    predictor, _ = predictor_or_reason(checkpoint) if checkpoint else (None, "")
+    if predictor is not None:
+        return str(predictor.device)
+    return str(resolve_device("auto"))
+
+
+def model_is_synthetic(checkpoint: str) -> bool:
+    predictor, _ = predictor_or_reason(checkpoint) if checkpoint else (None, "")
+    return predictor is not None and is_synthetic_model(predictor.config, checkpoint, DEMO_MODEL)

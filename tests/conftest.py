@@ -50,3 +50,48 @@ def small_cohort(tmp_path_factory: pytest.TempPathFactory):
     featurizer = Featurizer.fit(records, LABEL_NAMES, image_size=32, cache_dir=Path(cache))
     features, evidence = featurizer.featurize_many(records, progress=False)
     return featurizer, features, records, evidence
+
+
+TINY_RUN_CONFIG = {
+    "model": {
+        "labs": {"d_model": 16, "layers": 1, "heads": 2, "output_dim": 32},
+        "vitals": {"hidden": 32, "layers": 1},
+        "image": {"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1], "embedding_size": 8},
+        "fusion": {"d_model": 32, "layers": 1, "heads": 2},
+    },
+    "train": {"epochs": 2, "batch_size": 16, "seed": 0, "progress": False, "device": "cpu"},
+    "split": {"val_fraction": 0.25, "test_fraction": 0.15, "seed": 0},
+    "image_size": 64,
+    "max_sentences": 16,
+}
+
+
+@pytest.fixture(scope="session")
+def demo_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny checkpoint trained on the demo cohort (2 epochs, ~30 s on CPU) with its eval_report.json.
+
+    $MEDFUSE_LENS_TEST_CHECKPOINT reuses an existing run folder instead (faster local iterations).
+    The dashboard tests point MEDFUSE_LENS_CHECKPOINT at it, so they never depend on assets/demo_model.
+    """
+    import json
+
+    reuse = os.environ.get("MEDFUSE_LENS_TEST_CHECKPOINT")
+    if reuse:
+        return Path(reuse)
+    from medfuse_core.demo import demo_cohort_dir
+    from medfuse_core.predictor import Predictor
+    from medfuse_core.sources.bundle import find_bundles, read_bundle
+    from medfuse_core.train.evaluate import evaluate
+    from medfuse_core.train.run import run_training
+
+    data = demo_cohort_dir()
+    out = tmp_path_factory.mktemp("demo_checkpoint")
+    config = out.parent / f"{out.name}_config.json"
+    config.write_text(json.dumps(TINY_RUN_CONFIG))
+    run_training(data, out, config)
+    predictor = Predictor.load(out, device="cpu")
+    features, _ = predictor.featurize([read_bundle(f) for f in find_bundles(data)])
+    report = evaluate(predictor.model, features, predictor.config["calibration"], bootstrap=10)
+    report["split"] = "all"
+    (out / "eval_report.json").write_text(json.dumps(report))
+    return out

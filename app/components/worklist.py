@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import pandas as pd
 
+from app.scoring import PatientScores
 from medfuse_core.record import MODALITIES, PatientRecord
 
 # Plain-text codes, not emoji: they render on every machine (a clinic PC may lack an emoji font).
@@ -32,3 +35,39 @@ def worklist_frame(records: list[PatientRecord]) -> pd.DataFrame:
         })
     columns = ["patient", "age", "sex", "admitted", "modalities", "labs", "notes", "images", "warnings"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def short_label(label: str) -> str:
+    """'Pneumonia (except that caused by ...)' -> 'Pneumonia': the worklist's column is narrow."""
+    return label.split(" (")[0].split(";")[0].strip()
+
+
+def with_risk(frame: pd.DataFrame, scores: Mapping[str, PatientScores], disease: str | None = None) -> pd.DataFrame:
+    """Adds `risk` (highest calibrated probability, or that of `disease`), `for` (which disease),
+    `above` (how many labels are above their decision threshold); sorted by risk, highest first.
+    Patients without scores keep NaN and sort last."""
+    risk, which, above = [], [], []
+    for pid in frame["patient"]:
+        s = scores.get(pid)
+        if s is None:
+            risk.append(float("nan")), which.append(""), above.append(0)
+            continue
+        k = s.index(disease) if disease else s.top
+        risk.append(float(s.probabilities[k]))
+        which.append(short_label(s.labels[k]))
+        above.append(int((s.probabilities >= s.thresholds).sum()))
+    out = frame.copy()
+    out.insert(1, "risk", risk)
+    out.insert(2, "for", which)
+    out.insert(3, "above threshold", above)
+    return out.sort_values("risk", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def filter_worklist(frame: pd.DataFrame, min_risk: float = 0.0, modalities: Sequence[str] = ()) -> pd.DataFrame:
+    """Rows with risk >= min_risk (when there is a risk column) and every modality in `modalities`."""
+    keep = pd.Series(True, index=frame.index)
+    if "risk" in frame and min_risk > 0:
+        keep &= frame["risk"].fillna(-1) >= min_risk
+    for m in modalities:
+        keep &= frame["modalities"].str.contains(MODALITY_CODES[m], regex=False)
+    return frame[keep].reset_index(drop=True)

@@ -21,7 +21,12 @@ from app.components import patient_header as H
 from app.components import vitals as V
 from app.components import xray as X
 from app.components.shading import legend_html, max_abs
-from app.state import current_source, load_cohort
+from app.components.worklist import short_label
+from app.components import contributions as C
+from app.components import report as R
+from app.scoring import UNCERTAINTY_HELP, UNCERTAINTY_NAME, PatientScores
+from app.state import (current_checkpoint, current_source, load_cohort, model_is_synthetic, predictor_or_reason,
+                       scores_or_none)
 from medfuse_core.record import PatientRecord
 
 PATIENT_PARAM = "patient"  # ?patient=P00012 makes a review page linkable
@@ -47,17 +52,19 @@ def _lab_tables(source: str, patient_id: str) -> tuple[pd.DataFrame, pd.DataFram
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
-def _vitals_figure(source: str, patient_id: str, planted: bool) -> Any:
+def _vitals_figure(source: str, patient_id: str, planted: bool, disease: str | None = None) -> Any:
     record = _record(source, patient_id)
-    return V.vitals_figure(record, _planted(source, patient_id)["vitals"] if planted else None)
+    return V.vitals_figure(record, _planted(source, patient_id, disease)["vitals"] if planted else None)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _planted(source: str, patient_id: str) -> dict[str, Any]:
-    """The synthetic cohort's planted evidence in the panels' attribution formats (all diseases)."""
+@st.cache_data(show_spinner=False, max_entries=64)
+def _planted(source: str, patient_id: str, disease: str | None = None) -> dict[str, Any]:
+    """The synthetic cohort's planted evidence in the panels' attribution formats (one disease, or all)."""
     record = _record(source, patient_id)
     out: dict[str, Any] = {"labs": {}, "notes": {}, "vitals": {}, "image": {}}
     evidence = (record.truth or {}).get("evidence", {}) or {}
+    if disease is not None:
+        evidence = {disease: evidence[disease]} if disease in evidence else {}
     folder = Path(record.source)
     for item in evidence.values():
         for lab in item.get("labs", []) or []:
@@ -152,7 +159,7 @@ def _notes_panel(record: PatientRecord, spans_by_note: dict[int, list] | None) -
         st.html("".join(blocks))
 
 
-def _vitals_panel(source: str, record: PatientRecord, planted: bool) -> None:
+def _vitals_panel(source: str, record: PatientRecord, planted: bool, disease: str | None = None) -> None:
     st.subheader("Vital signs")
     if not record.has("vitals"):
         st.info("No vital signs in this record.")
@@ -160,7 +167,7 @@ def _vitals_panel(source: str, record: PatientRecord, planted: bool) -> None:
     channels = V.channels_present(record)
     st.caption(f"{len(channels)} channels · green band = normal range · red points outside it · "
                f"dotted lines = the model's first {V.WINDOW_HOURS} h")
-    fig = _vitals_figure(source, record.patient_id, planted)
+    fig = _vitals_figure(source, record.patient_id, planted, disease)
     st.plotly_chart(fig, width="stretch", key="vitals_chart", config={"displaylogo": False})
 
 
@@ -197,6 +204,156 @@ def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None) -
         st.dataframe(X.metadata_frame(image), hide_index=True, width="stretch")
 
 
+# ------------------------------------------------------------------------------ the model's view
+
+
+def _model_evidence(source: str, checkpoint: str, patient_id: str, disease: str) -> dict[str, Any] | None:
+    """The model's evidence-level attributions for one disease, in the panels' formats.
+
+    TODO(lead): wire medfuse_core.explain.explain(record, predictor, labels=[disease]) here (its
+    api.py appeared while this page was written and was still changing). Map
+    `explanation.per_label[disease].evidence` (LabelEvidence) to the panels' formats, as the planted
+    evidence in `_planted` is mapped: labs -> {lab name: attribution}; note_sentences ->
+    {note_index: [(start, end, attribution)]}; vitals spans -> {channel: {hour: attribution}} (also
+    pass it into `_vitals_figure`, which today shades planted hours only); image heatmap (film pixel
+    grid) -> {image_index: signed map}. Cache it with st.cache_data keyed by (source, checkpoint,
+    patient, disease) and use it when the planted toggle is off. Until then: planted truth or no shading.
+    """
+    return None
+
+
+def _disease_options(record: PatientRecord, scores: PatientScores | None) -> list[str]:
+    if scores is not None:
+        return list(scores.labels)
+    return list((record.labels or {}).keys())
+
+
+def _default_disease(record: PatientRecord, scores: PatientScores | None, options: list[str]) -> str | None:
+    """The patient's highest predicted disease; without a model, the first positive label."""
+    if scores is not None:
+        return scores.labels[scores.top]
+    positives = [k for k, v in (record.labels or {}).items() if v]
+    return positives[0] if positives else (options[0] if options else None)
+
+
+def _predictions_table(scores: PatientScores, disease: str | None) -> None:
+    frame = C.predictions_frame(scores).drop(columns=["spread"])
+    frame["disease"] = [("▶ " if d == disease else "") + short_label(d) for d in frame["disease"]]
+    frame[["probability", "threshold"]] *= 100  # percent columns read "43%", not "0.43"
+    st.dataframe(
+        frame, hide_index=True, width="stretch", key="predictions_table",
+        height=35 * (len(frame) + 1) + 3,
+        column_config={
+            "disease": st.column_config.TextColumn("disease", width="medium", help="▶ marks the disease explained on the right."),
+            "probability": st.column_config.ProgressColumn(
+                "probability", format="%.0f%%", min_value=0.0, max_value=100.0, width="small",
+                help="Calibrated probability (temperature scaling fitted on validation patients)."),
+            "threshold": st.column_config.NumberColumn(
+                "thr.", format="%.0f%%", width="small",
+                help="Decision threshold (F1-optimal on validation patients)."),
+            "call": st.column_config.TextColumn("vs thr.", width="small"),
+            "range": st.column_config.TextColumn("subset range", width="small",
+                                                 help=f"{UNCERTAINTY_NAME}: {UNCERTAINTY_HELP}"),
+        })
+    st.caption(f"Uncertainty: the {UNCERTAINTY_NAME}. {UNCERTAINTY_HELP}")
+
+
+def _contribution_chart(scores: PatientScores, disease: str) -> None:
+    k = scores.index(disease)
+    st.markdown("**" + C.probability_sentence(disease, float(scores.probabilities[k]), float(scores.thresholds[k]),
+                                              float(scores.subset_low[k]), float(scores.subset_high[k])) + "**")
+    base, contributions, logit = C.scores_contributions(scores, disease)
+    fig = C.waterfall_figure(base, contributions, logit)
+    st.plotly_chart(fig, width="stretch", key="contrib_chart", config={"displaylogo": False})
+    st.caption(C.contribution_sentence(contributions, C.present_by_modality(scores))
+               + f" Bars start at the base value (every modality hidden) and add up to the model's log-odds "
+                 f"({logit:+.2f}); probability = sigmoid(log-odds / {scores.temperature:.2f}). "
+                 "Red raises the risk, blue lowers it.")
+
+
+def _report_content(source: str, checkpoint: str, record: PatientRecord, scores: PatientScores | None,
+                    disease: str | None) -> R.ReportContent:
+    """What the exported report holds (plain text; the report escapes it)."""
+    latest, _ = _lab_tables(source, record.patient_id)
+    evidence: dict[str, list[str]] = {}
+    abnormal = latest[latest["abnormal"]] if not latest.empty else latest
+    evidence["Abnormal lab results (latest value)"] = [
+        f"{r.item}: {r.value} {r.unit} ({r.flag or 'abnormal'}; reference {r.reference or 'not given'})"
+        for r in abnormal.itertuples(index=False)]
+    if disease and record.truth is not None:
+        planted = ((record.truth or {}).get("evidence", {}) or {}).get(disease)
+        if planted:
+            evidence[f"Planted evidence for {disease} (synthetic ground truth)"] = [
+                f"{route}: {len(planted.get(route) or [])} item(s)" for route in ("labs", "notes", "vitals", "image")]
+    notes = [(N.note_heading(n.time, n.category, record.hours_since_index(n.time)
+                             if n.time is not None and pd.notna(n.time) else None), n.text)
+             for n in record.notes if n.text.strip()]
+    return R.ReportContent(
+        patient_id=record.patient_id, demographics=H.demographics_line(record, V.body_size(record)),
+        modalities=", ".join(H.MODALITY_NAMES[m] for m in record.present_modalities) or "none",
+        scores=scores, disease=disease, checkpoint=checkpoint, synthetic_model=model_is_synthetic(checkpoint),
+        synthetic_data=record.truth is not None, evidence=evidence, notes=notes)
+
+
+def _downloads(source: str, checkpoint: str, record: PatientRecord, scores: PatientScores | None,
+               disease: str | None) -> None:
+    content = _report_content(source, checkpoint, record, scores, disease)
+    c1, c2, _ = st.columns([1, 1, 3])
+    c1.download_button("Report (HTML)", data=lambda: R.report_html(content), file_name=f"{record.patient_id}_report.html",
+                       mime="text/html", icon=":material/download:", key="report_html", on_click="ignore")
+    c2.download_button("Report (PDF)", data=lambda: R.report_pdf(content), file_name=f"{record.patient_id}_report.pdf",
+                       mime="application/pdf", icon=":material/picture_as_pdf:", key="report_pdf", on_click="ignore")
+
+
+@st.fragment
+def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
+    """Everything that depends on the selected disease: switching it reruns only this fragment."""
+    record = _record(source, patient_id)
+    scores = (scores_or_none(source, checkpoint) or {}).get(patient_id)
+    options = _disease_options(record, scores)
+    disease = None
+    if options:
+        if st.session_state.get("disease") not in options:
+            st.session_state["disease"] = _default_disease(record, scores, options)
+    if scores is not None:
+        st.subheader("Predictions")
+        left, right = st.columns([6, 5], gap="medium")
+        with right:
+            disease = st.selectbox("Disease", options, key="disease", format_func=short_label,
+                                   help="The disease whose contributions and evidence are shown.")
+            _contribution_chart(scores, disease)
+        with left:
+            _predictions_table(scores, disease)
+    elif options:
+        disease = st.selectbox("Disease (for the planted evidence)", options, key="disease")
+    _downloads(source, checkpoint, record, scores, disease)
+
+    model_evidence = _model_evidence(source, checkpoint, patient_id, disease) if (scores and disease) else None
+    planted = False
+    if record.truth is not None:
+        planted = st.toggle("Show planted evidence for this disease (synthetic ground truth)", key="show_planted",
+                            help="Highlights where the generator planted this disease's evidence, through the same "
+                                 "shading the model's attributions use.")
+    if planted:
+        evidence = _planted(source, patient_id, disease)
+    elif model_evidence is not None:
+        evidence = model_evidence
+    else:
+        evidence = {"labs": None, "notes": None, "vitals": None, "image": None}
+    st.divider()
+    left, right = st.columns([11, 9], gap="medium")
+    with left:
+        _lab_panel(source, record, evidence["labs"] or None)
+    with right:
+        _notes_panel(record, evidence["notes"] or None)
+    st.divider()
+    left, right = st.columns([3, 2], gap="medium")
+    with left:
+        _vitals_panel(source, record, planted, disease)
+    with right:
+        _xray_panel(record, evidence["image"] or None)
+
+
 # ------------------------------------------------------------------------------------------- page
 
 
@@ -214,6 +371,7 @@ def _on_pick() -> None:
 
 
 source = str(current_source())
+checkpoint = current_checkpoint()
 by_id = _records_by_id(source)
 ids = list(by_id)
 
@@ -238,21 +396,10 @@ if record.problems:
     with st.expander(f"Loading warnings ({len(record.problems)}): some data could not be used"):
         st.dataframe(H.problems_frame(record), hide_index=True, width="stretch")
 
-planted = False
-if record.truth is not None:
-    planted = st.toggle("Show planted evidence (synthetic ground truth)", key="show_planted",
-                        help="Highlights where the generator planted disease evidence, through the same "
-                             "shading the model's attributions will use.")
-evidence = _planted(source, pid) if planted else {"labs": None, "notes": None, "image": None}
-
-left, right = st.columns([11, 9], gap="medium")
-with left:
-    _lab_panel(source, record, evidence["labs"] or None)
-with right:
-    _notes_panel(record, evidence["notes"] or None)
-st.divider()
-left, right = st.columns([3, 2], gap="medium")
-with left:
-    _vitals_panel(source, record, planted)
-with right:
-    _xray_panel(record, evidence["image"] or None)
+scores = scores_or_none(source, checkpoint)
+patient_scores = (scores or {}).get(pid)
+if scores is None:
+    st.info(predictor_or_reason(checkpoint)[1], icon=":material/info:")
+elif patient_scores is None:
+    st.info("The model has no prediction for this patient.", icon=":material/info:")
+_disease_part(source, checkpoint, pid)

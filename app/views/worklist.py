@@ -1,11 +1,18 @@
-"""Worklist: the patients of the current source (the scored worklist comes with the model)."""
+"""Worklist: the patients of the current source, highest predicted risk first when a model is loaded.
+
+Filters (disease, minimum risk, modalities present) only narrow the table; one click on a row opens
+the patient's review. Without a model the list is the plain cohort, with the reason said once.
+"""
 
 import streamlit as st
 
-from app.components.worklist import MODALITY_CODES, worklist_frame
-from app.state import current_source, load_cohort
+from app.components.worklist import MODALITY_CODES, filter_worklist, short_label, with_risk, worklist_frame
+from app.components.patient_header import MODALITY_NAMES
+from app.state import current_checkpoint, current_source, load_cohort, predictor_or_reason, scores_or_none
+from medfuse_core.record import MODALITIES
 
 source = current_source()
+checkpoint = current_checkpoint()
 records = load_cohort(str(source))
 
 st.title("Patients")
@@ -13,23 +20,57 @@ st.caption(f"Source: `{source}` · {len(records)} patients · "
            + ", ".join(f"{code} = {name}" for name, code in MODALITY_CODES.items()))
 if not records:
     st.warning("No readable patient bundles in this source.")
+    st.stop()
+
+frame = worklist_frame(records)
+scores = scores_or_none(str(source), checkpoint)
+if scores is None:
+    st.info(predictor_or_reason(checkpoint)[1], icon=":material/info:")
+    c1, c2 = st.columns([1, 1])
+    modalities = c1.multiselect("Must have", MODALITIES, format_func=lambda m: MODALITY_NAMES[m], key="wl_modalities")
+    shown = filter_worklist(frame, 0.0, modalities)
+    risk_config = {}
 else:
-    frame = worklist_frame(records)
-    st.caption("Select a row to open that patient's review.")
-    event = st.dataframe(
-        frame,
-        hide_index=True,
-        width="stretch",
-        column_config={
-            "age": st.column_config.NumberColumn("age", format="%d"),
-            "admitted": st.column_config.DatetimeColumn("admitted", format="YYYY-MM-DD HH:mm"),
-            "labs": st.column_config.NumberColumn("lab results"),
-        },
-        on_select="rerun",
-        selection_mode="single-row",
-        key="worklist_table",
-    )
-    if event.selection.rows:  # one click opens the review; the page reads ?patient= / session state
-        patient_id = str(frame.iloc[event.selection.rows[0]]["patient"])
-        st.session_state["patient_id"] = patient_id
-        st.switch_page("views/patient.py", query_params={"patient": patient_id})
+    labels = next(iter(scores.values())).labels if scores else []
+    c1, c2, c3 = st.columns([2, 1, 1])
+    disease = c1.selectbox("Risk for", [None, *labels], format_func=lambda d: "any disease (highest)" if d is None else d,
+                           key="wl_disease", help="Sort by the calibrated probability of this disease, or by "
+                                                  "each patient's highest one.")
+    min_risk = c2.slider("Minimum risk", 0.0, 1.0, 0.0, 0.05, key="wl_min_risk", format="%.2f")
+    modalities = c3.multiselect("Must have", MODALITIES, format_func=lambda m: MODALITY_NAMES[m], key="wl_modalities")
+    shown = filter_worklist(with_risk(frame, scores, disease), min_risk, modalities)
+    risk_config = {
+        "risk": st.column_config.ProgressColumn(
+            "risk", format="percent", min_value=0.0, max_value=1.0,
+            help="Calibrated probability: the patient's highest over all diseases, or of the chosen disease."),
+        "for": st.column_config.TextColumn("for", help="The disease the risk is for."),
+        "above threshold": st.column_config.NumberColumn(
+            "above thr.", help="How many diseases are above their decision threshold."),
+    }
+    if disease:
+        st.caption(f"Sorted by the probability of {short_label(disease)}.")
+
+st.caption(f"{len(shown)} of {len(frame)} patients shown · select a row to open that patient's review.")
+if shown.empty:
+    st.warning("No patient matches the filters.")
+    st.stop()
+event = st.dataframe(
+    shown,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "age": st.column_config.NumberColumn("age", format="%d"),
+        "admitted": st.column_config.DatetimeColumn("admitted", format="YYYY-MM-DD HH:mm"),
+        "modalities": st.column_config.TextColumn("modalities", help="LAB labs · NOTE notes · VIT vitals · "
+                                                  "CXR chest X-ray; – absent"),
+        "labs": st.column_config.NumberColumn("lab results"),
+        **risk_config,
+    },
+    on_select="rerun",
+    selection_mode="single-row",
+    key="worklist_table",
+)
+if event.selection.rows:  # one click opens the review; the page reads ?patient= / session state
+    patient_id = str(shown.iloc[event.selection.rows[0]]["patient"])
+    st.session_state["patient_id"] = patient_id
+    st.switch_page("views/patient.py", query_params={"patient": patient_id})

@@ -50,10 +50,19 @@ def _serve(env: dict[str, str]):
 
 
 @pytest.fixture(scope="module")
-def dashboard_url(tmp_path_factory: pytest.TempPathFactory):
-    env = dict(os.environ, MEDFUSE_LENS_HOME=str(tmp_path_factory.mktemp("home")))
+def dashboard_url(tmp_path_factory: pytest.TempPathFactory, demo_checkpoint: Path):
+    """The dashboard on the demo cohort with the session's tiny checkpoint (predictions on)."""
+    env = dict(os.environ, MEDFUSE_LENS_HOME=str(tmp_path_factory.mktemp("home")),
+               MEDFUSE_LENS_CHECKPOINT=str(demo_checkpoint))
     env.pop("MEDFUSE_LENS_SOURCE", None)
     yield from _serve(env)
+
+
+def _shots(tmp_path: Path) -> Path:
+    """Where screenshots go: $MEDFUSE_LENS_SCREENSHOTS (kept, e.g. as CI artifacts) else the test's tmp folder."""
+    folder = Path(os.environ.get("MEDFUSE_LENS_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +106,8 @@ def test_patients_page_renders_in_chromium(dashboard_url: str, tmp_path: Path) -
         page.locator("[data-testid='stDataFrame']").wait_for(timeout=30_000)  # drawn just after the script ends
         assert page.locator("[data-testid='stDataFrame']").count() == 1
         assert page.get_by_text("synthetic", exact=False).count() >= 1
-        page.screenshot(path=str(tmp_path / "patients.png"), full_page=True)
-        assert (tmp_path / "patients.png").stat().st_size > 10_000
+        page.screenshot(path=str(_shots(tmp_path) / "patients.png"), full_page=True)
+        assert (_shots(tmp_path) / "patients.png").stat().st_size > 10_000
         browser.close()
 
 
@@ -114,18 +123,18 @@ def test_open_patient_from_worklist_shows_the_four_panels(dashboard_url: str, tm
         grid.wait_for(timeout=30_000)
         page.wait_for_timeout(500)
         box = grid.bounding_box()
-        # the grid is a canvas: click the row-selection marker of the third row (P00002, with an X-ray);
+        # the grid is a canvas: click the row-selection marker of the first row (the highest risk);
         # rows are 35 px below a 35 px header
-        page.mouse.click(box["x"] + 18, box["y"] + 35 * 3 + 17)
-        page.wait_for_selector("h1:has-text('Patient P00002')", timeout=60_000)
-        assert "patient=P00002" in page.url
+        page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)
+        page.wait_for_selector("h1:has-text('Patient P')", timeout=60_000)
+        patient = page.locator("h1:has-text('Patient P')").first.inner_text().split()[-1]
+        assert f"patient={patient}" in page.url
         _wait_idle(page)
-        for heading in ("Labs", "Notes", "Vital signs", "Chest X-ray"):
+        for heading in ("Predictions", "Labs", "Notes", "Vital signs", "Chest X-ray"):
             page.get_by_role("heading", name=heading).wait_for(timeout=30_000)
         page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
         assert page.locator("[data-testid='stException']").count() == 0
-        assert page.locator(".mf-note").count() >= 1
-        page.screenshot(path=str(tmp_path / "patient.png"), full_page=True)
+        page.screenshot(path=str(_shots(tmp_path) / "patient_from_worklist.png"), full_page=True)
         browser.close()
 
 
@@ -149,4 +158,31 @@ def test_hostile_note_displays_as_text(hostile_url: str, tmp_path: Path) -> None
         assert page.locator("[data-testid='stException']").count() == 0
         page.wait_for_timeout(500)
         assert dialogs == []
+        browser.close()
+
+
+def test_review_switches_disease_without_exception(dashboard_url: str, tmp_path: Path) -> None:
+    """The issue's browser check: a demo patient's review, a disease switch, screenshots of both."""
+    from playwright.sync_api import sync_playwright
+
+    shots = _shots(tmp_path)
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        page = browser.new_page(viewport={"width": 1400, "height": 2200})
+        page.goto(f"{dashboard_url}/patient?patient=P00002")
+        _wait_idle(page)
+        page.get_by_role("heading", name="Predictions").wait_for(timeout=60_000)
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 3", timeout=60_000)
+        assert page.locator("[data-testid='stException']").count() == 0
+        assert page.locator(".mf-note").count() >= 1
+        page.screenshot(path=str(shots / "review.png"), full_page=True)
+        box = page.locator("[data-testid='stSelectbox']").filter(has_text="Disease").first
+        box.click()
+        page.get_by_role("option", name="Pneumonia").first.click()
+        page.get_by_text("Pneumonia (except that caused by tuberculosis or sexually transmitted disease): "
+                         "estimated probability", exact=False).first.wait_for(timeout=30_000)
+        _wait_idle(page)
+        page.wait_for_timeout(500)
+        assert page.locator("[data-testid='stException']").count() == 0
+        page.screenshot(path=str(shots / "review_pneumonia.png"), full_page=True)
         browser.close()

@@ -13,6 +13,13 @@ from medfuse_core.record import ChestImage, ImageMetadata, Labs, Note, PatientRe
 from medfuse_core.sources.bundle import write_bundle
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
+
+
+@pytest.fixture(autouse=True)
+def _data_only(monkeypatch) -> None:
+    """These pages are tested without a model (set but empty = no checkpoint, even if
+    assets/demo_model exists); tests/app/test_dashboard_pages.py covers them with one."""
+    monkeypatch.setenv("MEDFUSE_LENS_CHECKPOINT", "")
 PANELS = ["Labs", "Notes", "Vital signs", "Chest X-ray"]
 HOSTILE_NOTE = "Pt says <script>alert(1)</script> and <img src=x onerror=alert(2)>\nnext line & more"
 

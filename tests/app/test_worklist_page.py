@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.components.worklist import modality_badges, worklist_frame
@@ -11,6 +12,13 @@ from medfuse_core.record import PatientRecord
 from medfuse_core.sources.bundle import find_bundles, read_bundle
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
+
+
+@pytest.fixture(autouse=True)
+def _data_only(monkeypatch) -> None:
+    """These pages are tested without a model (set but empty = no checkpoint, even if
+    assets/demo_model exists); tests/app/test_dashboard_pages.py covers them with one."""
+    monkeypatch.setenv("MEDFUSE_LENS_CHECKPOINT", "")
 
 
 def test_worklist_frame_has_one_row_per_patient(tiny_cohort: Path) -> None:

@@ -1,0 +1,198 @@
+"""The contribution waterfall: from the model's base value to the patient's logit, one step per
+fusion token, and the same steps as a predictions table and a sentence a clinician reads.
+
+Pure functions (no Streamlit). The chart is on the logit (log-odds) scale because that is where the
+exact Shapley values add up: base + sum(contributions) == logit. The probability is then
+sigmoid(logit / temperature), the checkpoint's calibration, and is said in words, not drawn.
+Colours are the evidence panels' convention (shading.py): red raises the risk, blue lowers it.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from app.components.shading import NEGATIVE_RGB, POSITIVE_RGB
+from app.scoring import TOKEN_LABELS, UNCERTAINTY_NAME, PatientScores
+
+BASE_NAME = "Base value (no data)"
+OUTPUT_NAME = "Model output"
+TOTAL_RGB = (110, 110, 110)
+TOKEN_MODALITY = {"Labs (specific)": "labs", "Notes (specific)": "notes", "Vitals (specific)": "vitals",
+                  "X-ray (specific)": "image"}
+
+
+def _rgb(rgb: tuple[int, int, int]) -> str:
+    return "rgb({}, {}, {})".format(*rgb)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One bar of the waterfall: a named move from `start` to `end` on the logit scale."""
+
+    name: str
+    start: float
+    end: float
+    kind: str  # "base" | "contribution" | "output"
+
+    @property
+    def value(self) -> float:
+        return self.end - self.start
+
+
+def waterfall_steps(base: float, contributions: Mapping[str, float], logit: float) -> list[Step]:
+    """Base bar, one step per token (in the given order), output bar.
+
+    Raises ValueError when the contributions do not add up to the logit (|gap| > 1e-4): a chart that
+    does not add up would mislead, so it is never drawn.
+    """
+    steps = [Step(BASE_NAME, 0.0, float(base), "base")]
+    level = float(base)
+    for name, value in contributions.items():
+        steps.append(Step(name, level, level + float(value), "contribution"))
+        level += float(value)
+    gap = level - float(logit)
+    if not math.isfinite(gap) or abs(gap) > 1e-4:
+        raise ValueError(f"contributions do not add up: base + sum = {level:.6f}, logit = {float(logit):.6f}")
+    steps.append(Step(OUTPUT_NAME, 0.0, float(logit), "output"))
+    return steps
+
+
+def probability_sentence(disease: str, probability: float, threshold: float,
+                         low: float | None = None, high: float | None = None) -> str:
+    """'Pneumonia: 43% (calibrated), above the decision threshold of 35%; ...' in plain words."""
+    side = "above" if probability >= threshold else "below"
+    text = (f"{disease}: estimated probability {probability:.0%} (calibrated), {side} the decision threshold "
+            f"of {threshold:.0%}")
+    if low is not None and high is not None:
+        text += f"; between {low:.0%} and {high:.0%} with only some of the modalities ({UNCERTAINTY_NAME})"
+    return text + "."
+
+
+def contribution_sentence(contributions: Mapping[str, float], present: Mapping[str, bool] | None = None) -> str:
+    """Which token pushed the prediction most, up and down, in words."""
+    shown = {k: v for k, v in contributions.items() if abs(v) > 1e-9}
+    if not shown:
+        return "No modality moved the prediction away from the base value."
+    up = max(shown.items(), key=lambda kv: kv[1])
+    down = min(shown.items(), key=lambda kv: kv[1])
+    parts = []
+    if up[1] > 0:
+        parts.append(f"{up[0]} raised it most ({up[1]:+.2f} log-odds)")
+    if down[1] < 0:
+        parts.append(f"{down[0]} lowered it most ({down[1]:+.2f} log-odds)")
+    absent = [name for name, m in TOKEN_MODALITY.items() if present is not None and not present.get(m, True)]
+    text = "; ".join(parts) + "."
+    if absent:
+        text += " Absent, so contributing nothing: " + ", ".join(absent) + "."
+    return text[0].upper() + text[1:]
+
+
+def waterfall_figure(base: float, contributions: Mapping[str, float], logit: float, *,
+                     title: str | None = None, height: int = 330) -> go.Figure:
+    """Horizontal waterfall (plotly) from the base value to the logit; red up, blue down."""
+    steps = waterfall_steps(base, contributions, logit)
+    names = [s.name for s in steps]
+    measure = ["absolute"] + ["relative"] * (len(steps) - 2) + ["total"]
+    values = [steps[0].end] + [s.value for s in steps[1:-1]] + [steps[-1].end]
+    text = [f"{steps[0].end:+.2f}"] + [f"{s.value:+.2f}" for s in steps[1:-1]] + [f"{steps[-1].end:+.2f}"]
+    fig = go.Figure(go.Waterfall(
+        orientation="h", measure=measure, y=names, x=values, base=0, text=text, textposition="outside",
+        increasing={"marker": {"color": _rgb(POSITIVE_RGB)}},
+        decreasing={"marker": {"color": _rgb(NEGATIVE_RGB)}},
+        totals={"marker": {"color": _rgb(TOTAL_RGB)}},
+        connector={"line": {"color": "#999", "dash": "dot", "width": 1}},
+        hovertemplate="%{y}: %{x:+.3f}<extra></extra>",
+    ))
+    lo = min(0.0, *(min(s.start, s.end) for s in steps))
+    hi = max(0.0, *(max(s.start, s.end) for s in steps))
+    pad = 0.25 * max(hi - lo, 0.5)
+    fig.update_layout(
+        title={"text": html.escape(title)} if title else None, height=height, showlegend=False,
+        margin={"l": 10, "r": 20, "t": 40 if title else 10, "b": 40},
+        xaxis={"title": {"text": "log-odds (left: lower risk, right: higher risk)"}, "range": [lo - pad, hi + pad],
+               "zeroline": True, "zerolinecolor": "#bbb"},
+        yaxis={"autorange": "reversed", "automargin": True},
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def scores_contributions(scores: PatientScores, label: str) -> tuple[float, dict[str, float], float]:
+    """(base, {token name: value}, logit) of one label, ready for waterfall_figure."""
+    k = scores.index(label)
+    return float(scores.base[k]), scores.contributions_for(label), float(scores.logits[k])
+
+
+def present_by_modality(scores: PatientScores) -> dict[str, bool]:
+    from medfuse_core.record import MODALITIES
+
+    return {m: bool(p) for m, p in zip(MODALITIES, scores.present)}
+
+
+def predictions_frame(scores: PatientScores) -> pd.DataFrame:
+    """One row per label: calibrated probability, threshold, above/below, modality-subset range."""
+    rows = []
+    for k, label in enumerate(scores.labels):
+        p, t = float(scores.probabilities[k]), float(scores.thresholds[k])
+        rows.append({
+            "disease": label,
+            "probability": p,
+            "threshold": t,
+            "call": "above" if p >= t else "below",
+            "range": f"{scores.subset_low[k]:.0%}–{scores.subset_high[k]:.0%}",
+            "spread": float(scores.subset_high[k] - scores.subset_low[k]),
+        })
+    frame = pd.DataFrame(rows, columns=["disease", "probability", "threshold", "call", "range", "spread"])
+    return frame.sort_values("probability", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def contributions_frame(scores: PatientScores) -> pd.DataFrame:
+    """Every label's token contributions (log-odds), with base and logit: the report's full table."""
+    rows = []
+    for k, label in enumerate(scores.labels):
+        row = {"disease": label, "base": float(scores.base[k])}
+        row.update(scores.contributions_for(label))
+        row["logit"] = float(scores.logits[k])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["disease", "base", *TOKEN_LABELS.values(), "logit"])
+
+
+def contributions_svg(steps: list[Step], width: int = 640, row_height: int = 26) -> str:
+    """The waterfall as a small static SVG (for the HTML report: no JavaScript, prints as drawn)."""
+    label_w, pad = 200, 12
+    lo = min(0.0, *(min(s.start, s.end) for s in steps))
+    hi = max(0.0, *(max(s.start, s.end) for s in steps))
+    span = max(hi - lo, 1e-6)
+    plot_w = width - label_w - 2 * pad - 60
+
+    def x(v: float) -> float:
+        return label_w + pad + (v - lo) / span * plot_w
+
+    height = row_height * len(steps) + 30
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             'aria-label="contribution waterfall" style="font:12px sans-serif">',
+             f'<line x1="{x(0):.1f}" y1="0" x2="{x(0):.1f}" y2="{height - 24}" stroke="#bbb"/>']
+    for i, s in enumerate(steps):
+        y = i * row_height + 4
+        rgb = TOTAL_RGB if s.kind != "contribution" else (POSITIVE_RGB if s.value >= 0 else NEGATIVE_RGB)
+        x0, x1 = sorted((x(s.start), x(s.end)))
+        value = s.end if s.kind != "contribution" else s.value
+        parts.append(f'<text x="{label_w}" y="{y + 15}" text-anchor="end">{html.escape(s.name)}</text>')
+        parts.append(f'<rect x="{x0:.1f}" y="{y}" width="{max(x1 - x0, 1):.1f}" height="{row_height - 8}" '
+                     f'fill="{_rgb(rgb)}"/>')
+        parts.append(f'<text x="{x1 + 4:.1f}" y="{y + 15}">{value:+.2f}</text>')
+    parts.append(f'<text x="{label_w + pad}" y="{height - 6}" fill="#555">log-odds: left lowers the risk, '
+                 'right raises it</text></svg>')
+    return "".join(parts)
+
+
+def spread_is_wide(scores: PatientScores, label: str, width: float = 0.2) -> bool:
+    k = scores.index(label)
+    return bool(np.isfinite(scores.subset_high[k]) and scores.subset_high[k] - scores.subset_low[k] >= width)

@@ -1,0 +1,148 @@
+"""Scoring records for the dashboard: calibrated predictions, group contributions, uncertainty.
+
+No Streamlit here (the pages cache what these functions return), so it is tested directly. One fp32
+forward pass gives both the prediction and the contributions, so the table and the waterfall chart
+always show the same logit: probability = sigmoid(logit / temperature), the checkpoint's calibration.
+
+The uncertainty indication is the *modality-subset range*: the calibrated probability recomputed
+with every non-empty subset of the patient's present modalities, reporting min and max. The model is
+trained with random modality dropout, so each subset is an input it has seen; a wide range says the
+prediction rests on one modality and would change if that modality were missing or wrong. It is not
+a confidence interval of the probability.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from medfuse_core.explain.groups import group_contributions
+from medfuse_core.features.batch import collate
+from medfuse_core.models.fusion import TOKEN_NAMES
+from medfuse_core.record import MODALITIES, PatientRecord
+from medfuse_core.train.metrics import sigmoid
+
+# The clinician-facing names of the fusion tokens, in TOKEN_NAMES order.
+TOKEN_LABELS: dict[str, str] = {
+    "specific:labs": "Labs (specific)",
+    "specific:notes": "Notes (specific)",
+    "specific:vitals": "Vitals (specific)",
+    "specific:image": "X-ray (specific)",
+    "shared": "Shared across modalities",
+}
+UNCERTAINTY_NAME = "modality-subset range"
+UNCERTAINTY_HELP = ("Lowest and highest calibrated probability when the model sees only some of this "
+                    "patient's modalities (every non-empty subset). A wide range means the prediction "
+                    "hinges on one modality. It is not a confidence interval.")
+
+
+@dataclass
+class PatientScores:
+    """Everything the pages show for one patient and checkpoint (numpy only: cheap to cache and pickle)."""
+
+    patient_id: str
+    labels: list[str]
+    logits: np.ndarray  # (K,) the model's logit, fp32 forward
+    probabilities: np.ndarray  # (K,) sigmoid(logit / temperature)
+    thresholds: np.ndarray  # (K,) decision thresholds on the calibrated probability
+    temperature: float
+    present: np.ndarray  # (4,) bool, MODALITIES order
+    contributions: np.ndarray  # (K, 5) exact Shapley values of the fusion tokens, TOKEN_NAMES order
+    base: np.ndarray  # (K,) logit with every token masked (the head's base value)
+    subset_low: np.ndarray  # (K,) min calibrated probability over modality subsets
+    subset_high: np.ndarray  # (K,) max
+
+    def index(self, label: str) -> int:
+        return self.labels.index(label)
+
+    @property
+    def top(self) -> int:
+        """Index of the label with the highest calibrated probability."""
+        return int(np.argmax(self.probabilities))
+
+    def contributions_for(self, label: str) -> dict[str, float]:
+        """{clinician-facing token name: contribution to the logit} for one label."""
+        row = self.contributions[self.index(label)]
+        return {TOKEN_LABELS[name]: float(v) for name, v in zip(TOKEN_NAMES, row)}
+
+
+def _subset_masks(n: int = len(MODALITIES)) -> list[tuple[bool, ...]]:
+    """All non-empty subsets of the modalities, as (4,) bool masks."""
+    return [m for m in itertools.product([False, True], repeat=n) if any(m)]
+
+
+@torch.no_grad()
+def score_records(predictor: Any, records: Sequence[PatientRecord], batch_size: int = 64) -> dict[str, PatientScores]:
+    """{patient_id: PatientScores} for `records` with a loaded `medfuse_core.predictor.Predictor`."""
+    out: dict[str, PatientScores] = {}
+    records = list(records)
+    for start in range(0, len(records), batch_size):
+        chunk = records[start:start + batch_size]
+        features, _ = predictor.featurize(chunk)
+        out.update(_score_features(predictor, features))
+    return out
+
+
+def _score_features(predictor: Any, features: list) -> dict[str, PatientScores]:
+    model = predictor.model
+    batch = collate(list(features)).to(predictor.device)
+    groups = group_contributions(model, batch)  # model in eval mode, fp32, exact Shapley
+    temperature = float(predictor.temperature)
+    full = groups.full_logit.double().cpu().numpy()
+    empty = groups.empty_logit.double().cpu().numpy()
+    values = groups.values.double().cpu().numpy()
+    present = batch.present
+    lows = np.full(full.shape, np.inf)
+    highs = np.full(full.shape, -np.inf)
+    for mask in _subset_masks():
+        keep = torch.tensor(mask, device=present.device).unsqueeze(0) & present
+        rows = keep.any(1).cpu().numpy()
+        if not rows.any():
+            continue
+        probs = sigmoid(model(batch, present=keep).logits.double().cpu().numpy() / temperature)
+        lows[rows] = np.minimum(lows[rows], probs[rows])
+        highs[rows] = np.maximum(highs[rows], probs[rows])
+    probabilities = sigmoid(full / temperature)
+    lows = np.where(np.isfinite(lows), lows, probabilities)  # no modality at all: no range
+    highs = np.where(np.isfinite(highs), highs, probabilities)
+    present_np = present.cpu().numpy()
+    thresholds = np.asarray(predictor.thresholds, dtype=np.float64)
+    return {
+        f.patient_id: PatientScores(f.patient_id, list(predictor.labels), full[i], probabilities[i], thresholds,
+                                    temperature, present_np[i], values[i], empty[i], lows[i], highs[i])
+        for i, f in enumerate(features)
+    }
+
+
+# --------------------------------------------------------------------------------- checkpoints
+
+
+def is_checkpoint(folder: str | Path) -> bool:
+    folder = Path(folder)
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def is_synthetic_model(config: dict[str, Any], checkpoint: str | Path, demo_model: str | Path) -> bool:
+    """True when the model was trained on synthetic patients: the bundled demo checkpoint, a
+    `data.synthetic` flag, or a training folder that is (or was) a synthetic cohort."""
+    if Path(checkpoint).resolve() == Path(demo_model).resolve():
+        return True
+    data = config.get("data") or {}
+    if data.get("synthetic"):
+        return True
+    path = str(data.get("path") or "")
+    if "demo-cohort" in path or "synth" in Path(path).name:
+        return True
+    cohort = Path(path) / "cohort.json" if path else None
+    if cohort is not None and cohort.is_file():
+        try:
+            return str(json.loads(cohort.read_text()).get("generator_version", "")).startswith("synth")
+        except (OSError, ValueError):
+            return False
+    return False

@@ -1,0 +1,200 @@
+"""Every page with a (tiny) trained model, headless with AppTest: worklist, review, model card, upload.
+
+The checkpoint is the session's `demo_checkpoint` (trained on the demo cohort in ~30 s), pointed to
+by MEDFUSE_LENS_CHECKPOINT as a deployment would; assets/demo_model is not needed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from medfuse_core.sources.bundle import find_bundles
+from tests.app.test_patient_page import write_hostile_bundle
+
+MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
+PNEUMONIA = "Pneumonia (except that caused by tuberculosis or sexually transmitted disease)"
+
+
+@pytest.fixture()
+def with_model(demo_checkpoint: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("MEDFUSE_LENS_CHECKPOINT", str(demo_checkpoint))
+    monkeypatch.delenv("MEDFUSE_LENS_SOURCE", raising=False)
+    return demo_checkpoint
+
+
+def _page(page: str | None = None, **query) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=300)
+    for k, v in query.items():
+        at.query_params[k] = v
+    return (at.switch_page(page) if page else at).run()
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _frame(at: AppTest, column: str):
+    """The first table on the page with `column` (AppTest does not expose st.dataframe keys)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def _text(elements) -> str:
+    return " ".join(str(e.value) for e in elements)
+
+
+# ------------------------------------------------------------------------------ sidebar, worklist
+
+
+def test_worklist_sorted_by_risk_with_filters(with_model: Path) -> None:
+    at = _page()
+    _ok(at)
+    frame = at.dataframe[0].value
+    assert len(frame) == 40 and {"risk", "for", "above threshold", "modalities"} <= set(frame.columns)
+    assert frame["risk"].is_monotonic_decreasing
+    assert "Device:" in _text(at.sidebar.caption)
+    assert at.sidebar.text_input(key="checkpoint_dir").value == str(with_model)
+    assert any("Demo model" in w.value for w in at.warning)  # trained on the synthetic cohort
+
+    at.selectbox(key="wl_disease").select(PNEUMONIA).run()
+    _ok(at)
+    frame = at.dataframe[0].value
+    assert set(frame["for"]) == {"Pneumonia"} and frame["risk"].is_monotonic_decreasing
+    threshold = float(frame["risk"].median())
+    at.slider(key="wl_min_risk").set_value(round(threshold, 2)).run()
+    _ok(at)
+    assert 0 < len(at.dataframe[0].value) < 40
+    assert (at.dataframe[0].value["risk"] >= round(threshold, 2) - 1e-9).all()
+    at.multiselect(key="wl_modalities").select("image").run()
+    _ok(at)
+    assert at.dataframe[0].value["modalities"].str.contains("CXR").all() if len(at.dataframe) else True
+
+
+def test_no_checkpoint_means_data_only_with_a_reason(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MEDFUSE_LENS_CHECKPOINT", str(tmp_path / "missing"))
+    at = _page()
+    _ok(at)
+    assert "not a checkpoint" in _text(at.info)
+    assert "risk" not in at.dataframe[0].value.columns
+    review = _page("views/patient.py", patient="P00004")
+    _ok(review)
+    assert [h.value for h in review.subheader] == ["Labs", "Notes", "Vital signs", "Chest X-ray"]
+    card = _page("views/model_card.py")
+    _ok(card)
+    assert "not a checkpoint" in _text(card.info)
+
+
+# ------------------------------------------------------------------------------ patient review
+
+
+def test_review_shows_predictions_and_switches_disease_and_patient(with_model: Path) -> None:
+    at = _page("views/patient.py", patient="P00004")
+    _ok(at)
+    assert [h.value for h in at.subheader] == ["Predictions", "Labs", "Notes", "Vital signs", "Chest X-ray"]
+    table = _frame(at, "call")
+    assert len(table) == 11 and set(table["call"]) <= {"above", "below"}
+    first = at.selectbox(key="disease").value
+    assert table["disease"][0] == "▶ " + first.split(" (")[0].split(";")[0]  # default: the highest risk
+    sentence = _text(at.markdown)
+    assert "estimated probability" in sentence and "modality-subset range" in sentence
+
+    at.selectbox(key="disease").select(PNEUMONIA).run()
+    _ok(at)
+    assert "Pneumonia (except" in _text(at.markdown) and at.selectbox(key="disease").value == PNEUMONIA
+    assert any(d.startswith("▶ Pneumonia") for d in _frame(at, "call")["disease"])
+
+    at.selectbox(key="patient_picker").select("P00026").run()  # labs only
+    _ok(at)
+    assert at.title[0].value == "Patient P00026"
+    assert at.selectbox(key="disease").value == PNEUMONIA  # the disease choice carries over
+    assert "Absent, so contributing nothing" in _text(at.caption)
+
+
+def test_planted_evidence_follows_the_disease(with_model: Path) -> None:
+    at = _page("views/patient.py", patient="P00003")
+    at.selectbox(key="disease").select("Congestive heart failure; nonhypertensive").run()
+    at.toggle(key="show_planted").set_value(True).run()
+    _ok(at)
+    assert any("<mark" in h.value for h in at.html)
+    assert at.slider(key="xray_opacity").value == pytest.approx(0.45)  # planted image region for CHF
+    at.selectbox(key="disease").select("Essential hypertension").run()  # planted in notes and vitals only
+    _ok(at)
+    assert any("<mark" in h.value for h in at.html)
+    assert not [s for s in at.slider if s.key == "xray_opacity"]
+
+
+# ------------------------------------------------------------------------------ model card
+
+
+def test_model_card_shows_the_evaluation(with_model: Path) -> None:
+    at = _page("views/model_card.py")
+    _ok(at)
+    assert at.title[0].value == "Model card"
+    assert "synthetic patients only" in _text(at.warning)
+    assert "macro AUROC (diseases)" in list(_frame(at, "metric")["metric"])
+    assert len(_frame(at, "label")) == 11
+    assert "Calibration" in [s.value for s in at.subheader]
+    assert not any("no reliability data" in i.value for i in at.info)
+
+
+# ------------------------------------------------------------------------------ upload
+
+
+def _zip_folder(folder: Path, prefix: str = "") -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                z.write(path, prefix + str(path.relative_to(folder)))
+    return buffer.getvalue()
+
+
+def _upload(data: bytes, name: str = "bundle.zip") -> AppTest:
+    at = _page("views/upload.py")
+    _ok(at)
+    at.file_uploader(key="upload_zip").set_value((name, data, "application/zip")).run()
+    return at
+
+
+def test_upload_good_bundle_is_scored(with_model: Path) -> None:
+    from medfuse_core.demo import demo_cohort_dir
+
+    folder = next(f for f in find_bundles(demo_cohort_dir()) if f.name == "P00004")
+    at = _upload(_zip_folder(folder, "P00004/"))
+    _ok(at)
+    assert not at.error, [e.value for e in at.error]
+    assert at.header[0].value == "Patient P00004"
+    assert len(_frame(at, "call")) == 11
+    at.selectbox(key="upload_disease").select(PNEUMONIA).run()
+    _ok(at)
+    assert "Pneumonia (except" in _text(at.markdown)
+
+
+def test_upload_bad_zips_show_errors(with_model: Path, tmp_path: Path) -> None:
+    at = _upload(b"this is not a zip file", "fake.zip")
+    _ok(at)
+    assert "zip was refused" in _text(at.error)
+    assert "expected a zip archive" in " ".join(_frame(at, "message")["message"])
+
+    bundle = write_hostile_bundle(tmp_path)
+    (bundle / "patient.json").write_text("{ not json", encoding="utf-8")
+    at = _upload(_zip_folder(bundle))
+    _ok(at)
+    assert "could be read" in _text(at.error)
+    problems = _frame(at, "message")
+    assert problems["file"].str.contains("patient.json").any()
+    assert (problems["severity"] == "error").any()
+
+    slip = io.BytesIO()
+    with zipfile.ZipFile(slip, "w") as z:
+        z.writestr("../../escape.txt", "x")
+        z.writestr("P1/patient.json", json.dumps({"patient_id": "P1"}))
+    at = _upload(slip.getvalue())
+    _ok(at)
+    assert "the path would leave the upload folder" in " ".join(_frame(at, "message")["message"])
+    assert not (tmp_path.parent / "escape.txt").exists()
