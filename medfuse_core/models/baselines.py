@@ -4,7 +4,7 @@ Every variant is picked by `ModelConfig.variant` and keeps MedFuseLens's contrac
 `evaluate`, `predict_logits` and `Predictor` work unchanged:
 `forward(batch, present=None, token_keep=None) -> ModelOutput(logits, specific, shared, present,
 tokens, token_mask)`. The encoders are MedFuseLens's own classes built from the same config sections
-(`modality_features` is MedFuseLens's, shared); only what comes after them differs:
+(`encode_modality` is MedFuseLens's); only what comes after them (`fuse`) differs:
 
 - `single:<m>` (labs | notes | vitals | image): only encoder m is built; its feature -> MLP head.
   Patients without m (or with m hidden) get exactly the output layer's bias, a learned constant.
@@ -16,7 +16,8 @@ tokens, token_mask)`. The encoders are MedFuseLens's own classes built from the 
   d_model and the sequence of *present* projections, in the fixed MODALITIES order (labs, notes,
   vitals, image), is run through an LSTM, packed per patient so absent modalities are skipped (not
   fed as zeros); the final hidden state -> linear head. None present -> a learned bias.
-- `no_mi`: MedFuseLens itself with `infonce_weight = vclub_weight = 0` (a config change only).
+- `no_mi`: MedFuseLens itself with every disentanglement weight at 0 (InfoNCE, vCLUB, consensus,
+  decorrelation, shared-aux, parsimony; a config change only), trained the same way otherwise.
 
 Outputs beyond the logits: `specific[:, m]` is modality m's own representation in the head (the
 hidden layer of its head for single/late, its contribution to the first hidden layer for early,
@@ -55,6 +56,11 @@ SINGLE_VARIANTS: tuple[str, ...] = tuple(f"single:{m}" for m in MODALITIES)
 VARIANTS: tuple[str, ...] = ("medfuse_lens", "no_mi", "early_fusion", "late_fusion", "medfuse_lstm") + SINGLE_VARIANTS
 
 
+# every weight of the objective beyond the label loss (train/objective.py): what `no_mi` turns off
+DISENTANGLEMENT_WEIGHTS: tuple[str, ...] = ("infonce_weight", "vclub_weight", "consensus_weight", "decorrelation_weight",
+                                            "shared_aux_weight", "parsimony_weight")
+
+
 def variant_config(config: ModelConfig) -> ModelConfig:
     """The config a variant really trains with (a copy when anything changes; see the module doc)."""
     variant = config.variant
@@ -63,8 +69,8 @@ def variant_config(config: ModelConfig) -> ModelConfig:
     if variant == "medfuse_lens":
         return config
     config = copy.deepcopy(config)
-    config.loss.infonce_weight = 0.0
-    config.loss.vclub_weight = 0.0
+    for term in DISENTANGLEMENT_WEIGHTS:
+        setattr(config.loss, term, 0.0)
     if variant != "no_mi":
         config.loss.token_dropout = 0.0
     if variant in SINGLE_VARIANTS:

@@ -80,9 +80,13 @@ class LossConfig:
     infonce_weight: float = 0.1
     infonce_temperature: float = 0.1
     vclub_weight: float = 0.1
-    reconstruction_weight: float = 0.0
+    consensus_weight: float = 0.0  # partner alignment of shared projections (train/objective.py)
+    decorrelation_weight: float = 0.0  # cross-correlation of specific vs shared projections
+    shared_aux_weight: float = 0.0  # label loss of the shared token alone
+    parsimony_weight: float = 0.0  # specific tokens only for what the shared token cannot explain
     modality_dropout: float = 0.3  # chance a present modality is hidden for a training example
-    token_dropout: float = 0.15  # chance a fusion token is masked for a training example
+    token_dropout: float = 0.15  # chance a specific token is masked for a training example
+    shared_token_dropout: float | None = None  # chance the shared token is masked (None: token_dropout)
 
 
 @dataclass

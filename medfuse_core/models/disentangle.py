@@ -128,3 +128,44 @@ class ModalityVCLUB(nn.Module):
         losses = [-self.estimators[m].log_likelihood(s.detach(), c.detach())
                   for m, s, c in self._pairs(specific, shared, present)]
         return torch.stack(losses).mean() if losses else specific.sum() * 0.0
+
+
+def partner_alignment(shared: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Consensus constraint on the shared projections: each feature of c_m must match that feature
+    of at least one *other* present modality (its closest partner, held fixed).
+
+    Why not align c_m with every other modality (or their mean): a disease whose evidence is in
+    labs, notes and image but not vitals would then be pushed out of the shared token, because vitals
+    cannot match it. Matching the closest partner keeps what any two modalities agree on and removes
+    only what a modality alone knows (a lab-only disease cannot have a partner). Features are
+    layer-normalised first, so the loss cannot be lowered by shrinking c. Patients with one modality
+    present do not take part; returns 0 when nobody has two.
+    """
+    z = nn.functional.layer_norm(shared, shared.shape[-1:])
+    n_present = present.sum(dim=1)
+    terms = []
+    for i in range(z.shape[1]):
+        rows = present[:, i] & (n_present >= 2)
+        if not bool(rows.any()):
+            continue
+        partners = [j for j in range(z.shape[1]) if j != i]
+        gaps = torch.stack([((z[:, i] - z[:, j].detach()) ** 2).masked_fill(~present[:, j : j + 1], math.inf)
+                            for j in partners])  # (M-1, B, d)
+        terms.append(gaps.min(dim=0).values[rows].mean())
+    return torch.stack(terms).mean() if terms else shared.sum() * 0.0
+
+
+def cross_correlation(specific: torch.Tensor, shared: torch.Tensor, present: torch.Tensor, min_rows: int = 8) -> torch.Tensor:
+    """Mean squared cross-correlation between the features of s_m and c_m over the batch, averaged
+    over modalities: a linear, estimator-free companion of vCLUB that keeps what the shared projection
+    holds out of the specific one. Modalities with fewer than `min_rows` patients are skipped."""
+    terms = []
+    for i in range(specific.shape[1]):
+        rows = present[:, i]
+        if int(rows.sum()) < min_rows:
+            continue
+        s, c = specific[rows, i], shared[rows, i]
+        s = (s - s.mean(0)) / (s.std(0) + 1e-4)
+        c = (c - c.mean(0)) / (c.std(0) + 1e-4)
+        terms.append(((s.T @ c) / s.shape[0]).pow(2).mean())
+    return torch.stack(terms).mean() if terms else specific.sum() * 0.0

@@ -27,10 +27,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
-from medfuse_core.models.disentangle import info_nce
 from medfuse_core.models.model import MedFuseLens
 from medfuse_core.train import checkpoint as ckpt
 from medfuse_core.train.encoder_pretrain import EncoderLog, pretrain_encoders
+from medfuse_core.train.objective import TERMS, fusion_objective
 from medfuse_core.train.metrics import auprc, macro, sigmoid
 
 
@@ -67,6 +67,7 @@ class EpochLog:
     train_vclub: float
     val_macro_auprc: float
     seconds: float
+    train_terms: dict[str, float] = field(default_factory=dict)  # every objective term, unweighted
 
 
 @dataclass
@@ -125,14 +126,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def masked_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean BCE over known labels (NaN = unknown)."""
-    known = ~torch.isnan(labels)
-    if not bool(known.any()):
-        return logits.sum() * 0.0
-    return torch.nn.functional.binary_cross_entropy_with_logits(logits[known].float(), labels[known])
-
-
 def modality_dropout(present: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
     """Hide each present modality with probability p, keeping at least one per patient."""
     if p <= 0:
@@ -148,12 +141,15 @@ def modality_dropout(present: torch.Tensor, p: float, generator: torch.Generator
     return kept
 
 
-def token_dropout(batch_size: int, n_tokens: int, p: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Random token keep-mask (B, n_tokens); a row may lose every token (the empty coalition is
-    also an input the head must handle: it is the attribution baseline)."""
-    if p <= 0:
-        return torch.ones(batch_size, n_tokens, dtype=torch.bool, device=device)
-    return (torch.rand(batch_size, n_tokens, generator=generator) >= p).to(device)
+def token_dropout(batch_size: int, n_tokens: int, p: float, generator: torch.Generator, device: torch.device,
+                  p_last: float | None = None) -> torch.Tensor:
+    """Random token keep-mask (B, n_tokens); the last (shared) token is dropped with `p_last` when
+    given. A row may lose every token (the empty coalition is also an input the head must handle:
+    it is the attribution baseline)."""
+    keep = torch.rand(batch_size, n_tokens, generator=generator) >= p
+    if p_last is not None:
+        keep[:, -1] = torch.rand(batch_size, generator=generator) >= p_last
+    return keep.to(device)
 
 
 def make_loader(features: list[PatientFeatures], batch_size: int, shuffle: bool, seed: int, num_workers: int,
@@ -257,22 +253,20 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
         model.train()
         if config.freeze_encoders:
             freeze_encoders(model)
-        sums = np.zeros(4)
+        sums = np.zeros(1 + len(TERMS))
         n_batches = 0
         for batch, features, batch_present, labels in _train_batches(train_set, encoded_train, config, epoch, device):
             present = modality_dropout(batch_present, loss_config.modality_dropout, dropout_generator)
-            keep = token_dropout(len(present), 5, loss_config.token_dropout, dropout_generator, device)
+            keep = token_dropout(len(present), 5, loss_config.token_dropout, dropout_generator, device,
+                                 loss_config.shared_token_dropout)
             with _autocast(device):
                 if batch is not None:
                     out = model(batch, present=present, token_keep=keep)
                 else:
                     out = model.forward_features(features, present, token_keep=keep)
-                bce = masked_bce(out.logits, labels)
-                nce = info_nce(out.shared.float(), out.present, loss_config.infonce_temperature)
-                club = model.mi_estimators.upper_bound(out.specific.float(), out.shared.float(), out.present)
-                loss = bce + loss_config.infonce_weight * nce + loss_config.vclub_weight * club
+                objective = fusion_objective(model, out, labels, loss_config)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.total.backward()
             torch.nn.utils.clip_grad_norm_(main_params, config.max_grad_norm)
             optimizer.step()
             # the estimator's own step, on detached projections
@@ -281,11 +275,13 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
                 estimator_loss = model.mi_estimators.estimator_loss(out.specific.float(), out.shared.float(), out.present)
             estimator_loss.backward()
             estimator_optimizer.step()
-            sums += [float(v.detach()) for v in (loss, bce, nce, club)]
+            sums += [float(objective.total.detach())] + [float(objective.terms[t].detach()) for t in TERMS]
             n_batches += 1
         means = sums / max(n_batches, 1)
+        terms = dict(zip(TERMS, map(float, means[1:])))
         score = validation_macro_auprc(model, encoded_val if encoded_val is not None else val_set, config.batch_size)
-        log = EpochLog(epoch, *map(float, means), score, time.perf_counter() - started)
+        log = EpochLog(epoch, float(means[0]), terms["bce"], terms["infonce"], terms["vclub"], score,
+                       time.perf_counter() - started, terms)
         history.append(log)
         if config.progress:
             print(f"epoch {epoch + 1}: loss {log.train_loss:.4f} (bce {log.train_bce:.4f}, infonce {log.train_infonce:.3f}, "
