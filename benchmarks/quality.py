@@ -17,9 +17,14 @@ over the diseases whose route is not notes-only (9 of 10). Routes come from the 
 `DISEASES`; labels it does not know count as neither (all diseases are then used).
 Writes <out-dir>/quality.json and quality.md.
 
+`--encoders DIR` (a run folder's `encoders/`, written by training stage 1) gives every variant the
+same pretrained encoders: the folder is copied into each run folder, so stage 1 is skipped and the
+variants differ only in what comes after the encoders. This is the fair comparison of the fusion
+designs, and it makes the benchmark a matter of minutes on a CPU.
+
     python benchmarks/quality.py --data TRAIN_DIR --heldout DIR [--out-dir benchmarks/results]
         [--runs-dir runs/quality] [--epochs N] [--config assets/demo_run.json] [--variants a,b,...]
-        [--bootstrap 200] [--device auto] [--fresh]
+        [--bootstrap 200] [--device auto] [--fresh] [--encoders RUN_DIR/encoders]
 """
 
 from __future__ import annotations
@@ -100,6 +105,8 @@ def run_variant(variant: str, args: argparse.Namespace, base: dict[str, Any]) ->
                 raise SystemExit(f"{run_dir} holds a run of another config; pass --fresh to start it over")
             shutil.rmtree(run_dir)
     config_file.write_text(json.dumps(config, indent=1) + "\n")
+    if args.encoders is not None and not (run_dir / "encoders").exists():
+        shutil.copytree(args.encoders, run_dir / "encoders")
     overrides: dict[str, Any] = {"progress": not args.quiet}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
@@ -155,7 +162,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {_f(r['micro_f1'])} | {_f(r['mortality_auroc'])} | {_f(r['ece_after_scaling'])} "
             f"| {_f(r['macro_auroc_without_image'])} | {_f(r['macro_auroc_without_notes'])} | {best} "
             f"| {r['parameters'] if r['parameters'] is not None else 'n/a'} |")
-    lines += ["", "Variants: `medfuse_lens` the model; `no_mi` it without the InfoNCE and vCLUB losses; "
+    lines += ["", "Variants: `medfuse_lens` the model; `no_mi` it without any disentanglement loss (InfoNCE, vCLUB, consensus, decorrelation, shared-aux, parsimony); "
               "`early_fusion` concatenated encoder features + presence -> MLP; `late_fusion` per-modality heads "
               "averaged over the modalities present; `medfuse_lstm` MedFuse's LSTM over the present modalities; "
               "`single:<m>` one encoder (bias only without it). All share the encoders and their config; see "
@@ -176,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--fresh", action="store_true", help="start existing run folders over")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--encoders", type=Path, default=None,
+                        help="stage-1 encoders folder shared by every variant (e.g. runs/demo/encoders)")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in ORDER]
@@ -191,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(args.data), "heldout": str(args.heldout), "config": str(args.config), "epochs": args.epochs,
         "bootstrap": args.bootstrap, "date": time.strftime("%Y-%m-%d"), "platform": platform.platform(),
         "torch": torch.__version__, "runs_dir": str(args.runs_dir), "run_config": base,
+        "shared_encoders": str(args.encoders) if args.encoders else None,
     }, "variants": []}
     for variant in [v for v in ORDER if v in variants]:
         print(f"== {variant}", flush=True)
