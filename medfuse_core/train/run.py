@@ -116,14 +116,21 @@ def build_model_config(run: RunConfig, featurizer: Featurizer, labels: list[str]
     return config
 
 
-def run_training(data_dir: str | Path, out_dir: str | Path, config_path: str | Path | None = None,
-                 overrides: dict[str, Any] | None = None) -> TrainResult:
-    run = RunConfig.from_file(config_path)
-    train_config = TrainConfig.from_dict({**run.train, **(overrides or {})})
-    split = SplitConfig(**run.split)
-    seed_everything(train_config.seed)
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    records = read_cohort(data_dir, train_config.progress)
+@dataclass
+class PreparedData:
+    """A cohort read, split and featurized once; several runs (a loss sweep) can train on it."""
+
+    data_dir: Path
+    labels: list[str]
+    parts: dict[str, list[PatientRecord]]
+    featurizer: Featurizer
+    train_set: list
+    val_set: list
+
+
+def prepare_data(data_dir: str | Path, run: RunConfig, split: SplitConfig, progress: bool = True) -> PreparedData:
+    data_dir = Path(data_dir)
+    records = read_cohort(data_dir, progress)
     labels = cohort_labels(data_dir, records)
     parts: dict[str, list[PatientRecord]] = {"train": [], "val": [], "test": []}
     for r in records:
@@ -133,8 +140,22 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config_path: str | P
                         f"{len(parts['train'])} train, {len(parts['val'])} val")
     featurizer = Featurizer.fit(parts["train"], labels, image_size=run.image_size, text_model=run.text_model,
                                 max_sentences=run.max_sentences, cache_dir=cache_home() / "embeddings")
-    train_set, _ = featurizer.featurize_many(parts["train"], train_config.progress)
-    val_set, _ = featurizer.featurize_many(parts["val"], train_config.progress)
+    train_set, _ = featurizer.featurize_many(parts["train"], progress)
+    val_set, _ = featurizer.featurize_many(parts["val"], progress)
+    return PreparedData(data_dir, labels, parts, featurizer, train_set, val_set)
+
+
+def run_training(data_dir: str | Path, out_dir: str | Path, config_path: str | Path | None = None,
+                 overrides: dict[str, Any] | None = None, prepared: PreparedData | None = None) -> TrainResult:
+    """The `train` command. `prepared`: data already read and featurized with the same run config."""
+    run = RunConfig.from_file(config_path)
+    train_config = TrainConfig.from_dict({**run.train, **(overrides or {})})
+    split = SplitConfig(**run.split)
+    seed_everything(train_config.seed)
+    out_dir = Path(out_dir)
+    data = prepared or prepare_data(data_dir, run, split, train_config.progress)
+    featurizer, parts, labels = data.featurizer, data.parts, data.labels
+    seed_everything(train_config.seed)
     model = build_model(build_model_config(run, featurizer, labels))
     model_config = model.config  # as the variant trains it (see models/baselines.py)
 
@@ -143,15 +164,15 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config_path: str | P
             "model": model_config.to_dict(),
             "features": featurizer.spec.to_dict(),
             "split": asdict(split),
-            "data": {"path": str(data_dir), "n_train": len(parts["train"]), "n_val": len(parts["val"]),
-                     "n_test": len(parts["test"])},
+            "data": {"path": str(data.data_dir), "n_train": len(parts["train"]), "n_val": len(parts["val"]),
+                     "n_test": len(parts["test"]), "synthetic": _is_synthetic(data.data_dir)},
             "train": asdict(train_config),
             "calibration": calibration,
             "summary": summary,
         })
 
-    result = train(model, train_set, val_set, train_config, out_dir, save_extra=write_config)
-    calibration = fit_calibration(model, val_set)
+    result = train(model, data.train_set, data.val_set, train_config, out_dir, save_extra=write_config)
+    calibration = fit_calibration(model, data.val_set)
     write_config(out_dir, calibration, {"best_epoch": result.best_epoch,
                                         "best_val_macro_auprc": result.best_val_macro_auprc,
                                         "epochs_run": len(result.history),
@@ -159,3 +180,12 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config_path: str | P
                                         "device": str(next(model.parameters()).device),
                                         "torch": torch.__version__})
     return result
+
+
+def _is_synthetic(data_dir: Path) -> bool:
+    """A cohort written by `synth` says so in its cohort.json (the dashboard's demo-model banner reads this)."""
+    cohort_file = Path(data_dir) / "cohort.json"
+    try:
+        return "generator_version" in json.loads(cohort_file.read_text()) if cohort_file.is_file() else False
+    except (OSError, json.JSONDecodeError):
+        return False

@@ -1,0 +1,85 @@
+"""Sweep of the disentanglement loss weights: one fusion checkpoint per setting, same encoders.
+
+Each setting is the run config (`--config`, default assets/demo_run.json) with its `model.loss`
+entries replaced; every run reuses the stage-1 encoders of `--encoders` (copied into its folder) and
+the cohort is read and featurized once for all of them, so a setting costs one stage-2 training.
+The checkpoints are listed in `<runs-dir>/sweep.json`, the input of
+`benchmarks/faithfulness.py --sweep-json`, which scores the route-accuracy pair of each: the curve
+DESIGN.md's "Known trap" asks for.
+
+    python benchmarks/disentanglement_sweep.py --data TRAIN_DIR --encoders runs/demo/encoders \
+        --runs-dir runs/sweep [--settings name1,name2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from medfuse_core.train.run import RunConfig, SplitConfig, prepare_data, run_training  # noqa: E402
+
+OFF = {"infonce_weight": 0.0, "vclub_weight": 0.0, "consensus_weight": 0.0, "decorrelation_weight": 0.0,
+       "shared_aux_weight": 0.0, "parsimony_weight": 0.0}
+# name -> loss entries over the run config's; from "nothing" to the demo's setting and past it
+SETTINGS: dict[str, dict[str, Any]] = {
+    "no_disentanglement": {**OFF},
+    "infonce+vclub": {**OFF, "infonce_weight": 0.1, "vclub_weight": 0.1},
+    "infonce+vclub, shared token always kept": {**OFF, "infonce_weight": 0.1, "vclub_weight": 0.1,
+                                                "shared_token_dropout": 0.0},
+    "+consensus+decorrelation": {**OFF, "infonce_weight": 0.1, "vclub_weight": 0.1, "consensus_weight": 5.0,
+                                 "decorrelation_weight": 1.0, "shared_token_dropout": 0.0},
+    "+shared_aux 0.5 +parsimony 0.1 (demo)": {},  # the run config as it is
+    "+shared_aux 1.0 +parsimony 0.1, consensus 1": {"consensus_weight": 1.0, "shared_aux_weight": 1.0,
+                                                    "parsimony_weight": 0.1},
+}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--encoders", type=Path, required=True, help="a run folder's encoders/ (training stage 1)")
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "sweep")
+    parser.add_argument("--config", type=Path, default=ROOT / "assets" / "demo_run.json")
+    parser.add_argument("--settings", default=None, help="comma-separated subset of: " + "; ".join(SETTINGS))
+    args = parser.parse_args(argv)
+    names = list(SETTINGS) if args.settings is None else [n.strip() for n in args.settings.split(",")]
+    unknown = [n for n in names if n not in SETTINGS]
+    if unknown:
+        parser.error(f"--settings: unknown {unknown}")
+    base = json.loads(args.config.read_text())
+    run = RunConfig(**base)
+    args.runs_dir.mkdir(parents=True, exist_ok=True)
+    prepared = prepare_data(args.data, run, SplitConfig(**run.split), progress=False)
+    listing = []
+    for name in names:
+        folder = args.runs_dir / slug(name)
+        config = json.loads(json.dumps(base))
+        config["model"].setdefault("loss", {}).update(SETTINGS[name])
+        config["train"]["progress"] = False
+        config_file = args.runs_dir / f"{slug(name)}.json"
+        config_file.write_text(json.dumps(config, indent=1) + "\n")
+        if not (folder / "encoders").exists():
+            shutil.copytree(args.encoders, folder / "encoders")
+        started = time.perf_counter()
+        result = run_training(args.data, folder, config_file, prepared=prepared)
+        print(f"{name}: best epoch {result.best_epoch + 1}, val macro-AUPRC {result.best_val_macro_auprc:.4f} "
+              f"[{time.perf_counter() - started:.0f} s]", flush=True)
+        listing.append({"name": name, "checkpoint": str(folder), "loss": config["model"]["loss"]})
+        (args.runs_dir / "sweep.json").write_text(json.dumps(listing, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
