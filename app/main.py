@@ -2,7 +2,8 @@
 
 Environment: MEDFUSE_LENS_SOURCE (a folder of patient bundles; default the synthetic demo cohort),
 MEDFUSE_LENS_CHECKPOINT (a run folder; default assets/demo_model when present, else no predictions),
-MEDFUSE_LENS_HOME (caches: demo cohort, sentence embeddings).
+MEDFUSE_LENS_HOME (caches: demo cohort, sentence embeddings), MEDFUSE_LENS_TORCH_THREADS (PyTorch intra-op
+threads for one patient's explanation; default 1, see app/scoring.py interactive_threads).
 """
 
 from pathlib import Path
@@ -18,6 +19,7 @@ pages = [
     st.Page("views/worklist.py", title="Patients", icon=":material/groups:", default=True),
     st.Page("views/patient.py", title="Patient review", icon=":material/person:", url_path="patient"),
     st.Page("views/upload.py", title="Upload a patient", icon=":material/upload_file:", url_path="upload"),
+    st.Page("views/lab.py", title="Disentanglement lab", icon=":material/science:", url_path="lab"),
     st.Page("views/model_card.py", title="Model card", icon=":material/description:", url_path="model_card"),
 ]
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -118,6 +120,35 @@ def _score_features(predictor: Any, features: list) -> dict[str, PatientScores]:
                                     temperature, present_np[i], values[i], empty[i], lows[i], highs[i])
         for i, f in enumerate(features)
     }
+
+
+# ------------------------------------------------------------------------------ torch threads
+
+THREADS_ENV = "MEDFUSE_LENS_TORCH_THREADS"  # intra-op threads for one patient's explanation (default 1)
+
+
+@contextmanager
+def interactive_threads() -> Iterator[None]:
+    """Run a one-patient computation (explain(): hundreds of small ops) with few intra-op threads.
+
+    On a shared CPU, PyTorch's OpenMP threads wait at a barrier after every op; when another process
+    holds a core, each barrier waits for a descheduled thread, and an explanation that takes 0.1 s with
+    one thread took 3-11 s with two (measured on the 2-core dev machine under load; benchmarks/
+    dashboard_speed.py). One patient's tensors are too small to gain from more threads. The setting is
+    process-wide, so it is restored on exit; $MEDFUSE_LENS_TORCH_THREADS overrides the 1.
+    """
+    try:
+        wanted = max(1, int(os.environ.get(THREADS_ENV, "1")))
+    except ValueError:
+        wanted = 1
+    before = torch.get_num_threads()
+    if wanted != before:
+        torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        if wanted != before:
+            torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------------- checkpoints

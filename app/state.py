@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.scoring import PatientScores, is_checkpoint, is_synthetic_model, score_records
+from app.scoring import PatientScores, interactive_threads, is_checkpoint, is_synthetic_model, score_records
 from medfuse_core.demo import demo_cohort_dir
 from medfuse_core.predictor import Predictor
 from medfuse_core.record import PatientRecord
@@ -102,7 +102,8 @@ def cohort_scores(source: str, checkpoint: str, stamp: float = 0.0) -> dict[str,
     predictor, _ = predictor_or_reason(checkpoint)
     if predictor is None:
         return {}
-    return score_records(predictor, load_cohort(source))
+    with interactive_threads():  # batches of <= 64 small tensors: see app/scoring.py
+        return score_records(predictor, load_cohort(source))
 
 
 def scores_or_none(source: str, checkpoint: str) -> dict[str, PatientScores] | None:

@@ -4,7 +4,7 @@ fusion token, and the same steps as a predictions table and a sentence a clinici
 Pure functions (no Streamlit). The chart is on the logit (log-odds) scale because that is where the
 exact Shapley values add up: base + sum(contributions) == logit. The probability is then
 sigmoid(logit / temperature), the checkpoint's calibration, and is said in words, not drawn.
-Colours are the evidence panels' convention (shading.py): red raises the risk, blue lowers it.
+Colours are the evidence panels' convention (shading.py): orange raises the risk, blue lowers it.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def contribution_sentence(contributions: Mapping[str, float], present: Mapping[s
 
 def waterfall_figure(base: float, contributions: Mapping[str, float], logit: float, *,
                      title: str | None = None, height: int = 330) -> go.Figure:
-    """Horizontal waterfall (plotly) from the base value to the logit; red up, blue down."""
+    """Horizontal waterfall (plotly) from the base value to the logit; orange up, blue down."""
     steps = waterfall_steps(base, contributions, logit)
     names = [s.name for s in steps]
     measure = ["absolute"] + ["relative"] * (len(steps) - 2) + ["total"]

@@ -3,7 +3,7 @@
 Pure functions (no Streamlit): `lab_rows` turns the record's long table into what a clinician reads
 (value exactly as the lab reported it, reference range, flag), `latest_per_item` is the compact view,
 and `style_labs` highlights abnormal rows and, when the model gives one, shades a signed attribution
-column (red raises the prediction, blue lowers it).
+column (orange raises the prediction, blue lowers it).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import pandas as pd
 from app.components.shading import NEGATIVE_RGB, POSITIVE_RGB, max_abs, signed_alpha
 
 Span = tuple[int, int, float]  # (start, end, weight): text[start:end], signed weight
-SEARCH_RGB = (255, 196, 0)  # amber for "find in notes" hits (weight-free highlights)
+SEARCH_RGB = (240, 228, 66)  # Okabe-Ito yellow for "find in notes" hits (not the attribution orange)
 
 
 def _clip_spans(text: str, spans: Sequence[Span]) -> list[Span]:
@@ -41,7 +41,7 @@ def _mark(piece: str, weight: float, scale: float, rgb: tuple[int, int, int] | N
 
 
 def highlight_spans(text: str, spans: Sequence[Span], *, rgb: tuple[int, int, int] | None = None) -> str:
-    """Escaped `text` with each span wrapped in `<mark>`, opacity by |weight|, red/blue by sign.
+    """Escaped `text` with each span wrapped in `<mark>`, opacity by |weight|, orange/blue by sign.
 
     Overlapping spans are cut at every span boundary; a piece covered by several spans gets the sum
     of their weights, so overlaps read as stronger. Adjacent spans stay separate marks. Spans outside

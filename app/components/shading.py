@@ -1,7 +1,10 @@
 """Signed attribution colours shared by the evidence panels (labs, notes, vitals, image overlay).
 
-One convention everywhere, so a clinician learns it once: red = pushes the prediction up,
-blue = pushes it down, strength = opacity. Pure functions, no Streamlit.
+One convention everywhere, so a clinician learns it once: orange = pushes the prediction up,
+blue = pushes it down, strength = opacity. The pair is the ends of ColorBrewer's PuOr / the
+Okabe-Ito orange and blue: a diverging palette that stays distinguishable with red-green colour
+blindness (deuteranopia, protanopia) and in greyscale by opacity. Red is kept for "abnormal"
+(lab flags, out-of-range vitals), so an attribution is never mistaken for a flag. Pure functions.
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ import html
 import math
 from collections.abc import Iterable
 
-POSITIVE_RGB = (214, 39, 40)  # red: raises the predicted risk
-NEGATIVE_RGB = (31, 119, 180)  # blue: lowers it
+POSITIVE_RGB = (230, 97, 1)  # orange (PuOr #e66101): raises the predicted risk
+NEGATIVE_RGB = (59, 76, 192)  # blue (#3b4cc0): lowers it
 MAX_ALPHA = 0.85
 
 
@@ -29,13 +32,13 @@ def signed_alpha(weight: float, scale: float, max_alpha: float = MAX_ALPHA) -> f
 
 
 def signed_rgba(weight: float, scale: float, max_alpha: float = MAX_ALPHA) -> str:
-    """CSS/plotly colour for a signed weight: red when positive, blue when negative."""
+    """CSS/plotly colour for a signed weight: orange when positive, blue when negative."""
     r, g, b = POSITIVE_RGB if weight >= 0 else NEGATIVE_RGB
     return f"rgba({r}, {g}, {b}, {signed_alpha(weight, scale, max_alpha)})"
 
 
 def diverging_colorscale() -> list[list]:
-    """Plotly colorscale for signed maps on [-1, 1] -> [0, 1]: blue, transparent at zero, red."""
+    """Plotly colorscale for signed maps on [-1, 1] -> [0, 1]: blue, transparent at zero, orange."""
     (r0, g0, b0), (r1, g1, b1) = NEGATIVE_RGB, POSITIVE_RGB
     return [
         [0.0, f"rgba({r0},{g0},{b0},{MAX_ALPHA})"],
@@ -46,7 +49,7 @@ def diverging_colorscale() -> list[list]:
 
 
 def legend_html(scale: float, what: str = "attribution") -> str:
-    """A small colour bar: blue (lowers) -> white -> red (raises), with the scale's end values."""
+    """A small colour bar: blue (lowers) -> white -> orange (raises), with the scale's end values."""
     (r0, g0, b0), (r1, g1, b1) = NEGATIVE_RGB, POSITIVE_RGB
     bar = (f"linear-gradient(to right, rgba({r0},{g0},{b0},{MAX_ALPHA}), rgba(255,255,255,1), "
            f"rgba({r1},{g1},{b1},{MAX_ALPHA}))")

@@ -59,7 +59,7 @@ def xray_figure(pixels: np.ndarray, centre: float = 0.5, width: float = 1.0, *,
                 overlay: np.ndarray | None = None, overlay_opacity: float = 0.5, signed: bool = True,
                 max_side: int = MAX_DISPLAY_SIDE, height: int = 560) -> go.Figure:
     """The viewer figure. `overlay` (same shape as `pixels`) is drawn over the film: with `signed`,
-    blue < 0 < red, transparent at zero; otherwise a single-hue map of non-negative weights."""
+    blue < 0 < orange, transparent at zero; otherwise a single-hue map of non-negative weights."""
     pixels = np.asarray(pixels, dtype=np.float32)
     check_overlay(pixels, overlay)
     factor = display_factor(pixels.shape, max_side)

@@ -1,15 +1,16 @@
 """Patient review: one patient's evidence in four panels (labs, notes, vital signs, chest X-ray).
 
-The view only lays out what app/components builds. Each panel takes an optional attribution
-(model explanations, later; for synthetic patients the planted truth can be shown through the same
-path). A missing modality is said in words, never an error; a file that failed to load is listed in
-the header's loading warnings and the rest of the page still works.
+The view only lays out what app/components builds. Each panel takes an optional attribution: the
+model's evidence for the selected disease (medfuse_core.explain.explain, cached per source,
+checkpoint, patient and disease), or, for synthetic patients, the planted truth through the same
+shading, as a separate, labelled view. A missing modality is said in words, never an error; a file
+that failed to load is listed in the header's loading warnings and the rest of the page still works.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -23,10 +24,11 @@ from app.components import xray as X
 from app.components.shading import legend_html, max_abs
 from app.components.worklist import short_label
 from app.components import contributions as C
+from app.components import evidence as E
 from app.components import report as R
-from app.scoring import UNCERTAINTY_HELP, UNCERTAINTY_NAME, PatientScores
-from app.state import (current_checkpoint, current_source, load_cohort, model_is_synthetic, predictor_or_reason,
-                       scores_or_none)
+from app.scoring import UNCERTAINTY_HELP, UNCERTAINTY_NAME, PatientScores, interactive_threads
+from app.state import (checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
+                       predictor_or_reason, scores_or_none)
 from medfuse_core.record import PatientRecord
 
 PATIENT_PARAM = "patient"  # ?patient=P00012 makes a review page linkable
@@ -52,9 +54,16 @@ def _lab_tables(source: str, patient_id: str) -> tuple[pd.DataFrame, pd.DataFram
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
-def _vitals_figure(source: str, patient_id: str, planted: bool, disease: str | None = None) -> Any:
+def _vitals_figure(source: str, patient_id: str, mode: str, disease: str | None = None, checkpoint: str = "",
+                   stamp: float = 0.0) -> Any:
+    """The vitals small multiples, shaded by `mode`: 'planted', 'model' (attribution) or 'none'."""
     record = _record(source, patient_id)
-    return V.vitals_figure(record, _planted(source, patient_id, disease)["vitals"] if planted else None)
+    attribution = None
+    if mode == "planted":
+        attribution = _planted(source, patient_id, disease)["vitals"]
+    elif mode == "model" and disease:
+        attribution = _explained(source, checkpoint, stamp, patient_id, disease)["vitals"]
+    return V.vitals_figure(record, attribution or None)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -106,10 +115,10 @@ def _read_mask(path: Path) -> np.ndarray | None:
 # ---------------------------------------------------------------------------------------- panels
 
 
-def _lab_panel(source: str, record: PatientRecord, attribution: dict | None) -> None:
+def _lab_panel(source: str, record: PatientRecord, attribution: dict | None, mode: str = "none") -> None:
     st.subheader("Labs")
     if not record.has("labs"):
-        st.info("No lab results in this record.")
+        st.info("No lab results in this record." + (" The labs contribute nothing." if mode == "model" else ""))
         return
     latest, rows = _lab_tables(source, record.patient_id)
     n_abnormal = int(latest["abnormal"].sum())
@@ -133,15 +142,34 @@ def _lab_panel(source: str, record: PatientRecord, attribution: dict | None) -> 
                  column_config={**small, "hours": st.column_config.TextColumn("h", width="small"),
                                 "time": st.column_config.TextColumn("time", width="medium"), **config})
     if attribution:
-        st.html(legend_html(max_abs(attribution.values())))
+        st.html(legend_html(max_abs(attribution.values()), _ATTRIBUTION_WHAT[mode]))
+        if mode == "model":
+            st.caption("attribution: Integrated Gradients on each item's value embedding (baseline: every item "
+                       "at its training median), in log-odds; None = not read by the model (outside its 48 h window).")
+    elif mode == "model":
+        st.caption("The model read none of these results (all outside its window): no attribution.")
 
 
-def _notes_panel(record: PatientRecord, spans_by_note: dict[int, list] | None) -> None:
+_ATTRIBUTION_WHAT = {"model": "model attribution", "planted": "planted truth", "none": "attribution"}
+
+
+def _notes_panel(record: PatientRecord, spans_by_note: dict[int, list] | None, mode: str = "none",
+                 word_spans: Callable[[], dict[int, list]] | None = None) -> None:
     st.subheader("Notes")
     notes = [(i, n) for i, n in enumerate(record.notes) if n.text.strip()]
     if not notes:
-        st.info("No clinical notes in this record.")
+        st.info("No clinical notes in this record." + (" The notes contribute nothing." if mode == "model" else ""))
         return
+    if mode == "model" and word_spans is not None and spans_by_note:
+        level = st.segmented_control(
+            "Highlight", ["Sentences", "Words"], default="Sentences", key="notes_level",
+            help="Sentences: Integrated Gradients on every sentence's embedding. Words: the word pieces of the "
+                 f"top {TOP_SENTENCES} sentences, by Integrated Gradients through the text model (takes a few "
+                 "seconds the first time for each disease).") or "Sentences"
+        if level == "Words":
+            spans_by_note = word_spans()
+            st.caption(f"Word pieces of the {TOP_SENTENCES} sentences with the largest attribution; "
+                       "the other sentences are not highlighted in this view.")
     query = st.text_input("Find in notes", key="notes_find", placeholder="a word or phrase, e.g. cough")
     hits = sum(len(N.find_spans(n.text, query)) for _, n in notes) if query.strip() else 0
     st.caption(f"{len(notes)} notes, oldest first"
@@ -154,36 +182,47 @@ def _notes_panel(record: PatientRecord, spans_by_note: dict[int, list] | None) -
             blocks.append(N.note_html(heading, note.text, N.find_spans(note.text, query), rgb=N.SEARCH_RGB))
         else:
             blocks.append(N.note_html(heading, note.text, (spans_by_note or {}).get(i, ())))
+    if spans_by_note and not query.strip():
+        scale = max_abs(w for spans in spans_by_note.values() for _, _, w in spans)
+        st.html(legend_html(scale, _ATTRIBUTION_WHAT[mode]))
     # st.html sanitises again (DOMPurify); our HTML is escaped already, so that is a second guard.
     with st.container(height=640, border=False):  # as tall as the labs table
         st.html("".join(blocks))
 
 
-def _vitals_panel(source: str, record: PatientRecord, planted: bool, disease: str | None = None) -> None:
+def _vitals_panel(source: str, record: PatientRecord, mode: str = "none", disease: str | None = None,
+                  checkpoint: str = "") -> None:
     st.subheader("Vital signs")
     if not record.has("vitals"):
-        st.info("No vital signs in this record.")
+        st.info("No vital signs in this record." + (" The vitals contribute nothing." if mode == "model" else ""))
         return
     channels = V.channels_present(record)
+    shading = {"model": " · background = model attribution per hour (orange raises, blue lowers)",
+               "planted": " · background = planted evidence hours"}.get(mode, "")
     st.caption(f"{len(channels)} channels · green band = normal range · red points outside it · "
-               f"dotted lines = the model's first {V.WINDOW_HOURS} h")
-    fig = _vitals_figure(source, record.patient_id, planted, disease)
+               f"dotted lines = the model's first {V.WINDOW_HOURS} h" + shading)
+    fig = _vitals_figure(source, record.patient_id, mode, disease, checkpoint,
+                         checkpoint_stamp(checkpoint) if mode == "model" else 0.0)
     st.plotly_chart(fig, width="stretch", key="vitals_chart", config={"displaylogo": False})
 
 
 @st.fragment
-def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None) -> None:
+def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None, mode: str = "none") -> None:
     """A fragment: moving the window/level sliders reruns only this panel."""
     st.subheader("Chest X-ray")
     if not record.has("image"):
         failed = [p for p in record.problems if "images" in Path(p.file).parts]
         st.info("No chest X-ray in this record."
-                + (" An image file could not be read; see the loading warnings above." if failed else ""))
+                + (" An image file could not be read; see the loading warnings above." if failed else "")
+                + (" The X-ray contributes nothing." if mode == "model" else ""))
         return
     labels = [X.image_label(i, im, record.hours_since_index(im.time) if im.time is not None else None)
               for i, im in enumerate(record.images)]
     index = 0
     if len(labels) > 1:
+        read = [i for i in (overlays or {}) if 0 <= i < len(labels)]
+        if read and st.session_state.get("xray_image") not in range(len(labels)):
+            st.session_state["xray_image"] = read[0]  # open on the image the attribution is about
         index = st.selectbox("Image", range(len(labels)), format_func=lambda i: labels[i], key="xray_image")
     else:
         st.caption(f"Image {labels[0]}")
@@ -194,12 +233,16 @@ def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None) -
     overlay = (overlays or {}).get(index)
     opacity = 0.5
     if overlay is not None:
-        opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="xray_opacity")
+        opacity = st.slider(f"Overlay opacity ({_ATTRIBUTION_WHAT[mode]})", 0.0, 1.0, 0.45, 0.05, key="xray_opacity")
+    elif mode == "model" and overlays:
+        st.caption(f"The model read image {next(iter(overlays)) + 1}; its attribution map is shown there.")
     fig = X.xray_figure(image.pixels, centre, width, overlay=overlay, overlay_opacity=opacity,
                         signed=bool(overlay is not None and np.min(overlay) < 0))
     st.plotly_chart(fig, width="stretch", key="xray_chart",
                     config={"displaylogo": False, "scrollZoom": True})
-    st.caption("Drag to zoom, scroll to zoom, double-click to reset.")
+    st.caption("Drag to zoom, scroll to zoom, double-click to reset."
+               + (" Overlay: Grad-CAM of the image encoder's last stage for this disease (where the image "
+                  "raised the logit; orange = stronger)." if overlay is not None and mode == "model" else ""))
     with st.expander("Image details"):
         st.dataframe(X.metadata_frame(image), hide_index=True, width="stretch")
 
@@ -207,19 +250,44 @@ def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None) -
 # ------------------------------------------------------------------------------ the model's view
 
 
-def _model_evidence(source: str, checkpoint: str, patient_id: str, disease: str) -> dict[str, Any] | None:
-    """The model's evidence-level attributions for one disease, in the panels' formats.
+TOP_SENTENCES = 3  # word-level note attribution: the top sentences by |attribution|
 
-    TODO(lead): wire medfuse_core.explain.explain(record, predictor, labels=[disease]) here (its
-    api.py appeared while this page was written and was still changing). Map
-    `explanation.per_label[disease].evidence` (LabelEvidence) to the panels' formats, as the planted
-    evidence in `_planted` is mapped: labs -> {lab name: attribution}; note_sentences ->
-    {note_index: [(start, end, attribution)]}; vitals spans -> {channel: {hour: attribution}} (also
-    pass it into `_vitals_figure`, which today shades planted hours only); image heatmap (film pixel
-    grid) -> {image_index: signed map}. Cache it with st.cache_data keyed by (source, checkpoint,
-    patient, disease) and use it when the planted toggle is off. Until then: planted truth or no shading.
-    """
-    return None
+
+@st.cache_data(show_spinner="Explaining the prediction...", max_entries=128)
+def _explained(source: str, checkpoint: str, stamp: float, patient_id: str, disease: str,
+               words: bool = False) -> dict[str, Any]:
+    """explain() for one patient and disease, as plain data (app/components/evidence.py): cached per
+    (source, checkpoint and its weights' mtime, patient, disease).
+
+    words=False (the default view) skips the word-level note attribution: it runs Integrated Gradients
+    through the text model for each top sentence, ~90% of explain()'s time on a CPU (seconds), so it is
+    computed only when the notes panel is switched to "Words"."""
+    from medfuse_core.explain import explain
+
+    predictor, _ = predictor_or_reason(checkpoint)
+    if predictor is None:
+        return E.empty_evidence()
+    with interactive_threads():
+        explanation = explain(_record(source, patient_id), predictor, labels=[disease], evidence=True,
+                              top_sentences=TOP_SENTENCES if words else 0)
+    return E.panel_evidence(explanation.per_label[disease].evidence)
+
+
+def _word_spans(source: str, checkpoint: str, patient_id: str, disease: str) -> dict[int, list]:
+    return _explained(source, checkpoint, checkpoint_stamp(checkpoint), patient_id, disease, True)["note_tokens"]
+
+
+def _model_evidence(source: str, checkpoint: str, patient_id: str, disease: str) -> dict[str, Any] | None:
+    """The model's evidence-level attributions for one disease, in the panels' formats (None: no model,
+    or the explanation failed; the page then says so and shows no shading)."""
+    predictor, _ = predictor_or_reason(checkpoint)
+    if predictor is None or disease not in predictor.labels:
+        return None
+    try:
+        return _explained(source, checkpoint, checkpoint_stamp(checkpoint), patient_id, disease)
+    except Exception as exc:  # an explanation must never take the review page down
+        st.warning(f"The model's evidence could not be computed ({type(exc).__name__}: {exc}).")
+        return None
 
 
 def _disease_options(record: PatientRecord, scores: PatientScores | None) -> list[str]:
@@ -268,11 +336,11 @@ def _contribution_chart(scores: PatientScores, disease: str) -> None:
     st.caption(C.contribution_sentence(contributions, C.present_by_modality(scores))
                + f" Bars start at the base value (every modality hidden) and add up to the model's log-odds "
                  f"({logit:+.2f}); probability = sigmoid(log-odds / {scores.temperature:.2f}). "
-                 "Red raises the risk, blue lowers it.")
+                 "Orange raises the risk, blue lowers it.")
 
 
 def _report_content(source: str, checkpoint: str, record: PatientRecord, scores: PatientScores | None,
-                    disease: str | None) -> R.ReportContent:
+                    disease: str | None, model_evidence: dict[str, Any] | None = None) -> R.ReportContent:
     """What the exported report holds (plain text; the report escapes it)."""
     latest, _ = _lab_tables(source, record.patient_id)
     evidence: dict[str, list[str]] = {}
@@ -280,6 +348,10 @@ def _report_content(source: str, checkpoint: str, record: PatientRecord, scores:
     evidence["Abnormal lab results (latest value)"] = [
         f"{r.item}: {r.value} {r.unit} ({r.flag or 'abnormal'}; reference {r.reference or 'not given'})"
         for r in abnormal.itertuples(index=False)]
+    top = ((model_evidence or {}).get("summary") or {}).get("top") or {}
+    names = {"labs": "labs", "notes": "note sentences", "vitals": "vital-sign hours", "image": "X-ray"}
+    for route, lines in top.items():
+        evidence[f"Model attribution for {disease}: top {names.get(route, route)} (log-odds)"] = list(lines)
     if disease and record.truth is not None:
         planted = ((record.truth or {}).get("evidence", {}) or {}).get(disease)
         if planted:
@@ -296,8 +368,8 @@ def _report_content(source: str, checkpoint: str, record: PatientRecord, scores:
 
 
 def _downloads(source: str, checkpoint: str, record: PatientRecord, scores: PatientScores | None,
-               disease: str | None) -> None:
-    content = _report_content(source, checkpoint, record, scores, disease)
+               disease: str | None, model_evidence: dict[str, Any] | None = None) -> None:
+    content = _report_content(source, checkpoint, record, scores, disease, model_evidence)
     c1, c2, _ = st.columns([1, 1, 3])
     c1.download_button("Report (HTML)", data=lambda: R.report_html(content), file_name=f"{record.patient_id}_report.html",
                        mime="text/html", icon=":material/download:", key="report_html", on_click="ignore")
@@ -326,32 +398,57 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
             _predictions_table(scores, disease)
     elif options:
         disease = st.selectbox("Disease (for the planted evidence)", options, key="disease")
-    _downloads(source, checkpoint, record, scores, disease)
+    model_evidence = None
+    if scores is not None and disease:
+        model_evidence = _model_evidence(source, checkpoint, patient_id, disease)
+    _downloads(source, checkpoint, record, scores, disease, model_evidence)
 
-    model_evidence = _model_evidence(source, checkpoint, patient_id, disease) if (scores and disease) else None
     planted = False
     if record.truth is not None:
-        planted = st.toggle("Show planted evidence for this disease (synthetic ground truth)", key="show_planted",
-                            help="Highlights where the generator planted this disease's evidence, through the same "
-                                 "shading the model's attributions use.")
+        planted = st.toggle("Planted truth instead of model attribution (synthetic ground truth)", key="show_planted",
+                            help="Off: the panels are shaded by the model's attribution for this disease. On: by where "
+                                 "the generator planted this disease's evidence, through the same shading, so the "
+                                 "two can be compared.")
+    mode = "planted" if planted else ("model" if model_evidence is not None else "none")
     if planted:
         evidence = _planted(source, patient_id, disease)
     elif model_evidence is not None:
         evidence = model_evidence
     else:
         evidence = {"labs": None, "notes": None, "vitals": None, "image": None}
+    _evidence_banner(mode, disease)
     st.divider()
     left, right = st.columns([11, 9], gap="medium")
     with left:
-        _lab_panel(source, record, evidence["labs"] or None)
+        _lab_panel(source, record, evidence["labs"] or None, mode)
     with right:
-        _notes_panel(record, evidence["notes"] or None)
+        _notes_panel(record, evidence["notes"] or None, mode,
+                     (lambda: _word_spans(source, checkpoint, patient_id, disease)) if mode == "model" else None)
     st.divider()
     left, right = st.columns([3, 2], gap="medium")
     with left:
-        _vitals_panel(source, record, planted, disease)
+        _vitals_panel(source, record, mode, disease, checkpoint)
     with right:
-        _xray_panel(record, evidence["image"] or None)
+        _xray_panel(record, evidence["image"] or None, mode)
+
+
+def _evidence_banner(mode: str, disease: str | None) -> None:
+    """Which view the shading below is: the model's attribution or the planted truth (or none)."""
+    name = short_label(disease) if disease else ""
+    if mode == "model":
+        st.html(f'<div class="mf-evidence-mode" style="font-size:0.9rem;">Evidence shading: <b>model attribution</b> '
+                f'for <b>{_escape(name)}</b> (what this model used; orange raises the risk, blue lowers it).</div>')
+    elif mode == "planted":
+        st.html(f'<div class="mf-evidence-mode" style="font-size:0.9rem;">Evidence shading: <b>planted truth</b> '
+                f'for <b>{_escape(name)}</b> (where the synthetic generator put the evidence; not the model).</div>')
+    else:
+        st.caption("Evidence shading: off (no model loaded).")
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
 
 
 # ------------------------------------------------------------------------------------------- page

@@ -104,7 +104,7 @@ def test_style_shades_signed_attribution_by_item_or_by_result() -> None:
     col = list(data.columns).index("attribution")
     bnp_row = int(np.flatnonzero(data["item"] == "NTproBNP")[0])
     assert dict(css[(bnp_row, col)])["background-color"] == signed_rgba(0.8, 0.8)
-    assert signed_rgba(0.8, 0.8).startswith("rgba(214") and signed_rgba(-0.4, 0.8).startswith("rgba(31")
+    assert signed_rgba(0.8, 0.8).startswith("rgba(230, 97, 1") and signed_rgba(-0.4, 0.8).startswith("rgba(59, 76, 192")
 
 
 def test_empty_labs_give_empty_tables() -> None:
@@ -147,8 +147,8 @@ def test_spans_are_marked_at_the_right_places_with_weight_and_sign() -> None:
     assert _marked(out) == [("fever", 1.0), ("cough", -0.5)]
     assert html.unescape(re.sub(r"<[^>]+>", "", out)) == text  # nothing lost or added
     first, second = re.findall(r"<mark [^>]*>", out)
-    assert "rgba(214, 39, 40, 0.85)" in first  # strongest positive: full red
-    assert "rgba(31, 119, 180, 0.425)" in second  # half as strong, negative: blue at half opacity
+    assert "rgba(230, 97, 1, 0.85)" in first  # strongest positive: full orange
+    assert "rgba(59, 76, 192, 0.425)" in second  # half as strong, negative: blue at half opacity
 
 
 def test_overlapping_and_adjacent_spans() -> None:
