@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from medfuse_core import cli  # noqa: E402
 from medfuse_core.models.baselines import VARIANTS  # noqa: E402
 from medfuse_core.sources.synth.diseases import DISEASES, MORTALITY  # noqa: E402
-from medfuse_core.train.run import run_training  # noqa: E402
+from medfuse_core.train.run import RunConfig, SplitConfig, prepare_data, run_training  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_CONFIG = ROOT / "assets" / "demo_run.json"
@@ -94,7 +94,7 @@ def summarise(variant: str, report: dict[str, Any], run_config: dict[str, Any], 
     }
 
 
-def run_variant(variant: str, args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
+def run_variant(variant: str, args: argparse.Namespace, base: dict[str, Any], prepared=None) -> dict[str, Any]:
     run_dir = args.runs_dir / folder_name(variant)
     config_file = args.runs_dir / f"{folder_name(variant)}.json"
     config = variant_run_config(base, variant)
@@ -113,7 +113,7 @@ def run_variant(variant: str, args: argparse.Namespace, base: dict[str, Any]) ->
     if args.device is not None:
         overrides["device"] = args.device
     started = time.perf_counter()
-    run_training(args.data, run_dir, config_file, overrides)
+    run_training(args.data, run_dir, config_file, overrides, prepared=prepared)
     report_file = args.runs_dir / f"{folder_name(variant)}.eval.json"
     argv = ["eval", "--checkpoint", str(run_dir), "--data", str(args.heldout), "--out", str(report_file),
             "--bootstrap", str(args.bootstrap), "--device", args.device or "auto"]
@@ -202,9 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "runs_dir": str(args.runs_dir), "run_config": base,
         "shared_encoders": str(args.encoders) if args.encoders else None,
     }, "variants": []}
+    # read and featurized once: every variant has the same split and features (the variant is not read here)
+    run = RunConfig(**base)
+    prepared = prepare_data(args.data, run, SplitConfig(**run.split), progress=not args.quiet)
     for variant in [v for v in ORDER if v in variants]:
         print(f"== {variant}", flush=True)
-        results["variants"].append(run_variant(variant, args, base))
+        results["variants"].append(run_variant(variant, args, base, prepared))
         # written after every variant, so an interrupted benchmark keeps what it has
         (args.out_dir / "quality.json").write_text(json.dumps(results, indent=1, allow_nan=True) + "\n")
         (args.out_dir / "quality.md").write_text(markdown(results))
