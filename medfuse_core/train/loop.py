@@ -223,6 +223,9 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
             model, train_set, val_set, out_dir=out_dir, epochs=config.encoder_epochs, patience=config.encoder_patience,
             batch_size=config.batch_size, lr=config.encoder_lr, weight_decay=config.weight_decay, seed=config.seed,
             device=device, make_loader=make_loader, progress=config.progress)
+    # stage 2 starts from a known random state whether stage 1 ran now or was loaded from encoders/,
+    # so a run resumed after stage 1 ends with the same weights as an uninterrupted one
+    seed_everything(config.seed + 1)
     encoded_train = encoded_val = None
     if config.freeze_encoders:
         freeze_encoders(model)

@@ -82,3 +82,22 @@ def test_image_shift_moves_pixels_and_keeps_the_rest(small_cohort) -> None:
     with_image = batch.present[:, 3]
     assert not torch.equal(shifted.image[with_image], batch.image[with_image])
     assert torch.equal(_augment_images(batch, torch.Generator(), 0).image, batch.image)
+
+
+def test_stage_two_from_saved_encoders_matches_an_uninterrupted_run(small_cohort, tmp_path: Path) -> None:
+    """The documented reproduction path: stage 2 started from a copied encoders/ folder gives the
+    same weights as one run doing both stages."""
+    import shutil
+
+    featurizer, features, _, _ = small_cohort
+    config = TrainConfig(epochs=2, batch_size=8, patience=100, progress=False, seed=4, encoder_epochs=1,
+                         freeze_encoders=True)
+    torch.manual_seed(4)
+    whole = MedFuseLens(tiny_config(featurizer))
+    train(whole, features[:24], features[24:], config, tmp_path / "whole")
+    shutil.copytree(tmp_path / "whole" / "encoders", tmp_path / "split" / "encoders")
+    torch.manual_seed(4)
+    split = MedFuseLens(tiny_config(featurizer))
+    train(split, features[:24], features[24:], config, tmp_path / "split")
+    for (name, a), b in zip(whole.state_dict().items(), split.state_dict().values()):
+        assert torch.equal(a, b), name
