@@ -8,7 +8,7 @@ The checkpoints are listed in `<runs-dir>/sweep.json`, the input of
 DESIGN.md's "Known trap" asks for.
 
     python benchmarks/disentanglement_sweep.py --data TRAIN_DIR --encoders runs/demo/encoders \
-        --runs-dir runs/sweep [--settings name1,name2]
+        --runs-dir runs/sweep [--settings "name1;name2"]
 """
 
 from __future__ import annotations
@@ -40,7 +40,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "+shared_aux 0.5 +parsimony 0.1 (demo)": {},  # the run config as it is
     "+shared_aux 1.0 +parsimony 0.1, consensus 1": {"consensus_weight": 1.0, "shared_aux_weight": 1.0,
                                                     "parsimony_weight": 0.1},
+    # the demo's setting with other stage-2 seeds (same encoders, same split): how stable the pair is
+    "demo setting, seed 1": {"seed": 1},
+    "demo setting, seed 2": {"seed": 2},
 }
+TRAIN_KEYS = ("seed",)  # setting entries that go to the run config's "train" section, not "loss"
 
 
 def slug(name: str) -> str:
@@ -53,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoders", type=Path, required=True, help="a run folder's encoders/ (training stage 1)")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "sweep")
     parser.add_argument("--config", type=Path, default=ROOT / "assets" / "demo_run.json")
-    parser.add_argument("--settings", default=None, help="comma-separated subset of: " + "; ".join(SETTINGS))
+    parser.add_argument("--settings", default=None, help="';'-separated subset of: " + "; ".join(SETTINGS))
     args = parser.parse_args(argv)
-    names = list(SETTINGS) if args.settings is None else [n.strip() for n in args.settings.split(",")]
+    names = list(SETTINGS) if args.settings is None else [n.strip() for n in args.settings.split(";")]
     unknown = [n for n in names if n not in SETTINGS]
     if unknown:
         parser.error(f"--settings: unknown {unknown}")
@@ -69,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         folder = args.runs_dir / slug(name)
         config = json.loads(json.dumps(base))
-        config["model"].setdefault("loss", {}).update(SETTINGS[name])
+        setting = SETTINGS[name]
+        config["model"].setdefault("loss", {}).update({k: v for k, v in setting.items() if k not in TRAIN_KEYS})
+        config["train"].update({k: v for k, v in setting.items() if k in TRAIN_KEYS})
         config["train"]["progress"] = False
         config_file = args.runs_dir / f"{slug(name)}.json"
         config_file.write_text(json.dumps(config, indent=1) + "\n")

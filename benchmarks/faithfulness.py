@@ -48,7 +48,8 @@ from medfuse_core.record import MODALITIES  # noqa: E402
 
 TARGETS = {"single_route": 0.90, "shared_route": 0.80,
            "localisation": {"labs": 0.90, "notes": 0.80, "vitals": 0.80, "image": 0.80}}
-LOSS_KEYS = ("infonce_weight", "vclub_weight", "reconstruction_weight", "modality_dropout", "token_dropout")
+LOSS_KEYS = ("infonce_weight", "vclub_weight", "consensus_weight", "decorrelation_weight", "shared_aux_weight",
+             "parsimony_weight", "token_dropout", "shared_token_dropout")
 
 
 def _sweep_entries(path: Path) -> list[dict[str, str]]:
@@ -71,7 +72,7 @@ def _route_row(name: str, run: str, predictor: Predictor, routes: dict | None, f
     loss = model.get("loss") or {}
     r = routes or {}
     return {"name": name, "checkpoint": run, "variant": model.get("variant", ""), "full_benchmark": full,
-            "loss": {k: loss.get(k) for k in LOSS_KEYS if k in loss},
+            "loss": {k: loss.get(k) for k in LOSS_KEYS if k in loss},  # None for shared_token_dropout: = token_dropout
             "single_route": r.get("single_route"), "shared_route": r.get("shared_route"),
             "n_single": r.get("n_single"), "n_shared": r.get("n_shared")}
 
