@@ -14,8 +14,9 @@ import streamlit as st
 
 from app.bundle_zip import UploadResult, read_upload
 from app.components import contributions as C
+from app.components import evidence as E
 from app.components import patient_header as H
-from app.scoring import UNCERTAINTY_HELP, UNCERTAINTY_NAME, PatientScores
+from app.scoring import UNCERTAINTY_HELP, UNCERTAINTY_NAME, PatientScores, interactive_threads
 from app.state import checkpoint_stamp, current_checkpoint, predictor_or_reason
 
 
@@ -24,6 +25,28 @@ def process_upload(data: bytes, name: str, checkpoint: str, stamp: float = 0.0) 
     """read_upload, cached by the zip's bytes and the checkpoint (the disease switch does not redo it)."""
     predictor, reason = predictor_or_reason(checkpoint)
     return read_upload(data, name, predictor, reason)
+
+
+@st.cache_data(show_spinner="Explaining the prediction...", max_entries=32)
+def upload_evidence(digest: str, checkpoint: str, stamp: float, patient_id: str, disease: str, _record) -> dict:
+    """The model's evidence for one uploaded patient and disease (explain(), sentence level), as plain
+    data; cached by the zip's digest, the checkpoint, the patient and the disease (`_record` is not hashed)."""
+    from medfuse_core.explain import explain
+
+    predictor, _ = predictor_or_reason(checkpoint)
+    if predictor is None:
+        return E.empty_evidence()
+    with interactive_threads():
+        explanation = explain(_record, predictor, labels=[disease], evidence=True, top_sentences=0, n_steps=24)
+    return E.panel_evidence(explanation.per_label[disease].evidence)
+
+
+def evidence_rows(evidence: dict) -> list[dict[str, str]]:
+    """The top evidence per modality as table rows (st.dataframe shows text as text: nothing is HTML)."""
+    names = {"labs": "Labs", "notes": "Notes", "vitals": "Vitals", "image": "X-ray"}
+    top = (evidence.get("summary") or {}).get("top") or {}
+    return [{"modality": names.get(m, m), "evidence (attribution, log-odds)": line}
+            for m in ("labs", "notes", "vitals", "image") for line in top.get(m, [])]
 
 
 st.title("Upload a patient")
@@ -37,7 +60,8 @@ if upload is None:
 data = upload.getvalue()
 checkpoint = current_checkpoint()
 result = process_upload(data, upload.name, checkpoint, checkpoint_stamp(checkpoint))
-st.caption(f"`{upload.name}` · {len(data) / 1024:.0f} KB · sha256 {hashlib.sha256(data).hexdigest()[:12]}")
+digest = hashlib.sha256(data).hexdigest()
+st.caption(f"`{upload.name}` · {len(data) / 1024:.0f} KB · sha256 {digest[:12]}")
 
 problems = result.problems
 n_errors = int((problems["severity"] == "error").sum()) if not problems.empty else 0
@@ -89,6 +113,13 @@ def _explained(scores: PatientScores) -> None:
             "call": st.column_config.TextColumn("vs threshold"),
             "range": st.column_config.TextColumn(UNCERTAINTY_NAME, help=UNCERTAINTY_HELP)})
         st.caption(f"Uncertainty: the {UNCERTAINTY_NAME}. {UNCERTAINTY_HELP}")
+    rows = evidence_rows(upload_evidence(digest, checkpoint, checkpoint_stamp(checkpoint), pid, disease, record))
+    st.markdown(f"**Evidence for {disease}**: the top items per modality by Captum attribution "
+                "(positive raises the risk).")
+    if rows:
+        st.dataframe(rows, hide_index=True, width="stretch", key="upload_evidence")
+    else:
+        st.caption("No evidence-level attribution for this patient.")
 
 
 st.subheader("Predictions", anchor=False)

@@ -170,9 +170,14 @@ def test_upload_good_bundle_is_scored(with_model: Path) -> None:
     assert not at.error, [e.value for e in at.error]
     assert at.header[0].value == "Patient P00004"
     assert len(_frame(at, "call")) == 11
+    column = "evidence (attribution, log-odds)"
+    before = _frame(at, column)
+    assert set(before["modality"]) <= {"Labs", "Notes", "Vitals", "X-ray"} and len(before) >= 3
     at.selectbox(key="upload_disease").select(PNEUMONIA).run()
     _ok(at)
     assert "Pneumonia (except" in _text(at.markdown)
+    after = _frame(at, column)
+    assert list(after[column]) != list(before[column])  # the evidence is the selected disease's
 
 
 def test_upload_bad_zips_show_errors(with_model: Path, tmp_path: Path) -> None:
