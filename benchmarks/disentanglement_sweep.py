@@ -24,10 +24,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from medfuse_core.models.baselines import DISENTANGLEMENT_WEIGHTS  # noqa: E402
 from medfuse_core.train.run import RunConfig, SplitConfig, prepare_data, run_training  # noqa: E402
 
-OFF = {"infonce_weight": 0.0, "vclub_weight": 0.0, "consensus_weight": 0.0, "decorrelation_weight": 0.0,
-       "shared_aux_weight": 0.0, "parsimony_weight": 0.0}
+OFF = {weight: 0.0 for weight in DISENTANGLEMENT_WEIGHTS}
 # name -> loss entries over the run config's; from "nothing" to the demo's setting and past it
 SETTINGS: dict[str, dict[str, Any]] = {
     "no_disentanglement": {**OFF, "shared_token_dropout": 0.0},

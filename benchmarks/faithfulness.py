@@ -35,6 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(ROOT))
 
 from medfuse_core.explain.api import _finite  # noqa: E402
+from medfuse_core.models.baselines import DISENTANGLEMENT_WEIGHTS  # noqa: E402
 from medfuse_core.explain.faithfulness import (  # noqa: E402
     DEFAULT_KS,
     IMAGE_FRACTIONS,
@@ -48,8 +49,7 @@ from medfuse_core.record import MODALITIES  # noqa: E402
 
 TARGETS = {"single_route": 0.90, "shared_route": 0.80,
            "localisation": {"labs": 0.90, "notes": 0.80, "vitals": 0.80, "image": 0.80}}
-LOSS_KEYS = ("infonce_weight", "vclub_weight", "consensus_weight", "decorrelation_weight", "shared_aux_weight",
-             "parsimony_weight", "token_dropout", "shared_token_dropout")
+LOSS_KEYS = DISENTANGLEMENT_WEIGHTS + ("token_dropout", "shared_token_dropout")
 
 
 def _sweep_entries(path: Path) -> list[dict[str, str]]:
@@ -67,12 +67,20 @@ def _sweep_entries(path: Path) -> list[dict[str, str]]:
     return out
 
 
+def _shared_token_dropout(loss: dict[str, Any]) -> Any:
+    """The rate the shared token was really dropped at (None in the config means token_dropout)."""
+    value = loss.get("shared_token_dropout")
+    return loss.get("token_dropout") if value is None else value
+
+
 def _route_row(name: str, run: str, predictor: Predictor, routes: dict | None, full: bool) -> dict[str, Any]:
     model = predictor.config.get("model", {})
     loss = model.get("loss") or {}
     r = routes or {}
+    loss = {**loss, "shared_token_dropout": _shared_token_dropout(loss)}
     return {"name": name, "checkpoint": run, "variant": model.get("variant", ""), "full_benchmark": full,
-            "loss": {k: loss.get(k) for k in LOSS_KEYS if k in loss},  # None for shared_token_dropout: = token_dropout
+            "seed": (predictor.config.get("train") or {}).get("seed"),
+            "loss": {k: loss.get(k) for k in LOSS_KEYS if k in loss},
             "single_route": r.get("single_route"), "shared_route": r.get("shared_route"),
             "n_single": r.get("n_single"), "n_shared": r.get("n_shared")}
 
@@ -221,11 +229,14 @@ def markdown(r: dict) -> str:
                 lines.append(f"- {c['name']}, {m}: {pts}")
     if r["sweep"]:
         lines += ["", "## Disentanglement sweep: the route pair against the loss weights", "",
-                  "| checkpoint | variant | " + " | ".join(LOSS_KEYS) + " | single-route | shared-route |",
-                  "|---|---|" + "---:|" * len(LOSS_KEYS) + "---:|---:|"]
+                  "Each row is one stage-2 training (same encoders and split); rows that differ only in the seed "
+                  "show how far the pair moves with the seed alone.", "",
+                  "| checkpoint | variant | " + " | ".join(LOSS_KEYS) + " | seed | single-route | shared-route |",
+                  "|---|---|" + "---:|" * len(LOSS_KEYS) + "---:|---:|---:|"]
         for s in r["sweep"]:
             weights = " | ".join(_f(s["loss"].get(k)) if s["loss"].get(k) is not None else "" for k in LOSS_KEYS)
-            lines.append(f"| {s['name']}{' (full)' if s['full_benchmark'] else ''} | {s['variant']} | {weights} | "
+            seed = "" if s.get("seed") is None else s["seed"]
+            lines.append(f"| {s['name']}{' (full)' if s['full_benchmark'] else ''} | {s['variant']} | {weights} | {seed} | "
                          f"{_f(s['single_route'])} | {_f(s['shared_route'])} |")
     return "\n".join(lines) + "\n"
 

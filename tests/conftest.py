@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights never come from a hub, in tests least of all
 
@@ -95,3 +96,13 @@ def demo_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     report["split"] = "all"
     (out / "eval_report.json").write_text(json.dumps(report))
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's tests: on the 2 shared cores one thread is ~20x faster than two
+    under contention (measured); restored afterwards. Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

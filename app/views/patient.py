@@ -26,7 +26,7 @@ from app.components.worklist import short_label
 from app.components import contributions as C
 from app.components import evidence as E
 from app.components import report as R
-from app.scoring import UNCERTAINTY_HELP, UNCERTAINTY_NAME, PatientScores, interactive_threads
+from app.scoring import TOP_SENTENCES, UNCERTAINTY_HELP, UNCERTAINTY_NAME, PatientScores, explain_panels
 from app.state import (checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
                        predictor_or_reason, scores_or_none)
 from medfuse_core.record import PatientRecord
@@ -250,33 +250,15 @@ def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None, m
 # ------------------------------------------------------------------------------ the model's view
 
 
-TOP_SENTENCES = 3  # word-level note attribution: the top sentences by |attribution|
-
-
-INTERACTIVE_IG_STEPS = 24
-
-
 @st.cache_data(show_spinner="Explaining the prediction...", max_entries=128)
 def _explained(source: str, checkpoint: str, stamp: float, patient_id: str, disease: str,
                words: bool = False) -> dict[str, Any]:
-    """explain() for one patient and disease, as plain data (app/components/evidence.py): cached per
-    (source, checkpoint and its weights' mtime, patient, disease).
-
-    words=False (the default view) skips the word-level note attribution: it runs Integrated Gradients
-    through the text model for each top sentence, ~90% of explain()'s time on a CPU (seconds), so it is
-    computed only when the notes panel is switched to "Words". Integrated Gradients takes
-    INTERACTIVE_IG_STEPS steps here (64 in the explain CLI): the vitals map, the costliest part, is
-    then ~2.5x faster, and the maps are for reading, not for scoring (the convergence delta stays in
-    the explanation)."""
-    from medfuse_core.explain import explain
-
+    """`explain_panels` cached per (source, checkpoint and its weights' mtime, patient, disease, words):
+    word-level note attribution is computed only when the notes panel is switched to "Words"."""
     predictor, _ = predictor_or_reason(checkpoint)
     if predictor is None:
         return E.empty_evidence()
-    with interactive_threads():
-        explanation = explain(_record(source, patient_id), predictor, labels=[disease], evidence=True,
-                              top_sentences=TOP_SENTENCES if words else 0, n_steps=INTERACTIVE_IG_STEPS)
-    return E.panel_evidence(explanation.per_label[disease].evidence)
+    return explain_panels(_record(source, patient_id), predictor, disease, words)
 
 
 def _word_spans(source: str, checkpoint: str, patient_id: str, disease: str) -> dict[int, list]:

@@ -16,7 +16,7 @@ from app.bundle_zip import UploadResult, read_upload
 from app.components import contributions as C
 from app.components import evidence as E
 from app.components import patient_header as H
-from app.scoring import UNCERTAINTY_HELP, UNCERTAINTY_NAME, PatientScores, interactive_threads
+from app.scoring import UNCERTAINTY_HELP, UNCERTAINTY_NAME, PatientScores, explain_panels
 from app.state import checkpoint_stamp, current_checkpoint, predictor_or_reason
 
 
@@ -29,16 +29,12 @@ def process_upload(data: bytes, name: str, checkpoint: str, stamp: float = 0.0) 
 
 @st.cache_data(show_spinner="Explaining the prediction...", max_entries=32)
 def upload_evidence(digest: str, checkpoint: str, stamp: float, patient_id: str, disease: str, _record) -> dict:
-    """The model's evidence for one uploaded patient and disease (explain(), sentence level), as plain
-    data; cached by the zip's digest, the checkpoint, the patient and the disease (`_record` is not hashed)."""
-    from medfuse_core.explain import explain
-
+    """`explain_panels` (sentence level) for one uploaded patient and disease, cached by the zip's digest,
+    the checkpoint, the patient and the disease (`_record` is not hashed)."""
     predictor, _ = predictor_or_reason(checkpoint)
     if predictor is None:
         return E.empty_evidence()
-    with interactive_threads():
-        explanation = explain(_record, predictor, labels=[disease], evidence=True, top_sentences=0, n_steps=24)
-    return E.panel_evidence(explanation.per_label[disease].evidence)
+    return explain_panels(_record, predictor, disease)
 
 
 def evidence_rows(evidence: dict) -> list[dict[str, str]]:

@@ -51,14 +51,14 @@ from medfuse_core.models.model import MedFuseLens, ModelOutput, encode_modality
 from medfuse_core.models.note_encoder import NoteEncoder
 from medfuse_core.models.vitals_encoder import VitalsEncoder
 from medfuse_core.record import MODALITIES
+from medfuse_core.train.objective import TERMS
 
 SINGLE_VARIANTS: tuple[str, ...] = tuple(f"single:{m}" for m in MODALITIES)
 VARIANTS: tuple[str, ...] = ("medfuse_lens", "no_mi", "early_fusion", "late_fusion", "medfuse_lstm") + SINGLE_VARIANTS
 
 
 # every weight of the objective beyond the label loss (train/objective.py): what `no_mi` turns off
-DISENTANGLEMENT_WEIGHTS: tuple[str, ...] = ("infonce_weight", "vclub_weight", "consensus_weight", "decorrelation_weight",
-                                            "shared_aux_weight", "parsimony_weight")
+DISENTANGLEMENT_WEIGHTS: tuple[str, ...] = tuple(f"{term}_weight" for term in TERMS if term != "bce")
 
 
 def variant_config(config: ModelConfig) -> ModelConfig:

@@ -61,8 +61,6 @@ def fusion_objective(model: torch.nn.Module, out, labels: torch.Tensor, config: 
         shared_logits = model.fusion(out.tokens, shared_only)
         terms["shared_aux"] = masked_bce(shared_logits, labels)
         terms["parsimony"] = (out.logits.float() - shared_logits.detach().float()).pow(2).mean()
-    weights = {"bce": 1.0, "infonce": config.infonce_weight, "vclub": config.vclub_weight,
-               "consensus": config.consensus_weight, "decorrelation": config.decorrelation_weight,
-               "shared_aux": config.shared_aux_weight, "parsimony": config.parsimony_weight}
-    total = sum(weights[name] * terms[name] for name in TERMS)
+    # every term but bce is weighted by LossConfig.<term>_weight
+    total = terms["bce"] + sum(getattr(config, f"{name}_weight") * terms[name] for name in TERMS[1:])
     return ObjectiveValue(total, terms)

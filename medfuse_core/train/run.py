@@ -151,11 +151,10 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config_path: str | P
     run = RunConfig.from_file(config_path)
     train_config = TrainConfig.from_dict({**run.train, **(overrides or {})})
     split = SplitConfig(**run.split)
-    seed_everything(train_config.seed)
     out_dir = Path(out_dir)
     data = prepared or prepare_data(data_dir, run, split, train_config.progress)
     featurizer, parts, labels = data.featurizer, data.parts, data.labels
-    seed_everything(train_config.seed)
+    seed_everything(train_config.seed)  # after the data: the model starts the same whether or not `prepared` was given
     model = build_model(build_model_config(run, featurizer, labels))
     model_config = model.config  # as the variant trains it (see models/baselines.py)
 

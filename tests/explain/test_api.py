@@ -26,12 +26,7 @@ EVIDENCE_KEYS = {"labs", "note_sentences", "note_tokens", "vitals", "image"}
 FAST = {"n_steps": 8, "token_steps": 4, "top_sentences": 1}  # the numbers are checked in test_evidence.py
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

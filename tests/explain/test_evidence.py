@@ -25,12 +25,7 @@ from tests.model_fixtures import tiny_config
 REL_TOL, ABS_TOL = 0.02, 2e-3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

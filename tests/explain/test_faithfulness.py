@@ -41,12 +41,7 @@ from medfuse_core.train import checkpoint as ckpt
 from tests.model_fixtures import tiny_config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------ route accuracy

@@ -29,17 +29,11 @@ WORDS = ("the patient has heart failure and copd on home oxygen with productive 
          "sepsis diabetes metformin insulin lisinopril hypertension denies pain stable tonight").split()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """2 shared cores: one intra-op thread is ~20x faster than two under contention (measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def minilm(_one_thread) -> TextBackbone:
+def minilm(one_thread) -> TextBackbone:
     return TextBackbone.from_pretrained(MINILM_NAME)
 
 
