@@ -1,17 +1,19 @@
 """MEDFuse Lens dashboard: `streamlit run app/main.py`.
 
 Environment: MEDFUSE_LENS_SOURCE (a folder of patient bundles; default the synthetic demo cohort),
-MEDFUSE_LENS_CHECKPOINT (a run folder; default assets/demo_model when present, else no predictions),
+MEDFUSE_LENS_MIMIC3 (a folder of MIMIC-III tables offered as a source), MEDFUSE_LENS_CHECKPOINT (a run folder; default assets/demo_model when present, else no predictions),
 MEDFUSE_LENS_HOME (caches: demo cohort, sentence embeddings), MEDFUSE_LENS_TORCH_THREADS (PyTorch intra-op
 threads for one patient's explanation; default 1, see app/scoring.py interactive_threads).
 """
 
+import os
 from pathlib import Path
 
 import streamlit as st
 
-from app.state import (SOURCE_ENV, current_checkpoint, current_source, default_checkpoint, demo_dir, device_in_use,
-                       model_is_synthetic)
+from app.state import (SOURCE_ENV, current_checkpoint, current_source, default_checkpoint, default_mimic3_tables,
+                       demo_dir, device_in_use, mimic3_bundles, model_is_synthetic)
+from medfuse_core.problems import DataError
 
 st.set_page_config(page_title="MEDFuse Lens", page_icon="🩺", layout="wide")
 
@@ -28,13 +30,26 @@ def _sidebar() -> None:
     """Data source, checkpoint and device: what every page's numbers come from."""
     sb = st.sidebar
     sb.markdown("**MEDFuse Lens**  \nmultimodal prediction, explained")
-    if "source_choice" not in st.session_state:
-        import os
-
-        st.session_state["source_choice"] = "Bundle folder" if os.environ.get(SOURCE_ENV) else "Demo cohort"
-        st.session_state["source_folder"] = os.environ.get(SOURCE_ENV, "")
-    choice = sb.radio("Data source", ["Demo cohort", "Bundle folder"], key="source_choice", horizontal=True)
-    if choice == "Bundle folder":
+    for key, default in (("source_choice", "Bundle folder" if os.environ.get(SOURCE_ENV) else "Demo cohort"),
+                         ("source_folder", os.environ.get(SOURCE_ENV, "")),
+                         ("mimic3_folder", default_mimic3_tables())):
+        st.session_state.setdefault(key, default)
+    choice = sb.radio("Data source", ["Demo cohort", "MIMIC-III tables", "Bundle folder"], key="source_choice")
+    if choice == "MIMIC-III tables":
+        tables = sb.text_input("Folder of MIMIC-III tables", key="mimic3_folder", placeholder="/path/to/mimic-iii",
+                               help="ADMISSIONS, PATIENTS, LABEVENTS, ... as .csv or .csv.gz; imported once into "
+                                    "patient bundles (`python -m medfuse_core import mimic3` does the same).")
+        st.session_state["source_dir"] = str(demo_dir())
+        if not tables.strip():
+            sb.info("Enter the folder of the MIMIC-III tables; showing the demo cohort.")
+        else:
+            try:
+                st.session_state["source_dir"] = str(mimic3_bundles(tables.strip()))
+            except DataError as exc:
+                sb.error(f"Not readable as MIMIC-III tables: {exc}. Showing the demo cohort.")
+            except Exception as exc:  # a broken extract must not take the dashboard down
+                sb.error(f"The MIMIC-III import failed ({type(exc).__name__}: {exc}). Showing the demo cohort.")
+    elif choice == "Bundle folder":
         folder = sb.text_input("Folder of patient bundles", key="source_folder", placeholder="/path/to/bundles")
         if folder.strip() and Path(folder.strip()).is_dir():
             st.session_state["source_dir"] = folder.strip()

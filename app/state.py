@@ -13,10 +13,11 @@ from pathlib import Path
 import streamlit as st
 
 from app.scoring import PatientScores, interactive_threads, is_checkpoint, is_synthetic_model, score_records
-from medfuse_core.demo import demo_cohort_dir
+from medfuse_core.demo import cache_home, demo_cohort_dir
 from medfuse_core.predictor import Predictor
 from medfuse_core.record import PatientRecord
 from medfuse_core.sources.bundle import find_bundles
+from medfuse_core.sources.importer import imported_mimic3_dir
 from medfuse_core.sources.validate import validate_bundle
 from medfuse_core.train.loop import resolve_device
 
@@ -38,6 +39,23 @@ def load_cohort(root: str) -> list[PatientRecord]:
 
 
 SOURCE_ENV = "MEDFUSE_LENS_SOURCE"  # a folder of bundles (or one bundle) to show instead of the demo
+MIMIC3_ENV = "MEDFUSE_LENS_MIMIC3"  # a folder of MIMIC-III tables offered as a source
+SHARED_MIMIC3_DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "mimic-iii-demo"
+
+
+def default_mimic3_tables() -> str:
+    """$MEDFUSE_LENS_MIMIC3, else the MIMIC-III demo in ../shared/data when it is there, else ''."""
+    env = os.environ.get(MIMIC3_ENV)
+    if env is not None:
+        return env.strip()
+    return str(SHARED_MIMIC3_DEMO) if SHARED_MIMIC3_DEMO.is_dir() else ""
+
+
+@st.cache_resource(show_spinner="Importing the MIMIC-III tables (first time only)...")
+def mimic3_bundles(tables: str) -> Path:
+    """The bundles of a folder of MIMIC-III tables, imported once (cached on disk and per process).
+    Raises DataError when the folder is not MIMIC-III tables."""
+    return imported_mimic3_dir(tables, cache_home() / "imports")
 
 
 def current_source() -> Path:

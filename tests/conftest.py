@@ -106,3 +106,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def mimic3_bundles(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real MIMIC-III demo imported by the `import mimic3` command (129 admission bundles)."""
+    from medfuse_core import cli
+
+    out = tmp_path_factory.mktemp("mimic3_bundles")
+    assert cli.main(["import", "mimic3", "--root", str(shared_data / "mimic-iii-demo"), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def mimic3_checkpoint(mimic3_bundles: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model trained on the imported MIMIC-III demo by the `train` command (25 phenotypes + mortality)."""
+    import json
+
+    from medfuse_core import cli
+
+    out = tmp_path_factory.mktemp("mimic3_checkpoint")
+    config = out.parent / f"{out.name}_config.json"
+    run = json.loads(json.dumps(TINY_RUN_CONFIG))
+    run["train"].update(epochs=3, encoder_epochs=2, encoder_patience=2)
+    run["split"] = {"val_fraction": 0.2, "test_fraction": 0.2, "seed": 0}
+    config.write_text(json.dumps(run))
+    assert cli.main(["train", "--data", str(mimic3_bundles), "--out", str(out), "--config", str(config), "--quiet"]) == 0
+    return out

@@ -8,14 +8,17 @@ the dashboard's cohort browser, `validate`).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from medfuse_core.problems import Problem, Severity
+from medfuse_core.problems import DataError, Problem, Severity
 from medfuse_core.record import MODALITIES
 from medfuse_core.sources.bundle import write_bundle
 from medfuse_core.sources.mimic3 import Mimic3Reader, ReaderStats
@@ -189,3 +192,35 @@ def import_records(reader, kind: str, root: str | Path, out_dir: str | Path, uni
     )
     (out_dir / COHORT_FILE).write_text(json.dumps(summary.to_json(), indent=1) + "\n", encoding="utf-8")
     return summary
+
+
+def imported_mimic3_dir(root: str | Path, cache_dir: str | Path) -> Path:
+    """Bundles of the MIMIC-III tables in `root`, imported once into `cache_dir` and reused.
+
+    The folder is keyed by the tables' resolved path and their files' sizes and mtimes, so changed
+    tables are imported again. The import writes to a scratch folder renamed at the end, so a
+    concurrent or interrupted import never leaves a half-written cohort behind.
+    """
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise DataError(str(root), "", "expected a folder of MIMIC-III tables (ADMISSIONS.csv[.gz], ...)")
+    fingerprint = hashlib.sha256(str(root).encode())
+    for path in sorted(root.iterdir()):
+        if path.is_file():
+            stat = path.stat()
+            fingerprint.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    target = Path(cache_dir) / f"mimic3-{fingerprint.hexdigest()[:16]}"
+    if (target / COHORT_FILE).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".mimic3-", dir=target.parent))
+    try:
+        import_mimic3(root, scratch, progress=False)
+        try:
+            scratch.rename(target)
+        except OSError:
+            if not (target / COHORT_FILE).is_file():  # not a concurrent winner: a real failure
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
