@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from medfuse_core.problems import DataError, Problem, Severity
 from medfuse_core.record import MODALITIES
 from medfuse_core.sources.bundle import write_bundle
-from medfuse_core.sources.mimic3 import Mimic3Reader, ReaderStats
+from medfuse_core.sources.ehr_reader import ReaderStats
+from medfuse_core.sources.mimic3 import Mimic3Reader
 from medfuse_core.sources.phenotypes import MORTALITY
 
 COHORT_FILE = "cohort.json"

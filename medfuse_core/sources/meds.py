@@ -49,7 +49,7 @@ from medfuse_core.record import Labs, Note, PatientRecord, Vitals
 from medfuse_core.sources import duck
 from medfuse_core.sources.duck import RecordRows
 from medfuse_core.sources.labs import labs_from_table
-from medfuse_core.sources.mimic3 import RecordReader, empty_table, items_linked_to
+from medfuse_core.sources.ehr_reader import RecordReader, empty_table, items_linked_to
 from medfuse_core.sources.mimic4 import variable_map
 from medfuse_core.sources.phenotypes import (
     MORTALITY,

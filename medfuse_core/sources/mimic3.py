@@ -38,10 +38,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
-from io import StringIO
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +45,18 @@ import pandas as pd
 
 from medfuse_core.problems import DataError, Problem, error, warning
 from medfuse_core.record import Labs, Note, PatientRecord, Vitals
-from medfuse_core.sources.labs import labs_from_table, parse_times
+from medfuse_core.sources.ehr_reader import (
+    LAB_KEYS,
+    VITAL_KEYS,
+    MAX_AGE,
+    ReaderStats,
+    RecordReader,
+    renumber_problems,
+    align_rows,
+    empty_table,
+    items_linked_to,
+)
+from medfuse_core.sources.labs import labs_from_table
 from medfuse_core.sources.phenotypes import (
     MORTALITY,
     PhenotypeDefinitions,
@@ -60,9 +67,7 @@ from medfuse_core.sources.phenotypes import (
 from medfuse_core.sources.vitals import vitals_from_table
 
 UNITS = ("admission", "icustay")
-MAX_AGE = 90.0  # reported age of patients older than 89, whose DOB MIMIC-III shifts to ~300 years before
 SHIFTED_AGE = 120.0  # an age above this can only come from that shift
-VARIABLE_MAP_FILE = "itemid_to_variable_map_ready.csv"
 CHUNK_ROWS = 1_000_000
 _BENCHMARK_NUMBER = re.compile(r"^(\d+(\.\d*)?|\.\d+)$")  # clean_lab: anything else is NaN, then dropped
 
@@ -180,20 +185,6 @@ class _Tables:
 # --------------------------------------------------------------------------------------- mappings
 
 
-@cache
-def _variable_map() -> pd.DataFrame:
-    text = resources.files("medfuse_core.resources").joinpath("mimic3_benchmarks", VARIABLE_MAP_FILE).read_text()
-    table = pd.read_csv(StringIO(text), dtype=str, keep_default_na=False)
-    return table.rename(columns={"LEVEL2": "variable", "ITEMID": "itemid", "MIMIC LABEL": "label",
-                                 "LINKSTO": "linksto", "UNITNAME": "unitname"})
-
-
-def items_linked_to(linksto: str) -> pd.DataFrame:
-    """itemid -> (variable, label) of the benchmark's 'ready' items of one table."""
-    table = _variable_map()
-    return table[table["linksto"] == linksto].set_index("itemid")[["variable", "label"]]
-
-
 def _convert_weight_height(variables: pd.Series, values: pd.Series, units: pd.Series, labels: pd.Series) -> pd.Series:
     """clean_weight / clean_height: oz -> lb, lb -> kg, in -> cm (by unit or item label); text out."""
     hints = (units.str.lower() + " " + labels.str.lower())
@@ -209,124 +200,6 @@ def _convert_weight_height(variables: pd.Series, values: pd.Series, units: pd.Se
     out[convert & lb] = kg[convert & lb].map(lambda v: f"{v:.4g}")
     out[convert & inch] = cm[convert & inch].map(lambda v: f"{v:g}")
     return out
-
-
-# ------------------------------------------------------------------------------ parse once, split
-
-
-_LAB_KEYS = ("time", "itemid", "item", "value_text")  # everything a lab row is kept or dropped by
-_VITAL_KEYS = ("time", "channel", "value_text")
-
-
-def _key_frame(table: pd.DataFrame, keys: tuple[str, ...], file: str, parsed: bool) -> pd.DataFrame:
-    """Comparable key columns of a raw (text) or parsed (contract) table."""
-    out = {}
-    for key in keys:
-        if key == "time":
-            times = table["time"] if parsed else parse_times(table["time"].astype(str), file)[0]
-            out[key] = pd.Series(times).astype("datetime64[ns]").astype("int64").to_numpy()
-        elif key == "itemid":
-            ids = table["itemid"] if parsed else pd.to_numeric(table["itemid"].str.strip(), errors="coerce")
-            out[key] = pd.Series(ids).astype("Int64").astype(str).to_numpy(dtype=object)
-        elif key == "value_text" and not parsed:
-            out[key] = table["value"].astype(str).to_numpy(dtype=object)
-        elif key == "item" and not parsed:
-            out[key] = table["item"].astype(str).str.strip().to_numpy(dtype=object)
-        else:
-            out[key] = table[key].astype(str).to_numpy(dtype=object)
-    frame = pd.DataFrame(out)
-    frame["_n"] = frame.groupby(list(keys), sort=False).cumcount()
-    return frame
-
-
-def align_rows(raw: pd.DataFrame, table: pd.DataFrame, keys: tuple[str, ...], file: str) -> np.ndarray | None:
-    """For each row of the parsed `table`, its row in `raw`; None if they cannot be matched one to one.
-
-    Rows with the same key are all kept or all dropped, and a stable sort keeps their order, so the
-    n-th output row of a key is the n-th input row of that key.
-    """
-    if not len(table):
-        return np.zeros(0, dtype=int)
-    source = _key_frame(raw, keys, file, parsed=False)
-    source["_row"] = np.arange(len(source))
-    target = _key_frame(table, keys, file, parsed=True)
-    matched = target.merge(source, on=[*keys, "_n"], how="left", validate="one_to_one")
-    if matched["_row"].isna().any():
-        return None
-    return matched["_row"].to_numpy(dtype=int)
-
-
-def _renumber(problems: list[Problem], file_rows: np.ndarray) -> list[Problem]:
-    """Row numbers of problems found in a subset of a table's rows -> the file's data row numbers."""
-
-    def row(match: re.Match) -> str:
-        n = int(match.group(2))
-        return match.group(1) + (str(int(file_rows[n - 1]) + 1) if 0 < n <= len(file_rows) else str(n))
-
-    def rows(match: re.Match) -> str:
-        return match.group(1) + re.sub(r"\d+", lambda m: row(re.match(r"()(\d+)", m.group(0))), match.group(2))
-
-    out = []
-    for p in problems:
-        field = re.sub(r"^(row )(\d+)", row, p.field)
-        message = re.sub(r"(in rows )([\d, ]+)", rows, p.message)
-        out.append(Problem(p.severity, p.file, field, message))
-    return out
-
-
-@cache
-def empty_table(kind) -> pd.DataFrame:
-    return kind().table
-
-
-# ----------------------------------------------------------------------------------------- reader
-
-
-@dataclass
-class ReaderStats:
-    """What the reader found, for the import summary (rows are table rows, not records)."""
-
-    tables: dict[str, str] = field(default_factory=dict)  # table -> file name used ("" when absent)
-    lab_rows: int = 0  # rows read from LABEVENTS
-    lab_rows_without_stay: int = 0  # no HADM_ID: outpatient labs, not importable
-    lab_rows_unplaced: int = 0  # HADM_ID of no record read (no such admission, no ICU stay, --limit)
-    lab_rows_placed: int = 0
-    vital_rows_from_labs: int = 0
-    vital_rows_from_chartevents: int = 0
-    note_rows: int = 0
-    notes_in_error: int = 0
-    diagnosis_rows: int = 0
-    icd10_codes: list[str] = field(default_factory=list)  # one entry per diagnosis row
-    unknown_codes: list[str] = field(default_factory=list)
-
-    def unmapped(self) -> dict[str, object]:
-        return {
-            "icd10_rows": len(self.icd10_codes),
-            "icd10_examples": examples(self.icd10_codes),
-            "unknown_icd9_rows": len(self.unknown_codes),
-            "unknown_icd9_examples": examples(self.unknown_codes),
-        }
-
-
-class RecordReader:
-    """The public face shared by the EHR readers (MIMIC-III, MIMIC-IV, MEDS): one record per row
-    of `_unit_table()` (which has a record_id column), labels from `self.definitions`."""
-
-    definitions: PhenotypeDefinitions
-
-    def _unit_table(self) -> pd.DataFrame:
-        raise TypeError(f"{type(self).__name__} must define _unit_table")
-
-    @property
-    def label_names(self) -> tuple[str, ...]:
-        return self.definitions.label_names
-
-    @property
-    def ids(self) -> list[str]:
-        return list(self._unit_table()["record_id"])
-
-    def __len__(self) -> int:
-        return len(self._unit_table())
 
 
 class Mimic3Reader(RecordReader):
@@ -528,7 +401,7 @@ class Mimic3Reader(RecordReader):
             "value": labs["value"][is_vital], "position": positions[is_vital.to_numpy()],
         })
         self.stats.vital_rows_from_labs = len(vitals)
-        table, groups = self._parse_split(raw, positions[placed], labs_from_table, str(labs_path), _LAB_KEYS,
+        table, groups = self._parse_split(raw, positions[placed], labs_from_table, str(labs_path), LAB_KEYS,
                                           file_rows=placed)
         self.stats.lab_rows_placed = int(sum(len(g) for g in groups.values()))
         return table, groups, vitals
@@ -573,7 +446,7 @@ class Mimic3Reader(RecordReader):
         files = [self._tables.path(t) for t in ("LABEVENTS", "CHARTEVENTS")]
         label = "vitals from " + " and ".join(p.name for p in files if p is not None)
         positions = vitals["position"].to_numpy()
-        return self._parse_split(vitals.drop(columns=["position"]), positions, vitals_from_table, label, _VITAL_KEYS)
+        return self._parse_split(vitals.drop(columns=["position"]), positions, vitals_from_table, label, VITAL_KEYS)
 
     def _parse_split(
         self, raw: pd.DataFrame, positions: np.ndarray, parse, file: str, keys: tuple[str, ...],
@@ -591,7 +464,7 @@ class Mimic3Reader(RecordReader):
         source_rows = align_rows(raw, table, keys, file)
         if source_rows is None:
             return self._parse_per_record(raw, positions, parse, file)
-        self.problems.extend(_renumber(problems, file_rows) if file_rows is not None else problems)
+        self.problems.extend(renumber_problems(problems, file_rows) if file_rows is not None else problems)
         return table, self._groups(positions[source_rows])
 
     def _parse_per_record(self, raw, positions, parse, file):

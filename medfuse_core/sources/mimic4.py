@@ -63,7 +63,7 @@ from medfuse_core.sources import duck
 from medfuse_core.sources.duck import RecordRows
 from medfuse_core.sources.images import load_image
 from medfuse_core.sources.labs import labs_from_table
-from medfuse_core.sources.mimic3 import MAX_AGE, ReaderStats, RecordReader, align_rows, empty_table
+from medfuse_core.sources.ehr_reader import LAB_KEYS, MAX_AGE, VITAL_KEYS, ReaderStats, RecordReader, align_rows, empty_table
 from medfuse_core.sources.phenotypes import (
     MORTALITY,
     PhenotypeDefinitions,
@@ -107,8 +107,6 @@ _OPTIONAL_TABLES = {
     "radiology": "no radiology reports",
     CXR_METADATA: "no chest X-rays",
 }
-_LAB_KEYS = ("time", "itemid", "item", "value_text")
-_VITAL_KEYS = ("time", "channel", "value_text")
 _CRR = (re.compile(r"^\s*normal\s*<\s*3", re.I), "Normal <3 secs"), (re.compile(r"^\s*abnormal\s*>\s*3", re.I),
                                                                       "Abnormal >3 secs")
 
@@ -473,7 +471,7 @@ class Mimic4Reader(RecordReader):
                   f"{_text('l.flag', has('flag'))} AS flag, {order} AS row_order FROM labevents l {names} WHERE {_id('l.hadm_id')} <> ''")
         sql = (f"SELECT position, time, itemid, item, value, unit, ref_low, ref_high, flag FROM ({self._placed(events)}) "
                "ORDER BY position, t, row_order, itemid, value")
-        return self._stream(sql, self._parser(labs_from_table, self._file("labevents"), _LAB_KEYS, "lab_rows_placed"))
+        return self._stream(sql, self._parser(labs_from_table, self._file("labevents"), LAB_KEYS, "lab_rows_placed"))
 
     def _vital_stream(self) -> RecordRows:
         parts = []
@@ -500,7 +498,7 @@ class Mimic4Reader(RecordReader):
             return RecordRows(_empty())
         sql = f"SELECT position, time, channel, value, origin FROM ({' UNION ALL '.join(parts)}) ORDER BY position, t, origin, channel, value"
         files = " and ".join(self._file(t) for t in ("chartevents", "labevents") if t in self.columns)
-        parse = self._parser(vitals_from_table, f"vitals from {files}", _VITAL_KEYS, None)
+        parse = self._parser(vitals_from_table, f"vitals from {files}", VITAL_KEYS, None)
 
         def parse_vitals(raw: pd.DataFrame, positions: np.ndarray):
             origin = raw.pop("origin")
