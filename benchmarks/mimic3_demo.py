@@ -69,12 +69,12 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def _mean_sd(values: list[float]) -> str:
+def _mean_sd(values: list[float], digits: int = 3) -> str:
     values = [v for v in values if _finite(v)]
     if not values:
         return "n/a"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {sd:.{digits}f}"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -96,7 +96,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {variant} | {'/'.join(str(n) for n in col('n_test'))} | {'/'.join(str(n) for n in col('n_phenotypes_scored'))} of 25 "
             f"| {_mean_sd(col('macro_auroc'))} | {_mean_sd(col('macro_auprc'))} | {_mean_sd(col('micro_f1'))} "
-            f"| {_mean_sd(col('mortality_auroc'))} | {_mean_sd(col('seconds'))} |")
+            f"| {_mean_sd(col('mortality_auroc'))} | {_mean_sd(col('seconds'), 1)} |")
     lines += ["", "Chance is 0.5 AUROC; a phenotype's chance AUPRC is its prevalence (mean "
               f"{meta['mean_prevalence']:.3f} over the 25). With ~28 test admissions the intervals are wide: this shows "
               "that the path runs end to end on real tables, not what MIMIC can support.", ""]
