@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--label", help="default: the checkpoint's first label")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--image-method", default="gradcam", choices=["gradcam", "ig"])
+    parser.add_argument("--image-method", default="smoothed_ig", choices=["smoothed_ig", "gradcam", "ig"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-steps", type=int, default=32, help="IG steps of the evidence maps")
     parser.add_argument("--draws", type=int, default=5, help="random deletions per k")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--image-method", default="gradcam", choices=("gradcam", "ig"))
+    parser.add_argument("--image-method", default="smoothed_ig", choices=("smoothed_ig", "gradcam", "ig"))
     parser.add_argument("--patch", type=int, default=PATCH)
     parser.add_argument("--sweep-json", default=None, help="more checkpoints for the route-pair curve only")
     parser.add_argument("--device", default="cpu")

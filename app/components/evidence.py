@@ -74,10 +74,13 @@ def _summary(evidence: Any) -> dict[str, Any]:
         lines["vitals"] = [f"{s.channel}, hours {s.start_hour}\u2013{s.end_hour}: {s.attribution:+.3f}"
                            for s in evidence.vitals.top[:3]]
     if evidence.image is not None:
-        lines["image"] = [f"{'Grad-CAM' if evidence.image.method == 'gradcam' else 'Integrated gradients'} map of image "
+        lines["image"] = [f"{IMAGE_METHOD_NAMES.get(evidence.image.method, evidence.image.method)} map of image "
                           f"{(evidence.image.image_index or 0) + 1}"]
     return {"top": lines, "deltas": {k: _finite(v) for k, v in (evidence.convergence_delta or {}).items()},
             "notes_token_level": str(evidence.notes_token_level or "")}
+
+
+IMAGE_METHOD_NAMES = {"smoothed_ig": "Smoothed integrated-gradients", "gradcam": "Grad-CAM", "ig": "Integrated gradients"}
 
 
 def _clip(text: str, n: int = 80) -> str:

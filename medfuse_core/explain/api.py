@@ -163,7 +163,7 @@ def _image_json(im: ImageEvidence | None) -> dict[str, Any] | None:
 
 
 def explain(record: PatientRecord, predictor, labels: Sequence[str] | None = None, evidence: bool = True, *,
-            image_method: str = "gradcam", **evidence_options) -> Explanation:
+            image_method: str = "smoothed_ig", **evidence_options) -> Explanation:
     """Explain one patient with a loaded `Predictor`: all labels by default, or `labels` (names).
 
     evidence=False skips the Captum evidence maps (groups and probabilities only, milliseconds).

@@ -21,10 +21,18 @@ Per modality (one patient, one label at a time; `evidence_maps` loops over label
 * vitals: IntegratedGradients on the (hours x 76) discretized input (baseline 0: the training mean
   of every numeric column, nothing observed), summed over each clinical channel's value and mask
   columns -> (hours, 17), plus a ranked list of (channel, contiguous hour range) spans.
-* image: LayerGradCam on ``image_encoder.last_stage`` (ReLU, the standard Grad-CAM), bilinearly
-  upsampled to the model input, then through ``ImageGeometry.to_original`` (crop the letterbox,
-  undo the resize) onto the film's own pixel grid. ``image_method="ig"``: IntegratedGradients on the
-  pixels (baseline 0 = the film mean, which is also the padding value) instead.
+* image, ``image_method="smoothed_ig"`` (the default): IntegratedGradients on the pixels from two
+  baselines, the black film (0 = the film mean, also the padding value) and the film blurred with a
+  Gaussian of sigma = ``IMAGE_BLUR_BASELINE`` x the input side; the mean of the two, its positive part
+  (evidence *for* the label), smoothed with a Gaussian of sigma = ``IMAGE_SMOOTHING`` x the side. Why:
+  pixel IG is speckled (one pixel's maximum says little), a black baseline credits everything bright
+  (the heart, the bones) while a blurred one credits fine structure (a blob's edges), and a finding
+  has the scale of a few percent of the film. Chosen on a validation cohort (synth seed 3000), not on
+  the held-out one: the pointing game went from 0.15 (Grad-CAM) and 0.27 (raw IG) to 0.85.
+  ``"gradcam"``: LayerGradCam on ``image_encoder.last_stage`` (ReLU, the standard Grad-CAM),
+  bilinearly upsampled to the model input (4 x 4 at 128 px: coarse). ``"ig"``: plain IG from the
+  black film. Every map goes through ``ImageGeometry.to_original`` (crop the letterbox, undo the
+  resize) onto the film's own pixel grid.
 
 Speed: the other modalities' encoder outputs are computed once per patient, so IG's many steps run
 only the encoder being explained (``encode_modality``) and everything after the encoders
@@ -69,7 +77,9 @@ __all__ = [
     "vitals_channel_index",
 ]
 
-IMAGE_METHODS = ("gradcam", "ig")
+IMAGE_METHODS = ("smoothed_ig", "gradcam", "ig")
+IMAGE_BLUR_BASELINE = 0.05  # sigma of the blurred-film baseline, as a fraction of the input side
+IMAGE_SMOOTHING = 0.12  # sigma of the smoothing of the smoothed_ig map, as a fraction of the input side
 LAB_METHODS = ("embedding", "values")
 
 
@@ -415,7 +425,7 @@ class EvidenceExplainer:
 
     # -- image -----------------------------------------------------------------------------------
 
-    def image(self, label: str | int, method: str = "gradcam", n_steps: int = 32,
+    def image(self, label: str | int, method: str = "smoothed_ig", n_steps: int = 32,
               internal_batch_size: int | None = 8) -> ImageEvidence | None:
         from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 
@@ -433,17 +443,27 @@ class EvidenceExplainer:
                 cam = LayerGradCam(self._forward("image", "image"), self.model.image_encoder.last_stage).attribute(
                     x, target=k, relu_attributions=True)
                 model_map = LayerAttribution.interpolate(cam.detach(), (size, size), "bilinear")
-            else:
+            elif method == "ig":
                 attr, d = IntegratedGradients(self._forward("image", "image")).attribute(
                     x, baselines=torch.zeros_like(x), target=k, n_steps=n_steps,
                     internal_batch_size=internal_batch_size, return_convergence_delta=True)
                 model_map, delta = attr.detach(), float(d.abs().max())
+            else:
+                ig = IntegratedGradients(self._forward("image", "image"))
+                attrs, delta = [], 0.0
+                for baseline in (torch.zeros_like(x), _blurred(x, IMAGE_BLUR_BASELINE * size)):
+                    attr, d = ig.attribute(x, baselines=baseline, target=k, n_steps=n_steps,
+                                           internal_batch_size=internal_batch_size, return_convergence_delta=True)
+                    attrs.append(attr.detach())
+                    delta = max(delta, float(d.abs().max()))
+                positive = ((attrs[0] + attrs[1]) / 2).clamp(min=0)
+                model_map = _blurred(positive, IMAGE_SMOOTHING * size)
         model_map = model_map[0, 0].float().cpu().numpy()
         return ImageEvidence(method, geometry.to_original(model_map), model_map, self.index.image_index, delta)
 
     # -- everything for one label ----------------------------------------------------------------
 
-    def label_evidence(self, label: str | int, *, image_method: str = "gradcam", lab_method: str = "embedding",
+    def label_evidence(self, label: str | int, *, image_method: str = "smoothed_ig", lab_method: str = "embedding",
                        top_sentences: int = 3, n_steps: int = 64, token_steps: int = 16) -> LabelEvidence:
         """All four modalities' evidence for one label (absent modalities: empty)."""
         k = self.label_index(label)
@@ -464,6 +484,18 @@ class EvidenceExplainer:
                  f"sentence(s) by |attribution| ({token_steps} steps)" if explained else
                  ("none (no text model given)" if sentences else "none (no notes)"))
         return LabelEvidence(self.labels[k], labs, sentences, tokens, vitals, image, deltas, scope)
+
+
+def _blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B, C, H, W) images blurred with a Gaussian of `sigma` pixels (separable, reflect-padded)."""
+    radius = max(1, int(round(3 * sigma)))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32, device=images.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(images.dtype)
+    channels = images.shape[1]
+    out = torch.nn.functional.pad(images, (radius, radius, radius, radius), mode="reflect")
+    out = torch.nn.functional.conv2d(out, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return torch.nn.functional.conv2d(out, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
 
 
 def evidence_maps(model: nn.Module, features: PatientFeatures, index: PatientEvidenceIndex, *,

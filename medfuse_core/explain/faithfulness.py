@@ -476,7 +476,7 @@ def _planted_images(case: SyntheticCase, entries: list[dict]) -> list[tuple[int,
 
 def faithfulness(predictor, cases: Sequence[SyntheticCase], *, n_steps: int = 32, draws: int = 5, seed: int = 0,
                  ks: Sequence[int] = DEFAULT_KS, fractions: Sequence[float] = IMAGE_FRACTIONS, patch: int = PATCH,
-                 image_method: str = "gradcam", batch_size: int = 64, checkpoint: str = "",
+                 image_method: str = "smoothed_ig", batch_size: int = 64, checkpoint: str = "",
                  progress: bool = False) -> FaithfulnessReport:
     """Route accuracy, evidence localisation and deletion curves of one loaded `Predictor` on
     synthetic cases (see the module docstring). Evidence maps are computed only for true positives

@@ -223,7 +223,7 @@ def _with_film(tiny, rows: int, cols: int):
 def test_gradcam_overlay_lies_on_the_films_pixel_grid(tiny) -> None:
     record, f, ix = _with_film(tiny, 90, 50)  # portrait: letterboxed left and right
     ex = EvidenceExplainer(tiny[4], f, ix, record)
-    im = ex.image(0)
+    im = ex.image(0, method="gradcam")
     assert im.method == "gradcam" and im.image_index == 0
     assert im.heatmap.shape == (90, 50) and im.model_map.shape == (32, 32)
     assert np.isfinite(im.heatmap).all() and (im.heatmap >= 0).all()  # ReLU Grad-CAM
@@ -244,6 +244,36 @@ def test_image_ig_option_adds_up(tiny) -> None:
     assert abs(gap - im.convergence_delta) < 1e-4  # ReLU network: the gap itself is reported, not bounded
     with pytest.raises(ValueError, match="image method"):
         ex.image(0, method="saliency")
+
+
+def test_blur_is_a_normalised_gaussian() -> None:
+    from scipy.ndimage import gaussian_filter
+
+    from medfuse_core.explain.evidence import _blurred
+
+    image = torch.from_numpy(np.random.default_rng(1).random((1, 1, 40, 40)).astype(np.float32))
+    ours = _blurred(image, 3.0)[0, 0].numpy()
+    reference = gaussian_filter(image[0, 0].numpy().astype(np.float64), 3.0, mode="mirror", truncate=3.0)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    np.testing.assert_allclose(_blurred(torch.full((1, 1, 20, 20), 2.5), 4.0).numpy(), 2.5, rtol=1e-5)
+
+
+def test_smoothed_ig_is_the_default_smooth_nonnegative_and_on_the_film(tiny) -> None:
+    from medfuse_core.explain.evidence import IMAGE_SMOOTHING, _blurred
+
+    record, f, ix = _with_film(tiny, 90, 50)
+    ex = EvidenceExplainer(tiny[4], f, ix, record)
+    im = ex.image(0, n_steps=16)
+    assert im.method == "smoothed_ig" and im.heatmap.shape == (90, 50) and im.model_map.shape == (32, 32)
+    assert np.isfinite(im.heatmap).all() and (im.model_map >= 0).all() and float(im.model_map.max()) > 0
+    assert im.convergence_delta is not None and np.isfinite(im.convergence_delta)
+    # the map is the mean of two IG maps (black and blurred baselines), positive part, smoothed
+    zero = ex.image(0, method="ig", n_steps=16).model_map
+    assert not np.allclose(im.model_map, _blurred(torch.from_numpy(np.clip(zero, 0, None))[None, None],
+                                                   IMAGE_SMOOTHING * 32)[0, 0].numpy())  # the blurred baseline counts
+    # smooth: neighbouring pixels differ far less than in the raw IG map
+    assert np.abs(np.diff(im.model_map, axis=0)).mean() < 0.2 * np.abs(np.diff(zero, axis=0)).mean()
+    np.testing.assert_allclose(im.heatmap, ix.image_geometry.to_original(im.model_map))
 
 
 # ----------------------------------------------------------------------------------- all / absent
