@@ -1,18 +1,30 @@
 """Uploaded patient bundles: a zip unpacked safely into a folder the caller owns (a temporary one).
 
 No Streamlit here. The zip comes from a browser, so it is treated as hostile: member names that would
-land outside the target (absolute paths, drive letters, `..`), links and special files are refused;
+land outside the target (absolute paths, drive letters, `..`), links and special files are refused
+(that member only: it is never written, an error row names it, and the rest of the bundle is used);
 the number of members and the uncompressed size are capped, and sizes are counted while writing,
-so a zip bomb that lies about its sizes stops at the cap. Every refusal is a `Problem` a person can
-act on, never a traceback.
+so a zip bomb that lies about its sizes stops at the cap (then nothing from the zip is used). Every
+refusal is a `Problem` a person can act on, never a traceback.
+
+Where files go: each browser session owns one temporary folder (`new_session_dir`, a
+`tempfile.TemporaryDirectory` named medfuse-session-*, kept in the session's state). A bundle is
+unpacked into a folder inside it that is deleted as soon as the bundle is read; an uploaded checkpoint
+stays in it while the session uses it and is deleted when another replaces it. Streamlit has no
+session-end hook: the folder is deleted when the session's state is garbage-collected (the
+TemporaryDirectory's finalizer), and `remove_stale_session_dirs` removes any left behind by a crash
+(untouched for STALE_HOURS) when a new session starts.
 """
 
 from __future__ import annotations
 
 import io
+import shutil
 import stat
 import tempfile
+import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -22,8 +34,7 @@ import pandas as pd
 from app.scoring import PatientScores, score_records
 from medfuse_core.problems import Problem, error
 from medfuse_core.record import PatientRecord
-from medfuse_core.sources.bundle import find_bundles
-from medfuse_core.sources.validate import validate_bundle
+from medfuse_core.sources.validate import find_bundle_folders, validate_bundle
 
 MAX_MEMBERS = 5000
 MAX_TOTAL_BYTES = 512 * 1024**2  # uncompressed, all members together
@@ -38,6 +49,7 @@ class Unpacked:
     root: Path
     files: list[Path] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    fatal: bool = False  # a limit was hit or the zip is unreadable: nothing from it may be used
 
     @property
     def ok(self) -> bool:
@@ -72,16 +84,19 @@ def unpack_zip(data: bytes, target: str | Path, label: str = "upload.zip", *, ma
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
         out.problems.append(error(label, "", f"expected a zip archive of a patient bundle; could not open it ({exc})"))
+        out.fatal = True
         return out
     with archive:
         infos = archive.infolist()
         if len(infos) > max_members:
             out.problems.append(error(label, "", f"expected at most {max_members} files; the zip has {len(infos)}"))
+            out.fatal = True
             return out
         declared = sum(i.file_size for i in infos)
         if declared > max_total:
             out.problems.append(error(label, "", f"expected at most {max_total // 1024**2} MB unpacked; the zip "
                                                  f"declares {declared / 1024**2:.0f} MB"))
+            out.fatal = True
             return out
         written = 0
         for info in infos:
@@ -112,15 +127,19 @@ def unpack_zip(data: bytes, target: str | Path, label: str = "upload.zip", *, ma
                             raise _TooBig(size > max_member)
                         dst.write(chunk)
             except _TooBig as big:
+                dest.unlink(missing_ok=True)
                 limit = f"{max_member // 1024**2} MB per file" if big.member else f"{max_total // 1024**2} MB in all"
                 out.problems.append(error(label, info.filename, f"refused: more than {limit} unpacked"))
+                out.fatal = True
                 return out
-            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
-                out.problems.append(error(label, info.filename, f"could not be unpacked ({exc})"))
+            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError, zlib.error) as exc:
+                dest.unlink(missing_ok=True)  # a half-written file must not be read as part of the bundle
+                out.problems.append(error(label, info.filename, f"could not be unpacked ({exc}); left out"))
                 continue
             out.files.append(dest)
     if not out.files and not out.problems:
         out.problems.append(error(label, "", "expected the files of a patient bundle; the zip is empty"))
+        out.fatal = True
     return out
 
 
@@ -160,19 +179,21 @@ def _problem_rows(problems: list[Problem], root: Path, bundle: str = "") -> list
              "field": p.field, "message": p.message} for p in problems]
 
 
-def read_upload(data: bytes, name: str, predictor: Any | None, no_model_reason: str = "") -> UploadResult:
-    """Unpack `data` into a temporary folder (deleted on return), validate every bundle in it, and
-    score the readable ones with `predictor` (None: validation only, `no_model_reason` says why)."""
+def read_upload(data: bytes, name: str, predictor: Any | None, no_model_reason: str = "",
+                workdir: str | Path | None = None) -> UploadResult:
+    """Unpack `data` into a temporary folder inside `workdir` (the session's folder; None: the system's
+    temporary folder), deleted on return; validate every bundle in it, and score the readable ones with
+    `predictor` (None: validation only, `no_model_reason` says why)."""
     rows: list[dict[str, str]] = []
     records: list[PatientRecord] = []
-    with tempfile.TemporaryDirectory(prefix="medfuse-upload-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="medfuse-upload-", dir=workdir) as tmp:
         root = Path(tmp)
         unpacked = unpack_zip(data, root, name)
         rows += _problem_rows(unpacked.problems, root)
-        if not unpacked.ok:
+        if unpacked.fatal:
             return UploadResult(pd.DataFrame(rows, columns=PROBLEM_COLUMNS),
                                 fatal="The zip was refused; nothing from it was used.")
-        folders = find_bundles(root)
+        folders = find_bundle_folders(root)
         if not folders:
             return UploadResult(pd.DataFrame(rows, columns=PROBLEM_COLUMNS),
                                 fatal="No patient bundle in the zip: expected a folder (or the zip's top level) "
@@ -195,3 +216,46 @@ def read_upload(data: bytes, name: str, predictor: Any | None, no_model_reason: 
         except Exception as exc:  # a record the featurizer cannot handle must not take the page down
             result.score_error = f"Scoring failed: {type(exc).__name__}: {exc}"
     return result
+
+
+# ------------------------------------------------------------------------------ session folders
+
+SESSION_PREFIX = "medfuse-session-"
+STALE_HOURS = 12.0
+
+
+def new_session_dir(base: str | Path | None = None) -> tempfile.TemporaryDirectory:
+    """A session's own temporary folder (deleted by `.cleanup()` or when the object is garbage-collected);
+    stale folders of sessions that ended without cleaning up are removed first."""
+    remove_stale_session_dirs(base)
+    return tempfile.TemporaryDirectory(prefix=SESSION_PREFIX, dir=base)
+
+
+def touch(folder: str | Path) -> None:
+    """Mark a session folder as in use (its mtime is what `remove_stale_session_dirs` reads)."""
+    try:
+        Path(folder).touch()
+    except OSError:
+        pass
+
+
+def remove_stale_session_dirs(base: str | Path | None = None, max_age_hours: float = STALE_HOURS,
+                              now: float | None = None) -> list[Path]:
+    """Delete medfuse-session-* folders in `base` (default: the system's temporary folder) untouched for
+    `max_age_hours`; returns those removed. Only real folders with the prefix are considered (no links)."""
+    base = Path(base or tempfile.gettempdir())
+    cutoff = (time.time() if now is None else now) - max_age_hours * 3600
+    removed = []
+    try:
+        candidates = list(base.glob(SESSION_PREFIX + "*"))
+    except OSError:
+        return removed
+    for folder in candidates:
+        try:
+            if folder.is_symlink() or not folder.is_dir() or folder.stat().st_mtime >= cutoff:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed

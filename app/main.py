@@ -4,6 +4,8 @@ Environment: MEDFUSE_LENS_SOURCE (a folder of patient bundles; default the synth
 MEDFUSE_LENS_MIMIC3 (a folder of MIMIC-III tables offered as a source), MEDFUSE_LENS_CHECKPOINT (a run folder; default assets/demo_model when present, else no predictions),
 MEDFUSE_LENS_HOME (caches: demo cohort, sentence embeddings), MEDFUSE_LENS_TORCH_THREADS (PyTorch intra-op
 threads for one patient's explanation; default 1, see app/scoring.py interactive_threads).
+Sign-in and audit (app/auth.py): MEDFUSE_LENS_USERS (a users file), MEDFUSE_LENS_DEV (1: no sign-in, loopback
+only), MEDFUSE_LENS_AUDIT_LOG (the audit log; default audit.log in MEDFUSE_LENS_HOME).
 """
 
 import os
@@ -11,24 +13,35 @@ from pathlib import Path
 
 import streamlit as st
 
+from app.auth import DEV_BANNER, role_allows, sidebar_account, sign_in
 from app.state import (SOURCE_ENV, current_checkpoint, current_source, default_checkpoint, default_mimic3_tables,
                        demo_dir, device_in_use, mimic3_bundles, model_is_synthetic)
 from medfuse_core.problems import DataError
 
 st.set_page_config(page_title="MEDFuse Lens", page_icon="🩺", layout="wide")
+viewer = sign_in()  # draws the sign-in and stops here until someone is signed in
+
+
+def _page(path: str, role: str, **kwargs) -> st.Page:
+    """A page for `role` and above; hidden from the menu otherwise (the page itself then says "not permitted")."""
+    return st.Page(path, visibility="visible" if role_allows(viewer.role, role) else "hidden", **kwargs)
+
 
 pages = [
-    st.Page("views/worklist.py", title="Patients", icon=":material/groups:", default=True),
-    st.Page("views/patient.py", title="Patient review", icon=":material/person:", url_path="patient"),
-    st.Page("views/upload.py", title="Upload a patient", icon=":material/upload_file:", url_path="upload"),
-    st.Page("views/lab.py", title="Disentanglement lab", icon=":material/science:", url_path="lab"),
-    st.Page("views/model_card.py", title="Model card", icon=":material/description:", url_path="model_card"),
+    _page("views/worklist.py", "clinician", title="Patients", icon=":material/groups:", default=True),
+    _page("views/patient.py", "clinician", title="Patient review", icon=":material/person:", url_path="patient"),
+    _page("views/upload.py", "researcher", title="Upload a patient", icon=":material/upload_file:", url_path="upload"),
+    _page("views/lab.py", "researcher", title="Disentanglement lab", icon=":material/science:", url_path="lab"),
+    _page("views/model_card.py", "clinician", title="Model card", icon=":material/description:",
+          url_path="model_card"),
 ]
 
 
 def _sidebar() -> None:
-    """Data source, checkpoint and device: what every page's numbers come from."""
+    """Data source, checkpoint and device: what every page's numbers come from. Only researchers may
+    point the dashboard at other folders of the server (tables, bundles, checkpoints)."""
     sb = st.sidebar
+    locked = not role_allows(viewer.role, "researcher")
     sb.markdown("**MEDFuse Lens**  \nmultimodal prediction, explained")
     for key, default in (("source_choice", "Bundle folder" if os.environ.get(SOURCE_ENV) else "Demo cohort"),
                          ("source_folder", os.environ.get(SOURCE_ENV, "")),
@@ -37,7 +50,7 @@ def _sidebar() -> None:
     choice = sb.radio("Data source", ["Demo cohort", "MIMIC-III tables", "Bundle folder"], key="source_choice")
     if choice == "MIMIC-III tables":
         tables = sb.text_input("Folder of MIMIC-III tables", key="mimic3_folder", placeholder="/path/to/mimic-iii",
-                               help="ADMISSIONS, PATIENTS, LABEVENTS, ... as .csv or .csv.gz; imported once into "
+                               disabled=locked, help="ADMISSIONS, PATIENTS, LABEVENTS, ... as .csv or .csv.gz; imported once into "
                                     "patient bundles (`python -m medfuse_core import mimic3` does the same).")
         st.session_state["source_dir"] = str(demo_dir())
         if not tables.strip():
@@ -50,7 +63,8 @@ def _sidebar() -> None:
             except Exception as exc:  # a broken extract must not take the dashboard down
                 sb.error(f"The MIMIC-III import failed ({type(exc).__name__}: {exc}). Showing the demo cohort.")
     elif choice == "Bundle folder":
-        folder = sb.text_input("Folder of patient bundles", key="source_folder", placeholder="/path/to/bundles")
+        folder = sb.text_input("Folder of patient bundles", key="source_folder", placeholder="/path/to/bundles",
+                               disabled=locked)
         if folder.strip() and Path(folder.strip()).is_dir():
             st.session_state["source_dir"] = folder.strip()
         else:
@@ -61,12 +75,15 @@ def _sidebar() -> None:
         st.session_state["source_dir"] = str(demo_dir())
     if "checkpoint_dir" not in st.session_state:
         st.session_state["checkpoint_dir"] = default_checkpoint()
-    sb.text_input("Checkpoint (run folder)", key="checkpoint_dir", placeholder="no model: data only",
+    sb.text_input("Checkpoint (run folder)", key="checkpoint_dir", placeholder="no model: data only", disabled=locked,
                   help="A folder with config.json and model.safetensors written by `python -m medfuse_core train`.")
     sb.caption(f"Device: `{device_in_use(current_checkpoint())}`")
 
 
 _sidebar()
+sidebar_account(viewer)
+if viewer.mode == "dev":
+    st.info(DEV_BANNER, icon=":material/lock_open:")
 if current_source() == demo_dir():
     st.info("Demo data: every patient here is synthetic, generated with planted ground truth. "
             "Not for clinical use.", icon=":material/science:")

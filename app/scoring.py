@@ -79,15 +79,24 @@ def _subset_masks(n: int = len(MODALITIES)) -> list[tuple[bool, ...]]:
     return [m for m in itertools.product([False, True], repeat=n) if any(m)]
 
 
+NO_DATA_MESSAGE = ("No data: this patient has no labs, notes, vitals or image that the model can use (in the "
+                   "first 48 h after the index time), so there is no prediction.")
+
+
 @torch.no_grad()
 def score_records(predictor: Any, records: Sequence[PatientRecord], batch_size: int = 64) -> dict[str, PatientScores]:
-    """{patient_id: PatientScores} for `records` with a loaded `medfuse_core.predictor.Predictor`."""
+    """{patient_id: PatientScores} for `records` with a loaded `medfuse_core.predictor.Predictor`.
+
+    A patient with no usable modality is left out (the pages show NO_DATA_MESSAGE): the model's
+    answer for it would be its prior, not a prediction (see medfuse_core.predictor.NoData)."""
     out: dict[str, PatientScores] = {}
     records = list(records)
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
         features, _ = predictor.featurize(chunk)
-        out.update(_score_features(predictor, features))
+        usable = [f for f in features if np.asarray(f.present).any()]
+        if usable:
+            out.update(_score_features(predictor, usable))
     return out
 
 

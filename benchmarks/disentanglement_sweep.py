@@ -43,6 +43,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # the demo's setting with other stage-2 seeds (same encoders, same split): how stable the pair is
     "demo setting, seed 1": {"seed": 1},
     "demo setting, seed 2": {"seed": 2},
+    **{f"demo setting, seed {seed}": {"seed": seed} for seed in range(3, 8)},
 }
 TRAIN_KEYS = ("seed",)  # setting entries that go to the run config's "train" section, not "loss"
 

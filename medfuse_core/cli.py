@@ -6,6 +6,7 @@ Bad data never produces a traceback here: loaders raise `DataError`, which is pr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -24,17 +25,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from medfuse_core.sources.validate import validate_tree
 
     reports = validate_tree(args.path)
-    n_errors = n_warnings = 0
+    n_errors = n_warnings = n_info = 0
     for report in reports:
         for problem in report.problems:
             if problem.severity is Severity.ERROR:
                 n_errors += 1
             else:
-                n_warnings += 1
+                if problem.severity is Severity.INFO:
+                    n_info += 1
+                else:
+                    n_warnings += 1
                 if args.errors_only:
                     continue
             print(problem)
-    print(f"{len(reports)} bundle(s) checked: {n_errors} error(s), {n_warnings} warning(s)")
+    infos = f", {n_info} info" if n_info else ""
+    print(f"{len(reports)} bundle(s) checked: {n_errors} error(s), {n_warnings} warning(s){infos}")
     return 1 if n_errors else 0
 
 
@@ -74,9 +79,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.quiet:
         overrides["progress"] = False
     result = run_training(args.data, args.out, args.config, overrides)
-    print(f"best epoch {result.best_epoch + 1}: validation macro-AUPRC {result.best_val_macro_auprc:.4f}; "
-          f"checkpoint in {args.out}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+        print(f"best epoch {result.best_epoch + 1}: validation macro-AUPRC {result.best_val_macro_auprc:.4f}; "
+              f"checkpoint in {args.out}")
     return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from medfuse_core.score import score_cohort
+
+    if not Path(args.checkpoint, "config.json").is_file():
+        print(f"error: --checkpoint {args.checkpoint}: not a run folder (no config.json)", file=sys.stderr)
+        return 2
+    summary = score_cohort(args.checkpoint, args.data, args.out, batch_size=args.batch_size, workers=args.workers,
+                           device=args.device, progress=not args.quiet)
+    for folder, message in summary.failed:
+        print(f"not scored: {folder}: {message}", file=sys.stderr)
+    print(summary.describe())
+    return 1 if summary.failed else 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -134,6 +154,47 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from medfuse_core.audit import default_log_path, format_entry, tail, verify
+
+    log = Path(args.log) if args.log else default_log_path()
+    if args.action == "verify":
+        result = verify(log)
+        print(result.describe(), file=sys.stdout if result.ok else sys.stderr)
+        return 0 if result.ok else 1
+    for entry in tail(log, args.n):
+        print(format_entry(entry))
+    return 0
+
+
+def _read_new_password(args: argparse.Namespace) -> str | None:
+    """The password from stdin (one line) or typed twice at a prompt; None when the two differ."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    first = getpass.getpass(f"Password for {args.name}: ")
+    return first if getpass.getpass("Again: ") == first else None
+
+
+def _cmd_users(args: argparse.Namespace) -> int:
+    import os
+
+    from medfuse_core.users import USERS_ENV, add_user
+
+    path = args.file or os.environ.get(USERS_ENV, "").strip()
+    if not path:
+        print(f"error: --file: no users file given (or set {USERS_ENV})", file=sys.stderr)
+        return 2
+    password = _read_new_password(args)
+    if password is None:
+        print("error: the two passwords differ; nothing written", file=sys.stderr)
+        return 2
+    user = add_user(path, args.name, args.role, password, replace=args.replace)
+    print(f"{user.name} ({user.role}) written to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m medfuse_core", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -185,6 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(run=_cmd_eval)
 
+    score = commands.add_parser("score", help="score a folder of bundles with a checkpoint into a Parquet file")
+    score.add_argument("--checkpoint", required=True, help="run folder written by train")
+    score.add_argument("--data", required=True, help="folder of patient bundles")
+    score.add_argument("--out", required=True, help="Parquet file: one row per bundle (probabilities, logits, decisions)")
+    score.add_argument("--batch-size", type=int, default=64)
+    score.add_argument("--workers", type=int, default=0, help="DataLoader processes reading and featurizing bundles")
+    score.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    score.add_argument("--quiet", action="store_true", help="no progress bar")
+    score.set_defaults(run=_cmd_score)
+
     pretrain = commands.add_parser("pretrain-labs", help="masked lab-test (MAE) pretraining of the lab encoder")
     pretrain.add_argument("--data", required=True)
     pretrain.add_argument("--out", required=True)
@@ -197,11 +268,30 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--patient", required=True, help="one patient bundle folder")
     explain.add_argument("--out", required=True, help="explanation JSON")
     explain.add_argument("--label", help="explain this label only (default: every label)")
-    explain.add_argument("--image-method", choices=["gradcam", "ig"], default="gradcam",
-                         help="image evidence: Grad-CAM on the last stage, or integrated gradients on the pixels")
+    explain.add_argument("--image-method", choices=["smoothed_ig", "gradcam", "ig"], default="smoothed_ig",
+                         help="image evidence: smoothed integrated gradients (two baselines, default), Grad-CAM on the last stage, "
+                              "or plain integrated gradients on the pixels")
     explain.add_argument("--no-evidence", action="store_true", help="probabilities and group contributions only")
     explain.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     explain.set_defaults(run=_cmd_explain)
+
+    audit = commands.add_parser("audit", help="check or show the dashboard's audit log")
+    audit.add_argument("action", choices=["verify", "tail"],
+                       help="verify: check the hash chain; tail: print the last entries")
+    audit.add_argument("--log", help="the log file (default: $MEDFUSE_LENS_AUDIT_LOG, else audit.log in the cache "
+                       "home)")
+    audit.add_argument("-n", type=int, default=10, help="tail: number of entries")
+    audit.set_defaults(run=_cmd_audit)
+
+    users = commands.add_parser("users", help="manage the dashboard's local sign-in users")
+    users_commands = users.add_subparsers(dest="users_command", required=True)
+    users_add = users_commands.add_parser("add", help="add a user (with --replace, reset one); asks for the password")
+    users_add.add_argument("name")
+    users_add.add_argument("--role", required=True, choices=["clinician", "researcher"])
+    users_add.add_argument("--file", help="users file (JSON; created if missing; default $MEDFUSE_LENS_USERS)")
+    users_add.add_argument("--password-stdin", action="store_true", help="read the password from one line of stdin")
+    users_add.add_argument("--replace", action="store_true", help="overwrite an existing user's role and password")
+    users_add.set_defaults(run=_cmd_users)
 
     demo = commands.add_parser("demo", help="make sure the bundled demo cohort exists and print its folder")
     demo.set_defaults(run=_cmd_demo)

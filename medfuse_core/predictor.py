@@ -2,6 +2,10 @@
 
 Used by the CLI (eval, explain), the dashboard and the benchmarks. Weights come from a local run
 folder only; the text model from its local folder or package.
+
+A record with nothing the model can use (no labs, note, vitals or image in its window) gets no
+prediction: `predict` returns a `NoData` in its place and `predict_one` raises `NoDataError`. The model
+would otherwise answer with its prior (every token masked), a number that looks like a prediction.
 """
 
 from __future__ import annotations
@@ -23,6 +27,27 @@ from medfuse_core.record import PatientRecord
 from medfuse_core.train import checkpoint as ckpt
 from medfuse_core.train.loop import resolve_device
 from medfuse_core.train.metrics import sigmoid
+
+
+def no_data_reason(hours: float = 48.0) -> str:
+    """What the pages and the CLI say for a patient without usable data."""
+    return (f"no data: nothing the model can use (no labs, notes, vitals or image in the first {hours:g} h "
+            "after the index time), so there is no prediction")
+
+
+class NoDataError(ValueError):
+    """The record has nothing the model can use; no prediction is made."""
+
+
+@dataclass
+class NoData:
+    """The result for a record without usable data: a reason, never a number."""
+
+    patient_id: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"patient_id": self.patient_id, "no_data": self.reason}
 
 
 @dataclass
@@ -80,9 +105,26 @@ class Predictor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             return self.model(batch).logits.float().cpu().numpy()
 
-    def predict(self, records: Sequence[PatientRecord]) -> list[Prediction]:
+    @property
+    def hours(self) -> float:
+        return float(self.featurizer.spec.hours)
+
+    def predict(self, records: Sequence[PatientRecord]) -> list[Prediction | NoData]:
+        """One result per record, in order: a `Prediction`, or `NoData` for a record with no usable modality."""
         features, _ = self.featurize(records)
-        logits = self.predict_features(features)
-        probs = sigmoid(logits / self.temperature)
-        return [Prediction(f.patient_id, self.labels, z, p, self.thresholds, f.present)
-                for f, z, p in zip(features, logits, probs)]
+        usable = [f for f in features if f.present.any()]
+        results: dict[int, Prediction] = {}
+        if usable:
+            logits = self.predict_features(usable)
+            probs = sigmoid(logits / self.temperature)
+            results = {id(f): Prediction(f.patient_id, self.labels, z, p, self.thresholds, f.present)
+                       for f, z, p in zip(usable, logits, probs)}
+        reason = no_data_reason(self.hours)
+        return [results.get(id(f)) or NoData(f.patient_id, reason) for f in features]
+
+    def predict_one(self, record: PatientRecord) -> Prediction:
+        """The prediction for one record; raises NoDataError when it has nothing the model can use."""
+        result = self.predict([record])[0]
+        if isinstance(result, NoData):
+            raise NoDataError(f"{record.patient_id}: {result.reason}")
+        return result

@@ -12,6 +12,7 @@ from enum import Enum
 
 
 class Severity(str, Enum):
+    INFO = "info"  # nothing is wrong or lost, but a person should know (e.g. HTML in a note, kept as text)
     WARNING = "warning"
     ERROR = "error"
 
@@ -31,6 +32,10 @@ class Problem:
 
     def to_dict(self) -> dict[str, str]:
         return {"severity": self.severity.value, "file": self.file, "field": self.field, "message": self.message}
+
+
+def info(file: str, field: str, message: str) -> Problem:
+    return Problem(Severity.INFO, str(file), field, message)
 
 
 def warning(file: str, field: str, message: str) -> Problem:

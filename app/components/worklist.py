@@ -45,12 +45,13 @@ def short_label(label: str) -> str:
 def with_risk(frame: pd.DataFrame, scores: Mapping[str, PatientScores], disease: str | None = None) -> pd.DataFrame:
     """Adds `risk` (highest calibrated probability, or that of `disease`), `for` (which disease),
     `above` (how many labels are above their decision threshold); sorted by risk, highest first.
-    Patients without scores keep NaN and sort last."""
+    Patients without scores (no usable data: see medfuse_core.predictor.NoData) keep NaN, say "no data"
+    and sort last."""
     risk, which, above = [], [], []
     for pid in frame["patient"]:
         s = scores.get(pid)
         if s is None:
-            risk.append(float("nan")), which.append(""), above.append(0)
+            risk.append(float("nan")), which.append("no data"), above.append(0)
             continue
         k = s.index(disease) if disease else s.top
         risk.append(float(s.probabilities[k]))

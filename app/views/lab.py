@@ -13,11 +13,14 @@ from pathlib import Path
 
 import streamlit as st
 
+from app.auth import require_role
 from app.components import lab as LB
 from app.components.worklist import short_label
 from app.disentanglement import CohortDiagnostics, cohort_diagnostics
 from app.scoring import interactive_threads, is_checkpoint
 from app.state import checkpoint_stamp, current_checkpoint, current_source, load_cohort, predictor_or_reason
+
+require_role("researcher")
 
 
 @st.cache_data(show_spinner="Running the model over the cohort...", max_entries=8)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from app.auth import audit_event, audited
 from app.components import labs as L
 from app.components import notes as N
 from app.components import patient_header as H
@@ -359,9 +360,12 @@ def _downloads(source: str, checkpoint: str, record: PatientRecord, scores: Pati
                disease: str | None, model_evidence: dict[str, Any] | None = None) -> None:
     content = _report_content(source, checkpoint, record, scores, disease, model_evidence)
     c1, c2, _ = st.columns([1, 1, 3])
-    c1.download_button("Report (HTML)", data=lambda: R.report_html(content), file_name=f"{record.patient_id}_report.html",
+    patient = record.patient_id  # each download is logged when the file is made (app/auth.py audited)
+    html_report = audited(lambda: R.report_html(content), "export_report", patient, format="html", disease=disease)
+    pdf_report = audited(lambda: R.report_pdf(content), "export_report", patient, format="pdf", disease=disease)
+    c1.download_button("Report (HTML)", data=html_report, file_name=f"{patient}_report.html",
                        mime="text/html", icon=":material/download:", key="report_html", on_click="ignore")
-    c2.download_button("Report (PDF)", data=lambda: R.report_pdf(content), file_name=f"{record.patient_id}_report.pdf",
+    c2.download_button("Report (PDF)", data=pdf_report, file_name=f"{patient}_report.pdf",
                        mime="application/pdf", icon=":material/picture_as_pdf:", key="report_pdf", on_click="ignore")
 
 
@@ -474,6 +478,7 @@ st.session_state[PATIENT_KEY] = pid
 if st.query_params.get(PATIENT_PARAM) != pid:
     st.query_params[PATIENT_PARAM] = pid
 record = by_id[pid]
+audit_event("view_patient", patient_id=pid, once=True, required=True, source=source)
 title_col.title(f"Patient {pid}", anchor=False)
 st.text(H.demographics_line(record, V.body_size(record)))
 st.html(H.modality_badges_html(record))

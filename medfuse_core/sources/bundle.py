@@ -12,6 +12,11 @@ One folder per patient:
 
 Every file but patient.json is optional. Reading never loses the patient for a bad file: what cannot
 be used is left out and reported as a `Problem` on the record; only an unusable patient.json raises.
+
+Nothing is read from outside the bundle folder: a file or folder that is a link to elsewhere is left
+out with an error. A note is read up to `MAX_NOTE_CHARS` characters (the rest is cut off, with a
+warning), so a huge file cannot stall the dashboard; HTML in a note is kept as text (the validator
+notes it; the dashboard escapes it). Images must be chest radiographs (see `load_image(radiograph=True)`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import csv
 import io
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +34,7 @@ import pandas as pd
 from medfuse_core.problems import DataError, Problem, error, warning
 from medfuse_core.record import ChestImage, ImageMetadata, Labs, Note, PatientRecord, Vitals
 from medfuse_core.sources.images import load_image, write_image
-from medfuse_core.sources.labs import labs_from_table
+from medfuse_core.sources.labs import check_patient_labs, labs_from_table
 from medfuse_core.sources.vitals import vitals_from_table
 
 PATIENT_FILE = "patient.json"
@@ -40,6 +46,9 @@ INDEX_FILE = "index.csv"
 TRUTH_FILE = "truth.json"
 
 IMAGE_SUFFIXES = {"dicom": ".dcm", "png": ".png", "jpeg": ".jpg"}
+MAX_NOTE_CHARS = 200_000  # longer notes are cut (a discharge summary is rarely over 50,000 characters)
+_LABS_EXPECTED = "time, value and item or itemid"
+_VITALS_EXPECTED = "time, channel and value"
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
@@ -63,16 +72,42 @@ def read_bundle(folder: str | Path) -> PatientRecord:
     folder = Path(folder)
     record = _read_patient_json(folder)
     problems = record.problems
-    record.labs = _read_table(folder / LABS_FILE, labs_from_table, Labs, problems)
-    record.vitals = _read_table(folder / VITALS_FILE, vitals_from_table, Vitals, problems)
-    record.notes = _read_notes(folder / NOTES_DIR, problems)
-    record.images = _read_images(folder / IMAGES_DIR, problems)
-    record.truth = _read_truth(folder / TRUTH_FILE, problems)
+    labs = _read_table(folder / LABS_FILE, labs_from_table, Labs, problems, folder, _LABS_EXPECTED)
+    record.labs, found = check_patient_labs(labs, str(folder / LABS_FILE))
+    problems.extend(found)
+    record.vitals = _read_table(folder / VITALS_FILE, vitals_from_table, Vitals, problems, folder, _VITALS_EXPECTED)
+    record.notes = _read_notes(folder / NOTES_DIR, problems) if _kept_inside(folder / NOTES_DIR, folder, problems) else []
+    record.images = (_read_images(folder / IMAGES_DIR, problems)
+                     if _kept_inside(folder / IMAGES_DIR, folder, problems) else [])
+    record.truth = _read_truth(folder / TRUTH_FILE, problems) if _kept_inside(folder / TRUTH_FILE, folder, problems) else None
     return record
+
+
+def _outside(path: Path, folder: Path) -> bool:
+    """True when `path` exists only as a link to somewhere outside `folder`."""
+    return path.is_symlink() and not path.resolve().is_relative_to(folder.resolve())
+
+
+def _link_message(path: Path, what: str) -> str:
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return f"expected a {what} inside the bundle folder; it is a link to {target!r}, outside it; left out"
+
+
+def _kept_inside(path: Path, folder: Path, problems: list[Problem]) -> bool:
+    """False (with an error problem) when `path` is a link out of the bundle; nothing is read through it."""
+    if not _outside(path, folder):
+        return True
+    problems.append(error(str(path), "", _link_message(path, "folder" if path.is_dir() else "file")))
+    return False
 
 
 def _read_patient_json(folder: Path) -> PatientRecord:
     path = folder / PATIENT_FILE
+    if _outside(path, folder):
+        raise DataError(str(path), "", _link_message(path, "file"))
     if not path.is_file():
         raise DataError(str(path), "", "expected a patient.json file in every bundle folder")
     try:
@@ -186,11 +221,15 @@ def _read_csv_text(path: Path, problems: list[Problem]) -> pd.DataFrame | None:
     return table
 
 
-def _read_table(path: Path, parse, empty_type, problems: list[Problem]):
-    if not path.is_file():
+def _read_table(path: Path, parse, empty_type, problems: list[Problem], folder: Path, expected: str):
+    if not _kept_inside(path, folder, problems) or not path.is_file():
         return empty_type()
     raw = _read_csv_text(path, problems)
     if raw is None:
+        return empty_type()
+    if len(raw.columns) == 0:
+        problems.append(warning(str(path), "", f"expected a header line with columns {expected}, then rows; "
+                                               "the file is empty, so nothing was read from it"))
         return empty_type()
     try:
         table, found = parse(raw, str(path))
@@ -232,6 +271,10 @@ def _indexed_files(folder: Path, suffixes: tuple[str, ...], kind: str, problems:
     for row_number, row in enumerate(index.to_dict("records"), start=1):
         name = str(row.get("file", "")).strip()
         path = _inside(folder, name)
+        if name and path is None and (folder / name).is_symlink():
+            problems.append(error(where, f"row {row_number}: file", f"{_link_message(folder / name, 'file')} "
+                                                                    f"({kind} {name!r})"))
+            continue
         if path is None or not path.is_file():
             problems.append(error(where, f"row {row_number}: file",
                                   f"expected an existing file in {folder.name}/, found {name!r}; {kind} left out"))
@@ -239,15 +282,46 @@ def _indexed_files(folder: Path, suffixes: tuple[str, ...], kind: str, problems:
         yield row_number, row, path, where
 
 
+def read_note_text(path: Path, problems: list[Problem]) -> str:
+    """A note file's text: UTF-8 (or UTF-16 with a byte-order mark), at most MAX_NOTE_CHARS characters.
+    Never raises on content: undecodable bytes are replaced, and each departure is a problem."""
+    with path.open("rb") as f:
+        raw = f.read(4 * MAX_NOTE_CHARS + 4)  # enough bytes for MAX_NOTE_CHARS characters in any UTF
+        more = bool(f.read(1))
+    text = _decode_note(raw, more, path, problems)
+    size = path.stat().st_size
+    if len(text) > MAX_NOTE_CHARS or more:
+        problems.append(warning(str(path), "text", f"expected at most {MAX_NOTE_CHARS:,} characters; the note is "
+                                                   f"longer ({size:,} bytes): only the first {MAX_NOTE_CHARS:,} "
+                                                   "characters are kept"))
+        text = text[:MAX_NOTE_CHARS]
+    return text
+
+
+def _decode_note(raw: bytes, cut: bool, path: Path, problems: list[Problem]) -> str:
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        problems.append(warning(str(path), "", "expected UTF-8 text; read as UTF-16 (the file starts with its "
+                                               "byte-order mark)"))
+        if cut and len(raw) % 2:
+            raw = raw[:-1]
+        return raw.decode("utf-16", errors="replace")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if cut and exc.start >= len(raw) - 3 and exc.reason == "unexpected end of data":
+            return raw[: exc.start].decode("utf-8-sig")  # a character split by the read limit
+        problems.append(warning(str(path), "", f"expected UTF-8 text ({exc.reason} at byte {exc.start}); "
+                                               "undecodable bytes replaced"))
+        return raw.decode("utf-8", errors="replace")
+
+
 def _read_notes(folder: Path, problems: list[Problem]) -> list[Note]:
     notes = []
     for row_number, row, path, where in _indexed_files(folder, (".txt",), "note", problems):
-        raw = path.read_bytes()
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            text = raw.decode("utf-8", errors="replace")
-            problems.append(warning(str(path), "", f"expected UTF-8 text ({exc.reason} at byte {exc.start}); undecodable bytes replaced"))
+        text = read_note_text(path, problems)
+        if not text.strip():
+            problems.append(warning(str(path), "text", "expected note text; the file is empty; note left out"))
+            continue
         notes.append(Note(
             time=_timestamp(row.get("time"), where, f"row {row_number}: time", problems),
             category=str(row.get("category", "")).strip(),
@@ -261,7 +335,7 @@ def _read_images(folder: Path, problems: list[Problem]) -> list[ChestImage]:
     images = []
     for row_number, row, path, where in _indexed_files(folder, (".dcm", ".dicom", ".png", ".jpg", ".jpeg"), "image", problems):
         try:
-            loaded = load_image(path)
+            loaded = load_image(path, radiograph=True)
         except DataError as exc:
             problems.append(exc.problem)
             continue

@@ -6,6 +6,15 @@ The format is decided by the file's content, not its name, because exported file
 misnamed. Anything that cannot be read raises `DataError(file, field, expected)`; pydicom, Pillow
 and numpy exceptions never leak, so the dashboard can show one line instead of a traceback.
 
+Size is capped so that a hostile or unusual file cannot exhaust memory: an image with more than
+`MAX_PIXELS` pixels is refused from its header, before decoding; one with a side longer than `MAX_SIDE`
+is decoded and then downsampled by an integer factor (box average) with an info problem saying so.
+The model sees at most a few hundred pixels a side, and a display no more than 4096.
+
+`load_image(path, radiograph=True)` (what a patient bundle uses) also checks that the file is a
+chest radiograph: a CT, MR, ultrasound or other cross-sectional image is refused (Modality); a colour
+image is converted to grey with a warning.
+
 `write_image` is the inverse used by the synthetic cohort and the tests: it writes a display image
 so that `load_image` gives it back (exactly for lossless formats).
 """
@@ -37,10 +46,23 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from medfuse_core.problems import DataError, Problem, warning
+from medfuse_core.problems import DataError, Problem, info, warning
 from medfuse_core.record import ImageMetadata
 
-__all__ = ["LoadedImage", "load_image", "write_image", "WRITE_TRANSFER_SYNTAXES"]
+__all__ = ["LoadedImage", "load_image", "write_image", "WRITE_TRANSFER_SYNTAXES", "MAX_PIXELS", "MAX_SIDE",
+           "RADIOGRAPH_MODALITIES"]
+
+MAX_SIDE = 4096  # longer sides are downsampled by an integer factor after decoding
+MAX_PIXELS = 80_000_000  # more is refused from the header, before decoding (8000 x 8000 passes; under Pillow's bomb limit)
+# DICOM Modality values a chest film can carry: computed / digital radiography (RG: radiographic imaging),
+# and secondary-capture or "other" exports of one. Anything else (CT, MR, US, NM, PT, MG, XA, ...) is refused.
+RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "OT", "SC"})
+# Transfer syntaxes pydicom 3.0 does not know by name.
+_SYNTAX_NAMES = {
+    "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
+    "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
+    "1.2.840.10008.1.2.4.112": "JPEG XL",
+}
 
 DX_FOR_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.1")  # Digital X-Ray Image Storage - For Presentation
 
@@ -79,14 +101,45 @@ class LoadedImage:
 # --------------------------------------------------------------------------------------------
 
 
-def load_image(path: str | Path) -> LoadedImage:
-    """Read a DICOM/PNG/JPEG file as display pixels; raise DataError if it is not a usable image."""
+def load_image(path: str | Path, *, radiograph: bool = False) -> LoadedImage:
+    """Read a DICOM/PNG/JPEG file as display pixels; raise DataError if it is not a usable image.
+
+    radiograph=True: also refuse images that are not chest films (a CT slice, an MR...) and warn when a
+    colour image is turned grey."""
     path = Path(path)
     head = _read_head(path)
     kind = _sniff(head)
     if kind in ("png", "jpeg"):
-        return _load_pillow(path, kind)
-    return _load_dicom(path, has_preamble=(kind == "dicom"))
+        loaded = _load_pillow(path, kind, radiograph)
+    else:
+        loaded = _load_dicom(path, has_preamble=(kind == "dicom"), radiograph=radiograph)
+    if radiograph and loaded.metadata.file_format == "dicom" and loaded.metadata.photometric in _COLOUR_PHOTOMETRICS:
+        loaded.problems.append(warning(str(path), "PhotometricInterpretation",
+                                       f"expected a greyscale radiograph; the image is in colour "
+                                       f"({loaded.metadata.photometric}); converted to grey (luma)"))
+    return loaded
+
+
+def _reduction(rows: int, cols: int, name: str, field: str) -> int:
+    """The integer downsampling factor for an image of rows x cols (1: none); refuse one too large to decode."""
+    if rows * cols > MAX_PIXELS:
+        raise DataError(name, field, f"expected at most {MAX_PIXELS:,} pixels; the image is {cols} x {rows} "
+                                     f"({rows * cols:,}); refused before decoding")
+    return max(1, math.ceil(max(rows, cols) / MAX_SIDE))
+
+
+def _block_mean(arr: np.ndarray, factor: int) -> np.ndarray:
+    """Box average over factor x factor blocks of the first two axes (edges that do not fill a block are
+    dropped), as float32; memory is the output's, not a float copy of the input."""
+    rows, cols = arr.shape[0] // factor, arr.shape[1] // factor
+    cropped = arr[: rows * factor, : cols * factor]
+    blocks = cropped.reshape(rows, factor, cols, factor, *arr.shape[2:])
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def _downsampled_info(name: str, rows: int, cols: int, factor: int, shape: tuple[int, ...]) -> Problem:
+    return info(name, "pixels", f"expected at most {MAX_SIDE} pixels a side; the image is {cols} x {rows}, "
+                                f"downsampled by {factor} to {shape[1]} x {shape[0]} (box average)")
 
 
 def _read_head(path: Path) -> bytes:
@@ -117,22 +170,33 @@ def _sniff(head: bytes) -> str:
 # ---- Pillow (PNG / JPEG) --------------------------------------------------------------------
 
 
-def _load_pillow(path: Path, kind: str) -> LoadedImage:
+def _load_pillow(path: Path, kind: str, radiograph: bool = False) -> LoadedImage:
     """Decode with Pillow and scale by the file's bit depth (not min-max: PNGs are already display)."""
     name = str(path)
     try:
         img = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise DataError(name, "pixels", f"expected at most {MAX_PIXELS:,} pixels; refused before decoding "
+                                        f"({_short(exc)})") from None
     except Exception as exc:  # Pillow raises UnidentifiedImageError, SyntaxError, ValueError...
         raise DataError(name, "format", f"expected a valid {kind.upper()} header ({_short(exc)})") from None
+    problems: list[Problem] = []
     with img:
+        cols, rows = img.size
+        factor = _reduction(rows, cols, name, "pixels")
         try:
             img.load()
             mode = img.mode
-            grey, bits = _pillow_grey(img)
+            if radiograph and _is_colour(img):
+                problems.append(warning(name, "mode", f"expected a greyscale radiograph; the image is in colour "
+                                                      f"({mode}); converted to grey (luma)"))
+            grey, bits = _pillow_grey(img, factor)
         except Exception as exc:  # truncated or corrupt compressed data
             raise DataError(
                 name, "pixels", f"expected complete {kind.upper()} image data ({_short(exc)})"
             ) from None
+    if factor > 1:
+        problems.append(_downsampled_info(name, rows, cols, factor, grey.shape))
     photometric = {"RGB": "RGB", "RGBA": "RGB", "CMYK": "CMYK", "P": "PALETTE COLOR"}.get(mode, "MONOCHROME2")
     meta = ImageMetadata(
         photometric=photometric,
@@ -141,20 +205,37 @@ def _load_pillow(path: Path, kind: str) -> LoadedImage:
         rows=int(grey.shape[0]),
         columns=int(grey.shape[1]),
     )
-    return LoadedImage(pixels=grey, metadata=meta, problems=[])
+    return LoadedImage(pixels=grey, metadata=meta, problems=problems)
 
 
-def _pillow_grey(img: Image.Image) -> tuple[np.ndarray, int]:
-    """Grey float32 in [0, 1] and the bit depth it was scaled by."""
+def _is_colour(img: Image.Image) -> bool:
+    """A colour mode whose channels really differ (a grey film saved as RGB is not colour)."""
+    if img.mode not in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+        return False
+    small = img
+    if max(img.size) > 1024:  # look at a small copy: a full-size RGB copy of a huge film is not needed
+        scale = 1024 / max(img.size)
+        small = img.resize((max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))),
+                           Image.Resampling.NEAREST)
+    rgb = np.asarray(small.convert("RGB"))
+    return bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
+
+
+def _pillow_grey(img: Image.Image, factor: int = 1) -> tuple[np.ndarray, int]:
+    """Grey float32 in [0, 1] and the bit depth it was scaled by; box-averaged by `factor` first."""
     if img.mode.startswith("I;16") or img.mode == "I":
         # 16-bit grey PNG: Pillow gives "I;16" (or "I" as int32); values are 0..65535.
-        arr = np.asarray(img).astype(np.float64) / 65535.0
-        return np.clip(arr, 0.0, 1.0).astype(np.float32), 16
+        arr = np.asarray(img)
+        arr = _block_mean(arr, factor) if factor > 1 else arr.astype(np.float32)
+        return np.clip(arr / np.float32(65535.0), 0.0, 1.0).astype(np.float32), 16
     if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        return _minmax(arr).astype(np.float32), 32
+        arr = np.asarray(img, dtype=np.float32)
+        arr = _block_mean(arr, factor) if factor > 1 else arr
+        return _minmax(arr.astype(np.float64)).astype(np.float32), 32
     if img.mode != "L":
         img = img.convert("L")  # RGB, RGBA, P, LA, 1, CMYK, YCbCr -> luma
+    if factor > 1:
+        img = img.reduce(factor)
     arr = np.asarray(img, dtype=np.float32) / np.float32(255.0)
     return arr, 8
 
@@ -162,11 +243,13 @@ def _pillow_grey(img: Image.Image) -> tuple[np.ndarray, int]:
 # ---- DICOM ----------------------------------------------------------------------------------
 
 
-def _load_dicom(path: Path, *, has_preamble: bool) -> LoadedImage:
+def _load_dicom(path: Path, *, has_preamble: bool, radiograph: bool = False) -> LoadedImage:
     """Read header, check it holds an image, decode frame 0 and map it to display grey."""
     name = str(path)
     ds = _read_dataset(path, force=not has_preamble)
     _require_image(ds, name)
+    if radiograph:
+        _require_radiograph(ds, name)
     tsyntax = _ensure_transfer_syntax(ds, name)
     problems: list[Problem] = []
     frames = _number_of_frames(ds)
@@ -174,10 +257,39 @@ def _load_dicom(path: Path, *, has_preamble: bool) -> LoadedImage:
         problems.append(
             warning(name, "NumberOfFrames", f"expected one frame; the file has {frames}, the first is used")
         )
+    rows, cols = _int_or_none(ds.get("Rows")) or 0, _int_or_none(ds.get("Columns")) or 0
+    _reduction(rows, cols, name, "Rows")  # refuse from the header, before decoding
     raw = _decode_first_frame(ds, name, tsyntax)
+    factor = _reduction(raw.shape[0], raw.shape[1], name, "Rows")
+    if factor > 1:
+        reduced = _block_mean(raw, factor)
+        raw = np.round(reduced).astype(raw.dtype) if raw.dtype.kind in "iu" else reduced
+        problems.append(_downsampled_info(name, rows or raw.shape[0] * factor, cols or raw.shape[1] * factor, factor,
+                                          raw.shape))
     pixels = _to_display(raw, ds, name, problems)
     meta = _dicom_metadata(ds, tsyntax, pixels.shape, name, problems)
+    if factor > 1 and meta.pixel_spacing_mm is not None:
+        meta.pixel_spacing_mm = (meta.pixel_spacing_mm[0] * factor, meta.pixel_spacing_mm[1] * factor)
     return LoadedImage(pixels=pixels, metadata=meta, problems=problems)
+
+
+_CROSS_SECTIONAL_SOP_WORDS = ("CT Image", "MR Image", "PET", "Ultrasound", "Nuclear Medicine", "Mammography",
+                              "Ophthalmic", "Angiographic", "Fluoroscopy", "Endoscopic", "Microscopic")
+
+
+def _require_radiograph(ds: Dataset, name: str) -> None:
+    """Refuse what is not a chest film: the Modality says so, or (without one) the SOP class does."""
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    sop_name = _sop_name(ds.get("SOPClassUID"))
+    if modality:
+        if modality not in RADIOGRAPH_MODALITIES:
+            what = f" ({sop_name})" if sop_name else ""
+            raise DataError(name, "Modality", f"expected a chest radiograph (Modality CR or DX); found {modality}"
+                                              f"{what}; image left out")
+        return
+    if any(word in sop_name for word in _CROSS_SECTIONAL_SOP_WORDS):
+        raise DataError(name, "SOPClassUID", f"expected a chest radiograph (CR or DX Image Storage); found "
+                                             f"{sop_name}; image left out")
 
 
 def _read_dataset(path: Path, *, force: bool) -> Dataset:
@@ -265,13 +377,38 @@ def _number_of_frames(ds: Dataset) -> int:
         return 1
 
 
+def _syntax_label(uid: UID) -> str:
+    """'JPEG XL Lossless (1.2.840.10008.1.2.4.110)', or the UID and that it is unknown."""
+    name = _SYNTAX_NAMES.get(str(uid)) or (str(uid.name) if uid.name and uid.name != str(uid) else "")
+    return f"{name} ({uid})" if name else f"{uid} (an unknown or private transfer syntax)"
+
+
+def _require_decoder(uid: UID, name: str) -> None:
+    """Refuse, naming the transfer syntax, pixel data that no installed pydicom decoder can read."""
+    from pydicom.pixels import get_decoder
+
+    remedy = "; image left out (convert it to Explicit VR Little Endian, or install a decoder for it)"
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        raise DataError(name, "TransferSyntaxUID", f"expected a transfer syntax this installation can decode; "
+                                                   f"{_syntax_label(uid)} has no decoder{remedy}") from None
+    except Exception:
+        return  # let the decode attempt say what is wrong
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies) or "a decoding plugin"
+        raise DataError(name, "TransferSyntaxUID", f"expected a transfer syntax this installation can decode; "
+                                                   f"{_syntax_label(uid)} needs {missing}{remedy}")
+
+
 def _decode_first_frame(ds: Dataset, name: str, tsyntax: UID) -> np.ndarray:
     """Decode only frame 0 (cheap for 30-frame cine files); wrap every decoder failure."""
+    _require_decoder(tsyntax, name)
     try:
         arr = pixel_array(ds, index=0)
     except Exception as exc:  # truncated data, missing plugin, corrupt codestream, bad header
         raise DataError(
-            name, "PixelData", f"expected decodable {tsyntax.name} pixel data ({_short(exc)})"
+            name, "PixelData", f"expected decodable {_syntax_label(tsyntax)} pixel data ({_short(exc)})"
         ) from None
     if arr.ndim not in (2, 3) or arr.size == 0:
         raise DataError(name, "PixelData", f"expected a 2-D image; decoded shape is {arr.shape}")

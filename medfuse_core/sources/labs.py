@@ -257,7 +257,7 @@ def require_columns(table: pd.DataFrame, file: str, required: tuple[str, ...], e
             raise DataError(file, name, f"expected columns {expected}; found {found}")
 
 
-_OFFSET_AFTER_DIGIT_RE = re.compile(r"\d" + _UTC_OFFSET)
+_OFFSET_AFTER_DIGIT_RE = re.compile(r"\d\s*" + _UTC_OFFSET)  # "09:00+02:00", "09:00Z", "09:00 -0500"
 _OFFSET_RE = re.compile(r"\s*" + _UTC_OFFSET)
 _NS_PER_UNIT = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 
@@ -339,7 +339,7 @@ def _offset_warning(file: str, n: int) -> Problem:
 def _parse_times_series(texts: pd.Series, file: str, counts: np.ndarray | None = None) -> tuple[pd.Series, list[Problem]]:
     """`parse_times` with pandas' string methods; `counts`: rows per cell when cells are distinct texts."""
     stripped = texts.str.strip()
-    has_offset = stripped.str.contains(r"\d" + _UTC_OFFSET, regex=True)
+    has_offset = stripped.str.contains(r"\d\s*" + _UTC_OFFSET, regex=True)
     problems = []
     if has_offset.any():
         stripped = stripped.str.replace(r"\s*" + _UTC_OFFSET, "", regex=True)
@@ -519,3 +519,93 @@ def _lab_columns(
         index=index,
     )
     return out, problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks on one patient's labs (bundles): repeated results, an item in two units
+# ---------------------------------------------------------------------------------------------
+
+
+def _unit_key(unit: str) -> str:
+    """Units compared ignoring case, spacing and the micro sign's spelling ("umol/L" ~ "µmol/L")."""
+    return re.sub(r"\s+", "", unit).replace("µ", "u").replace("μ", "u").casefold()
+
+
+def _item_label(item: str, itemid: object) -> str:
+    return item or (f"itemid {itemid}" if not pd.isna(itemid) else "(unnamed item)")
+
+
+def _rows_text(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
+def check_patient_labs(labs: Labs, file: str) -> tuple[Labs, list[Problem]]:
+    """Checks that need one patient's whole table (so not in `labs_from_table`, which also reads whole
+    MIMIC cohorts in one table):
+
+    - An exact copy of a result (same time, item, value text and unit) is left out, one warning per item:
+      a copy would count twice in the model's summary of that item.
+    - An item given in more than one unit (glucose in mg/dL and in mmol/L) is *not converted*: the rows
+      in the item's most common unit (ties: the earliest) are used; the others keep their text, unit and
+      reference range for display but lose their number, so the model never reads 6.1 mmol/L as 6.1 mg/dL.
+      A conversion factor depends on the analyte and the assay, and a wrong one is worse than none. One
+      warning per item names both units and what was done.
+    """
+    table = labs.table
+    if table.empty:
+        return labs, []
+    problems: list[Problem] = []
+    file = str(file)
+    copies = table.duplicated(["time", "itemid", "item", "value_text", "unit"], keep="first").to_numpy()
+    if copies.any():
+        for (_, _), group in table[copies].groupby(["itemid", "item"], dropna=False, sort=False):
+            label = _item_label(group["item"].iloc[0], group["itemid"].iloc[0])
+            first = group.iloc[0]
+            shown = f"{first['value_text']!r}{' ' + first['unit'] if first['unit'] else ''}"
+            problems.append(warning(file, f"{label}: time",
+                                    f"expected each result once; {_rows_text(len(group))} repeating an earlier row "
+                                    f"exactly (e.g. {shown} at {first['time']}) left out"))
+        table = table[~copies].reset_index(drop=True)
+    table, unit_problems = _unit_conflicts(table, file)
+    problems += unit_problems
+    return (Labs(table) if problems else labs), problems
+
+
+def _unit_conflicts(table: pd.DataFrame, file: str) -> tuple[pd.DataFrame, list[Problem]]:
+    units = table["unit"].astype(str).str.strip()
+    has_unit = (units != "").to_numpy()
+    if not has_unit.any():
+        return table, []
+    keys = pd.Series(item_group_keys(table), index=table.index)
+    unit_keys = units.map(_unit_key)
+    n_units = unit_keys[has_unit].groupby(keys[has_unit], sort=False).nunique()
+    conflicted = n_units[n_units > 1].index
+    if conflicted.empty:
+        return table, []
+    table = table.copy()
+    problems = []
+    for key in conflicted:
+        rows = np.flatnonzero((keys == key).to_numpy() & has_unit)
+        counts = unit_keys.iloc[rows].value_counts(sort=False)  # first-seen (time) order
+        kept = counts.idxmax()  # most rows; ties: the earliest
+        spelled = {k: units.iloc[rows][unit_keys.iloc[rows] == k].iloc[0] for k in counts.index}
+        dropped = rows[(unit_keys.iloc[rows] != kept).to_numpy()]
+        table.loc[table.index[dropped], "value"] = np.nan
+        table.loc[table.index[dropped], "censored"] = ""
+        label = _item_label(table["item"].iloc[rows[0]], table["itemid"].iloc[rows[0]])
+        found = " and ".join(f"{spelled[k]} ({_rows_text(int(n))})" for k, n in counts.items())
+        others = ", ".join(spelled[k] for k in counts.index if k != kept)
+        problems.append(warning(
+            file, f"{label}: unit",
+            f"expected one unit per item; found {found}. The {_rows_text(len(dropped))} in {others} "
+            f"{'is' if len(dropped) == 1 else 'are'} shown as written but not used by the model; no unit "
+            f"conversion is made (the model uses the {_rows_text(len(rows) - len(dropped))} in {spelled[kept]})"))
+    return table, problems
+
+
+def item_group_keys(table: pd.DataFrame) -> np.ndarray:
+    """One key per row naming its item: the item id where known, else the name ignoring case."""
+    ids = table["itemid"]
+    names = table["item"].astype(str).str.strip().str.casefold()
+    return np.where(ids.notna().to_numpy(), "id:" + ids.astype("string").fillna("").to_numpy(dtype=object),
+                    "name:" + names.to_numpy(dtype=object)).astype(object)

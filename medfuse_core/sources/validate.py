@@ -6,15 +6,22 @@ are written for a person: file, field, what was expected.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medfuse_core.problems import DataError, Problem, Severity, error, warning
+from medfuse_core.problems import DataError, Problem, Severity, error, info, warning
 from medfuse_core.record import PatientRecord
 from medfuse_core.sources import bundle as B
 
 KNOWN_TOP_LEVEL = {B.PATIENT_FILE, B.LABS_FILE, B.VITALS_FILE, B.NOTES_DIR, B.IMAGES_DIR, B.TRUTH_FILE, "truth"}
+# Tags that mark a note as HTML (a pasted web page, a script). Such a note is kept as plain text: the
+# dashboard escapes every character of it, so this is worth knowing, not an error.
+_HTML_TAG = re.compile(
+    r"<\s*/?\s*(script|iframe|object|embed|style|html|head|body|div|span|table|tr|td|th|font|form|input|img|svg|"
+    r"link|meta|base|a|b|i|u|p|br|hr|strong|em|ul|ol|li|h[1-6])\b[^<>]*>", re.IGNORECASE)
+_BUNDLE_PARTS = (B.PATIENT_FILE, B.LABS_FILE, B.VITALS_FILE)  # notes/, images/ alone are too common a name
 
 
 @dataclass
@@ -48,6 +55,7 @@ def validate_bundle(folder: str | Path) -> tuple[BundleReport, PatientRecord | N
     report.modalities = record.present_modalities
     report.problems.extend(record.problems)
     report.problems.extend(_unknown_entries(folder))
+    report.problems.extend(markup_problems(record))
     if record.truth is not None:
         report.problems.extend(check_truth(record, folder))
     return report, record
@@ -58,7 +66,7 @@ def validate_tree(root: str | Path) -> list[BundleReport]:
     root = Path(root)
     if not root.exists():
         return [BundleReport(root, problems=[error(str(root), "", "expected an existing folder")])]
-    folders = B.find_bundles(root)
+    folders = find_bundle_folders(root)
     if not folders:
         return [BundleReport(root, problems=[error(str(root), "", "expected a bundle (a folder with patient.json) or a folder of bundles; found none")])]
     reports = [validate_bundle(f)[0] for f in folders]
@@ -68,6 +76,43 @@ def validate_tree(root: str | Path) -> list[BundleReport]:
             report.problems.append(error(str(report.folder / B.PATIENT_FILE), "patient_id",
                                          f"expected unique patient ids; {report.patient_id!r} occurs {counts[report.patient_id]} times"))
     return reports
+
+
+def markup_problems(record: PatientRecord) -> list[Problem]:
+    """An info problem for each note that holds HTML tags: kept and shown as plain text, never rendered."""
+    out = []
+    for note in record.notes:
+        tags = sorted({m.group(1).lower() for m in _HTML_TAG.finditer(note.text)})
+        if tags:
+            shown = ", ".join(f"<{t}>" for t in tags[:6]) + (", ..." if len(tags) > 6 else "")
+            out.append(info(note.source, "text", f"contains HTML tags ({shown}); kept as plain text: shown as "
+                                                 "written, never rendered or run"))
+    return out
+
+
+def _looks_like_bundle(folder: Path) -> bool:
+    return any((folder / part).exists() or (folder / part).is_symlink() for part in _BUNDLE_PARTS)
+
+
+def find_bundle_folders(root: str | Path) -> list[Path]:
+    """Folders that are, or look like, bundles: with patient.json, or with a bundle's labs.csv or
+    vitals.csv but no patient.json (validating one of those reports the missing file,
+    where `find_bundles` would pass it over in silence). Sorted; nothing inside a bundle counts, and
+    links to folders are not followed."""
+    root = Path(root)
+    found: list[Path] = []
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        if _looks_like_bundle(folder):
+            found.append(folder)
+            continue
+        try:
+            children = [c for c in folder.iterdir() if c.is_dir() and not c.is_symlink()]
+        except OSError:
+            continue
+        pending.extend(sorted(children, reverse=True))
+    return sorted(found)
 
 
 def _unknown_entries(folder: Path) -> list[Problem]:

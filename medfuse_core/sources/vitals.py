@@ -253,12 +253,13 @@ def _numeric_array(name: str, texts: _Texts, rows: np.ndarray) -> np.ndarray:
         number, integer, candidates = _float_parts(np.asarray(uniques, dtype=object))
         return _as_to_numeric_call(number, integer, candidates)[codes]
     value = texts.numbers(rows)
-    if name == "Fraction inspired oxygen":
-        return np.where(value > 1.0, value / 100.0, value)
-    if name == "Oxygen saturation":
-        return np.where(value <= 1.0, value * 100.0, value)
-    if name == "Temperature":
-        return np.where(value >= 79, (value - 32.0) * 5.0 / 9.0, value)
+    with np.errstate(over="ignore"):  # a huge written number becomes +-inf, then an outlier (dropped)
+        if name == "Fraction inspired oxygen":
+            return np.where(value > 1.0, value / 100.0, value)
+        if name == "Oxygen saturation":
+            return np.where(value <= 1.0, value * 100.0, value)
+        if name == "Temperature":
+            return np.where(value >= 79, (value - 32.0) * 5.0 / 9.0, value)
     return value
 
 

@@ -10,6 +10,10 @@ validation macro-AUPRC of those patients; the head is then dropped and the best 
 
 Resumable: a finished encoder is saved as `<out_dir>/encoders/<modality>.safetensors` and loaded
 instead of retrained when the run is started again.
+
+Under torchrun the probe runs in DistributedDataParallel on each rank's rows of every global batch
+(train/distributed.py); image shifts are drawn for the global batch alike on every rank; rank 0
+validates and broadcasts the score, so every rank keeps the same best weights.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from medfuse_core.features.batch import Batch, PatientFeatures
+from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.models.model import encode_modality
 from medfuse_core.record import MODALITIES
+from medfuse_core.train.distributed import SINGLE, World, shard_loader
 from medfuse_core.train.metrics import auprc, macro, sigmoid
 
 
@@ -57,14 +62,15 @@ class _Probe(nn.Module):
         return self.head(encode_modality(self.model, self.modality, batch, rows).float())
 
 
-def _augment_images(batch: Batch, generator: torch.Generator, max_shift: int) -> Batch:
+def _augment_images(batch: Batch, generator: torch.Generator, max_shift: int, world: World = SINGLE) -> Batch:
     """Random translation of each film by up to `max_shift` pixels (wrap-free: shifted in zeros),
-    so a from-scratch CNN on a small cohort learns findings rather than positions of pixels."""
+    so a from-scratch CNN on a small cohort learns findings rather than positions of pixels.
+    With several ranks the shifts are drawn for the global batch and this rank's rows taken."""
     if max_shift <= 0:
         return batch
     images = torch.zeros_like(batch.image)
     h, w = images.shape[-2:]
-    shifts = torch.randint(-max_shift, max_shift + 1, (batch.size, 2), generator=generator).tolist()
+    shifts = torch.randint(-max_shift, max_shift + 1, (batch.size * world.size, 2), generator=generator)[world.rows].tolist()
     for i, (dy, dx) in enumerate(shifts):
         ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
         xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
@@ -88,8 +94,9 @@ def _macro_auprc(probe: _Probe, loader, device: torch.device) -> float:
 def pretrain_encoder(model: nn.Module, modality: str, train_set: list[PatientFeatures], val_set: list[PatientFeatures],
                      *, epochs: int, patience: int, batch_size: int, lr: float, weight_decay: float, seed: int,
                      device: torch.device, make_loader: Callable, image_shift: int = 8,
-                     progress: bool = True) -> list[EncoderLog]:
-    """Stage 1 for one encoder (in place: `model`'s encoder ends with its best weights)."""
+                     progress: bool = True, world: World = SINGLE) -> list[EncoderLog]:
+    """Stage 1 for one encoder (in place: `model`'s encoder ends with its best weights).
+    `batch_size` is the global batch (each of the `world.size` ranks takes its share)."""
     index = MODALITIES.index(modality)
     train_rows = [f for f in train_set if f.present[index]]
     val_rows = [f for f in val_set if f.present[index]]
@@ -102,20 +109,29 @@ def pretrain_encoder(model: nn.Module, modality: str, train_set: list[PatientFea
     probe = _Probe(model, modality, feature_dim, len(train_rows[0].labels)).to(device)
     params = list(encoder.parameters()) + list(probe.head.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    # DDP leaves alone everything of the model but this encoder (the probe holds the whole model)
+    trained = ("head.",) + tuple(f"model.{name}." for name, child in model.named_children() if child is encoder)
+    ignored = [name for name, _ in [*probe.named_parameters(), *probe.named_buffers()] if not name.startswith(trained)]
+    runner = world.wrap(probe, device, ignore=ignored)
+    world.reseed(seed)
     generator = torch.Generator().manual_seed(seed)
     val_loader = make_loader(val_rows, batch_size, False, seed, 0, False)
+    progress = progress and world.is_main
     best, best_epoch, best_state = -math.inf, -1, None
     encoder.train()
     for epoch in range(epochs):
         if best_epoch >= 0 and epoch - best_epoch > patience:
             break
         started, total, n = time.perf_counter(), 0.0, 0
-        loader = make_loader(train_rows, batch_size, True, seed + epoch, 0, False)
+        if world.size == 1:
+            loader = make_loader(train_rows, batch_size, True, seed + epoch, 0, False)
+        else:
+            loader, _ = shard_loader(train_rows, batch_size, seed, epoch, world, collate)
         for batch in tqdm(loader, desc=f"{modality} encoder {epoch + 1}/{epochs}", disable=not progress, leave=False):
             batch = batch.to(device)
             if modality == "image":
-                batch = _augment_images(batch, generator, image_shift)
-            logits = probe(batch)
+                batch = _augment_images(batch, generator, image_shift, world)
+            logits = runner(batch)
             known = ~torch.isnan(batch.labels)
             loss = nn.functional.binary_cross_entropy_with_logits(logits[known], batch.labels[known])
             optimizer.zero_grad(set_to_none=True)
@@ -123,10 +139,11 @@ def pretrain_encoder(model: nn.Module, modality: str, train_set: list[PatientFea
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             total, n = total + float(loss.detach()), n + 1
-        score = _macro_auprc(probe, val_loader, device)
-        logs.append(EncoderLog(modality, epoch, total / max(n, 1), score, time.perf_counter() - started))
+        score = world.broadcast_float(_macro_auprc(probe, val_loader, device) if world.is_main else math.nan, device)
+        train_bce = float(world.mean(np.array([total / max(n, 1)]), device)[0])
+        logs.append(EncoderLog(modality, epoch, train_bce, score, time.perf_counter() - started))
         if progress:
-            print(f"{modality} encoder epoch {epoch + 1}: bce {total / max(n, 1):.4f} val macro-AUPRC {score:.4f}")
+            print(f"{modality} encoder epoch {epoch + 1}: bce {train_bce:.4f} val macro-AUPRC {score:.4f}")
         if score > best:
             best, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
@@ -137,10 +154,12 @@ def pretrain_encoder(model: nn.Module, modality: str, train_set: list[PatientFea
 
 def pretrain_encoders(model: nn.Module, train_set: list[PatientFeatures], val_set: list[PatientFeatures], *,
                       out_dir: Path, epochs: int, patience: int, batch_size: int, lr: float, weight_decay: float,
-                      seed: int, device: torch.device, make_loader: Callable, progress: bool = True) -> list[EncoderLog]:
+                      seed: int, device: torch.device, make_loader: Callable, progress: bool = True,
+                      world: World = SINGLE) -> list[EncoderLog]:
     """Stage 1 for every encoder the model has, each saved (and on a rerun reused) under out_dir/encoders."""
     folder = Path(out_dir) / "encoders"
     folder.mkdir(parents=True, exist_ok=True)
+    world.barrier()  # every rank sees the same finished encoders
     logs: list[EncoderLog] = []
     for modality, encoder in model.encoders().items():
         weights = folder / f"{modality}.safetensors"
@@ -152,8 +171,9 @@ def pretrain_encoders(model: nn.Module, train_set: list[PatientFeatures], val_se
             continue
         encoder_logs = pretrain_encoder(model, modality, train_set, val_set, epochs=epochs, patience=patience,
                                         batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                                        device=device, make_loader=make_loader, progress=progress)
-        save_file({k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}, str(weights))
-        (folder / f"{modality}.json").write_text(json.dumps([asdict(h) for h in encoder_logs], indent=1))
+                                        device=device, make_loader=make_loader, progress=progress, world=world)
+        if world.is_main:
+            save_file({k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}, str(weights))
+            (folder / f"{modality}.json").write_text(json.dumps([asdict(h) for h in encoder_logs], indent=1))
         logs += encoder_logs
     return logs

@@ -9,6 +9,12 @@ a CPU run of the full model take minutes and a sweep of the disentanglement weig
 The vCLUB estimators are trained in alternation by their own optimizer (maximum likelihood on
 detached pairs), as in Cheng et al. 2020. Validation every epoch; early stopping on validation
 macro-AUPRC; the best weights and a resume point are written after every epoch.
+
+Under torchrun (train/distributed.py) the same loop runs data-parallel: each rank takes its rows of
+every global batch, the dropout draws are made for the global batch on every rank alike, the step
+and the estimator's step run in DistributedDataParallel, and only rank 0 validates and writes.
+Terms computed over a batch (InfoNCE, vCLUB, consensus, decorrelation) and BatchNorm statistics
+then see the rank's rows, not the global batch: the usual data-parallel approximation.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from tqdm.auto import tqdm
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.models.model import MedFuseLens
 from medfuse_core.train import checkpoint as ckpt
+from medfuse_core.train.distributed import SINGLE, World, padded_order, shard_loader
 from medfuse_core.train.encoder_pretrain import EncoderLog, pretrain_encoders
 from medfuse_core.train.objective import TERMS, fusion_objective
 from medfuse_core.train.metrics import auprc, macro, sigmoid
@@ -88,7 +95,16 @@ class EncodedSet:
 
     @classmethod
     @torch.inference_mode()
-    def build(cls, model: torch.nn.Module, patients: list[PatientFeatures], batch_size: int, device: torch.device) -> "EncodedSet":
+    def build(cls, model: torch.nn.Module, patients: list[PatientFeatures], batch_size: int, device: torch.device,
+              world: World = SINGLE) -> "EncodedSet":
+        """Every patient's encoder outputs; with several ranks each encodes its share and they swap."""
+        if world.size > 1:
+            share = [patients[i] for i in padded_order(range(len(patients)), world.size)[world.rows]]
+            local = cls.build(model, share, batch_size, device)
+            features = {m: world.gather_strided(v, len(patients)) for m, v in local.features.items()}
+            present = torch.tensor(np.stack([p.present for p in patients]), device=device)
+            labels = torch.tensor(np.stack([p.labels for p in patients]), device=device)
+            return cls(features, present, labels)
         model.eval()
         parts: dict[str, list[torch.Tensor]] = {}
         for batch in make_loader(patients, batch_size, False, 0, 0, False):
@@ -192,29 +208,82 @@ def validation_macro_auprc(model: MedFuseLens, features: list[PatientFeatures] |
 
 
 def _train_batches(train_set: list[PatientFeatures], encoded: EncodedSet | None, config: TrainConfig, epoch: int,
-                   device: torch.device) -> Iterator[tuple[Batch | None, dict[str, torch.Tensor] | None, torch.Tensor, torch.Tensor]]:
-    """(batch, features, present, labels) per step: a Batch end to end, or cached encoder features."""
+                   device: torch.device, world: World = SINGLE
+                   ) -> Iterator[tuple[Batch | None, dict[str, torch.Tensor] | None, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(batch, features, present, labels, global present) per step: a Batch end to end, or cached
+    encoder features; this rank's rows (`world.rows`) of the global batch, whose `present` the last
+    item holds (what the dropout draws are made for)."""
+    progress = config.progress and world.is_main
     if encoded is None:
-        loader = make_loader(train_set, config.batch_size, True, config.seed + epoch, config.num_workers, device.type == "cuda")
-        for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False):
+        if world.size == 1:
+            loader = make_loader(train_set, config.batch_size, True, config.seed + epoch, config.num_workers, device.type == "cuda")
+            order = None
+        else:
+            loader, order = shard_loader(train_set, config.batch_size, config.seed, epoch, world, collate,
+                                         config.num_workers, device.type == "cuda")
+        for i, batch in enumerate(tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)):
             batch = batch.to(device, non_blocking=True)
-            yield batch, None, batch.present, batch.labels
+            if order is None:
+                block_present = batch.present
+            else:
+                block = order[i * config.batch_size : (i + 1) * config.batch_size]
+                block_present = torch.from_numpy(np.stack([train_set[j].present for j in block])).to(device)
+            yield batch, None, batch.present, batch.labels, block_present
         return
-    order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(config.seed + epoch)).to(device)
-    for start in range(0, len(encoded), config.batch_size):
-        features, present, labels = encoded.rows(order[start : start + config.batch_size])
-        yield None, features, present, labels
+    order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(config.seed + epoch))
+    if world.size > 1:
+        order = torch.tensor(padded_order(order.tolist(), world.size))
+    order = order.to(device)
+    for start in range(0, len(order), config.batch_size):
+        block = order[start : start + config.batch_size]
+        features, present, labels = encoded.rows(block[world.rows])
+        yield None, features, present, labels, encoded.present[block]
+
+
+class FusionStep(torch.nn.Module):
+    """One training step's forward pass and objective as one module call: what DistributedDataParallel
+    wraps, so the gradients of everything the loss touches are averaged in its backward."""
+
+    def __init__(self, model: MedFuseLens):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch | None, features: dict[str, torch.Tensor] | None, present: torch.Tensor,
+                keep: torch.Tensor, labels: torch.Tensor):
+        if batch is not None:
+            out = self.model(batch, present=present, token_keep=keep)
+        else:
+            out = self.model.forward_features(features, present, token_keep=keep)
+        return fusion_objective(self.model, out, labels, self.model.config.loss), out
+
+
+class EstimatorStep(torch.nn.Module):
+    """The vCLUB estimators' own step (maximum likelihood on detached pairs), as a module for DDP."""
+
+    def __init__(self, estimators: torch.nn.Module):
+        super().__init__()
+        self.estimators = estimators
+
+    def forward(self, specific: torch.Tensor, shared: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        loss = self.estimators.estimator_loss(specific, shared, present)
+        if loss.grad_fn is None:  # no modality on two patients of the batch: a zero that reaches the estimators,
+            loss = sum(p.sum() for p in self.parameters()) * 0.0  # so the (DDP) backward still runs on every rank
+        return loss
 
 
 def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[PatientFeatures], config: TrainConfig,
-          out_dir: Path, save_extra: Callable[[Path], None] | None = None) -> TrainResult:
+          out_dir: Path, save_extra: Callable[[Path], None] | None = None, world: World = SINGLE,
+          device: torch.device | None = None) -> TrainResult:
     """Stage 1 (optional) then stage 2 with early stopping; resumes from `out_dir` when it holds a resume point.
 
     `save_extra(out_dir)` is called whenever the best weights are saved (it writes config.json).
+    `world`: this process's rank among data-parallel processes (train/distributed.py; its process
+    group already started, `device` then this rank's device); `config.batch_size` is the global batch.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
+    device = device or resolve_device(config.device)
+    world.local_batch_size(config.batch_size)  # fails early when the batch does not split evenly
     seed_everything(config.seed)
     model.to(device)
     encoder_history: list[EncoderLog] = []
@@ -222,15 +291,16 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
         encoder_history = pretrain_encoders(
             model, train_set, val_set, out_dir=out_dir, epochs=config.encoder_epochs, patience=config.encoder_patience,
             batch_size=config.batch_size, lr=config.encoder_lr, weight_decay=config.weight_decay, seed=config.seed,
-            device=device, make_loader=make_loader, progress=config.progress)
+            device=device, make_loader=make_loader, progress=config.progress, world=world)
     # stage 2 starts from a known random state whether stage 1 ran now or was loaded from encoders/,
     # so a run resumed after stage 1 ends with the same weights as an uninterrupted one
     seed_everything(config.seed + 1)
     encoded_train = encoded_val = None
     if config.freeze_encoders:
         freeze_encoders(model)
-        encoded_train = EncodedSet.build(model, train_set, config.batch_size, device)
-        encoded_val = EncodedSet.build(model, val_set, config.batch_size, device)
+        encoded_train = EncodedSet.build(model, train_set, config.batch_size, device, world)
+        if world.is_main:  # only rank 0 validates
+            encoded_val = EncodedSet.build(model, val_set, config.batch_size, device)
     loss_config = model.config.loss
     estimator_params = list(model.mi_estimators.parameters())
     estimator_ids = {id(p) for p in estimator_params}
@@ -247,6 +317,11 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
         start_epoch = resumed["epoch"] + 1
         best_epoch, best_score = resumed["best_epoch"], resumed["best_score"]
         history = [EpochLog(**h) for h in resumed["history"]]
+    # the main step leaves the estimators to their own (DDP-wrapped) step
+    estimator_names = [f"model.mi_estimators.{name}" for name, _ in model.mi_estimators.named_parameters()]
+    step = world.wrap(FusionStep(model), device, ignore=estimator_names)
+    estimator_step = world.wrap(EstimatorStep(model.mi_estimators), device)
+    world.reseed(config.seed + 1)
     for epoch in range(start_epoch, config.epochs):
         if epoch - best_epoch > config.patience and best_epoch >= 0:
             break
@@ -258,16 +333,13 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
             freeze_encoders(model)
         sums = np.zeros(1 + len(TERMS))
         n_batches = 0
-        for batch, features, batch_present, labels in _train_batches(train_set, encoded_train, config, epoch, device):
-            present = modality_dropout(batch_present, loss_config.modality_dropout, dropout_generator)
-            keep = token_dropout(len(present), 5, loss_config.token_dropout, dropout_generator, device,
-                                 loss_config.shared_token_dropout)
+        for batch, features, _, labels, block_present in _train_batches(train_set, encoded_train, config, epoch, device, world):
+            # drawn for the whole global batch (identically on every rank), then this rank's rows
+            present = modality_dropout(block_present, loss_config.modality_dropout, dropout_generator)[world.rows]
+            keep = token_dropout(len(block_present), 5, loss_config.token_dropout, dropout_generator, device,
+                                 loss_config.shared_token_dropout)[world.rows]
             with _autocast(device):
-                if batch is not None:
-                    out = model(batch, present=present, token_keep=keep)
-                else:
-                    out = model.forward_features(features, present, token_keep=keep)
-                objective = fusion_objective(model, out, labels, loss_config)
+                objective, out = step(batch, features, present, keep, labels)
             optimizer.zero_grad(set_to_none=True)
             objective.total.backward()
             torch.nn.utils.clip_grad_norm_(main_params, config.max_grad_norm)
@@ -275,30 +347,37 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
             # the estimator's own step, on detached projections
             estimator_optimizer.zero_grad(set_to_none=True)
             with _autocast(device):
-                estimator_loss = model.mi_estimators.estimator_loss(out.specific.float(), out.shared.float(), out.present)
+                estimator_loss = estimator_step(out.specific.detach().float(), out.shared.detach().float(), out.present)
             estimator_loss.backward()
             estimator_optimizer.step()
             sums += [float(objective.total.detach())] + [float(objective.terms[t].detach()) for t in TERMS]
             n_batches += 1
-        means = sums / max(n_batches, 1)
+        means = world.mean(sums / max(n_batches, 1), device)  # each global batch's loss: the mean of its ranks'
         terms = dict(zip(TERMS, map(float, means[1:])))
-        score = validation_macro_auprc(model, encoded_val if encoded_val is not None else val_set, config.batch_size)
+        score = math.nan
+        if world.is_main:
+            score = validation_macro_auprc(model, encoded_val if encoded_val is not None else val_set, config.batch_size)
+        score = world.broadcast_float(score, device)
         log = EpochLog(epoch, float(means[0]), terms["bce"], terms["infonce"], terms["vclub"], score,
                        time.perf_counter() - started, terms)
         history.append(log)
-        if config.progress:
+        if config.progress and world.is_main:
             print(f"epoch {epoch + 1}: loss {log.train_loss:.4f} (bce {log.train_bce:.4f}, infonce {log.train_infonce:.3f}, "
                   f"vclub {log.train_vclub:.3f}) val macro-AUPRC {score:.4f} [{log.seconds:.1f} s]")
         if score > best_score:
             best_epoch, best_score = epoch, score
-            ckpt.save_weights(model, out_dir)
-            if save_extra is not None:
-                save_extra(out_dir)
-        ckpt.save_weights(model, out_dir / "last")
-        ckpt.save_trainer_state(out_dir, optimizers, {
-            "epoch": epoch, "best_epoch": best_epoch, "best_score": best_score,
-            "history": [asdict(h) for h in history], "train_config": asdict(config),
-        })
-    (out_dir / "history.json").write_text(json.dumps([asdict(h) for h in history], indent=1))
+            if world.is_main:
+                ckpt.save_weights(model, out_dir)
+                if save_extra is not None:
+                    save_extra(out_dir)
+        if world.is_main:
+            ckpt.save_weights(model, out_dir / "last")
+            ckpt.save_trainer_state(out_dir, optimizers, {
+                "epoch": epoch, "best_epoch": best_epoch, "best_score": best_score,
+                "history": [asdict(h) for h in history], "train_config": asdict(config),
+            })
+    if world.is_main:
+        (out_dir / "history.json").write_text(json.dumps([asdict(h) for h in history], indent=1))
+    world.barrier()  # rank 0's files are complete before every rank reads the best weights back
     ckpt.load_weights(model, out_dir, device)
     return TrainResult(best_epoch, best_score, history, encoder_history)

@@ -4,6 +4,10 @@ The split is by patient id (a hash with the split seed), so it does not depend o
 bundles are listed in and a patient never lands in two splits. The run folder is a complete
 checkpoint: `config.json` holds the model config, the fitted feature spec, the split, the
 calibration fitted on validation and the training summary; `model.safetensors` the weights.
+
+Under `torchrun --nproc_per_node=N -m medfuse_core train ...` every rank reads and featurizes the
+cohort (rank 0 first, so the others find its sentence embeddings in the cache) and trains its share
+of every batch (train/distributed.py); rank 0 alone fits the calibration and writes the run folder.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from medfuse_core.problems import DataError
 from medfuse_core.record import PatientRecord
 from medfuse_core.sources.bundle import find_bundles, read_bundle
 from medfuse_core.train import checkpoint as ckpt
+from medfuse_core.train import distributed
 from medfuse_core.train.evaluate import fit_calibration
-from medfuse_core.train.loop import TrainConfig, TrainResult, seed_everything, train
+from medfuse_core.train.loop import TrainConfig, TrainResult, resolve_device, seed_everything, train
 
 
 @dataclass
@@ -147,12 +152,28 @@ def prepare_data(data_dir: str | Path, run: RunConfig, split: SplitConfig, progr
 
 def run_training(data_dir: str | Path, out_dir: str | Path, config_path: str | Path | None = None,
                  overrides: dict[str, Any] | None = None, prepared: PreparedData | None = None) -> TrainResult:
-    """The `train` command. `prepared`: data already read and featurized with the same run config."""
+    """The `train` command. `prepared`: data already read and featurized with the same run config.
+    Under torchrun (RANK / WORLD_SIZE in the environment) it trains data-parallel across the ranks."""
     run = RunConfig.from_file(config_path)
     train_config = TrainConfig.from_dict({**run.train, **(overrides or {})})
     split = SplitConfig(**run.split)
     out_dir = Path(out_dir)
-    data = prepared or prepare_data(data_dir, run, split, train_config.progress)
+    world = distributed.world_from_env()
+    world.local_batch_size(train_config.batch_size)  # before any work: the global batch must split evenly
+    device = distributed.setup(world, resolve_device(train_config.device))
+    try:
+        result = _run_training(data_dir, out_dir, run, train_config, split, prepared, world, device)
+    except BaseException:
+        distributed.shutdown(world, wait=False)  # no barrier the other ranks may never reach
+        raise
+    distributed.shutdown(world)
+    return result
+
+
+def _run_training(data_dir: str | Path, out_dir: Path, run: RunConfig, train_config: TrainConfig, split: SplitConfig,
+                  prepared: PreparedData | None, world: distributed.World, device: torch.device) -> TrainResult:
+    with world.main_first():
+        data = prepared or prepare_data(data_dir, run, split, train_config.progress and world.is_main)
     featurizer, parts, labels = data.featurizer, data.parts, data.labels
     seed_everything(train_config.seed)  # after the data: the model starts the same whether or not `prepared` was given
     model = build_model(build_model_config(run, featurizer, labels))
@@ -170,13 +191,17 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config_path: str | P
             "summary": summary,
         })
 
-    result = train(model, data.train_set, data.val_set, train_config, out_dir, save_extra=write_config)
+    result = train(model, data.train_set, data.val_set, train_config, out_dir, save_extra=write_config,
+                   world=world, device=device)
+    if not world.is_main:
+        return result
     calibration = fit_calibration(model, data.val_set)
     write_config(out_dir, calibration, {"best_epoch": result.best_epoch,
                                         "best_val_macro_auprc": result.best_val_macro_auprc,
                                         "epochs_run": len(result.history),
                                         "parameters": sum(p.numel() for p in model.parameters()),
                                         "device": str(next(model.parameters()).device),
+                                        "processes": world.size,
                                         "torch": torch.__version__})
     return result
 

@@ -54,7 +54,7 @@ def test_one_label_has_calibrated_numbers_exact_groups_and_evidence(predictor, r
 
         logit = float(predictor.model(collate(predictor.featurize([record])[0])).logits[0, 2])
     assert x.logit == pytest.approx(logit, abs=1e-5)
-    assert x.probability == pytest.approx(1.0 / (1.0 + math.exp(-logit / 1.7)), abs=1e-9)
+    assert x.probability == pytest.approx(1.0 / (1.0 + math.exp(-x.logit / 1.7)), abs=1e-9)  # calibrated by T
     assert x.threshold == 0.3
     assert tuple(x.groups) == TOKEN_NAMES
     assert sum(x.groups.values()) == pytest.approx(x.logit - x.empty_logit, abs=1e-5)  # completeness

@@ -3,16 +3,20 @@
 Run from the repository root to regenerate (the output is committed, a few KB):
     python tests/data/bad/make_corpus.py
 What each case must produce is in expected.json, checked by tests/sources/test_bad_corpus.py.
+The cases in GENERATED (a 1 MB note, an 8000 x 8000 image) are too big to commit: the tests write them
+with `write_generated(folder)` into a temporary folder (expected.json marks them "generated": true).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pydicom
+from PIL import Image
 
 from medfuse_core.sources.images import write_image
 
@@ -28,21 +32,101 @@ def _pixels(size: int = 32) -> np.ndarray:
     return ((xx + yy) / (2 * size - 2)).astype(np.float32)
 
 
-def bundle(name: str, files: dict[str, str | bytes], patient: dict | str | None = None) -> Path:
-    folder = HERE / name
+NO_PATIENT_JSON = "no patient.json"
+NOTE_INDEX = "file,time,category\nnote_00.txt,2131-05-07 10:00:00,Physician\n"
+GOOD_NOTE = "Pt comfortable, afebrile. Lungs clear."
+
+
+class Link(str):
+    """A file content that is instead written as a symbolic link to this target."""
+
+
+def bundle(name: str, files: dict[str, str | bytes], patient: dict | str | None = None, root: Path = HERE) -> Path:
+    folder = root / name
     shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir()
+    folder.mkdir(parents=True)
     meta = PATIENT | {"patient_id": name} if patient is None else patient
-    (folder / "patient.json").write_text(meta if isinstance(meta, str) else json.dumps(meta, indent=1))
+    if meta != NO_PATIENT_JSON:
+        (folder / "patient.json").write_text(meta if isinstance(meta, str) else json.dumps(meta, indent=1))
     for rel, content in files.items():
         path = folder / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+        if isinstance(content, Link):
+            path.symlink_to(str(content))
+        else:
+            path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
     return folder
 
 
-def image_bundle(name: str, image_bytes: bytes, file: str = "image_00.dcm") -> None:
-    bundle(name, {"images/index.csv": f"file,time,view\n{file},2131-05-07 10:00:00,PA\n", f"images/{file}": image_bytes})
+def image_bundle(name: str, image_bytes: bytes, file: str = "image_00.dcm", root: Path = HERE) -> None:
+    bundle(name, {"images/index.csv": f"file,time,view\n{file},2131-05-07 10:00:00,PA\n", f"images/{file}": image_bytes},
+           root=root)
+
+
+def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode).save(buffer, format="PNG", compress_level=9)
+    return buffer.getvalue()
+
+
+def dicom_with(**tags) -> bytes:
+    """A good DX DICOM with some header tags replaced."""
+    ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(dicom_bytes()))
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    buffer = pydicom.filebase.DicomBytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def encapsulated_dicom(transfer_syntax: str) -> bytes:
+    """A DICOM whose (junk) pixel data is encapsulated under `transfer_syntax`. pydicom refuses to write a
+    syntax it does not know (JPEG XL), so the file is written as HTJ2K, whose UID has the same length,
+    and the UID's bytes are then swapped."""
+    from pydicom.encaps import encapsulate
+
+    stand_in = "1.2.840.10008.1.2.4.201"  # HTJ2K Lossless
+    ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(dicom_bytes()))
+    ds.file_meta.TransferSyntaxUID = stand_in
+    ds.PixelData = encapsulate([b"\xff\x0a" + bytes(64)])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    buffer = pydicom.filebase.DicomBytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    if len(transfer_syntax) == len(stand_in):
+        return data.replace(stand_in.encode(), transfer_syntax.encode())
+    raise ValueError(f"transfer syntax UID must have {len(stand_in)} characters: {transfer_syntax}")
+
+
+# ------------------------------------------------------------------------ generated at test time
+
+HUGE_NOTE_BYTES = 1024**2
+HUGE_IMAGE_SIDE = 8000
+
+
+def notes_huge(root: Path) -> None:
+    """A 1 MB note: read up to MAX_NOTE_CHARS characters, the rest cut off with a warning."""
+    line = "Pt resting comfortably, vitals stable, plan unchanged; continue current management.\n"
+    text = (line * (HUGE_NOTE_BYTES // len(line) + 1))[:HUGE_NOTE_BYTES]
+    bundle("notes_huge", {"notes/index.csv": NOTE_INDEX, "notes/note_00.txt": text}, root=root)
+
+
+def image_huge(root: Path) -> None:
+    """An 8000 x 8000 grey PNG (64 M pixels, a gradient: ~100 KB compressed): downsampled to 4000 x 4000."""
+    row = np.linspace(0, 255, HUGE_IMAGE_SIDE).astype(np.uint8)
+    image_bundle("image_huge", png_bytes(np.broadcast_to(row, (HUGE_IMAGE_SIDE, HUGE_IMAGE_SIDE)).copy()),
+                 file="image_00.png", root=root)
+
+
+GENERATED = {"notes_huge": notes_huge, "image_huge": image_huge}
+
+
+def write_generated(root: Path, names: list[str] | None = None) -> dict[str, Path]:
+    """Write the GENERATED cases (all, or `names`) under `root`; {case: folder}."""
+    for name in names or GENERATED:
+        GENERATED[name](root)
+    return {name: root / name for name in names or GENERATED}
 
 
 def dicom_bytes(**kwargs) -> bytes:
@@ -97,6 +181,56 @@ def main() -> None:
     image_bundle("image_truncated_png", png.read_bytes()[:120], file="image_00.png")
     png.unlink()
     image_bundle("image_text_named_png", b"this is a radiology report, not a picture\n", file="image_00.png")
+    # labs, continued
+    bundle("labs_no_item_columns", {"labs.csv": "time,value,unit\n2131-05-07 09:00:00,1.0,mg/dL\n"})
+    bundle("labs_text_values", {"labs.csv": LABS_HEADER + "".join(
+        f"2131-05-07 {9 + i:02d}:00:00,{itemid},{item},{value},{unit},,,\n" for i, (itemid, item, value, unit) in enumerate([
+            (51484, "Ketone", "NEG", "mg/dL"), (50971, "Potassium", "HEMOLYZED", "mEq/L"),
+            (51003, "Troponin T", "<0.01", "ng/mL"), (50910, "Creatine Kinase (CK)", ">1000", "IU/L"),
+            (51265, "Platelet Count", '"1,234"', "K/uL"), (50862, "Albumin", "GREATER THAN 5", "g/dL")]))})
+    bundle("labs_negative_time", {"labs.csv": LABS_HEADER + GOOD_LAB + "-3.5,50971,Potassium,4.2,mEq/L,3.3,5.1,\n"})
+    bundle("labs_duplicate_rows", {"labs.csv": LABS_HEADER + GOOD_LAB + GOOD_LAB
+                                   + "2131-05-07 09:00:00,50971,Potassium,4.2,mEq/L,3.3,5.1,\n" + GOOD_LAB})
+    bundle("labs_unit_conflict", {"labs.csv": LABS_HEADER
+                                  + "2131-05-07 09:00:00,50931,Glucose,110,mg/dL,70,100,\n"
+                                  + "2131-05-07 10:00:00,50931,Glucose,6.1,mmol/L,3.9,5.6,\n"
+                                  + "2131-05-07 12:00:00,50931,Glucose,140,mg/dL,70,100,\n"})
+    bundle("labs_empty_file", {"labs.csv": b"", "vitals.csv": "time,channel,value\n" + GOOD_VITAL})
+    # vitals, continued
+    bundle("vitals_unknown_channel", {"vitals.csv": "time,channel,value\n" + GOOD_VITAL + "2131-05-07 10:00:00,Pain score,7\n"})
+    bundle("vitals_irregular_times", {"vitals.csv": "time,channel,value\n"
+                                      "2131-05-07 13:27:41.250,Heart Rate,92\n"
+                                      "2131-05-07T09:00,Heart Rate,88\n"
+                                      "2131-05-07 09:00:30,Heart Rate,90\n"
+                                      "2131-05-07 09:01:00,Respiratory rate,18\n"
+                                      "2131-05-10 02:00:00,Heart Rate,76\n"})
+    bundle("vitals_time_zones", {"vitals.csv": "time,channel,value\n"
+                                 "2131-05-07T09:00:00+02:00,Heart Rate,88\n"
+                                 "2131-05-07 10:00:00Z,Heart Rate,90\n"
+                                 "2131-05-07 11:00:00 -0500,Heart Rate,86\n"})
+    bundle("vitals_out_of_range_low", {"vitals.csv": "time,channel,value\n" + GOOD_VITAL
+                                       + "2131-05-07 10:00:00,Oxygen saturation,-5\n"
+                                       + "2131-05-07 10:00:00,Respiratory rate,400\n"})
+    # notes, continued
+    bundle("notes_empty", {"notes/index.csv": NOTE_INDEX + "note_01.txt,2131-05-07 11:00:00,Nursing\n",
+                           "notes/note_00.txt": "", "notes/note_01.txt": GOOD_NOTE})
+    bundle("notes_html_script", {"notes/index.csv": NOTE_INDEX, "notes/note_00.txt":
+                                 "<script>alert('x')</script><b>CHF</b> exacerbation; BP <90/60 on arrival."})
+    bundle("notes_utf16", {"notes/index.csv": NOTE_INDEX, "notes/note_00.txt": "Temp 38.5 °C, café.".encode("utf-16")})
+    # images, continued
+    image_bundle("image_text_named_dcm", b"%PDF-1.4\n% a radiology report saved as .dcm\n1 0 obj << >> endobj\n")
+    image_bundle("image_ct_slice", dicom_with(Modality="CT", SOPClassUID="1.2.840.10008.5.1.4.1.1.2"))
+    colour = np.zeros((32, 32, 3), np.uint8)
+    colour[..., 0], colour[..., 1] = 200, np.arange(32, dtype=np.uint8)[None, :] * 8
+    image_bundle("image_rgb_png", png_bytes(colour, "RGB"), file="image_00.png")
+    image_bundle("image_png_16bit", png_bytes((_pixels(32) * 65535).round().astype(np.uint16)), file="image_00.png")
+    image_bundle("image_no_codec_jpeg_xl", encapsulated_dicom("1.2.840.10008.1.2.4.110"))
+    image_bundle("image_private_transfer_syntax", encapsulated_dicom("1.2.826.0.1.3680043.999"))
+    # bundle folders
+    bundle("bundle_no_patient_json", {"labs.csv": LABS_HEADER + GOOD_LAB}, patient=NO_PATIENT_JSON)
+    bundle("bundle_symlink_outside", {"labs.csv": Link("../labs_bad_time/labs.csv"),
+                                      "vitals.csv": "time,channel,value\n" + GOOD_VITAL,
+                                      "notes/index.csv": NOTE_INDEX, "notes/note_00.txt": Link("/etc/passwd")})
     # truth.json
     bundle("truth_span_outside_note", {
         "notes/index.csv": "file,time,category\nnote_00.txt,2131-05-07 10:00:00,Physician\n",

@@ -1,0 +1,285 @@
+"""Who is using the dashboard, what they may open, and the audit trail of what they saw.
+
+The mode is resolved on every run at the top of app/main.py, before any page is built:
+- oidc: the Streamlit secrets hold an `[auth]` section: `st.login()` / `st.user`; the role comes from the
+  `[medfuse_lens.roles]` table (email = role), else `[medfuse_lens] default_role` (clinician; "none" refuses).
+- local: $MEDFUSE_LENS_USERS names a users file (medfuse_core.users): a sign-in form.
+- dev: neither, or MEDFUSE_LENS_DEV=1: no sign-in, user "dev" with the researcher role, and only while the
+  server listens on a loopback address; otherwise the app says how to fix it and stops.
+Roles: a clinician sees the worklist, patient review and model card and exports reports; a researcher also
+the disentanglement lab and the upload page. Pages a role lacks stay routable but hidden, and guard
+themselves with `require_role`, so a typed URL says "not permitted" instead of showing the page.
+The decisions (`resolve_mode`, `is_loopback`, `oidc_role`) are plain functions; the rest draws them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from medfuse_core import audit
+from medfuse_core.users import ROLES, USERS_ENV, UsersFileError, authenticate, load_users, role_allows
+
+DEV_ENV = "MEDFUSE_LENS_DEV"
+DEV_BANNER = "Development mode: no sign-in; serving on 127.0.0.1 only"
+VIEWER_KEY = "_auth_viewer"  # session_state: the signed-in Viewer
+AUDITED_KEY = "_auth_audited"  # session_state: the (action, patient, key) already logged with once=
+WRONG_LOGIN = "wrong user name or password"
+DEFAULT_OIDC_ROLE = "clinician"
+
+__all__ = ["Viewer", "resolve_mode", "is_loopback", "oidc_role", "sign_in", "current_viewer", "require_role",
+           "sidebar_account", "audit_event", "audited", "role_allows", "DEV_BANNER"]
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The person at the screen (or 'dev'), their role and how they signed in."""
+
+    name: str
+    role: str
+    mode: str  # "oidc" | "local" | "dev"
+
+
+DEV_VIEWER = Viewer("dev", "researcher", "dev")
+
+
+# ------------------------------------------------------------------------------------- decisions
+
+
+def resolve_mode(env: Mapping[str, str], has_oidc: bool) -> str:
+    """'dev' when MEDFUSE_LENS_DEV=1 or nothing is configured; else 'oidc' (secrets [auth]) or 'local' (users file)."""
+    if env.get(DEV_ENV, "").strip() == "1":
+        return "dev"
+    if has_oidc:
+        return "oidc"
+    if env.get(USERS_ENV, "").strip():
+        return "local"
+    return "dev"
+
+
+def is_loopback(address: str | None) -> bool:
+    """Whether the server address only accepts this machine (unset or '' means every interface: no)."""
+    if not address:
+        return False
+    if address.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def oidc_role(email: str | None, roles: Mapping[str, Any], default: str | None = DEFAULT_OIDC_ROLE) -> str | None:
+    """The role of an OIDC account: its entry in `roles` (emails compared case-insensitively), else `default`
+    (None or 'none': no role). ValueError when the configured role is not one of ROLES."""
+    by_email = {str(k).strip().lower(): str(v).strip() for k, v in roles.items()}
+    role = by_email.get((email or "").strip().lower(), default)
+    if role in (None, "", "none"):
+        return None
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    return role
+
+
+# ------------------------------------------------------------------------------------- sign-in
+
+
+def _secrets_section(name: str) -> Mapping[str, Any] | None:
+    """A top-level table of the Streamlit secrets, or None (no secrets file at all is not an error)."""
+    try:
+        section = st.secrets.get(name)
+    except FileNotFoundError as exc:  # Streamlit's StreamlitSecretNotFoundError: no file, or one it cannot parse
+        if getattr(exc, "error_id", None) == "no-secrets-found":
+            return None
+        st.error(f"The Streamlit secrets cannot be read, so sign-in cannot be set up: {exc}", icon=":material/error:")
+        st.stop()
+    return section if isinstance(section, Mapping) and section else None
+
+
+def current_viewer() -> Viewer | None:
+    viewer = st.session_state.get(VIEWER_KEY)
+    return viewer if isinstance(viewer, Viewer) else None
+
+
+def sign_in() -> Viewer:
+    """The viewer of this run; until someone is signed in it draws the sign-in and stops the script."""
+    mode = resolve_mode(os.environ, _secrets_section("auth") is not None)
+    if mode == "dev":
+        viewer = _dev_viewer()
+    elif mode == "oidc":
+        viewer = _oidc_viewer()
+    else:
+        viewer = _local_viewer(os.environ[USERS_ENV].strip())
+    st.session_state[VIEWER_KEY] = viewer
+    return viewer
+
+
+def _dev_viewer() -> Viewer:
+    address = st.get_option("server.address")
+    if not is_loopback(address):
+        where = f"on {address!r}" if address else "on every network interface (server.address is not set)"
+        st.error(f"This dashboard is serving {where} without sign-in. Configure sign-in ([auth] in "
+                 f".streamlit/secrets.toml, or {USERS_ENV}) or bind to 127.0.0.1 (`--server.address 127.0.0.1`)"
+                 + (f", and unset {DEV_ENV}." if os.environ.get(DEV_ENV, "").strip() == "1" else "."),
+                 icon=":material/lock:")
+        st.stop()
+    return DEV_VIEWER
+
+
+def _local_viewer(users_path: str) -> Viewer:
+    try:
+        users = load_users(users_path)
+    except UsersFileError as exc:
+        st.error(f"Sign-in is not available: the users file cannot be used. {exc}", icon=":material/error:")
+        st.stop()
+    viewer = current_viewer()
+    if viewer is not None and viewer.mode == "local":
+        user = users.get(viewer.name)
+        if user is not None:  # the role is re-read from the file on every run, so changes apply at once
+            return Viewer(user.name, user.role, "local")
+        st.session_state.pop(VIEWER_KEY, None)  # removed from the file: signed out
+    st.title("MEDFuse Lens", anchor=False)
+    st.caption("Sign in to see patient data.")
+    with st.form("sign_in", clear_on_submit=True):
+        name = st.text_input("User name", key="sign_in_name", autocomplete="username")
+        password = st.text_input("Password", type="password", key="sign_in_password",
+                                 autocomplete="current-password")
+        submitted = st.form_submit_button("Sign in", type="primary", key="sign_in_submit")
+    if submitted:
+        user = authenticate(users, name, password)
+        if user is None:
+            _log_quietly("login_failed", name.strip()[:64], None, {"mode": "local"})
+            st.error(WRONG_LOGIN, icon=":material/error:")
+        else:
+            _signed_in(Viewer(user.name, user.role, "local"))
+            st.rerun()
+    st.stop()
+
+
+def _oidc_viewer() -> Viewer:
+    settings = _secrets_section("medfuse_lens") or {}
+    if not st.user.get("is_logged_in"):
+        st.title("MEDFuse Lens", anchor=False)
+        st.caption("Sign in with your organisation's account to see patient data.")
+        if not _authlib_installed():
+            st.error("Sign-in is configured ([auth] in the secrets) but Authlib is not installed: "
+                     "`pip install Authlib` (1.3.2 or later), then restart.", icon=":material/error:")
+        else:
+            provider = settings.get("provider")
+            st.button("Sign in", type="primary", key="oidc_sign_in", on_click=st.login,
+                      args=(provider,) if provider else None)
+        st.stop()
+    email = st.user.get("email")
+    name = str(email or st.user.get("name") or st.user.get("sub") or "unknown")
+    try:
+        role = oidc_role(email, settings.get("roles") or {}, settings.get("default_role", DEFAULT_OIDC_ROLE))
+    except ValueError as exc:
+        st.error(f"Secrets [medfuse_lens.roles] / default_role for {name}: {exc}.", icon=":material/error:")
+        st.stop()
+    if role is None:
+        st.error(f"Not permitted: the account {name} has no role in this dashboard.", icon=":material/lock:")
+        st.button("Sign out", key="oidc_sign_out_norole", on_click=st.logout)
+        st.stop()
+    viewer = Viewer(name, role, "oidc")
+    if current_viewer() != viewer:  # first run of this session with this account
+        _signed_in(viewer)
+    return viewer
+
+
+def _signed_in(viewer: Viewer) -> None:
+    """Log the sign-in, then remember the viewer; a sign-in that cannot be logged does not happen."""
+    try:
+        audit.append("login", user=viewer.name, role=viewer.role, detail={"mode": viewer.mode})
+    except audit.AuditError as exc:
+        st.error(f"Not signed in: the audit log could not be written: {exc}.", icon=":material/error:")
+        st.stop()
+    st.session_state.pop(AUDITED_KEY, None)
+    st.session_state[VIEWER_KEY] = viewer
+
+
+def _authlib_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("authlib") is not None
+
+
+def _sign_out() -> None:
+    viewer = current_viewer()
+    if viewer is not None:
+        _log_quietly("logout", viewer.name, viewer.role, {"mode": viewer.mode})
+    for key in (VIEWER_KEY, AUDITED_KEY):
+        st.session_state.pop(key, None)
+    if viewer is not None and viewer.mode == "oidc":
+        st.logout()
+
+
+def sidebar_account(viewer: Viewer) -> None:
+    """Who is signed in, with which role, and the sign-out button (none in dev mode)."""
+    sb = st.sidebar
+    if viewer.mode == "dev":
+        sb.caption(f"User **{viewer.name}** ({viewer.role}), development mode: no sign-in")
+        return
+    sb.caption(f"Signed in as **{viewer.name}** ({viewer.role})")
+    sb.button("Sign out", key="sign_out", icon=":material/logout:", on_click=_sign_out)
+
+
+def require_role(role: str) -> Viewer:
+    """Stop the page with 'Not permitted' unless the viewer has `role` (or a higher one)."""
+    viewer = current_viewer()
+    if viewer is None or not role_allows(viewer.role, role):
+        who = f"{viewer.name} ({viewer.role})" if viewer else "nobody signed in"
+        st.error(f"Not permitted: this page is for the {role} role; you are {who}.", icon=":material/lock:")
+        st.stop()
+    return viewer
+
+
+# ---------------------------------------------------------------------------------------- audit
+
+
+def _log_quietly(action: str, user: str, role: str | None, detail: dict[str, Any]) -> None:
+    """For entries whose loss must not block the page (failed sign-in, sign-out)."""
+    try:
+        audit.append(action, user=user, role=role, detail=detail)
+    except audit.AuditError:
+        pass
+
+
+def audit_event(action: str, patient_id: str | None = None, *, once: bool | str = False, required: bool = False,
+                **detail: Any) -> bool:
+    """Log `action` for the current viewer. `once`: only the first time per session for this action and patient
+    (a string adds a key, e.g. an upload's digest). If the log cannot be written the page shows why, and with
+    `required` stops, so nothing is shown that was not logged. True when logged (or logged before)."""
+    viewer = current_viewer() or DEV_VIEWER
+    seen: set = st.session_state.setdefault(AUDITED_KEY, set())
+    mark = (action, patient_id, once if isinstance(once, str) else "")
+    if once and mark in seen:
+        return True
+    try:
+        audit.append(action, user=viewer.name, role=viewer.role, patient_id=patient_id,
+                     detail=detail)
+    except audit.AuditError as exc:
+        st.error(f"The audit log could not be written: {exc}."
+                 + (" Patient data is not shown until it can be." if required else ""), icon=":material/error:")
+        if required:
+            st.stop()
+        return False
+    if once:
+        seen.add(mark)
+    return True
+
+
+def audited(make: Callable[[], Any], action: str, patient_id: str | None = None, **detail: Any) -> Callable[[], Any]:
+    """`make` wrapped so that calling it logs `action` first, as the viewer of this run: for st.download_button's
+    deferred `data`, which Streamlit calls on its own thread only when the file is really downloaded."""
+    viewer = current_viewer() or DEV_VIEWER
+
+    def logged_then_made() -> Any:
+        audit.append(action, user=viewer.name, role=viewer.role, patient_id=patient_id, detail=detail)
+        return make()
+
+    return logged_then_made

@@ -1,0 +1,256 @@
+"""Batch scoring: a checkpoint and a folder of patient bundles -> one Parquet file of predictions.
+
+`python -m medfuse_core score --checkpoint RUN --data DIR --out preds.parquet`. Built to stream: a
+DataLoader reads one bundle per item and its workers featurize each batch (`--workers N` processes,
+so reading files and embedding notes run beside the model); the model scores the batch under
+`inference_mode` (bf16 autocast and pinned memory on CUDA), and the batch's rows are written as one
+Parquet row group at once. Memory is that of a few batches, whatever the cohort's size.
+
+Featurizing a batch rather than one patient embeds its note sentences in one call: one new shard
+of the sentence-embedding cache per batch instead of per patient. The cache is shared safely by the
+workers: a shard is written under a unique temporary name and renamed into place, so a process only
+ever sees complete shards, and a sentence embedded twice by two workers is harmless (see
+features/embedding_cache.py). Its hit rate is reported.
+
+A bundle that cannot be read (or featurized) never stops the run: it gets a row with no
+probabilities and its message in `error`, and is listed in the summary. Columns: `patient_id`,
+`bundle`, `modalities` (those the model used, comma-separated), per label `<label>_prob`
+(temperature-calibrated), `<label>_logit`, `<label>_positive` (calibrated probability >= the label's
+threshold), `problems` (what reading the bundle reported, "; "-separated) and `error`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from medfuse_core.demo import cache_home
+from medfuse_core.features.batch import Batch, PatientFeatures, collate
+from medfuse_core.features.featurize import FeatureSpec, Featurizer
+from medfuse_core.predictor import Predictor
+from medfuse_core.problems import DataError
+from medfuse_core.record import MODALITIES, PatientRecord
+from medfuse_core.sources.bundle import find_bundles, read_bundle
+from medfuse_core.train.metrics import sigmoid
+
+__all__ = ["BundleDataset", "ScoreSummary", "score_cohort"]
+
+
+@dataclass
+class ScoreSummary:
+    out_path: Path
+    scored: int
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (bundle folder, why it was not scored)
+    seconds: float = 0.0
+    row_groups: int = 0
+    cache_hits: int = 0  # distinct note sentences per batch found in the embedding cache
+    cache_misses: int = 0  # ... and embedded by the text model
+
+    @property
+    def patients_per_second(self) -> float:
+        return self.scored / self.seconds if self.seconds > 0 else math.nan
+
+    @property
+    def cache_hit_rate(self) -> float:
+        total = self.cache_hits + self.cache_misses
+        return self.cache_hits / total if total else math.nan
+
+    def describe(self) -> str:
+        total = self.cache_hits + self.cache_misses
+        cache = (f"sentence-embedding cache hit rate {self.cache_hit_rate:.0%} ({self.cache_hits}/{total})" if total
+                 else "no note sentences")
+        return (f"{self.scored} patient(s) scored, {len(self.failed)} failed, {self.patients_per_second:.1f} patients/s; "
+                f"{cache}; predictions in {self.out_path}")
+
+
+@dataclass
+class _Read:
+    """One bundle as read by a worker: the record, or why there is none."""
+
+    folder: str
+    record: PatientRecord | None
+    error: str | None
+
+
+class BundleDataset(Dataset):
+    """Item i: bundle folder i read into a record (featurized later, per batch, by `_FeaturizeBatch`)."""
+
+    def __init__(self, folders: Sequence[Path]):
+        self.folders = [str(f) for f in folders]
+
+    def __len__(self) -> int:
+        return len(self.folders)
+
+    def __getitem__(self, index: int) -> _Read:
+        folder = self.folders[index]
+        try:
+            return _Read(folder, read_bundle(folder), None)
+        except DataError as exc:
+            return _Read(folder, None, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one unreadable bundle must not end the run
+            return _Read(folder, None, f"error: {folder}: {type(exc).__name__}: {exc}")
+
+
+@dataclass
+class ScoringBatch:
+    """A batch as the loader hands it over: the model's input for the patients that could be
+    featurized, and one metadata row per bundle (in order)."""
+
+    rows: list[dict[str, Any]]  # folder, patient_id, problems, error, index into `batch` (or None)
+    batch: Batch | None
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+    def pin_memory(self) -> "ScoringBatch":  # called by the DataLoader when pin_memory=True
+        return ScoringBatch(self.rows, self.batch.pin_memory() if self.batch is not None else None,
+                            self.cache_hits, self.cache_misses)
+
+
+class _FeaturizeBatch:
+    """The loader's collate_fn: featurize the readable records of a batch (in the worker process).
+
+    Pickled to worker processes without the featurizer, which is rebuilt there from its spec (its
+    text model loads on first use there; its embedding cache opens the same folder)."""
+
+    def __init__(self, spec: FeatureSpec, cache_dir: Path, featurizer: Featurizer | None = None):
+        self.spec = spec
+        self.cache_dir = cache_dir
+        self._featurizer = featurizer
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"spec": self.spec, "cache_dir": self.cache_dir, "_featurizer": None}
+
+    @property
+    def featurizer(self) -> Featurizer:
+        if self._featurizer is None:
+            self._featurizer = Featurizer(self.spec, cache_dir=self.cache_dir)
+        return self._featurizer
+
+    def _cache_counts(self) -> tuple[int, int]:
+        cache = getattr(self.featurizer, "_cache", None)  # Featurizer keeps its EmbeddingCache private
+        return (cache.hits, cache.misses) if cache is not None else (0, 0)
+
+    def __call__(self, items: list[_Read]) -> ScoringBatch:
+        hits, misses = self._cache_counts()
+        records = [item.record for item in items if item.record is not None]
+        features = self._featurize(records)
+        rows, kept = [], []
+        readable = iter(features)
+        for item in items:
+            row = {"folder": item.folder, "patient_id": Path(item.folder).name, "problems": "", "error": item.error,
+                   "index": None}
+            if item.record is not None:
+                row["patient_id"] = item.record.patient_id
+                row["problems"] = "; ".join(str(p) for p in item.record.problems)
+                result = next(readable)
+                if isinstance(result, str):
+                    row["error"] = result
+                else:
+                    row["index"] = len(kept)
+                    kept.append(result)
+            rows.append(row)
+        new_hits, new_misses = self._cache_counts()
+        return ScoringBatch(rows, collate(kept) if kept else None, new_hits - hits, new_misses - misses)
+
+    def _featurize(self, records: list[PatientRecord]) -> list[PatientFeatures | str]:
+        """Features per record (the batch's sentences embedded together), or the error of a record
+        that cannot be featurized (found by retrying one at a time when the batch fails)."""
+        if not records:
+            return []
+        try:
+            return list(self.featurizer.featurize_many(records, progress=False)[0])
+        except Exception:  # noqa: BLE001 - find the patient(s) at fault, one at a time
+            return [self._featurize_one(record) for record in records]
+
+    def _featurize_one(self, record: PatientRecord) -> PatientFeatures | str:
+        try:
+            return self.featurizer.featurize(record)[0]
+        except Exception as exc:  # noqa: BLE001 - one patient must not end the run
+            return f"error: {record.patient_id}: featurizing failed: {type(exc).__name__}: {exc}"
+
+
+@torch.inference_mode()
+def _logits(model: torch.nn.Module, batch: Batch, device: torch.device) -> np.ndarray:
+    """The model's logits (B, K) for a batch, as `Predictor.predict_features` computes them."""
+    batch = batch.to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        return model(batch).logits.float().cpu().numpy()
+
+
+def output_schema(labels: Sequence[str]) -> pa.Schema:
+    columns = [pa.field("patient_id", pa.string()), pa.field("bundle", pa.string()), pa.field("modalities", pa.string())]
+    for name in labels:
+        columns += [pa.field(f"{name}_prob", pa.float32()), pa.field(f"{name}_logit", pa.float32()),
+                    pa.field(f"{name}_positive", pa.bool_())]
+    columns += [pa.field("problems", pa.string()), pa.field("error", pa.string())]
+    return pa.schema(columns)
+
+
+def _table(scoring: ScoringBatch, logits: np.ndarray | None, predictor: Predictor, schema: pa.Schema) -> pa.Table:
+    """One row per bundle of the batch; nulls in the prediction columns where it was not scored."""
+    probs = sigmoid(logits / predictor.temperature) if logits is not None else None
+    columns: dict[str, list] = {name: [] for name in schema.names}
+    for row in scoring.rows:
+        i = row["index"]
+        columns["patient_id"].append(row["patient_id"])
+        columns["bundle"].append(row["folder"])
+        present = scoring.batch.present[i].tolist() if i is not None else None
+        columns["modalities"].append(",".join(m for m, p in zip(MODALITIES, present) if p) if present else None)
+        for k, name in enumerate(predictor.labels):
+            scored = i is not None
+            columns[f"{name}_prob"].append(float(probs[i, k]) if scored else None)
+            columns[f"{name}_logit"].append(float(logits[i, k]) if scored else None)
+            columns[f"{name}_positive"].append(bool(probs[i, k] >= predictor.thresholds[k]) if scored else None)
+        columns["problems"].append(row["problems"])
+        columns["error"].append(row["error"])
+    return pa.table(columns, schema=schema)
+
+
+def score_cohort(checkpoint: str | Path, data_dir: str | Path, out_path: str | Path, batch_size: int = 64,
+                 workers: int = 0, device: str = "auto", progress: bool = True,
+                 cache_dir: str | Path | None = None) -> ScoreSummary:
+    """Score every bundle under `data_dir` with the checkpoint; predictions stream to `out_path`
+    (Parquet, one row group per batch; written as `<out>.partial` and renamed when complete)."""
+    if batch_size < 1 or workers < 0:
+        raise ValueError(f"batch_size must be >= 1 and workers >= 0; got {batch_size}, {workers}")
+    folders = find_bundles(Path(data_dir))
+    if not folders:
+        raise DataError(str(data_dir), "", "expected patient bundles (folders with patient.json); found none")
+    cache_dir = Path(cache_dir) if cache_dir is not None else cache_home() / "embeddings"
+    predictor = Predictor.load(checkpoint, device=device, cache_dir=cache_dir)
+    target = predictor.device
+    # in this process the predictor's own featurizer does the work; workers rebuild one from the spec
+    featurize = _FeaturizeBatch(predictor.featurizer.spec, cache_dir, predictor.featurizer if workers == 0 else None)
+    loader = DataLoader(BundleDataset(folders), batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=featurize, pin_memory=target.type == "cuda")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_path.with_name(out_path.name + ".partial")
+    schema = output_schema(predictor.labels)
+    summary = ScoreSummary(out_path, 0)
+    started = time.perf_counter()
+    with pq.ParquetWriter(partial, schema) as writer, \
+            tqdm(total=len(folders), desc="scoring", unit="patient", disable=not progress) as bar:
+        for scoring in loader:
+            logits = _logits(predictor.model, scoring.batch, target) if scoring.batch is not None else None
+            writer.write_table(_table(scoring, logits, predictor, schema))
+            summary.row_groups += 1
+            summary.scored += sum(row["index"] is not None for row in scoring.rows)
+            summary.failed += [(row["folder"], row["error"]) for row in scoring.rows if row["index"] is None]
+            summary.cache_hits += scoring.cache_hits
+            summary.cache_misses += scoring.cache_misses
+            bar.update(len(scoring.rows))
+    os.replace(partial, out_path)
+    summary.seconds = time.perf_counter() - started
+    return summary
