@@ -23,7 +23,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -58,6 +58,7 @@ class TrainConfig:
     encoder_patience: int = 6
     encoder_lr: float = 1e-3
     freeze_encoders: bool = False  # stage 2 on frozen encoders (cached outputs) instead of end to end
+    fusion_seed: int | None = None  # stage 2's seed (None: `seed`): another stage 2 on the same stage-1 encoders
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
@@ -294,6 +295,8 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
             device=device, make_loader=make_loader, progress=config.progress, world=world)
     # stage 2 starts from a known random state whether stage 1 ran now or was loaded from encoders/,
     # so a run resumed after stage 1 ends with the same weights as an uninterrupted one
+    if config.fusion_seed is not None:
+        config = replace(config, seed=config.fusion_seed)
     seed_everything(config.seed + 1)
     encoded_train = encoded_val = None
     if config.freeze_encoders:

@@ -101,3 +101,24 @@ def test_stage_two_from_saved_encoders_matches_an_uninterrupted_run(small_cohort
     train(split, features[:24], features[24:], config, tmp_path / "split")
     for (name, a), b in zip(whole.state_dict().items(), split.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_fusion_seed_changes_stage_two_only(small_cohort, tmp_path: Path) -> None:
+    """fusion_seed: another stage 2 on the same stage-1 encoders (what the seed sweep and the demo's
+    selected checkpoint use); fusion_seed == seed is the plain run."""
+    from dataclasses import replace
+
+    featurizer, features, _, _ = small_cohort
+    base = TrainConfig(epochs=2, batch_size=8, patience=100, progress=False, seed=4, encoder_epochs=1,
+                       freeze_encoders=True)
+    models = {}
+    for name, config in (("plain", base), ("same", replace(base, fusion_seed=4)), ("other", replace(base, fusion_seed=9))):
+        torch.manual_seed(4)
+        models[name] = MedFuseLens(tiny_config(featurizer))
+        train(models[name], features[:24], features[24:], config, tmp_path / name)
+    plain, same, other = (models[k].state_dict() for k in ("plain", "same", "other"))
+    assert all(torch.equal(plain[k], same[k]) for k in plain)
+    encoders = {f"{m}_encoder" for m in ("lab", "note", "vitals", "image")}
+    fusion_keys = [k for k in plain if k.split(".")[0] not in encoders]
+    assert all(torch.equal(plain[k], other[k]) for k in plain if k.split(".")[0] in encoders)  # stage 1 untouched
+    assert any(not torch.equal(plain[k], other[k]) for k in fusion_keys)  # stage 2 differs
