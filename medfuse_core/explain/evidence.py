@@ -37,8 +37,13 @@ Per modality (one patient, one label at a time; `evidence_maps` loops over label
 Speed: the other modalities' encoder outputs are computed once per patient, so IG's many steps run
 only the encoder being explained (``encode_modality``) and everything after the encoders
 (``model.forward_features``): the same function of the attributed input as ``model(batch)``, without
-re-running, say, the ResNet 64 times for a lab attribution. The model is only read, never modified,
-so concurrent explanations are safe. Absent modalities give empty evidence.
+re-running, say, the ResNet 64 times for a lab attribution. Absent modalities give empty evidence.
+
+Concurrency: the dashboard explains with one shared model from several sessions' threads at once. The
+layer methods' hooks go on through ``thread_scoped`` (they act only in the thread that attached them;
+without it another thread's forward pass through the hooked module would get this explanation's
+tensors), and the switch to eval mode is reference-counted (``eval_mode``); see concurrency.py. The
+weights are only read.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from medfuse_core.explain.concurrency import eval_mode, thread_scoped
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.features.featurize import PatientEvidenceIndex
 from medfuse_core.features.labs import FEATURE_NAMES, LabVocabulary
@@ -245,13 +251,8 @@ class EvidenceExplainer:
     @contextmanager
     def _grad(self, enabled: bool = True) -> Iterator[None]:
         """Attributions are of the deterministic model: eval mode (restored after), grads on."""
-        was = self.model.training
-        self.model.eval()
-        try:
-            with torch.set_grad_enabled(enabled):
-                yield
-        finally:
-            self.model.train(was)
+        with eval_mode(self.model), torch.set_grad_enabled(enabled):
+            yield
 
     def _has(self, modality: str) -> bool:
         """The patient has the modality and the model has an encoder for it."""
@@ -290,7 +291,8 @@ class EvidenceExplainer:
         x = self.batch.lab_values.float()
         with self._grad():
             if method == "embedding":
-                algo = LayerIntegratedGradients(self._forward("lab_values", "labs"), self.model.lab_encoder.value_embedding)
+                algo = LayerIntegratedGradients(self._forward("lab_values", "labs"),
+                                                thread_scoped(self.model.lab_encoder.value_embedding))
             else:
                 algo = IntegratedGradients(self._forward("lab_values", "labs"))
             attr, delta = algo.attribute(x, baselines=torch.zeros_like(x), target=k, n_steps=n_steps,
@@ -394,7 +396,7 @@ class EvidenceExplainer:
             return self._logits("notes", _with(self.batch, "note_embeddings", notes))
 
         with self._grad():
-            attr, delta = LayerIntegratedGradients(forward, bb.embedding_layer).attribute(
+            attr, delta = LayerIntegratedGradients(forward, thread_scoped(bb.embedding_layer)).attribute(
                 ids, baselines=baseline, target=k, n_steps=n_steps, return_convergence_delta=True)
         per = attr.detach()[0].double().sum(-1).cpu().numpy()
         tokens = bb.tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
@@ -440,7 +442,7 @@ class EvidenceExplainer:
         delta = None
         with self._grad():
             if method == "gradcam":
-                cam = LayerGradCam(self._forward("image", "image"), self.model.image_encoder.last_stage).attribute(
+                cam = LayerGradCam(self._forward("image", "image"), thread_scoped(self.model.image_encoder.last_stage)).attribute(
                     x, target=k, relu_attributions=True)
                 model_map = LayerAttribution.interpolate(cam.detach(), (size, size), "bilinear")
             elif method == "ig":

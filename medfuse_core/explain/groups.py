@@ -44,14 +44,14 @@ reports Captum's convergence delta.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from functools import lru_cache
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
+from medfuse_core.explain.concurrency import eval_mode
 from medfuse_core.models.fusion import TOKEN_NAMES
 from medfuse_core.record import MODALITIES
 
@@ -325,17 +325,6 @@ def modality_contributions(fusion_fn: FusionFn, specific: Tensor, shared: Tensor
     return _perturbation(method, game, labels, label_index, perturbations_per_eval)
 
 
-@contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Attributions are of the deterministic model: dropout off, the caller's mode restored."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def group_contributions(model, batch, *, method: str = "exact", shared_per_modality: bool = False,
                         present: Tensor | None = None, label_index: int | Sequence[int] | None = None,
                         **options) -> GroupContributions:
@@ -349,7 +338,7 @@ def group_contributions(model, batch, *, method: str = "exact", shared_per_modal
     (as in ``model.forward``). options: perturbations_per_eval, n_steps, internal_batch_size, chunk_rows.
     """
     _check_method(method)
-    with _eval_mode(model):
+    with eval_mode(model):  # deterministic model; reference-counted across threads (concurrency.py)
         with torch.no_grad():
             out = model(batch, present=present)
         labels = getattr(model, "labels", None)
