@@ -117,6 +117,12 @@ class ScoringBatch:
                             self.cache_hits, self.cache_misses)
 
 
+# sentence vectors each scoring process keeps in memory: a cohort streams by once, so a small recent
+# window (the templated sentences every note repeats) serves as well as the app's 50,000 and keeps
+# memory from growing with the cohort (measured in benchmarks/performance.py)
+SCORING_CACHE_ROWS = 4096
+
+
 class _FeaturizeBatch:
     """The loader's collate_fn: featurize the readable records of a batch (in the worker process).
 
@@ -134,7 +140,7 @@ class _FeaturizeBatch:
     @property
     def featurizer(self) -> Featurizer:
         if self._featurizer is None:
-            self._featurizer = Featurizer(self.spec, cache_dir=self.cache_dir)
+            self._featurizer = Featurizer(self.spec, cache_dir=self.cache_dir, cache_memory_rows=SCORING_CACHE_ROWS)
         return self._featurizer
 
     def _cache_counts(self) -> tuple[int, int]:

@@ -63,13 +63,14 @@ def label_vector(record: PatientRecord, labels: Sequence[str]) -> np.ndarray:
 class Featurizer:
     """Turns records into `PatientFeatures`; the text model is loaded on first use."""
 
-    def __init__(self, spec: FeatureSpec, cache_dir: str | Path | None = None, backbone: TextBackbone | None = None):
+    def __init__(self, spec: FeatureSpec, cache_dir: str | Path | None = None, backbone: TextBackbone | None = None,
+                 cache_memory_rows: int = 50_000):
         self.spec = spec
         self.vocabulary = LabVocabulary.from_dict(spec.lab_vocabulary)
         self.normalizer = Normalizer.from_dict(spec.vitals_normalizer)
         self.discretizer = DiscretizerConfig(timestep=spec.timestep, hours=spec.hours)
         self._backbone = backbone
-        self._cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
+        self._cache = EmbeddingCache(cache_dir, memory_rows=cache_memory_rows) if cache_dir is not None else None
 
     @classmethod
     def fit(cls, records: Sequence[PatientRecord], labels: Sequence[str], *, image_size: int = 128,
