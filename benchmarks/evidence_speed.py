@@ -37,20 +37,9 @@ from medfuse_core.explain.evidence import EvidenceExplainer  # noqa: E402
 from medfuse_core.predictor import Predictor  # noqa: E402
 from medfuse_core.record import MODALITIES  # noqa: E402
 from medfuse_core.sources.bundle import find_bundles, read_bundle  # noqa: E402
+from timing import latency_stats, timed  # noqa: E402  (benchmarks/timing.py)
 
 TARGET_S = 2.0
-
-
-def _s(fn) -> tuple[float, object]:
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
-    return {"n": len(values), "p50_s": statistics.median(values), "p95_s": p95, "max_s": ordered[-1]}
 
 
 def main() -> None:
@@ -78,12 +67,12 @@ def main() -> None:
 
     def parts(i: int) -> dict[str, float]:
         ex = EvidenceExplainer(predictor.model, features[i], index[i], records[i], backbone, vocabulary)
-        out = {"labs": _s(lambda: ex.labs(label, 64))[0]}
-        t, (sentences, _) = _s(lambda: ex.note_sentences(label, 64))
+        out = {"labs": timed(lambda: ex.labs(label, 64))[0]}
+        t, (sentences, _) = timed(lambda: ex.note_sentences(label, 64))
         out["note_sentences"] = t
-        out["note_tokens"] = sum(_s(lambda s=s: ex.note_tokens(label, s.sentence, 16))[0] for s in sentences[:3])
-        out["vitals"] = _s(lambda: ex.vitals(label, 64))[0]
-        out["image"] = _s(lambda: ex.image(label, args.image_method))[0]
+        out["note_tokens"] = sum(timed(lambda s=s: ex.note_tokens(label, s.sentence, 16))[0] for s in sentences[:3])
+        out["vitals"] = timed(lambda: ex.vitals(label, 64))[0]
+        out["image"] = timed(lambda: ex.image(label, args.image_method))[0]
         return out
 
     evidence(0)  # warm-up: text model, Captum imports, allocator
@@ -92,10 +81,10 @@ def main() -> None:
     ex_runs = [[0.0] * args.repeats for _ in records]
     for r in range(args.repeats):
         for i in range(len(records)):
-            ev_runs[i][r] = _s(lambda: evidence(i))[0]
-            ex_runs[i][r] = _s(lambda: explain(records[i], predictor, [label], image_method=args.image_method))[0]
+            ev_runs[i][r] = timed(lambda: evidence(i))[0]
+            ex_runs[i][r] = timed(lambda: explain(records[i], predictor, [label], image_method=args.image_method))[0]
     split = [parts(i) for i in range(len(records))]
-    ev, ex = _stats([min(x) for x in ev_runs]), _stats([min(x) for x in ex_runs])
+    ev, ex = latency_stats([min(x) for x in ev_runs]), latency_stats([min(x) for x in ex_runs])
     cfg = predictor.config["model"]
     result = {
         "checkpoint": str(args.checkpoint),

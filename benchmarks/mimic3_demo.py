@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from medfuse_core import cli  # noqa: E402
+from quality import folder_name, variant_run_config  # noqa: E402  (benchmarks/quality.py)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONFIG = ROOT / "assets" / "mimic3_demo_run.json"
@@ -43,8 +44,7 @@ MORTALITY = "In-hospital mortality"
 
 
 def run_config(base: dict[str, Any], variant: str, seed: int) -> dict[str, Any]:
-    config = json.loads(json.dumps(base))
-    config.setdefault("model", {})["variant"] = variant
+    config = variant_run_config(base, variant)
     config.setdefault("split", {})["seed"] = seed
     config.setdefault("train", {})["seed"] = seed
     return config
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     for variant in variants:
         runs = []
         for seed in seeds:
-            name = f"{variant.replace(':', '-')}-seed{seed}"
+            name = f"{folder_name(variant)}-seed{seed}"
             config_file = args.runs_dir / f"{name}.json"
             config_file.write_text(json.dumps(run_config(base, variant, seed), indent=1) + "\n")
             run_dir = args.runs_dir / name

@@ -38,7 +38,6 @@ import dataclasses
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +57,7 @@ from medfuse_core.features.batch import collate  # noqa: E402
 from medfuse_core.predictor import Predictor  # noqa: E402
 from medfuse_core.record import Labs, PatientRecord, Vitals  # noqa: E402
 from medfuse_core.sources.bundle import find_bundles, read_bundle  # noqa: E402
+from timing import latency_stats, timed  # noqa: E402  (benchmarks/timing.py)
 
 SECTIONS = ("latency", "scoring", "training", "reference", "captum")
 MODALITY_SETS = {
@@ -72,21 +72,9 @@ TARGETS = {"review_p50_s": 1.5, "predict_p50_s": 0.100, "scoring_patients_per_s"
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
-    return {"n": len(values), "p50_s": statistics.median(values), "p95_s": p95}
 
 
 def keep_modalities(record: PatientRecord, keep: tuple[str, ...]) -> PatientRecord:
@@ -159,9 +147,9 @@ def latency(predictor: Predictor, records: list[PatientRecord], repeats: int) ->
             call(subset[0], diseases[0])
         row = {}
         for what, call in calls.items():
-            times = [min(_timed(lambda: (call(r, d), _sync(device))) for _ in range(repeats))
+            times = [min(timed(lambda: (call(r, d), _sync(device)))[0] for _ in range(repeats))
                      for r, d in zip(subset, diseases)]
-            row[what] = _stats(times)
+            row[what] = latency_stats(times)
         out[name] = row
         print(f"latency {name}: " + ", ".join(f"{k} {v['p50_s'] * 1000:.0f} ms" for k, v in row.items()), flush=True)
     return out
@@ -271,7 +259,7 @@ def reference(predictor: Predictor, records: list[PatientRecord], batch_size: in
         _sync(device)
         times = []
         for _ in range(repeats):
-            times.append(_timed(lambda: (fn(), _sync(device))))
+            times.append(timed(lambda: (fn(), _sync(device)))[0])
         timings[name] = min(times) / len(features)
     ours.load_state_dict(ours_state)
     ours.eval()

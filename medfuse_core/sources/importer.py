@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from medfuse_core.demo import built_once
 from medfuse_core.problems import DataError, Problem, Severity
 from medfuse_core.record import MODALITIES
 from medfuse_core.sources.bundle import write_bundle
@@ -211,17 +210,4 @@ def imported_mimic3_dir(root: str | Path, cache_dir: str | Path) -> Path:
             stat = path.stat()
             fingerprint.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     target = Path(cache_dir) / f"mimic3-{fingerprint.hexdigest()[:16]}"
-    if (target / COHORT_FILE).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".mimic3-", dir=target.parent))
-    try:
-        import_mimic3(root, scratch, progress=False)
-        try:
-            scratch.rename(target)
-        except OSError:
-            if not (target / COHORT_FILE).is_file():  # not a concurrent winner: a real failure
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target
+    return built_once(target, COHORT_FILE, lambda folder: import_mimic3(root, folder, progress=False))
