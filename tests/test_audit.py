@@ -29,6 +29,16 @@ def _rewrite(log: Path, lines: list[str]) -> None:
     log.write_text("".join(lines), encoding="utf-8")
 
 
+def _verify_after(tmp_path: Path, edit) -> audit.VerifyResult:
+    """Write 5 entries, let `edit` change the list of lines in place, write them back, verify."""
+    log = tmp_path / "audit.log"
+    _write(log)
+    lines = _lines(log)
+    edit(lines)
+    _rewrite(log, lines)
+    return audit.verify(log)
+
+
 def test_intact_chain_verifies(tmp_path: Path) -> None:
     log = tmp_path / "audit.log"
     entries = _write(log)
@@ -45,12 +55,10 @@ def test_intact_chain_verifies(tmp_path: Path) -> None:
 
 
 def test_changed_line_is_named(tmp_path: Path) -> None:
-    log = tmp_path / "audit.log"
-    _write(log)
-    lines = _lines(log)
-    lines[2] = lines[2].replace('"user3"', '"mallory"')
-    _rewrite(log, lines)
-    result = audit.verify(log)
+    def edit(lines: list[str]) -> None:
+        lines[2] = lines[2].replace('"user3"', '"mallory"')
+
+    result = _verify_after(tmp_path, edit)
     assert (result.ok, result.bad_line, result.entries) == (False, 3, 2)
     assert "hash does not match" in result.problem
 
@@ -69,12 +77,7 @@ def test_changed_line_with_recomputed_hash_breaks_the_next_link(tmp_path: Path) 
 
 
 def test_deleted_line_is_named(tmp_path: Path) -> None:
-    log = tmp_path / "audit.log"
-    _write(log)
-    lines = _lines(log)
-    del lines[2]
-    _rewrite(log, lines)
-    result = audit.verify(log)
+    result = _verify_after(tmp_path, lambda lines: lines.pop(2))
     assert result.bad_line == 3 and "prev_hash" in result.problem and result.entries == 2
 
 
@@ -87,22 +90,15 @@ def test_deleted_first_line_is_named(tmp_path: Path) -> None:
 
 
 def test_reordered_pair_is_named(tmp_path: Path) -> None:
-    log = tmp_path / "audit.log"
-    _write(log)
-    lines = _lines(log)
-    lines[1], lines[2] = lines[2], lines[1]
-    _rewrite(log, lines)
-    result = audit.verify(log)
+    def edit(lines: list[str]) -> None:
+        lines[1], lines[2] = lines[2], lines[1]
+
+    result = _verify_after(tmp_path, edit)
     assert result.bad_line == 2 and "prev_hash" in result.problem
 
 
 def test_inserted_copy_is_named(tmp_path: Path) -> None:
-    log = tmp_path / "audit.log"
-    _write(log)
-    lines = _lines(log)
-    lines.insert(2, lines[1])
-    _rewrite(log, lines)
-    assert audit.verify(log).bad_line == 3
+    assert _verify_after(tmp_path, lambda lines: lines.insert(2, lines[1])).bad_line == 3
 
 
 def test_truncated_last_line_is_named(tmp_path: Path) -> None:
