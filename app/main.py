@@ -48,11 +48,11 @@ def _sidebar() -> None:
                          ("mimic3_folder", default_mimic3_tables())):
         st.session_state.setdefault(key, default)
     choice = sb.radio("Data source", ["Demo cohort", "MIMIC-III tables", "Bundle folder"], key="source_choice")
+    st.session_state["source_dir"] = str(demo_dir())  # unless the chosen source below is usable
     if choice == "MIMIC-III tables":
         tables = sb.text_input("Folder of MIMIC-III tables", key="mimic3_folder", placeholder="/path/to/mimic-iii",
                                disabled=locked, help="ADMISSIONS, PATIENTS, LABEVENTS, ... as .csv or .csv.gz; imported once into "
                                     "patient bundles (`python -m medfuse_core import mimic3` does the same).")
-        st.session_state["source_dir"] = str(demo_dir())
         if not tables.strip():
             sb.info("Enter the folder of the MIMIC-III tables; showing the demo cohort.")
         else:
@@ -67,12 +67,8 @@ def _sidebar() -> None:
                                disabled=locked)
         if folder.strip() and Path(folder.strip()).is_dir():
             st.session_state["source_dir"] = folder.strip()
-        else:
-            if folder.strip():
-                sb.error("That folder does not exist; showing the demo cohort.")
-            st.session_state["source_dir"] = str(demo_dir())
-    else:
-        st.session_state["source_dir"] = str(demo_dir())
+        elif folder.strip():
+            sb.error("That folder does not exist; showing the demo cohort.")
     if "checkpoint_dir" not in st.session_state:
         st.session_state["checkpoint_dir"] = default_checkpoint()
     sb.text_input("Checkpoint (run folder)", key="checkpoint_dir", placeholder="no model: data only", disabled=locked,

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from medfuse_core.problems import DataError, Severity
+from medfuse_core.users import ROLES
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -178,7 +179,6 @@ def _read_new_password(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_users(args: argparse.Namespace) -> int:
-    import os
 
     from medfuse_core.users import USERS_ENV, add_user
 
@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     users_commands = users.add_subparsers(dest="users_command", required=True)
     users_add = users_commands.add_parser("add", help="add a user (with --replace, reset one); asks for the password")
     users_add.add_argument("name")
-    users_add.add_argument("--role", required=True, choices=["clinician", "researcher"])
+    users_add.add_argument("--role", required=True, choices=list(ROLES))
     users_add.add_argument("--file", help="users file (JSON; created if missing; default $MEDFUSE_LENS_USERS)")
     users_add.add_argument("--password-stdin", action="store_true", help="read the password from one line of stdin")
     users_add.add_argument("--replace", action="store_true", help="overwrite an existing user's role and password")

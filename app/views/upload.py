@@ -49,11 +49,13 @@ def session_dir() -> Path:
 
 
 @st.cache_data(show_spinner="Unpacking, validating and scoring...", max_entries=8)
-def process_upload(data: bytes, name: str, checkpoint: str, stamp: float = 0.0, _workdir: str | None = None) -> UploadResult:
-    """read_upload, cached by the zip's bytes and the checkpoint (the disease switch does not redo it);
-    unpacked inside `_workdir` (the session's folder; not part of the cache key)."""
+def process_upload(digest: str, name: str, checkpoint: str, stamp: float = 0.0, _data: bytes = b"",
+                   _workdir: str | None = None) -> UploadResult:
+    """read_upload of `_data`, cached by its sha256 `digest` and the checkpoint (the disease switch does not
+    redo it, and a 200 MB zip is hashed once per rerun, not twice); unpacked inside `_workdir` (the
+    session's folder; not part of the cache key)."""
     predictor, reason = predictor_or_reason(checkpoint)
-    return read_upload(data, name, predictor, reason, workdir=_workdir)
+    return read_upload(_data, name, predictor, reason, workdir=_workdir)
 
 
 @st.cache_data(show_spinner="Explaining the prediction...", max_entries=32)
@@ -85,9 +87,10 @@ def _bundle_section() -> None:
         return
 
     data = upload.getvalue()
-    checkpoint = current_checkpoint()
-    result = process_upload(data, upload.name, checkpoint, checkpoint_stamp(checkpoint), str(session_dir()))
     digest = hashlib.sha256(data).hexdigest()
+    checkpoint = current_checkpoint()
+    result = process_upload(digest, upload.name, checkpoint, checkpoint_stamp(checkpoint), _data=data,
+                            _workdir=str(session_dir()))
     st.caption(f"`{upload.name}` · {len(data) / 1024:.0f} KB · sha256 {digest[:12]}")
 
     problems = result.problems
