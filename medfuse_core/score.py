@@ -22,6 +22,7 @@ threshold), `problems` (what reading the bundle reported, "; "-separated) and `e
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import os
 import time
@@ -39,7 +40,7 @@ from tqdm.auto import tqdm
 from medfuse_core.demo import cache_home
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.features.featurize import FeatureSpec, Featurizer
-from medfuse_core.predictor import Predictor
+from medfuse_core.predictor import Predictor, no_data_reason
 from medfuse_core.problems import DataError
 from medfuse_core.record import MODALITIES, PatientRecord
 from medfuse_core.sources.bundle import find_bundles, read_bundle
@@ -124,13 +125,20 @@ class ScoringBatch:
 SCORING_CACHE_ROWS = 4096
 
 
+@functools.cache
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
 def _trim_heap() -> None:
     """Hand freed heap pages back to the OS (glibc); elsewhere a no-op. Batches of different padded
     shapes otherwise leave the heap fragmented, and the resident size creeps up with the cohort."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    malloc_trim = getattr(_libc(), "malloc_trim", None)
+    if malloc_trim is not None:
+        malloc_trim(0)
 
 
 class _FeaturizeBatch:
@@ -154,7 +162,7 @@ class _FeaturizeBatch:
         return self._featurizer
 
     def _cache_counts(self) -> tuple[int, int]:
-        cache = getattr(self.featurizer, "_cache", None)  # Featurizer keeps its EmbeddingCache private
+        cache = self.featurizer.embedding_cache
         return (cache.hits, cache.misses) if cache is not None else (0, 0)
 
     def __call__(self, items: list[_Read]) -> ScoringBatch:
@@ -188,9 +196,12 @@ class _FeaturizeBatch:
         if not records:
             return []
         try:
-            return list(self.featurizer.featurize_many(records, progress=False)[0])
+            features = list(self.featurizer.featurize_many(records, progress=False)[0])
         except Exception:  # noqa: BLE001 - find the patient(s) at fault, one at a time
-            return [self._featurize_one(record) for record in records]
+            features = [self._featurize_one(record) for record in records]
+        # as Predictor.predict: nothing the model can use gives no number, only the reason
+        reason = no_data_reason(float(self.spec.hours))
+        return [f"{f.patient_id}: {reason}" if not isinstance(f, str) and not f.present.any() else f for f in features]
 
     def _featurize_one(self, record: PatientRecord) -> PatientFeatures | str:
         try:

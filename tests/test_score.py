@@ -123,3 +123,20 @@ def test_cli_scores_and_reports_failures(demo_checkpoint, cohort, tmp_path, caps
     assert "P_BROKEN" in captured.err
     assert pq.read_table(out).num_rows == 13
     assert main(["score", "--checkpoint", str(tmp_path), "--data", str(cohort), "--out", str(out)]) == 2
+
+
+def test_a_patient_with_no_usable_data_gets_no_number(demo_checkpoint, tiny_cohort: Path, tmp_path) -> None:
+    """As Predictor.predict: a bundle with only patient.json is reported as no data, never scored."""
+    cohort = tmp_path / "cohort"
+    shutil.copytree(tiny_cohort, cohort)
+    empty = cohort / "P_EMPTY"
+    empty.mkdir()
+    (empty / "patient.json").write_text('{"patient_id": "P_EMPTY"}', encoding="utf-8")
+    summary = score_cohort(demo_checkpoint, cohort, tmp_path / "preds.parquet", batch_size=4, device="cpu",
+                           progress=False)
+    [(folder, message)] = summary.failed
+    assert Path(folder).name == "P_EMPTY" and "no data" in message
+    table = pq.read_table(tmp_path / "preds.parquet").to_pandas()
+    row = table[table["patient_id"] == "P_EMPTY"].iloc[0]
+    assert all(row[c] is None or np.isnan(row[c]) for c in table.columns if c.endswith(("_prob", "_logit")))
+    assert table["error"].isna().sum() == len(table) - 1

@@ -72,6 +72,11 @@ class Featurizer:
         self._backbone = backbone
         self._cache = EmbeddingCache(cache_dir, memory_rows=cache_memory_rows) if cache_dir is not None else None
 
+    @property
+    def embedding_cache(self) -> EmbeddingCache | None:
+        """The sentence-embedding cache (None without a cache folder); its hits/misses count lookups."""
+        return self._cache
+
     @classmethod
     def fit(cls, records: Sequence[PatientRecord], labels: Sequence[str], *, image_size: int = 128,
             text_model: str = "all-MiniLM-L6-v2", pooling: str = "mean", max_sentences: int = 64,
