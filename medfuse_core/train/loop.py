@@ -210,10 +210,10 @@ def validation_macro_auprc(model: MedFuseLens, features: list[PatientFeatures] |
 
 def _train_batches(train_set: list[PatientFeatures], encoded: EncodedSet | None, config: TrainConfig, epoch: int,
                    device: torch.device, world: World = SINGLE
-                   ) -> Iterator[tuple[Batch | None, dict[str, torch.Tensor] | None, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(batch, features, present, labels, global present) per step: a Batch end to end, or cached
-    encoder features; this rank's rows (`world.rows`) of the global batch, whose `present` the last
-    item holds (what the dropout draws are made for)."""
+                   ) -> Iterator[tuple[Batch | None, dict[str, torch.Tensor] | None, torch.Tensor, torch.Tensor]]:
+    """(batch, features, labels, global present) per step: a Batch end to end, or cached encoder
+    features; this rank's rows (`world.rows`) of the global batch, whose `present` the last item holds
+    (what the dropout draws are made for; this rank's own is `global present[world.rows]`)."""
     progress = config.progress and world.is_main
     if encoded is None:
         if world.size == 1:
@@ -229,7 +229,7 @@ def _train_batches(train_set: list[PatientFeatures], encoded: EncodedSet | None,
             else:
                 block = order[i * config.batch_size : (i + 1) * config.batch_size]
                 block_present = torch.from_numpy(np.stack([train_set[j].present for j in block])).to(device)
-            yield batch, None, batch.present, batch.labels, block_present
+            yield batch, None, batch.labels, block_present
         return
     order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(config.seed + epoch))
     if world.size > 1:
@@ -237,8 +237,8 @@ def _train_batches(train_set: list[PatientFeatures], encoded: EncodedSet | None,
     order = order.to(device)
     for start in range(0, len(order), config.batch_size):
         block = order[start : start + config.batch_size]
-        features, present, labels = encoded.rows(block[world.rows])
-        yield None, features, present, labels, encoded.present[block]
+        features, _, labels = encoded.rows(block[world.rows])
+        yield None, features, labels, encoded.present[block]
 
 
 class FusionStep(torch.nn.Module):
@@ -336,7 +336,7 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
             freeze_encoders(model)
         sums = np.zeros(1 + len(TERMS))
         n_batches = 0
-        for batch, features, _, labels, block_present in _train_batches(train_set, encoded_train, config, epoch, device, world):
+        for batch, features, labels, block_present in _train_batches(train_set, encoded_train, config, epoch, device, world):
             # drawn for the whole global batch (identically on every rank), then this rank's rows
             present = modality_dropout(block_present, loss_config.modality_dropout, dropout_generator)[world.rows]
             keep = token_dropout(len(block_present), 5, loss_config.token_dropout, dropout_generator, device,
