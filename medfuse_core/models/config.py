@@ -71,6 +71,7 @@ class FusionConfig:
     layers: int = 2
     heads: int = 4
     dropout: float = 0.1
+    head: str = "transformer"  # "transformer" | "additive" (models/fusion.py)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Read top to bottom: `modality_features` runs each encoder on the patients that have that modality
 (the image encoder, the costly one, sees only rows with an image); `Disentangler` splits each into
 a specific and a shared projection; `build_tokens` pools the shared ones over the modalities present;
-`FusionHead` reads the tokens that are present. An absent modality's token is masked and zeroed, so
+the fusion head (`FusionConfig.head`: attention over the tokens, or a sum of per-token terms) reads the tokens that are present. An absent modality's token is masked and zeroed, so
 it contributes exactly nothing.
 """
 
@@ -17,7 +17,7 @@ from torch import nn
 from medfuse_core.features.batch import Batch
 from medfuse_core.models.config import ModelConfig
 from medfuse_core.models.disentangle import Disentangler, ModalityVCLUB
-from medfuse_core.models.fusion import FusionHead, build_tokens
+from medfuse_core.models.fusion import build_fusion_head, build_tokens
 from medfuse_core.models.image_encoder import ImageEncoder
 from medfuse_core.models.lab_encoder import LabEncoder
 from medfuse_core.models.note_encoder import NoteEncoder
@@ -51,7 +51,8 @@ class MedFuseLens(nn.Module):
         }
         d_model = config.fusion.d_model
         self.disentangler = Disentangler(self.feature_dims, d_model, config.fusion.dropout)
-        self.fusion = FusionHead(d_model, len(config.labels), config.fusion.layers, config.fusion.heads, config.fusion.dropout)
+        self.fusion = build_fusion_head(config.fusion.head, d_model, len(config.labels), config.fusion.layers,
+                                        config.fusion.heads, config.fusion.dropout)
         self.mi_estimators = ModalityVCLUB(d_model)  # trained by its own optimizer, see train/loop.py
 
     @property

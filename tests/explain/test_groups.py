@@ -256,3 +256,25 @@ def test_training_mode_is_restored_and_results_are_deterministic(tiny) -> None:
         model.eval()
     torch.testing.assert_close(a.values, b.values, atol=0, rtol=0)
     assert set(a.for_patient(0)) == set(model.labels) and list(a.for_patient(0)[model.labels[0]]) == list(TOKEN_NAMES)
+
+
+def test_additive_head_shapley_values_are_its_token_terms(small_cohort) -> None:
+    """With the additive head a token's Shapley value is, by construction, its own term of the logit:
+    the exact game, Captum's ShapleyValues and the head's `token_terms` all agree."""
+    featurizer, features, _, _ = small_cohort
+    config = tiny_config(featurizer)
+    config.fusion.head = "additive"
+    torch.manual_seed(1)
+    model = MedFuseLens(config).eval()
+    batch = collate(features)
+    with torch.no_grad():
+        out = model(batch)
+        terms = model.fusion.token_terms(out.tokens, out.token_mask).transpose(1, 2)  # (B, K, 5)
+    exact = group_contributions(model, batch)
+    torch.testing.assert_close(exact.values, terms, atol=1e-5, rtol=0)
+    torch.testing.assert_close(exact.empty_logit, model.fusion.bias.expand_as(exact.empty_logit), atol=1e-6, rtol=0)
+    assert exact.completeness_gap().abs().max() < 1e-5
+    assert torch.all(exact.values[~batch.present[:, IMAGE]][..., IMAGE] == 0)
+    rows = [0, 3, 5]
+    captum = captum_shapley(model, _sub((model, batch, out, features), rows))
+    torch.testing.assert_close(captum.values, terms[rows], atol=1e-4, rtol=0)

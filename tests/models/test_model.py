@@ -6,9 +6,11 @@ import itertools
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from medfuse_core.features.batch import collate
+from medfuse_core.models.config import ModelConfig
 from medfuse_core.models.model import MedFuseLens
 from medfuse_core.record import MODALITIES
 from medfuse_core.train import checkpoint as ckpt
@@ -64,3 +66,25 @@ def test_checkpoint_round_trip_gives_identical_outputs(small_cohort, tmp_path: P
     with torch.no_grad():
         np.testing.assert_array_equal(model(batch).logits.numpy(), reloaded(batch).logits.numpy())
     assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob("*.pkl"))
+
+
+def test_additive_head_round_trips_and_old_configs_keep_the_transformer(small_cohort, tmp_path: Path) -> None:
+    featurizer, features, _, _ = small_cohort
+    config = tiny_config(featurizer)
+    config.fusion.head = "additive"
+    torch.manual_seed(0)
+    model = MedFuseLens(config).eval()
+    ckpt.save_weights(model, tmp_path)
+    reloaded = MedFuseLens(ModelConfig.from_dict(config.to_dict())).eval()
+    ckpt.load_weights(reloaded, tmp_path)
+    batch = collate(features[:8])
+    with torch.no_grad():
+        np.testing.assert_array_equal(model(batch).logits.numpy(), reloaded(batch).logits.numpy())
+    # a config.json written before the head was configurable has no "head": the transformer
+    old = config.to_dict()
+    del old["fusion"]["head"]
+    assert ModelConfig.from_dict(old).fusion.head == "transformer"
+    bad = config.to_dict()
+    bad["fusion"]["head"] = "attention"
+    with pytest.raises(ValueError, match="fusion.head 'attention'"):
+        MedFuseLens(ModelConfig.from_dict(bad))
