@@ -3,8 +3,9 @@
 Read top to bottom: `modality_features` runs each encoder on the patients that have that modality
 (the image encoder, the costly one, sees only rows with an image); `Disentangler` splits each into
 a specific and a shared projection; `build_tokens` pools the shared ones over the modalities present;
-the fusion head (`FusionConfig.head`: attention over the tokens, or a sum of per-token terms) reads the tokens that are present. An absent modality's token is masked and zeroed, so
-it contributes exactly nothing.
+the fusion head (`FusionConfig.head`: attention over the tokens, or a sum of per-token terms)
+reads the tokens that are present. An absent modality's token is masked and zeroed, so it
+contributes exactly nothing.
 """
 
 from __future__ import annotations
