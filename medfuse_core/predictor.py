@@ -23,6 +23,7 @@ from medfuse_core.features.featurize import FeatureSpec, Featurizer, PatientEvid
 from medfuse_core.models.baselines import build_model
 from medfuse_core.models.config import ModelConfig
 from medfuse_core.models.model import MedFuseLens
+from medfuse_core.precision import mixed_precision
 from medfuse_core.record import PatientRecord
 from medfuse_core.train import checkpoint as ckpt
 from medfuse_core.train.loop import resolve_device
@@ -102,7 +103,7 @@ class Predictor:
     def predict_features(self, features: Sequence[PatientFeatures]) -> np.ndarray:
         """Logits (N, K)."""
         batch = collate(list(features)).to(self.device)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with mixed_precision(self.device):
             return self.model(batch).logits.float().cpu().numpy()
 
     @property

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from medfuse_core.demo import cache_home
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.features.featurize import FeatureSpec, Featurizer
+from medfuse_core.precision import mixed_precision
 from medfuse_core.predictor import Predictor, no_data_reason
 from medfuse_core.problems import DataError
 from medfuse_core.record import MODALITIES, PatientRecord
@@ -214,7 +215,7 @@ class _FeaturizeBatch:
 def _logits(model: torch.nn.Module, batch: Batch, device: torch.device) -> np.ndarray:
     """The model's logits (B, K) for a batch, as `Predictor.predict_features` computes them."""
     batch = batch.to(device, non_blocking=True)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with mixed_precision(device):
         return model(batch).logits.float().cpu().numpy()
 
 

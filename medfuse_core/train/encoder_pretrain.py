@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.models.model import encode_modality
+from medfuse_core.precision import mixed_precision
 from medfuse_core.record import MODALITIES
 from medfuse_core.train.distributed import SINGLE, World, shard_loader
 from medfuse_core.train.metrics import auprc, macro, sigmoid
@@ -94,7 +95,7 @@ def _macro_auprc(probe: _Probe, loader, device: torch.device) -> float:
 def pretrain_encoder(model: nn.Module, modality: str, train_set: list[PatientFeatures], val_set: list[PatientFeatures],
                      *, epochs: int, patience: int, batch_size: int, lr: float, weight_decay: float, seed: int,
                      device: torch.device, make_loader: Callable, image_shift: int = 8,
-                     progress: bool = True, world: World = SINGLE) -> list[EncoderLog]:
+                     progress: bool = True, world: World = SINGLE, precision: str = "auto") -> list[EncoderLog]:
     """Stage 1 for one encoder (in place: `model`'s encoder ends with its best weights).
     `batch_size` is the global batch (each of the `world.size` ranks takes its share)."""
     index = MODALITIES.index(modality)
@@ -131,7 +132,8 @@ def pretrain_encoder(model: nn.Module, modality: str, train_set: list[PatientFea
             batch = batch.to(device)
             if modality == "image":
                 batch = _augment_images(batch, generator, image_shift, world)
-            logits = runner(batch)
+            with mixed_precision(device, precision):
+                logits = runner(batch).float()
             known = ~torch.isnan(batch.labels)
             loss = nn.functional.binary_cross_entropy_with_logits(logits[known], batch.labels[known])
             optimizer.zero_grad(set_to_none=True)
@@ -155,7 +157,7 @@ def pretrain_encoder(model: nn.Module, modality: str, train_set: list[PatientFea
 def pretrain_encoders(model: nn.Module, train_set: list[PatientFeatures], val_set: list[PatientFeatures], *,
                       out_dir: Path, epochs: int, patience: int, batch_size: int, lr: float, weight_decay: float,
                       seed: int, device: torch.device, make_loader: Callable, progress: bool = True,
-                      world: World = SINGLE) -> list[EncoderLog]:
+                      world: World = SINGLE, precision: str = "auto") -> list[EncoderLog]:
     """Stage 1 for every encoder the model has, each saved (and on a rerun reused) under out_dir/encoders."""
     folder = Path(out_dir) / "encoders"
     folder.mkdir(parents=True, exist_ok=True)
@@ -171,7 +173,8 @@ def pretrain_encoders(model: nn.Module, train_set: list[PatientFeatures], val_se
             continue
         encoder_logs = pretrain_encoder(model, modality, train_set, val_set, epochs=epochs, patience=patience,
                                         batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                                        device=device, make_loader=make_loader, progress=progress, world=world)
+                                        device=device, make_loader=make_loader, progress=progress, world=world,
+                                        precision=precision)
         if world.is_main:
             save_file({k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}, str(weights))
             (folder / f"{modality}.json").write_text(json.dumps([asdict(h) for h in encoder_logs], indent=1))

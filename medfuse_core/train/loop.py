@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.models.model import MedFuseLens
+from medfuse_core.precision import PRECISIONS, mixed_precision
 from medfuse_core.train import checkpoint as ckpt
 from medfuse_core.train.distributed import SINGLE, World, padded_order, shard_loader
 from medfuse_core.train.encoder_pretrain import EncoderLog, pretrain_encoders
@@ -59,6 +60,11 @@ class TrainConfig:
     encoder_lr: float = 1e-3
     freeze_encoders: bool = False  # stage 2 on frozen encoders (cached outputs) instead of end to end
     fusion_seed: int | None = None  # stage 2's seed (None: `seed`): another stage 2 on the same stage-1 encoders
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU) | "bf16" | "fp32" (precision.py)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
@@ -97,11 +103,11 @@ class EncodedSet:
     @classmethod
     @torch.inference_mode()
     def build(cls, model: torch.nn.Module, patients: list[PatientFeatures], batch_size: int, device: torch.device,
-              world: World = SINGLE) -> "EncodedSet":
+              world: World = SINGLE, precision: str = "auto") -> "EncodedSet":
         """Every patient's encoder outputs; with several ranks each encodes its share and they swap."""
         if world.size > 1:
             share = [patients[i] for i in padded_order(range(len(patients)), world.size)[world.rows]]
-            local = cls.build(model, share, batch_size, device)
+            local = cls.build(model, share, batch_size, device, precision=precision)
             features = {m: world.gather_strided(v, len(patients)) for m, v in local.features.items()}
             present = torch.tensor(np.stack([p.present for p in patients]), device=device)
             labels = torch.tensor(np.stack([p.labels for p in patients]), device=device)
@@ -110,7 +116,7 @@ class EncodedSet:
         parts: dict[str, list[torch.Tensor]] = {}
         for batch in make_loader(patients, batch_size, False, 0, 0, False):
             batch = batch.to(device)
-            with _autocast(device):
+            with mixed_precision(device, precision):
                 for m, value in model.modality_features(batch, batch.present).items():
                     parts.setdefault(m, []).append(value.float())
         present = torch.tensor(np.stack([p.present for p in patients]), device=device)
@@ -176,13 +182,10 @@ def make_loader(features: list[PatientFeatures], batch_size: int, shuffle: bool,
                       num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0)
 
 
-def _autocast(device: torch.device):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 @torch.inference_mode()
 def predict_logits(model: MedFuseLens, features: list[PatientFeatures], batch_size: int = 128,
-                   device: torch.device | None = None, present_override: Callable[[Batch], torch.Tensor] | None = None) -> np.ndarray:
+                   device: torch.device | None = None, present_override: Callable[[Batch], torch.Tensor] | None = None,
+                   precision: str = "auto") -> np.ndarray:
     """Logits (N, K) for a list of patients, in order."""
     device = device or next(model.parameters()).device
     model.eval()
@@ -190,19 +193,20 @@ def predict_logits(model: MedFuseLens, features: list[PatientFeatures], batch_si
     for batch in make_loader(features, batch_size, False, 0, 0, False):
         batch = batch.to(device)
         present = present_override(batch) if present_override is not None else None
-        with _autocast(device):
+        with mixed_precision(device, precision):
             out.append(model(batch, present=present).logits.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(model.labels)), dtype=np.float32)
 
 
-def validation_macro_auprc(model: MedFuseLens, features: list[PatientFeatures] | EncodedSet, batch_size: int) -> float:
+def validation_macro_auprc(model: MedFuseLens, features: list[PatientFeatures] | EncodedSet, batch_size: int,
+                           precision: str = "auto") -> float:
     if isinstance(features, EncodedSet):
         model.eval()
-        with torch.inference_mode(), _autocast(features.present.device):
+        with torch.inference_mode(), mixed_precision(features.present.device, precision):
             logits = model.forward_features(features.features, features.present).logits.float().cpu().numpy()
         labels = features.labels.cpu().numpy()
     else:
-        logits = predict_logits(model, features, batch_size)
+        logits = predict_logits(model, features, batch_size, precision=precision)
         labels = np.stack([f.labels for f in features])
     probs = sigmoid(logits)
     return macro([auprc(labels[:, k], probs[:, k]) for k in range(labels.shape[1])])
@@ -292,7 +296,7 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
         encoder_history = pretrain_encoders(
             model, train_set, val_set, out_dir=out_dir, epochs=config.encoder_epochs, patience=config.encoder_patience,
             batch_size=config.batch_size, lr=config.encoder_lr, weight_decay=config.weight_decay, seed=config.seed,
-            device=device, make_loader=make_loader, progress=config.progress, world=world)
+            device=device, make_loader=make_loader, progress=config.progress, world=world, precision=config.precision)
     # stage 2 starts from a known random state whether stage 1 ran now or was loaded from encoders/,
     # so a run resumed after stage 1 ends with the same weights as an uninterrupted one
     if config.fusion_seed is not None:
@@ -301,9 +305,9 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
     encoded_train = encoded_val = None
     if config.freeze_encoders:
         freeze_encoders(model)
-        encoded_train = EncodedSet.build(model, train_set, config.batch_size, device, world)
+        encoded_train = EncodedSet.build(model, train_set, config.batch_size, device, world, config.precision)
         if world.is_main:  # only rank 0 validates
-            encoded_val = EncodedSet.build(model, val_set, config.batch_size, device)
+            encoded_val = EncodedSet.build(model, val_set, config.batch_size, device, precision=config.precision)
     loss_config = model.config.loss
     estimator_params = list(model.mi_estimators.parameters())
     estimator_ids = {id(p) for p in estimator_params}
@@ -341,7 +345,7 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
             present = modality_dropout(block_present, loss_config.modality_dropout, dropout_generator)[world.rows]
             keep = token_dropout(len(block_present), 5, loss_config.token_dropout, dropout_generator, device,
                                  loss_config.shared_token_dropout)[world.rows]
-            with _autocast(device):
+            with mixed_precision(device, config.precision):
                 objective, out = step(batch, features, present, keep, labels)
             optimizer.zero_grad(set_to_none=True)
             objective.total.backward()
@@ -349,7 +353,7 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
             optimizer.step()
             # the estimator's own step, on detached projections
             estimator_optimizer.zero_grad(set_to_none=True)
-            with _autocast(device):
+            with mixed_precision(device, config.precision):
                 estimator_loss = estimator_step(out.specific.detach().float(), out.shared.detach().float(), out.present)
             estimator_loss.backward()
             estimator_optimizer.step()
@@ -359,7 +363,8 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
         terms = dict(zip(TERMS, map(float, means[1:])))
         score = math.nan
         if world.is_main:
-            score = validation_macro_auprc(model, encoded_val if encoded_val is not None else val_set, config.batch_size)
+            score = validation_macro_auprc(model, encoded_val if encoded_val is not None else val_set, config.batch_size,
+                                           config.precision)
         score = world.broadcast_float(score, device)
         log = EpochLog(epoch, float(means[0]), terms["bce"], terms["infonce"], terms["vclub"], score,
                        time.perf_counter() - started, terms)
