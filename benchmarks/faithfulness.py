@@ -78,8 +78,10 @@ def _route_row(name: str, run: str, predictor: Predictor, routes: dict | None, f
     loss = model.get("loss") or {}
     r = routes or {}
     loss = {**loss, "shared_token_dropout": _shared_token_dropout(loss)}
+    train = predictor.config.get("train") or {}
     return {"name": name, "checkpoint": run, "variant": model.get("variant", ""), "full_benchmark": full,
-            "seed": (predictor.config.get("train") or {}).get("seed"),
+            "head": (model.get("fusion") or {}).get("head", "transformer"),
+            "seed": train.get("fusion_seed") if train.get("fusion_seed") is not None else train.get("seed"),
             "loss": {k: loss.get(k) for k in LOSS_KEYS if k in loss},
             "single_route": r.get("single_route"), "shared_route": r.get("shared_route"),
             "n_single": r.get("n_single"), "n_shared": r.get("n_shared")}
@@ -230,13 +232,14 @@ def markdown(r: dict) -> str:
     if r["sweep"]:
         lines += ["", "## Disentanglement sweep: the route pair against the loss weights", "",
                   "Each row is one stage-2 training (same encoders and split); rows that differ only in the seed "
-                  "show how far the pair moves with the seed alone.", "",
-                  "| checkpoint | variant | " + " | ".join(LOSS_KEYS) + " | seed | single-route | shared-route |",
-                  "|---|---|" + "---:|" * len(LOSS_KEYS) + "---:|---:|---:|"]
+                  "(stage 2's) show how far the pair moves with the seed alone.", "",
+                  "| checkpoint | variant | head | " + " | ".join(LOSS_KEYS) + " | seed | single-route | shared-route |",
+                  "|---|---|---|" + "---:|" * len(LOSS_KEYS) + "---:|---:|---:|"]
         for s in r["sweep"]:
             weights = " | ".join(_f(s["loss"].get(k)) if s["loss"].get(k) is not None else "" for k in LOSS_KEYS)
             seed = "" if s.get("seed") is None else s["seed"]
-            lines.append(f"| {s['name']}{' (full)' if s['full_benchmark'] else ''} | {s['variant']} | {weights} | {seed} | "
+            lines.append(f"| {s['name']}{' (full)' if s['full_benchmark'] else ''} | {s['variant']} | {s.get('head', '')} | "
+                         f"{weights} | {seed} | "
                          f"{_f(s['single_route'])} | {_f(s['shared_route'])} |")
     return "\n".join(lines) + "\n"
 
