@@ -65,7 +65,7 @@ class ImageEncoderConfig:
 
 @dataclass
 class FusionConfig:
-    """Disentangled projections per modality and the fusion transformer over their tokens."""
+    """Disentangled projections per modality and the fusion head over their tokens."""
 
     d_model: int = 128
     layers: int = 2
