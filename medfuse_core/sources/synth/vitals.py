@@ -112,7 +112,8 @@ def _hemodynamics(rng: np.random.Generator, plan: PatientPlan, t: np.ndarray, ch
         sbp[on] = rng.normal(158, 5) + 7.0 * _smooth_noise(rng, k)
         dbp[on] = rng.normal(88, 3) + 4.0 * _smooth_noise(rng, k)
         for a, b in plan.window("hypertension"):
-            for channel in (SBP, DBP):
+            # the mean pressure is charted from SBP and DBP (below), so it is raised by the same evidence
+            for channel in (SBP, DBP, MBP):
                 chart.mark("hypertension", channel, t[(t >= a) & (t <= b)], a)
     if plan.plants("sepsis", "vitals"):
         on = _inside(t, plan.window("sepsis"))

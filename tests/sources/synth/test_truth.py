@@ -93,6 +93,7 @@ def _samples(record, channel, h0, h1):
     ("pneumonia", "Temperature", 38.0, None),
     ("hypertension", "Systolic blood pressure", 140, None),
     ("hypertension", "Diastolic blood pressure", 75, None),
+    ("hypertension", "Mean blood pressure", 95, None),  # charted from SBP and DBP: the same evidence
     ("sepsis", "Systolic blood pressure", None, 100),
     ("diabetes", "Glucose", 160, None),
 ])
