@@ -27,11 +27,11 @@ Per modality (one patient, one label at a time; `evidence_maps` loops over label
   (evidence *for* the label), smoothed with a Gaussian of sigma = ``IMAGE_SMOOTHING`` x the side. Why:
   pixel IG is speckled (one pixel's maximum says little), a black baseline credits everything bright
   (the heart, the bones) while a blurred one credits fine structure (a blob's edges), and a finding
-  has the scale of a few percent of the film. At most ``IMAGE_MAX_STEPS`` steps per baseline. With the
-  previous demo checkpoint, a first look at 120 held-out patients (26 film cases) gave the pointing game
-  0.19 for Grad-CAM and 0.27 for raw IG; the method and its two widths were then chosen on a validation
-  cohort (synth seed 3000, 102 cases), where it reached 0.85. See benchmarks/results/faithfulness.md for
-  the shipped checkpoint.
+  has the scale of a few percent of the film. At most ``IMAGE_MAX_STEPS`` steps per baseline. The
+  method and its two widths were chosen on a validation cohort (synth seed 3000) with an earlier
+  checkpoint (pointing game 0.85 there); for the shipped checkpoint no map choice reaches 0.5 on that
+  cohort (benchmarks/results/image_maps.md: the best is Grad-CAM on stage 1 at 0.47, this one 0.30;
+  even the image-only baseline tops at 0.57), so the film encoder, not the map, is what limits it.
   ``"gradcam"``: LayerGradCam on ``image_encoder.last_stage`` (ReLU, the standard Grad-CAM),
   bilinearly upsampled to the model input (4 x 4 at 128 px: coarse). ``"ig"``: plain IG from the
   black film. Every map goes through ``ImageGeometry.to_original`` (crop the letterbox, undo the
