@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from medfuse_core.demo import cache_home
-from medfuse_core.features.batch import PatientFeatures, collate
+from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.features.featurize import FeatureSpec, Featurizer, PatientEvidenceIndex
 from medfuse_core.models.baselines import build_model
 from medfuse_core.models.config import ModelConfig
@@ -99,12 +99,24 @@ class Predictor:
     def featurize(self, records: Sequence[PatientRecord]) -> tuple[list[PatientFeatures], list[PatientEvidenceIndex]]:
         return self.featurizer.featurize_many(records, progress=False)
 
-    @torch.inference_mode()
     def predict_features(self, features: Sequence[PatientFeatures]) -> np.ndarray:
         """Logits (N, K)."""
-        batch = collate(list(features)).to(self.device)
+        return self.batch_logits(collate(list(features)))
+
+    @torch.inference_mode()
+    def batch_logits(self, batch: Batch) -> np.ndarray:
+        """Logits (B, K) of a collated batch: the one place the model is run for predictions."""
+        batch = batch.to(self.device, non_blocking=True)
         with mixed_precision(self.device):
             return self.model(batch).logits.float().cpu().numpy()
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities sigmoid(logit / temperature), same shape as `logits`."""
+        return sigmoid(np.asarray(logits, dtype=np.float64) / self.temperature)
+
+    def positive(self, logits: np.ndarray) -> np.ndarray:
+        """The decisions (bool, same shape): calibrated probability >= the label's validation threshold."""
+        return self.probabilities(logits) >= self.thresholds
 
     @property
     def hours(self) -> float:
@@ -117,7 +129,7 @@ class Predictor:
         results: dict[int, Prediction] = {}
         if usable:
             logits = self.predict_features(usable)
-            probs = sigmoid(logits / self.temperature)
+            probs = self.probabilities(logits)
             results = {id(f): Prediction(f.patient_id, self.labels, z, p, self.thresholds, f.present)
                        for f, z, p in zip(usable, logits, probs)}
         reason = no_data_reason(self.hours)

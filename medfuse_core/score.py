@@ -33,19 +33,16 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from medfuse_core.demo import cache_home
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.features.featurize import FeatureSpec, Featurizer
-from medfuse_core.precision import mixed_precision
 from medfuse_core.predictor import Predictor, no_data_reason
 from medfuse_core.problems import DataError
 from medfuse_core.record import MODALITIES, PatientRecord
 from medfuse_core.sources.bundle import find_bundles, read_bundle
-from medfuse_core.train.metrics import sigmoid
 
 __all__ = ["BundleDataset", "ScoreSummary", "score_cohort"]
 
@@ -211,14 +208,6 @@ class _FeaturizeBatch:
             return f"error: {record.patient_id}: featurizing failed: {type(exc).__name__}: {exc}"
 
 
-@torch.inference_mode()
-def _logits(model: torch.nn.Module, batch: Batch, device: torch.device) -> np.ndarray:
-    """The model's logits (B, K) for a batch, as `Predictor.predict_features` computes them."""
-    batch = batch.to(device, non_blocking=True)
-    with mixed_precision(device):
-        return model(batch).logits.float().cpu().numpy()
-
-
 def output_schema(labels: Sequence[str]) -> pa.Schema:
     columns = [pa.field("patient_id", pa.string()), pa.field("bundle", pa.string()), pa.field("modalities", pa.string())]
     for name in labels:
@@ -230,7 +219,7 @@ def output_schema(labels: Sequence[str]) -> pa.Schema:
 
 def _table(scoring: ScoringBatch, logits: np.ndarray | None, predictor: Predictor, schema: pa.Schema) -> pa.Table:
     """One row per bundle of the batch; nulls in the prediction columns where it was not scored."""
-    probs = sigmoid(logits / predictor.temperature) if logits is not None else None
+    probs = predictor.probabilities(logits) if logits is not None else None
     columns: dict[str, list] = {name: [] for name in schema.names}
     for row in scoring.rows:
         i = row["index"]
@@ -274,7 +263,7 @@ def score_cohort(checkpoint: str | Path, data_dir: str | Path, out_path: str | P
     with pq.ParquetWriter(partial, schema) as writer, \
             tqdm(total=len(folders), desc="scoring", unit="patient", disable=not progress) as bar:
         for scoring in loader:
-            logits = _logits(predictor.model, scoring.batch, target) if scoring.batch is not None else None
+            logits = predictor.batch_logits(scoring.batch) if scoring.batch is not None else None
             writer.write_table(_table(scoring, logits, predictor, schema))
             summary.row_groups += 1
             summary.scored += sum(row["index"] is not None for row in scoring.rows)

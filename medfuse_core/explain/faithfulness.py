@@ -428,11 +428,6 @@ class FaithfulnessReport:
 # ------------------------------------------------------------------------------- the benchmark
 
 
-def _calibrated_positive(logits: np.ndarray, predictor) -> np.ndarray:
-    prob = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / predictor.temperature))
-    return prob >= predictor.thresholds[None, :]
-
-
 def route_pair(predictor, features: Sequence[PatientFeatures], batch_size: int = 64):
     """(RouteAccuracy | None, logits (B, K), positive (B, K)): exact group contributions, batched.
     Models without fusion tokens (baselines) get None and their plain logits."""
@@ -447,7 +442,7 @@ def route_pair(predictor, features: Sequence[PatientFeatures], batch_size: int =
         else:
             logits.append(_label_logits(model, features[i : i + batch_size], slice(None), device))
     logits_all = np.concatenate(logits) if logits else np.zeros((0, len(predictor.labels)))
-    positive = _calibrated_positive(logits_all, predictor)
+    positive = predictor.positive(logits_all)
     if not values:
         return None, logits_all, positive
     labels = np.stack([f.labels for f in features])

@@ -15,7 +15,6 @@ split (test patients left out) -> vocabulary on the training split -> pretrainin
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os

@@ -148,7 +148,7 @@ def _with_labs(record: PatientRecord, table) -> PatientRecord:
 def test_deleting_a_lab_item_or_vitals_channel_equals_featurizing_the_record_without_it(small_cohort) -> None:
     featurizer, features, records, evidence = small_cohort
     i = next(j for j, f in enumerate(features) if len(f.lab_items) >= 3 and f.present[2])
-    f, ix, record = features[i], evidence[i], records[i]
+    f, record = features[i], records[i]
 
     table = record.labs.table
     ids = featurizer.vocabulary.ids_of(table["itemid"], table["item"])

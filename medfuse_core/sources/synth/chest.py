@@ -310,7 +310,7 @@ class _Frame:
         self.Y = (np.float32(-s) * xs)[None, :] + (np.float32(c) * ys)[:, None]
         self.U = np.abs(self.X)
         self.is_left = self.X > 0  # patient's left = image right
-        X, Y, U = self.X, self.Y, self.U
+        Y, U = self.Y, self.U
         # lung envelope: rounded apex, lateral wall, medial (mediastinal) edge, diaphragm dome
         t = np.clip((Y - a.apex_y) * (1.0 / (a.base_y - a.apex_y)), 0.0, 1.0)
         g = np.sqrt(t * (2.0 - t))
