@@ -42,21 +42,6 @@ from medfuse_core.train.objective import TERMS, fusion_objective
 from medfuse_core.train.metrics import auprc, macro, sigmoid
 
 
-LR_SCHEDULES = ("constant", "cosine")
-
-
-def scheduled_lr(config: "TrainConfig", epoch: int, step: int, steps_per_epoch: int) -> float:
-    """Stage 2's learning rate at (epoch, step): a pure function of the position, so a resumed run
-    needs no scheduler state to follow the same curve. Why cosine: with a constant rate the
-    validation score of the late epochs is as noisy as the early ones and early stopping picks a
-    noise peak; with the rate decaying, the last epochs settle (benchmarks/results/faithfulness.md,
-    the sweep: the disentanglement terms keep improving long after macro-AUPRC has plateaued)."""
-    if config.lr_schedule == "constant":
-        return config.lr
-    progress = (epoch * steps_per_epoch + step) / max(config.epochs * steps_per_epoch, 1)
-    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-
 @dataclass
 class TrainConfig:
     epochs: int = 30
@@ -76,13 +61,10 @@ class TrainConfig:
     freeze_encoders: bool = False  # stage 2 on frozen encoders (cached outputs) instead of end to end
     fusion_seed: int | None = None  # stage 2's seed (None: `seed`): another stage 2 on the same stage-1 encoders
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU) | "bf16" | "fp32" (precision.py)
-    lr_schedule: str = "constant"  # stage 2: "constant" | "cosine" (to 0 over `epochs`, per step)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"train.precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"train.lr_schedule {self.lr_schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
@@ -358,10 +340,7 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
             freeze_encoders(model)
         sums = np.zeros(1 + len(TERMS))
         n_batches = 0
-        steps_per_epoch = math.ceil(len(encoded_train if encoded_train is not None else train_set) / config.batch_size)
         for batch, features, labels, block_present in _train_batches(train_set, encoded_train, config, epoch, device, world):
-            for group in optimizer.param_groups:
-                group["lr"] = scheduled_lr(config, epoch, n_batches, steps_per_epoch)
             # drawn for the whole global batch (identically on every rank), then this rank's rows
             present = modality_dropout(block_present, loss_config.modality_dropout, dropout_generator)[world.rows]
             keep = token_dropout(len(block_present), 5, loss_config.token_dropout, dropout_generator, device,

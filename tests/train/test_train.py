@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from medfuse_core.models.model import MedFuseLens
-from medfuse_core.train.loop import TrainConfig, modality_dropout, predict_logits, scheduled_lr, train
+from medfuse_core.train.loop import TrainConfig, modality_dropout, predict_logits, train
 from medfuse_core.train.metrics import auroc
 from tests.model_fixtures import tiny_config
 
@@ -77,25 +76,3 @@ def test_modality_dropout_keeps_one_modality_per_patient() -> None:
     assert bool(kept.any(dim=1).all())
     assert bool(kept[:100, 0].all())
     assert 0.05 < float(kept[100:].float().mean()) < 0.4
-
-
-def test_cosine_schedule_is_a_function_of_the_position() -> None:
-    constant = TrainConfig(lr=1e-3, epochs=10)
-    assert scheduled_lr(constant, 7, 3, 20) == 1e-3
-    cosine = TrainConfig(lr=1e-3, epochs=10, lr_schedule="cosine")
-    assert scheduled_lr(cosine, 0, 0, 20) == pytest.approx(1e-3)
-    assert scheduled_lr(cosine, 5, 0, 20) == pytest.approx(0.5e-3)
-    assert scheduled_lr(cosine, 9, 19, 20) == pytest.approx(0.0, abs=1e-7)
-    rates = [scheduled_lr(cosine, e, s, 20) for e in range(10) for s in range(20)]
-    assert all(a > b for a, b in zip(rates, rates[1:]))
-    with pytest.raises(ValueError, match="train.lr_schedule 'step'"):
-        TrainConfig(lr_schedule="step")
-
-
-def test_training_with_the_cosine_schedule_learns(small_cohort, tmp_path: Path) -> None:
-    featurizer, features, _, _ = small_cohort
-    torch.manual_seed(1)
-    model = MedFuseLens(tiny_config(featurizer))
-    config = TrainConfig(epochs=8, batch_size=8, lr=3e-3, patience=100, progress=False, seed=1, lr_schedule="cosine")
-    bce = [h.train_bce for h in train(model, features[:24], features[24:], config, tmp_path).history]
-    assert bce[-1] < 0.8 * bce[0]
