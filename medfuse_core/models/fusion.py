@@ -1,9 +1,10 @@
 """Fusion over representation tokens: [s_labs, s_notes, s_vitals, s_image, c_shared] -> label logits.
 
-A learned [CLS] token is always present and reads the other tokens through attention; masked tokens
-are invisible to it. With every token masked the output is the model's base value (the "empty
-logit"), which is what group attributions are measured against. The head is cheap, so explanation
-code evaluates many token coalitions in one batched call of `FusionHead.forward`.
+Two heads, chosen by `FusionConfig.head`: `FusionHead` (a learned [CLS] token reads the other
+tokens through attention; masked tokens are invisible to it) and `AdditiveFusionHead` (a sum of
+one term per visible token; the demo's). With every token masked either returns the model's base
+value (the "empty logit"), which is what group attributions are measured against. Both are cheap,
+so explanation code evaluates many token coalitions in one batched call of the head.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class AdditiveFusionHead(nn.Module):
     def token_terms(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         """(N, 5, K): each token's term of the logit, 0 where the token is masked."""
         terms = torch.stack([term(tokens[:, t]) for t, term in enumerate(self.terms)], dim=1)
-        return terms * token_mask.unsqueeze(-1).to(terms.dtype)
+        return torch.where(token_mask.unsqueeze(-1), terms, torch.zeros_like(terms))  # exact 0, even from inf/NaN
 
     def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         """tokens (N, 5, d), token_mask (N, 5) bool (True = visible) -> logits (N, K)."""
