@@ -94,10 +94,12 @@ def _cmd_score(args: argparse.Namespace) -> int:
         return 2
     summary = score_cohort(args.checkpoint, args.data, args.out, batch_size=args.batch_size, workers=args.workers,
                            device=args.device, progress=not args.quiet)
+    for folder, message in summary.no_data:
+        print(f"no data: {folder}: {message}", file=sys.stderr)
     for folder, message in summary.failed:
         print(f"not scored: {folder}: {message}", file=sys.stderr)
     print(summary.describe())
-    return 1 if summary.failed else 0
+    return 1 if summary.failed else 0  # a patient with nothing to score is an outcome, not a failure
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

@@ -13,7 +13,10 @@ ever sees complete shards, and a sentence embedded twice by two workers is harml
 features/embedding_cache.py). Its hit rate is reported.
 
 A bundle that cannot be read (or featurized) never stops the run: it gets a row with no
-probabilities and its message in `error`, and is listed in the summary. Columns: `patient_id`,
+probabilities and its message in `error`, and is listed in the summary as failed (the command then
+exits 1). A patient whose bundle reads fine but holds nothing the model can use in the window gets
+the same kind of row with the "no data" reason in `error`; that is an outcome, not a failure: the
+summary counts it apart and the exit status stays 0. Columns: `patient_id`,
 `bundle`, `modalities` (those the model used, comma-separated), per label `<label>_prob`
 (temperature-calibrated), `<label>_logit`, `<label>_positive` (calibrated probability >= the label's
 threshold), `problems` (what reading the bundle reported, "; "-separated) and `error`.
@@ -51,7 +54,8 @@ __all__ = ["BundleDataset", "ScoreSummary", "score_cohort"]
 class ScoreSummary:
     out_path: Path
     scored: int
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (bundle folder, why it was not scored)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (bundle folder, the error): unreadable bundles
+    no_data: list[tuple[str, str]] = field(default_factory=list)  # (bundle folder, why): nothing to score, not an error
     seconds: float = 0.0
     row_groups: int = 0
     cache_hits: int = 0  # distinct note sentences per batch found in the embedding cache
@@ -70,8 +74,16 @@ class ScoreSummary:
         total = self.cache_hits + self.cache_misses
         cache = (f"sentence-embedding cache hit rate {self.cache_hit_rate:.0%} ({self.cache_hits}/{total})" if total
                  else "no note sentences")
-        return (f"{self.scored} patient(s) scored, {len(self.failed)} failed, {self.patients_per_second:.1f} patients/s; "
+        return (f"{self.scored} patient(s) scored, {len(self.no_data)} with no data, {len(self.failed)} failed, "
+                f"{self.patients_per_second:.1f} patients/s; "
                 f"{cache}; predictions in {self.out_path}")
+
+
+@dataclass(frozen=True)
+class _NoData:
+    """A record read and featurized without error that holds nothing the model can use."""
+
+    message: str
 
 
 @dataclass
@@ -107,7 +119,7 @@ class ScoringBatch:
     """A batch as the loader hands it over: the model's input for the patients that could be
     featurized, and one metadata row per bundle (in order)."""
 
-    rows: list[dict[str, Any]]  # folder, patient_id, problems, error, index into `batch` (or None)
+    rows: list[dict[str, Any]]  # folder, patient_id, problems, error, no_data, index into `batch` (or None)
     batch: Batch | None
     cache_hits: int = 0
     cache_misses: int = 0
@@ -171,12 +183,14 @@ class _FeaturizeBatch:
         readable = iter(features)
         for item in items:
             row = {"folder": item.folder, "patient_id": Path(item.folder).name, "problems": "", "error": item.error,
-                   "index": None}
+                   "no_data": False, "index": None}
             if item.record is not None:
                 row["patient_id"] = item.record.patient_id
                 row["problems"] = "; ".join(str(p) for p in item.record.problems)
                 result = next(readable)
-                if isinstance(result, str):
+                if isinstance(result, _NoData):
+                    row["error"], row["no_data"] = result.message, True
+                elif isinstance(result, str):
                     row["error"] = result
                 else:
                     row["index"] = len(kept)
@@ -188,7 +202,7 @@ class _FeaturizeBatch:
         _trim_heap()
         return batch
 
-    def _featurize(self, records: list[PatientRecord]) -> list[PatientFeatures | str]:
+    def _featurize(self, records: list[PatientRecord]) -> list[PatientFeatures | _NoData | str]:
         """Features per record (the batch's sentences embedded together), or the error of a record
         that cannot be featurized (found by retrying one at a time when the batch fails)."""
         if not records:
@@ -199,7 +213,8 @@ class _FeaturizeBatch:
             features = [self._featurize_one(record) for record in records]
         # as Predictor.predict: nothing the model can use gives no number, only the reason
         reason = no_data_reason(float(self.spec.hours))
-        return [f"{f.patient_id}: {reason}" if not isinstance(f, str) and not f.present.any() else f for f in features]
+        return [_NoData(f"{f.patient_id}: {reason}") if not isinstance(f, str) and not f.present.any() else f
+                for f in features]
 
     def _featurize_one(self, record: PatientRecord) -> PatientFeatures | str:
         try:
@@ -267,7 +282,9 @@ def score_cohort(checkpoint: str | Path, data_dir: str | Path, out_path: str | P
             writer.write_table(_table(scoring, logits, predictor, schema))
             summary.row_groups += 1
             summary.scored += sum(row["index"] is not None for row in scoring.rows)
-            summary.failed += [(row["folder"], row["error"]) for row in scoring.rows if row["index"] is None]
+            summary.failed += [(row["folder"], row["error"]) for row in scoring.rows
+                               if row["index"] is None and not row["no_data"]]
+            summary.no_data += [(row["folder"], row["error"]) for row in scoring.rows if row["no_data"]]
             summary.cache_hits += scoring.cache_hits
             summary.cache_misses += scoring.cache_misses
             bar.update(len(scoring.rows))

@@ -119,7 +119,7 @@ def test_cli_scores_and_reports_failures(demo_checkpoint, cohort, tmp_path, caps
                  "--batch-size", "8", "--device", "cpu", "--quiet"])
     captured = capsys.readouterr()
     assert code == 1  # one bundle could not be scored
-    assert "12 patient(s) scored, 1 failed" in captured.out
+    assert "12 patient(s) scored, 0 with no data, 1 failed" in captured.out
     assert "P_BROKEN" in captured.err
     assert pq.read_table(out).num_rows == 13
     assert main(["score", "--checkpoint", str(tmp_path), "--data", str(cohort), "--out", str(out)]) == 2
@@ -134,9 +134,14 @@ def test_a_patient_with_no_usable_data_gets_no_number(demo_checkpoint, tiny_coho
     (empty / "patient.json").write_text('{"patient_id": "P_EMPTY"}', encoding="utf-8")
     summary = score_cohort(demo_checkpoint, cohort, tmp_path / "preds.parquet", batch_size=4, device="cpu",
                            progress=False)
-    [(folder, message)] = summary.failed
+    [(folder, message)] = summary.no_data
     assert Path(folder).name == "P_EMPTY" and "no data" in message
+    assert summary.failed == []  # nothing to score is an outcome, not a failure
     table = pq.read_table(tmp_path / "preds.parquet").to_pandas()
     row = table[table["patient_id"] == "P_EMPTY"].iloc[0]
     assert all(row[c] is None or np.isnan(row[c]) for c in table.columns if c.endswith(("_prob", "_logit")))
     assert table["error"].isna().sum() == len(table) - 1
+    # the command says so on stderr and still exits 0 (a real failure exits 1, see the test above)
+    code = main(["score", "--checkpoint", str(demo_checkpoint), "--data", str(cohort), "--out",
+                 str(tmp_path / "cli.parquet"), "--device", "cpu", "--quiet"])
+    assert code == 0
