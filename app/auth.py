@@ -3,7 +3,8 @@
 The mode is resolved on every run at the top of app/main.py, before any page is built:
 - oidc: the Streamlit secrets hold an `[auth]` section: `st.login()` / `st.user`; the role comes from the
   `[medfuse_lens.roles]` table (email = role), else `[medfuse_lens] default_role` (clinician; "none" refuses).
-- local: $MEDFUSE_LENS_USERS names a users file (medfuse_core.users): a sign-in form.
+- local: $MEDFUSE_LENS_USERS names a users file (medfuse_core.users): a sign-in form; wrong passwords
+  for one name make it wait, longer each time (medfuse_core.throttle).
 - dev: neither, or MEDFUSE_LENS_DEV=1: no sign-in, user "dev" with the researcher role, and only while the
   server listens on a loopback address; otherwise the app says how to fix it and stops.
 Roles: a clinician sees the worklist, patient review and model card and exports reports; a researcher also
@@ -15,6 +16,7 @@ The decisions (`resolve_mode`, `is_loopback`, `oidc_role`) are plain functions; 
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from typing import Any
 import streamlit as st
 
 from medfuse_core import audit
+from medfuse_core.throttle import SIGN_IN_THROTTLE
 from medfuse_core.users import ROLES, USERS_ENV, UsersFileError, authenticate, load_users, role_allows
 
 DEV_ENV = "MEDFUSE_LENS_DEV"
@@ -30,6 +33,7 @@ DEV_BANNER = "Development mode: no sign-in; serving on 127.0.0.1 only"
 VIEWER_KEY = "_auth_viewer"  # session_state: the signed-in Viewer
 AUDITED_KEY = "_auth_audited"  # session_state: the (action, patient, key) already logged with once=
 WRONG_LOGIN = "wrong user name or password"
+TOO_MANY_TRIES = "too many wrong passwords for this user name: try again in {seconds} s"
 DEFAULT_OIDC_ROLE = "clinician"
 
 __all__ = ["Viewer", "resolve_mode", "is_loopback", "oidc_role", "sign_in", "current_viewer", "require_role",
@@ -151,11 +155,18 @@ def _local_viewer(users_path: str) -> Viewer:
                                  autocomplete="current-password")
         submitted = st.form_submit_button("Sign in", type="primary", key="sign_in_submit")
     if submitted:
+        wait = SIGN_IN_THROTTLE.retry_after(name)
+        if wait > 0:  # the password is not even checked while the name waits
+            _log_quietly("login_throttled", name.strip()[:64], None, {"mode": "local", "wait_s": round(wait)})
+            st.error(TOO_MANY_TRIES.format(seconds=math.ceil(wait)), icon=":material/lock_clock:")
+            st.stop()
         user = authenticate(users, name, password)
         if user is None:
+            SIGN_IN_THROTTLE.failed(name)
             _log_quietly("login_failed", name.strip()[:64], None, {"mode": "local"})
             st.error(WRONG_LOGIN, icon=":material/error:")
         else:
+            SIGN_IN_THROTTLE.succeeded(name)
             _signed_in(Viewer(user.name, user.role, "local"))
             st.rerun()
     st.stop()

@@ -14,8 +14,9 @@ from streamlit import config
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-from app.auth import DEV_BANNER, WRONG_LOGIN, is_loopback, oidc_role, resolve_mode
+from app.auth import DEV_BANNER, TOO_MANY_TRIES, WRONG_LOGIN, is_loopback, oidc_role, resolve_mode
 from medfuse_core import audit
+from medfuse_core.throttle import SIGN_IN_THROTTLE
 from medfuse_core.users import add_user
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
@@ -69,8 +70,10 @@ def _env(monkeypatch, tmp_path: Path) -> Path:
     monkeypatch.delenv("MEDFUSE_LENS_DEV", raising=False)
     before = config.get_option("server.address")
     config.set_option("server.address", "127.0.0.1")
+    SIGN_IN_THROTTLE.clear()  # one per server process: each test starts with no failed sign-ins
     yield tmp_path / "audit.log"
     config.set_option("server.address", before)
+    SIGN_IN_THROTTLE.clear()
 
 
 @pytest.fixture
@@ -136,6 +139,24 @@ def test_sign_in_is_required_with_a_users_file(users_file: Path, _env: Path) -> 
         assert not _shows_patient_data(at)
     assert [(e["action"], e["user"]) for e in _entries(_env)] == [("login_failed", "alice"),
                                                                   ("login_failed", "mallory")]
+
+
+def test_repeated_wrong_passwords_make_the_name_wait(users_file: Path, _env: Path) -> None:
+    """After the free failures even the right password is refused (not checked) until the wait is over."""
+    at = _app().run()
+    for _ in range(SIGN_IN_THROTTLE.free_failures):
+        _sign_in(at, "rob", "not-robs-password")
+        assert _texts(at.error) == WRONG_LOGIN
+    _sign_in(at, "rob", "still-not-it")  # this failure starts the first wait
+    _sign_in(at, "rob", PASSWORDS["rob"])
+    message = _texts(at.error)
+    waits = [TOO_MANY_TRIES.format(seconds=s) for s in range(1, int(SIGN_IN_THROTTLE.first_wait_s) + 1)]
+    assert message in waits[-10:]  # the first wait, less the seconds the reruns took
+    assert not _shows_patient_data(at)
+    actions = [e["action"] for e in _entries(_env)]
+    assert actions.count("login_failed") == SIGN_IN_THROTTLE.free_failures + 1 and actions[-1] == "login_throttled"
+    _sign_in(at, "alice", PASSWORDS["alice"])  # another name is not held up
+    assert not at.exception and _shows_patient_data(at)
 
 
 def test_clinician_gets_no_lab_or_upload(users_file: Path, _env: Path) -> None:
