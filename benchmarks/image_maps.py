@@ -33,17 +33,22 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(ROOT))
 
-from medfuse_core.explain.evidence import IMAGE_BLUR_BASELINE, EvidenceExplainer, _blurred  # noqa: E402
+from medfuse_core.explain.evidence import (  # noqa: E402
+    IMAGE_BLUR_BASELINE,
+    IMAGE_SMOOTHING,
+    EvidenceExplainer,
+    _blurred,
+)
 from medfuse_core.explain.faithfulness import (  # noqa: E402
     _BY_NAME,
-    _planted_images,
     load_cases,
+    planted_film_mask,
     pointing_hit,
     route_pair,
 )
 from medfuse_core.predictor import Predictor  # noqa: E402
 
-SMOOTHING = (0.0, 0.02, 0.04, 0.06, 0.08, 0.12)
+SMOOTHING = (0.0, 0.02, 0.04, 0.06, 0.08, IMAGE_SMOOTHING)  # "ig+ mean" at IMAGE_SMOOTHING is the shipped map
 
 
 def candidate_maps(explainer: EvidenceExplainer, k: int, n_steps: int) -> dict[str, torch.Tensor]:
@@ -86,18 +91,14 @@ def score_checkpoint(checkpoint: str, data: str, max_patients: int | None, n_ste
         for k, name in enumerate(labels):
             if _BY_NAME.get(name) is None or not (f.labels[k] == 1 and positive[b, k]):
                 continue
-            entries = [e for i, e in _planted_images(case, truth.get(name, {}).get("image") or []) if i == ix.image_index]
-            if not entries:
+            geometry = ix.image_geometry
+            mask = planted_film_mask(case, truth.get(name, {}).get("image") or [], ix.image_index,
+                                     (geometry.rows, geometry.cols))
+            if mask is None:
                 continue
             explainer = EvidenceExplainer(predictor.model, f, ix, case.record, None, predictor.featurizer.vocabulary)
-            mask = None
             for method, model_map in candidate_maps(explainer, k, n_steps).items():
-                heat = ix.image_geometry.to_original(model_map[0, 0].float().numpy())
-                if mask is None:
-                    mask = np.zeros(heat.shape, dtype=bool)
-                    for e in entries:
-                        mask |= case.region(e, heat.shape)
-                hit = bool(pointing_hit(heat, mask))
+                hit = bool(pointing_hit(geometry.to_original(model_map[0, 0].float().numpy()), mask))
                 hits[method][name].append(hit)
                 hits[method]["all"].append(hit)
     return {"checkpoint": checkpoint, "n_patients": len(cases),

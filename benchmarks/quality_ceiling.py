@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(ROOT))
 
-from medfuse_core.sources.synth.diseases import DISEASES, _THRESHOLDS  # noqa: E402
+from benchmarks.quality import folder_name  # noqa: E402  (where its eval reports are)
+from medfuse_core.sources.synth.diseases import DISEASES, THRESHOLDS  # noqa: E402
 from medfuse_core.train.metrics import auprc, auroc  # noqa: E402
 
 AGE_MEAN, AGE_SD, AGE_MIN, AGE_MAX = 64.0, 15.0, 18, 95  # as sample_conditions draws the age
@@ -76,7 +77,7 @@ def comorbidity_posterior(labels: np.ndarray, ages: np.ndarray, draws: int = 400
     """P(disease k | the other nine labels, age) for every patient and disease, (N, 10)."""
     rng = np.random.default_rng(seed)
     loadings = np.array([d.loadings for d in DISEASES])  # (10, 3)
-    thresholds = np.array([_THRESHOLDS[d.key] for d in DISEASES])
+    thresholds = np.array([THRESHOLDS[d.key] for d in DISEASES])
     residual = np.sqrt(1.0 - (loadings**2).sum(1))
     out = np.zeros(labels.shape)
     for start in range(0, len(labels), chunk):
@@ -130,7 +131,7 @@ def measured(quality_json: Path, runs_dir: Path | None) -> dict[str, dict[str, f
     quality = json.loads(quality_json.read_text())
     runs = Path(runs_dir or quality.get("meta", {}).get("runs_dir", ""))
     for entry in quality["variants"]:
-        report_file = runs / f"{entry['variant'].replace(':', '-')}.eval.json"
+        report_file = runs / f"{folder_name(entry['variant'])}.eval.json"
         if report_file.is_file():
             report = json.loads(report_file.read_text())
             out[entry["variant"]] = {name: v["auprc"] for name, v in report["per_label"].items()}

@@ -12,9 +12,15 @@ import torch
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
-def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
+def check_precision(precision: str, field: str = "precision") -> str:
+    """`precision` if it is one of PRECISIONS; else a ValueError naming `field`."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        raise ValueError(f"{field} {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
+    check_precision(precision)
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 

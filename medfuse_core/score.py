@@ -235,6 +235,7 @@ def output_schema(labels: Sequence[str]) -> pa.Schema:
 def _table(scoring: ScoringBatch, logits: np.ndarray | None, predictor: Predictor, schema: pa.Schema) -> pa.Table:
     """One row per bundle of the batch; nulls in the prediction columns where it was not scored."""
     probs = predictor.probabilities(logits) if logits is not None else None
+    positive = predictor.positive(logits) if logits is not None else None
     columns: dict[str, list] = {name: [] for name in schema.names}
     for row in scoring.rows:
         i = row["index"]
@@ -246,7 +247,7 @@ def _table(scoring: ScoringBatch, logits: np.ndarray | None, predictor: Predicto
             scored = i is not None
             columns[f"{name}_prob"].append(float(probs[i, k]) if scored else None)
             columns[f"{name}_logit"].append(float(logits[i, k]) if scored else None)
-            columns[f"{name}_positive"].append(bool(probs[i, k] >= predictor.thresholds[k]) if scored else None)
+            columns[f"{name}_positive"].append(bool(positive[i, k]) if scored else None)
         columns["problems"].append(row["problems"])
         columns["error"].append(row["error"])
     return pa.table(columns, schema=schema)

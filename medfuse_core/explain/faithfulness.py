@@ -469,6 +469,19 @@ def _planted_images(case: SyntheticCase, entries: list[dict]) -> list[tuple[int,
     return out
 
 
+def planted_film_mask(case: SyntheticCase, entries: list[dict], image_index: int | None,
+                      shape: tuple[int, int]) -> np.ndarray | None:
+    """The union of the planted regions (truth entries of one disease) on the film the model used, on a
+    (rows, cols) grid; None when none of them is on that film (the model could not see them)."""
+    entries = [e for i, e in _planted_images(case, entries) if i == image_index]
+    if not entries:
+        return None
+    mask = np.zeros(shape, dtype=bool)
+    for e in entries:
+        mask |= case.region(e, shape)
+    return mask
+
+
 def faithfulness(predictor, cases: Sequence[SyntheticCase], *, n_steps: int = 32, draws: int = 5, seed: int = 0,
                  ks: Sequence[int] = DEFAULT_KS, fractions: Sequence[float] = IMAGE_FRACTIONS, patch: int = PATCH,
                  image_method: str = "smoothed_ig", batch_size: int = 64, checkpoint: str = "",
@@ -602,13 +615,10 @@ def _localise(acc: Localisation, m: str, disease: str, planted: list[dict], evid
         acc.add(disease, vitals_hit(CHANNEL_NAMES[top_unit(totals)], channels),
                 vitals_hit(CHANNEL_NAMES[top_unit(totals, "abs")], channels))
     elif m == "image":
-        entries = [e for i, e in _planted_images(case, planted) if i == ix.image_index]
-        if not entries:
+        mask = planted_film_mask(case, planted, ix.image_index, evidence.heatmap.shape)
+        if mask is None:
             acc.not_visible += 1
             return
-        mask = np.zeros(evidence.heatmap.shape, dtype=bool)
-        for e in entries:
-            mask |= case.region(e, evidence.heatmap.shape)
         hit = pointing_hit(evidence.heatmap, mask)
         if hit is None:
             acc.flat += 1

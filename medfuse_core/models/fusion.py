@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from medfuse_core.models.config import FusionConfig
 from medfuse_core.record import MODALITIES
 
 TOKEN_NAMES: tuple[str, ...] = tuple(f"specific:{m}" for m in MODALITIES) + ("shared",)
@@ -82,10 +83,10 @@ class AdditiveFusionHead(nn.Module):
         return self.bias + self.token_terms(tokens, token_mask).sum(dim=1)
 
 
-def build_fusion_head(kind: str, d_model: int, n_labels: int, layers: int, heads: int, dropout: float) -> nn.Module:
-    """The head `FusionConfig.head` names: "transformer" (attention across tokens) or "additive"."""
-    if kind == "transformer":
-        return FusionHead(d_model, n_labels, layers, heads, dropout)
-    if kind == "additive":
-        return AdditiveFusionHead(d_model, n_labels, dropout)
-    raise ValueError(f"fusion.head {kind!r}: expected 'transformer' or 'additive'")
+def build_fusion_head(config: FusionConfig, n_labels: int) -> nn.Module:
+    """The head `config.head` names: "transformer" (attention across tokens) or "additive"."""
+    if config.head == "transformer":
+        return FusionHead(config.d_model, n_labels, config.layers, config.heads, config.dropout)
+    if config.head == "additive":
+        return AdditiveFusionHead(config.d_model, n_labels, config.dropout)
+    raise ValueError(f"fusion.head {config.head!r}: expected 'transformer' or 'additive'")

@@ -52,8 +52,7 @@ class MedFuseLens(nn.Module):
         }
         d_model = config.fusion.d_model
         self.disentangler = Disentangler(self.feature_dims, d_model, config.fusion.dropout)
-        self.fusion = build_fusion_head(config.fusion.head, d_model, len(config.labels), config.fusion.layers,
-                                        config.fusion.heads, config.fusion.dropout)
+        self.fusion = build_fusion_head(config.fusion, len(config.labels))
         self.mi_estimators = ModalityVCLUB(d_model)  # trained by its own optimizer, see train/loop.py
 
     @property

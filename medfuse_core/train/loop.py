@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.models.model import MedFuseLens
-from medfuse_core.precision import PRECISIONS, mixed_precision
+from medfuse_core.precision import check_precision, mixed_precision
 from medfuse_core.train import checkpoint as ckpt
 from medfuse_core.train.distributed import SINGLE, World, padded_order, shard_loader
 from medfuse_core.train.encoder_pretrain import EncoderLog, pretrain_encoders
@@ -63,8 +63,7 @@ class TrainConfig:
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU) | "bf16" | "fp32" (precision.py)
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"train.precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        check_precision(self.precision, "train.precision")
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":

@@ -276,5 +276,5 @@ def test_additive_head_shapley_values_are_its_token_terms(small_cohort) -> None:
     assert exact.completeness_gap().abs().max() < 1e-5
     assert torch.all(exact.values[~batch.present[:, IMAGE]][..., IMAGE] == 0)
     rows = [0, 3, 5]
-    captum = captum_shapley(model, _sub((model, batch, out, features), rows))
+    captum = captum_shapley(model, collate([features[i] for i in rows]))
     torch.testing.assert_close(captum.values, terms[rows], atol=1e-4, rtol=0)

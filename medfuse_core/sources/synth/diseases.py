@@ -98,7 +98,7 @@ def _threshold(prevalence: float) -> float:
     return NormalDist().inv_cdf(1.0 - prevalence)
 
 
-_THRESHOLDS = {d.key: _threshold(d.prevalence) for d in DISEASES}
+THRESHOLDS = {d.key: _threshold(d.prevalence) for d in DISEASES}  # liability cut-off per disease key
 
 
 def sample_conditions(rng: np.random.Generator) -> Conditions:
@@ -111,7 +111,7 @@ def sample_conditions(rng: np.random.Generator) -> Conditions:
     for disease, e in zip(DISEASES, noise):
         w = np.asarray(disease.loadings)
         liability = float(w @ factors) + float(np.sqrt(1.0 - w @ w)) * e
-        if liability > _THRESHOLDS[disease.key]:
+        if liability > THRESHOLDS[disease.key]:
             positive.add(disease.key)
     acuity = sum(_SEVERITY_WEIGHTS.get(k, 0.0) for k in positive) + 0.35 * factors[2] + 0.6 * rng.standard_normal()
     severity = float(1.0 / (1.0 + np.exp(-(acuity - 1.0))))
