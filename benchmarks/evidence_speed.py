@@ -33,7 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(ROOT))
 
 from medfuse_core.explain import explain  # noqa: E402
-from medfuse_core.explain.evidence import EvidenceExplainer  # noqa: E402
+from medfuse_core.explain.evidence import DEFAULT_IMAGE_METHOD, IMAGE_METHODS, EvidenceExplainer  # noqa: E402
 from medfuse_core.predictor import Predictor  # noqa: E402
 from medfuse_core.record import MODALITIES  # noqa: E402
 from medfuse_core.sources.bundle import find_bundles, read_bundle  # noqa: E402
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--label", help="default: the checkpoint's first label")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--image-method", default="smoothed_ig", choices=["smoothed_ig", "gradcam", "ig"])
+    parser.add_argument("--image-method", default=DEFAULT_IMAGE_METHOD, choices=IMAGE_METHODS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -35,6 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(ROOT))
 
 from medfuse_core.explain.api import _finite  # noqa: E402
+from medfuse_core.explain.evidence import DEFAULT_IMAGE_METHOD, IMAGE_METHODS  # noqa: E402
 from medfuse_core.models.baselines import DISENTANGLEMENT_WEIGHTS  # noqa: E402
 from medfuse_core.explain.faithfulness import (  # noqa: E402
     DEFAULT_KS,
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-steps", type=int, default=32, help="IG steps of the evidence maps")
     parser.add_argument("--draws", type=int, default=5, help="random deletions per k")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--image-method", default="smoothed_ig", choices=("smoothed_ig", "gradcam", "ig"))
+    parser.add_argument("--image-method", default=DEFAULT_IMAGE_METHOD, choices=IMAGE_METHODS)
     parser.add_argument("--patch", type=int, default=PATCH)
     parser.add_argument("--sweep-json", default=None, help="more checkpoints for the route-pair curve only")
     parser.add_argument("--device", default="cpu")

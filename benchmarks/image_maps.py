@@ -6,7 +6,12 @@ never saw, other than the held-out one), and the table shows what each choice ge
 - ``ig+``: IntegratedGradients from the black film (``black``), from the film blurred with sigma = 5% of
   the side (``blurred``), or their mean (``mean``, what ``smoothed_ig`` uses), positive part, smoothed
   with a Gaussian of sigma = the given fraction of the side (0: raw);
-- ``gradcam stage s``: LayerGradCam on ResNet stage s (ReLU), upsampled.
+- ``gradcam stage s``: LayerGradCam on ResNet stage s (ReLU), upsampled;
+- ``gradcam stage s x ig+ blurred, smoothing w``: the two above, each scaled to maximum 1, multiplied
+  (Grad-CAM says which region holds the class evidence, IG which structure in it; Guided Grad-CAM's
+  product, with IG in place of guided backpropagation); ``gradcam_ig`` is this product for the last
+  stage at ``GRADCAM_IG_SMOOTHING``;
+- ``shipped``: the explainer's default map itself (``EvidenceExplainer.image``), as the app draws it.
 A hit: the map's maximum, mapped back onto the film, lies inside the union of the planted masks of
 that disease (true positives of the checkpoint with planted film evidence on the film it used). The
 masks hold what the generator painted (tests/sources/synth/test_routes.py compares each film with its
@@ -34,10 +39,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(ROOT))
 
 from medfuse_core.explain.evidence import (  # noqa: E402
+    DEFAULT_IMAGE_METHOD,
     IMAGE_BLUR_BASELINE,
     IMAGE_SMOOTHING,
     EvidenceExplainer,
     _blurred,
+    _unit_max,
 )
 from medfuse_core.explain.faithfulness import (  # noqa: E402
     _BY_NAME,
@@ -48,7 +55,8 @@ from medfuse_core.explain.faithfulness import (  # noqa: E402
 )
 from medfuse_core.predictor import Predictor  # noqa: E402
 
-SMOOTHING = (0.0, 0.02, 0.04, 0.06, 0.08, IMAGE_SMOOTHING)  # "ig+ mean" at IMAGE_SMOOTHING is the shipped map
+SMOOTHING = (0.0, 0.02, 0.04, 0.06, 0.08, IMAGE_SMOOTHING)  # "ig+ mean" at IMAGE_SMOOTHING is smoothed_ig
+PRODUCT_SMOOTHING = (0.02, 0.04, 0.06, 0.08)  # of the IG factor of the Grad-CAM x IG products
 
 
 def candidate_maps(explainer: EvidenceExplainer, k: int, n_steps: int) -> dict[str, torch.Tensor]:
@@ -74,6 +82,13 @@ def candidate_maps(explainer: EvidenceExplainer, k: int, n_steps: int) -> dict[s
         for sigma in SMOOTHING:
             positive = attribution.clamp(min=0)
             maps[f"ig+ {name}, smoothing {sigma:g}"] = _blurred(positive, sigma * size) if sigma else positive
+    for s in range(len(stages)):
+        cam = _unit_max(maps[f"gradcam stage {s}"])
+        for sigma in PRODUCT_SMOOTHING:
+            fine = _unit_max(_blurred(raw["blurred"].clamp(min=0), sigma * size))
+            maps[f"gradcam stage {s} x ig+ blurred, smoothing {sigma:g}"] = cam * fine
+    shipped = explainer.image(k, DEFAULT_IMAGE_METHOD, n_steps)
+    maps[f"shipped ({DEFAULT_IMAGE_METHOD})"] = torch.from_numpy(shipped.model_map)[None, None]
     return maps
 
 

@@ -79,7 +79,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {"epochs": args.epochs, "device": args.device, "seed": args.seed}.items() if v is not None}
     if args.quiet:
         overrides["progress"] = False
-    result = run_training(args.data, args.out, args.config, overrides)
+    result = run_training(args.data, args.out, args.config, overrides, image_encoder_data=args.image_encoder_data)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
         print(f"best epoch {result.best_epoch + 1}: validation macro-AUPRC {result.best_val_macro_auprc:.4f}; "
               f"checkpoint in {args.out}")
@@ -231,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help="folder of patient bundles with labels")
     train.add_argument("--out", required=True, help="run folder: config.json + model.safetensors (resumes if present)")
     train.add_argument("--config", help="JSON run config (model sections, train, split, image_size, text_model)")
+    train.add_argument("--image-encoder-data", help="another folder of bundles whose films (train/val split alike) "
+                       "join the image encoder's stage 1; the fusion trains on --data only")
     train.add_argument("--epochs", type=int)
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="auto | cpu | cuda")
@@ -270,9 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--patient", required=True, help="one patient bundle folder")
     explain.add_argument("--out", required=True, help="explanation JSON")
     explain.add_argument("--label", help="explain this label only (default: every label)")
-    explain.add_argument("--image-method", choices=["smoothed_ig", "gradcam", "ig"], default="smoothed_ig",
-                         help="image evidence: smoothed integrated gradients (two baselines, default), Grad-CAM on the last stage, "
-                              "or plain integrated gradients on the pixels")
+    # the names of explain.evidence.IMAGE_METHODS / DEFAULT_IMAGE_METHOD (a test keeps them equal): the
+    # parser is built without importing torch
+    explain.add_argument("--image-method", choices=["gradcam_ig", "smoothed_ig", "gradcam", "ig"], default="gradcam_ig",
+                         help="image evidence: Grad-CAM on the last stage x integrated gradients from the blurred film "
+                              "(default), smoothed integrated gradients (two baselines), Grad-CAM alone, or plain "
+                              "integrated gradients on the pixels")
     explain.add_argument("--no-evidence", action="store_true", help="probabilities and group contributions only")
     explain.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     explain.set_defaults(run=_cmd_explain)

@@ -80,7 +80,7 @@ def _summary(evidence: Any) -> dict[str, Any]:
             "notes_token_level": str(evidence.notes_token_level or "")}
 
 
-IMAGE_METHOD_NAMES = {"smoothed_ig": "Smoothed integrated-gradients", "gradcam": "Grad-CAM", "ig": "Integrated gradients"}
+IMAGE_METHOD_NAMES = {"gradcam_ig": "Grad-CAM x integrated gradients", "smoothed_ig": "Smoothed integrated-gradients", "gradcam": "Grad-CAM", "ig": "Integrated gradients"}
 
 
 def _clip(text: str, n: int = 80) -> str:

@@ -47,7 +47,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from medfuse_core.explain.evidence import EvidenceExplainer, ImageEvidence, LabelEvidence, VitalsEvidence
+from medfuse_core.explain.evidence import (
+    DEFAULT_IMAGE_METHOD,
+    EvidenceExplainer,
+    ImageEvidence,
+    LabelEvidence,
+    VitalsEvidence,
+)
 from medfuse_core.explain.groups import group_contributions
 from medfuse_core.features.batch import collate
 from medfuse_core.record import MODALITIES, PatientRecord
@@ -163,7 +169,7 @@ def _image_json(im: ImageEvidence | None) -> dict[str, Any] | None:
 
 
 def explain(record: PatientRecord, predictor, labels: Sequence[str] | None = None, evidence: bool = True, *,
-            image_method: str = "smoothed_ig", **evidence_options) -> Explanation:
+            image_method: str = DEFAULT_IMAGE_METHOD, **evidence_options) -> Explanation:
     """Explain one patient with a loaded `Predictor`: all labels by default, or `labels` (names).
 
     evidence=False skips the Captum evidence maps (groups and probabilities only, milliseconds).

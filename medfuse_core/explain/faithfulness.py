@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from medfuse_core.explain.api import _finite
-from medfuse_core.explain.evidence import EvidenceExplainer, vitals_channel_index
+from medfuse_core.explain.evidence import DEFAULT_IMAGE_METHOD, EvidenceExplainer, vitals_channel_index
 from medfuse_core.explain.groups import group_contributions
 from medfuse_core.explain.routes import route_accuracy
 from medfuse_core.features.batch import PatientFeatures, collate
@@ -484,7 +484,7 @@ def planted_film_mask(case: SyntheticCase, entries: list[dict], image_index: int
 
 def faithfulness(predictor, cases: Sequence[SyntheticCase], *, n_steps: int = 32, draws: int = 5, seed: int = 0,
                  ks: Sequence[int] = DEFAULT_KS, fractions: Sequence[float] = IMAGE_FRACTIONS, patch: int = PATCH,
-                 image_method: str = "smoothed_ig", batch_size: int = 64, checkpoint: str = "",
+                 image_method: str = DEFAULT_IMAGE_METHOD, batch_size: int = 64, checkpoint: str = "",
                  progress: bool = False) -> FaithfulnessReport:
     """Route accuracy, evidence localisation and deletion curves of one loaded `Predictor` on
     synthetic cases (see the module docstring). Evidence maps are computed only for true positives

@@ -48,6 +48,25 @@ class EncoderLog:
     seconds: float
 
 
+@dataclass
+class ExtraRows:
+    """More patients for one encoder's stage 1 only, from another cohort split the same way (its train
+    rows join the training rows, its val rows the early-stopping rows). Why: the film encoder learns
+    from films alone, and films are what a multimodal cohort has fewest of; MedFuse likewise
+    pretrains its CXR encoder on all of MIMIC-CXR, far more films than its paired cohort. Patients
+    already in the main cohort (same patient_id) are not counted twice."""
+
+    train: list[PatientFeatures]
+    val: list[PatientFeatures]
+
+    def joined(self, train_rows: list[PatientFeatures], val_rows: list[PatientFeatures], index: int
+               ) -> tuple[list[PatientFeatures], list[PatientFeatures]]:
+        seen = {f.patient_id for f in (*train_rows, *val_rows)}
+        more_train = [f for f in self.train if f.present[index] and f.patient_id not in seen]
+        more_val = [f for f in self.val if f.present[index] and f.patient_id not in seen]
+        return train_rows + more_train, val_rows + more_val
+
+
 class _Probe(nn.Module):
     """Encoder m + a label head; the head exists only during stage 1."""
 
@@ -95,12 +114,16 @@ def _macro_auprc(probe: _Probe, loader, device: torch.device) -> float:
 def pretrain_encoder(model: nn.Module, modality: str, train_set: list[PatientFeatures], val_set: list[PatientFeatures],
                      *, epochs: int, patience: int, batch_size: int, lr: float, weight_decay: float, seed: int,
                      device: torch.device, make_loader: Callable, image_shift: int = 8,
-                     progress: bool = True, world: World = SINGLE, precision: str = "auto") -> list[EncoderLog]:
+                     progress: bool = True, world: World = SINGLE, precision: str = "auto",
+                     extra: ExtraRows | None = None) -> list[EncoderLog]:
     """Stage 1 for one encoder (in place: `model`'s encoder ends with its best weights).
-    `batch_size` is the global batch (each of the `world.size` ranks takes its share)."""
+    `batch_size` is the global batch (each of the `world.size` ranks takes its share). `extra`: more
+    (train, val) patients for this encoder alone (see `ExtraRows`)."""
     index = MODALITIES.index(modality)
     train_rows = [f for f in train_set if f.present[index]]
     val_rows = [f for f in val_set if f.present[index]]
+    if extra is not None:
+        train_rows, val_rows = extra.joined(train_rows, val_rows, index)
     logs: list[EncoderLog] = []
     if len(train_rows) < 2 or not val_rows:
         return logs
@@ -157,8 +180,10 @@ def pretrain_encoder(model: nn.Module, modality: str, train_set: list[PatientFea
 def pretrain_encoders(model: nn.Module, train_set: list[PatientFeatures], val_set: list[PatientFeatures], *,
                       out_dir: Path, epochs: int, patience: int, batch_size: int, lr: float, weight_decay: float,
                       seed: int, device: torch.device, make_loader: Callable, progress: bool = True,
-                      world: World = SINGLE, precision: str = "auto") -> list[EncoderLog]:
-    """Stage 1 for every encoder the model has, each saved (and on a rerun reused) under out_dir/encoders."""
+                      world: World = SINGLE, precision: str = "auto",
+                      extra: dict[str, ExtraRows] | None = None) -> list[EncoderLog]:
+    """Stage 1 for every encoder the model has, each saved (and on a rerun reused) under out_dir/encoders.
+    `extra`: modality -> more patients for that encoder's stage 1 (`ExtraRows`)."""
     folder = Path(out_dir) / "encoders"
     folder.mkdir(parents=True, exist_ok=True)
     world.barrier()  # every rank sees the same finished encoders
@@ -174,7 +199,7 @@ def pretrain_encoders(model: nn.Module, train_set: list[PatientFeatures], val_se
         encoder_logs = pretrain_encoder(model, modality, train_set, val_set, epochs=epochs, patience=patience,
                                         batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                                         device=device, make_loader=make_loader, progress=progress, world=world,
-                                        precision=precision)
+                                        precision=precision, extra=(extra or {}).get(modality))
         if world.is_main:
             save_file({k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}, str(weights))
             (folder / f"{modality}.json").write_text(json.dumps([asdict(h) for h in encoder_logs], indent=1))

@@ -8,7 +8,11 @@ a CPU run of the full model take minutes and a sweep of the disentanglement weig
 
 The vCLUB estimators are trained in alternation by their own optimizer (maximum likelihood on
 detached pairs), as in Cheng et al. 2020. Validation every epoch; early stopping on validation
-macro-AUPRC; the best weights and a resume point are written after every epoch.
+macro-AUPRC; the best weights and a resume point are written after every epoch. `selection_start`:
+epochs before it are never kept as the best. Why: the parsimony term moves a shared disease's
+credit onto the shared token slowly, while macro-AUPRC can peak early; selected before that, a
+checkpoint's shared-route accuracy depends on the seed (measured: 0.67-0.96 over stage-2 seeds with
+selection from epoch 0; benchmarks/results/faithfulness.md).
 
 Under torchrun (train/distributed.py) the same loop runs data-parallel: each rank takes its rows of
 every global batch, the dropout draws are made for the global batch on every rank alike, the step
@@ -37,7 +41,7 @@ from medfuse_core.models.model import MedFuseLens
 from medfuse_core.precision import check_precision, mixed_precision
 from medfuse_core.train import checkpoint as ckpt
 from medfuse_core.train.distributed import SINGLE, World, padded_order, shard_loader
-from medfuse_core.train.encoder_pretrain import EncoderLog, pretrain_encoders
+from medfuse_core.train.encoder_pretrain import EncoderLog, ExtraRows, pretrain_encoders
 from medfuse_core.train.objective import TERMS, fusion_objective
 from medfuse_core.train.metrics import auprc, macro, sigmoid
 
@@ -50,6 +54,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     estimator_lr: float = 1e-3
     patience: int = 6
+    selection_start: int = 0  # stage 2: epochs before this one are never kept as the best (see run_training)
     max_grad_norm: float = 1.0
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1"
@@ -277,10 +282,11 @@ class EstimatorStep(torch.nn.Module):
 
 def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[PatientFeatures], config: TrainConfig,
           out_dir: Path, save_extra: Callable[[Path], None] | None = None, world: World = SINGLE,
-          device: torch.device | None = None) -> TrainResult:
+          device: torch.device | None = None, stage1_extra: dict[str, ExtraRows] | None = None) -> TrainResult:
     """Stage 1 (optional) then stage 2 with early stopping; resumes from `out_dir` when it holds a resume point.
 
     `save_extra(out_dir)` is called whenever the best weights are saved (it writes config.json).
+    `stage1_extra`: modality -> more patients for that encoder's stage 1 (train/encoder_pretrain.py).
     `world`: this process's rank among data-parallel processes (train/distributed.py; its process
     group already started, `device` then this rank's device); `config.batch_size` is the global batch.
     """
@@ -295,7 +301,8 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
         encoder_history = pretrain_encoders(
             model, train_set, val_set, out_dir=out_dir, epochs=config.encoder_epochs, patience=config.encoder_patience,
             batch_size=config.batch_size, lr=config.encoder_lr, weight_decay=config.weight_decay, seed=config.seed,
-            device=device, make_loader=make_loader, progress=config.progress, world=world, precision=config.precision)
+            device=device, make_loader=make_loader, progress=config.progress, world=world, precision=config.precision,
+            extra=stage1_extra)
     # stage 2 starts from a known random state whether stage 1 ran now or was loaded from encoders/,
     # so a run resumed after stage 1 ends with the same weights as an uninterrupted one
     if config.fusion_seed is not None:
@@ -371,7 +378,7 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
         if config.progress and world.is_main:
             print(f"epoch {epoch + 1}: loss {log.train_loss:.4f} (bce {log.train_bce:.4f}, infonce {log.train_infonce:.3f}, "
                   f"vclub {log.train_vclub:.3f}) val macro-AUPRC {score:.4f} [{log.seconds:.1f} s]")
-        if score > best_score:
+        if epoch >= config.selection_start and score > best_score:
             best_epoch, best_score = epoch, score
             if world.is_main:
                 ckpt.save_weights(model, out_dir)

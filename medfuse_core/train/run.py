@@ -30,6 +30,7 @@ from medfuse_core.record import PatientRecord
 from medfuse_core.sources.bundle import find_bundles, read_bundle
 from medfuse_core.train import checkpoint as ckpt
 from medfuse_core.train import distributed
+from medfuse_core.train.encoder_pretrain import ExtraRows
 from medfuse_core.train.evaluate import fit_calibration
 from medfuse_core.train.loop import TrainConfig, TrainResult, resolve_device, seed_everything, train
 
@@ -150,9 +151,24 @@ def prepare_data(data_dir: str | Path, run: RunConfig, split: SplitConfig, progr
     return PreparedData(data_dir, labels, parts, featurizer, train_set, val_set)
 
 
+def film_rows(data_dir: str | Path, featurizer: Featurizer, split: SplitConfig, progress: bool = True) -> ExtraRows:
+    """The films (and labels) of another cohort's train and val patients, split like the main cohort,
+    for the image encoder's stage 1 (`ExtraRows`); the other modalities are not read into features."""
+    parts: dict[str, list[PatientRecord]] = {"train": [], "val": [], "test": []}
+    for r in read_cohort(data_dir, progress):
+        if r.images:
+            parts[split_of(r.patient_id, split)].append(
+                PatientRecord(r.patient_id, images=r.images, labels=r.labels, source=r.source))
+    if not parts["train"]:
+        raise DataError(str(data_dir), "images", "expected films in the training split of the image-encoder cohort; found none")
+    return ExtraRows(featurizer.featurize_many(parts["train"], progress)[0], featurizer.featurize_many(parts["val"], progress)[0])
+
+
 def run_training(data_dir: str | Path, out_dir: str | Path, config_path: str | Path | None = None,
-                 overrides: dict[str, Any] | None = None, prepared: PreparedData | None = None) -> TrainResult:
+                 overrides: dict[str, Any] | None = None, prepared: PreparedData | None = None,
+                 image_encoder_data: str | Path | None = None) -> TrainResult:
     """The `train` command. `prepared`: data already read and featurized with the same run config.
+    `image_encoder_data`: another cohort whose films join the image encoder's stage 1 (`film_rows`).
     Under torchrun (RANK / WORLD_SIZE in the environment) it trains data-parallel across the ranks."""
     run = RunConfig.from_file(config_path)
     train_config = TrainConfig.from_dict({**run.train, **(overrides or {})})
@@ -162,7 +178,7 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config_path: str | P
     world.local_batch_size(train_config.batch_size)  # before any work: the global batch must split evenly
     device = distributed.setup(world, resolve_device(train_config.device))
     try:
-        result = _run_training(data_dir, out_dir, run, train_config, split, prepared, world, device)
+        result = _run_training(data_dir, out_dir, run, train_config, split, prepared, world, device, image_encoder_data)
     except BaseException:
         distributed.shutdown(world, wait=False)  # no barrier the other ranks may never reach
         raise
@@ -171,10 +187,13 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config_path: str | P
 
 
 def _run_training(data_dir: str | Path, out_dir: Path, run: RunConfig, train_config: TrainConfig, split: SplitConfig,
-                  prepared: PreparedData | None, world: distributed.World, device: torch.device) -> TrainResult:
+                  prepared: PreparedData | None, world: distributed.World, device: torch.device,
+                  image_encoder_data: str | Path | None = None) -> TrainResult:
+    progress = train_config.progress and world.is_main
     with world.main_first():
-        data = prepared or prepare_data(data_dir, run, split, train_config.progress and world.is_main)
+        data = prepared or prepare_data(data_dir, run, split, progress)
     featurizer, parts, labels = data.featurizer, data.parts, data.labels
+    films = film_rows(image_encoder_data, featurizer, split, progress) if image_encoder_data else None
     seed_everything(train_config.seed)  # after the data: the model starts the same whether or not `prepared` was given
     model = build_model(build_model_config(run, featurizer, labels))
     model_config = model.config  # as the variant trains it (see models/baselines.py)
@@ -185,14 +204,16 @@ def _run_training(data_dir: str | Path, out_dir: Path, run: RunConfig, train_con
             "features": featurizer.spec.to_dict(),
             "split": asdict(split),
             "data": {"path": str(data.data_dir), "n_train": len(parts["train"]), "n_val": len(parts["val"]),
-                     "n_test": len(parts["test"]), "synthetic": _is_synthetic(data.data_dir)},
+                     "n_test": len(parts["test"]), "synthetic": _is_synthetic(data.data_dir),
+                     **({"image_encoder_data": {"path": str(image_encoder_data), "n_train": len(films.train),
+                                                "n_val": len(films.val)}} if films else {})},
             "train": asdict(train_config),
             "calibration": calibration,
             "summary": summary,
         })
 
     result = train(model, data.train_set, data.val_set, train_config, out_dir, save_extra=write_config,
-                   world=world, device=device)
+                   world=world, device=device, stage1_extra={"image": films} if films else None)
     if not world.is_main:
         return result
     calibration = fit_calibration(model, data.val_set)

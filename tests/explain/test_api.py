@@ -152,3 +152,14 @@ def test_cli_rejects_an_unknown_label(run_dir, tiny_cohort, tmp_path, capsys) ->
     rc = main(["explain", "--checkpoint", str(run_dir), "--patient", str(find_bundles(tiny_cohort)[0]),
                "--out", str(tmp_path / "x.json"), "--label", "nope"])
     assert rc == 2 and "--label 'nope'" in capsys.readouterr().err
+
+
+def test_cli_image_methods_are_the_explainers() -> None:
+    """The CLI lists the image methods by name (its parser is built without torch); they must stay equal."""
+    from medfuse_core.cli import build_parser
+    from medfuse_core.explain.evidence import DEFAULT_IMAGE_METHOD, IMAGE_METHODS
+
+    parser = build_parser()
+    explain_parser = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith("explain"))
+    option = next(a for a in explain_parser._actions if "--image-method" in a.option_strings)
+    assert tuple(option.choices) == IMAGE_METHODS and option.default == DEFAULT_IMAGE_METHOD

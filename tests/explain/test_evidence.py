@@ -258,12 +258,44 @@ def test_blur_is_a_normalised_gaussian() -> None:
     np.testing.assert_allclose(_blurred(torch.full((1, 1, 20, 20), 2.5), 4.0).numpy(), 2.5, rtol=1e-5)
 
 
-def test_smoothed_ig_is_the_default_smooth_nonnegative_and_on_the_film(tiny) -> None:
+def test_gradcam_ig_is_the_default_and_the_product_of_its_two_factors(tiny) -> None:
+    from captum.attr import IntegratedGradients
+
+    from medfuse_core.explain.evidence import GRADCAM_IG_SMOOTHING, IMAGE_BLUR_BASELINE, _blurred
+
+    record, f, ix = _with_film(tiny, 90, 50)
+    ex = EvidenceExplainer(tiny[4], f, ix, record)
+    k = next(k for k in range(len(ex.labels)) if float(ex.image(k, method="gradcam").model_map.max()) > 0)
+    im = ex.image(k, n_steps=16)
+    assert im.method == "gradcam_ig" and im.heatmap.shape == (90, 50) and im.model_map.shape == (32, 32)
+    assert np.isfinite(im.heatmap).all() and (im.model_map >= 0).all()
+    assert float(im.model_map.max()) <= 1 + 1e-6 and float(im.model_map.max()) > 0
+    assert im.convergence_delta is not None and np.isfinite(im.convergence_delta)
+    # Grad-CAM (ReLU, scaled to max 1) times the positive part of IG from the blurred film, smoothed, scaled to max 1
+    cam = ex.image(k, method="gradcam").model_map
+    x = ex.batch.image.float()
+    with ex._grad():
+        attr = IntegratedGradients(ex._forward("image", "image")).attribute(
+            x, baselines=_blurred(x, IMAGE_BLUR_BASELINE * 32), target=k, n_steps=16).detach()
+    fine = _blurred(attr.clamp(min=0), GRADCAM_IG_SMOOTHING * 32)[0, 0].numpy()
+    np.testing.assert_allclose(im.model_map, (cam / cam.max()) * (fine / fine.max()), atol=1e-5)
+    assert (im.model_map[cam == 0] == 0).all()  # no credit outside the class region Grad-CAM marks
+    np.testing.assert_allclose(im.heatmap, ix.image_geometry.to_original(im.model_map))
+
+
+def test_unit_max_keeps_an_all_zero_map() -> None:
+    from medfuse_core.explain.evidence import _unit_max
+
+    assert float(_unit_max(torch.zeros(1, 1, 4, 4)).abs().max()) == 0.0
+    np.testing.assert_allclose(_unit_max(torch.tensor([[0.5, 2.0]])).numpy(), [[0.25, 1.0]])
+
+
+def test_smoothed_ig_is_smooth_nonnegative_and_on_the_film(tiny) -> None:
     from medfuse_core.explain.evidence import IMAGE_SMOOTHING, _blurred
 
     record, f, ix = _with_film(tiny, 90, 50)
     ex = EvidenceExplainer(tiny[4], f, ix, record)
-    im = ex.image(0, n_steps=16)
+    im = ex.image(0, method="smoothed_ig", n_steps=16)
     assert im.method == "smoothed_ig" and im.heatmap.shape == (90, 50) and im.model_map.shape == (32, 32)
     assert np.isfinite(im.heatmap).all() and (im.model_map >= 0).all() and float(im.model_map.max()) > 0
     assert im.convergence_delta is not None and np.isfinite(im.convergence_delta)

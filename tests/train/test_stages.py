@@ -122,3 +122,88 @@ def test_fusion_seed_changes_stage_two_only(small_cohort, tmp_path: Path) -> Non
     fusion_keys = [k for k in plain if k.split(".")[0] not in encoders]
     assert all(torch.equal(plain[k], other[k]) for k in plain if k.split(".")[0] in encoders)  # stage 1 untouched
     assert any(not torch.equal(plain[k], other[k]) for k in fusion_keys)  # stage 2 differs
+
+
+def test_selection_start_never_keeps_an_earlier_epoch(small_cohort, tmp_path: Path) -> None:
+    featurizer, features, _, _ = small_cohort
+    runs = {}
+    for start in (0, 3):
+        torch.manual_seed(0)
+        model = MedFuseLens(tiny_config(featurizer))
+        config = TrainConfig(epochs=4, batch_size=8, patience=100, progress=False, seed=0, selection_start=start)
+        runs[start] = train(model, features[:24], features[24:], config, tmp_path / str(start))
+    scores = [log.val_macro_auprc for log in runs[0].history]
+    assert runs[0].best_epoch == int(np.argmax(scores))  # selection from epoch 0: the best of all
+    assert [log.val_macro_auprc for log in runs[3].history] == scores  # the same training, only the pick differs
+    assert runs[3].best_epoch >= 3 and runs[3].best_val_macro_auprc == max(scores[3:])
+
+
+def test_extra_rows_join_stage_one_without_counting_a_patient_twice(small_cohort) -> None:
+    from dataclasses import replace
+
+    from medfuse_core.train.encoder_pretrain import ExtraRows
+
+    _, features, _, _ = small_cohort
+    image = 3
+    main_train, main_val = features[:16], features[16:20]
+    renamed = [replace(f, patient_id=f"other-{f.patient_id}") for f in features[20:]]
+    extra = ExtraRows(train=features[:4] + renamed[:8], val=features[16:18] + renamed[8:])
+    rows_train = [f for f in main_train if f.present[image]]
+    rows_val = [f for f in main_val if f.present[image]]
+    joined_train, joined_val = extra.joined(rows_train, rows_val, image)
+    assert joined_train[:len(rows_train)] == rows_train and joined_val[:len(rows_val)] == rows_val
+    assert [f.patient_id for f in joined_train[len(rows_train):]] == [f.patient_id for f in renamed[:8] if f.present[image]]
+    assert [f.patient_id for f in joined_val[len(rows_val):]] == [f.patient_id for f in renamed[8:] if f.present[image]]
+    ids = [f.patient_id for f in joined_train + joined_val]
+    assert len(ids) == len(set(ids))
+
+
+def test_image_encoder_data_adds_films_to_the_image_encoder_only(tiny_cohort, tmp_path: Path) -> None:
+    """`train --image-encoder-data`: another cohort's train/val films join stage 1 of the image
+    encoder; the other encoders and stage 2 see --data alone, and the run folder records it."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from medfuse_core.sources.synth import generate_cohort
+    from medfuse_core.train.run import run_training
+    from tests.conftest import TINY_RUN_CONFIG
+
+    films = tmp_path / "films"
+    generate_cohort(16, seed=12, out_dir=films, image_size=64)
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps(TINY_RUN_CONFIG))
+    overrides = {"encoder_epochs": 1, "freeze_encoders": True}
+    run_training(tiny_cohort, tmp_path / "plain", config, overrides)
+    run_training(tiny_cohort, tmp_path / "more", config, overrides, image_encoder_data=films)
+    recorded = json.loads((tmp_path / "more" / "config.json").read_text())["data"]["image_encoder_data"]
+    assert recorded["path"] == str(films) and recorded["n_train"] > 0
+    assert "image_encoder_data" not in json.loads((tmp_path / "plain" / "config.json").read_text())["data"]
+    for modality, same in (("labs", True), ("notes", True), ("vitals", True), ("image", False)):
+        a = load_file(str(tmp_path / "plain" / "encoders" / f"{modality}.safetensors"))
+        b = load_file(str(tmp_path / "more" / "encoders" / f"{modality}.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a) == same, modality
+
+
+def test_film_rows_keep_only_the_films_and_name_a_cohort_without_any(tiny_cohort, tmp_path: Path) -> None:
+    import shutil
+
+    import pytest
+
+    from medfuse_core.problems import DataError
+    from medfuse_core.train.run import SplitConfig, film_rows, prepare_data, RunConfig
+    from tests.conftest import TINY_RUN_CONFIG
+
+    run = RunConfig(**TINY_RUN_CONFIG)
+    split = SplitConfig(**run.split)
+    featurizer = prepare_data(tiny_cohort, run, split, progress=False).featurizer
+    rows = film_rows(tiny_cohort, featurizer, split, progress=False)
+    assert rows.train and all(f.present.tolist() == [False, False, False, True] for f in rows.train + rows.val)
+    assert all(not np.isnan(f.labels).all() for f in rows.train)
+    no_films = tmp_path / "no_films"
+    shutil.copytree(tiny_cohort, no_films)
+    for folder in no_films.glob("*/images"):
+        shutil.rmtree(folder)
+    with pytest.raises(DataError) as caught:
+        film_rows(no_films, featurizer, split, progress=False)
+    assert str(no_films) in str(caught.value) and "images" in str(caught.value)
