@@ -153,6 +153,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"({rows[0]['n_heldout'] if rows else 0} patients) by the `eval` command. {meta['date']}, {meta['platform']}, "
         f"torch {meta['torch']}.",
         "",
+        *([f"Every variant starts from the stage-1 encoders in `{meta['shared_encoders']}` (stage 1 skipped)"
+           + (f"; the film encoder among them also saw the films of `{meta['encoder_films']}` "
+              "(`train --image-encoder-data`)" if meta.get("encoder_films") else "") + ".", ""]
+          if meta.get("shared_encoders") else []),
         "Macro figures over the diseases (mortality apart); 95% bootstrap intervals over patients "
         f"({meta['bootstrap']} resamples). ECE after temperature scaling, all labels. 'no image' / 'no notes': "
         f"macro-AUROC with that modality withheld from every patient, over the {n_img} diseases whose route is "
@@ -177,6 +181,15 @@ def markdown(results: dict[str, Any]) -> str:
               "`single:<m>` one encoder (bias only without it). All share the encoders and their config; see "
               "medfuse_core/models/baselines.py.", ""]
     return "\n".join(lines)
+
+
+def encoder_films(encoders: Path | None) -> str | None:
+    """The extra film cohort the shared encoders' run gave its image encoder, from that run's config.json."""
+    config = Path(encoders).parent / "config.json" if encoders else None
+    if config is None or not config.is_file():
+        return None
+    films = json.loads(config.read_text()).get("data", {}).get("image_encoder_data")
+    return films["path"] if films else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "bootstrap": args.bootstrap, "date": time.strftime("%Y-%m-%d"), "platform": platform.platform(),
         "torch": torch.__version__, "runs_dir": str(args.runs_dir), "run_config": base,
         "shared_encoders": str(args.encoders) if args.encoders else None,
+        "encoder_films": encoder_films(args.encoders),
     }, "variants": []}
     if args.report_only:
         for variant in [v for v in ORDER if v in variants]:

@@ -21,17 +21,20 @@ Per modality (one patient, one label at a time; `evidence_maps` loops over label
 * vitals: IntegratedGradients on the (hours x 76) discretized input (baseline 0: the training mean
   of every numeric column, nothing observed), summed over each clinical channel's value and mask
   columns -> (hours, 17), plus a ranked list of (channel, contiguous hour range) spans.
-* image, ``image_method="smoothed_ig"`` (the default): IntegratedGradients on the pixels from two
-  baselines, the black film (0 = the film mean, also the padding value) and the film blurred with a
-  Gaussian of sigma = ``IMAGE_BLUR_BASELINE`` x the input side; the mean of the two, its positive part
-  (evidence *for* the label), smoothed with a Gaussian of sigma = ``IMAGE_SMOOTHING`` x the side. Why:
-  pixel IG is speckled (one pixel's maximum says little), a black baseline credits everything bright
-  (the heart, the bones) while a blurred one credits fine structure (a blob's edges), and a finding
-  has the scale of a few percent of the film. At most ``IMAGE_MAX_STEPS`` steps per baseline. The
-  method and its two widths were chosen on a validation cohort (synth seed 3000) with an earlier
-  checkpoint (pointing game 0.85 there); for the shipped checkpoint no map choice reaches 0.5 on that
-  cohort (benchmarks/results/image_maps.md: the best is Grad-CAM on stage 1 at 0.47, this one 0.30;
-  even the image-only baseline tops at 0.57), so the film encoder, not the map, is what limits it.
+* image, ``image_method="gradcam_ig"`` (the default): LayerGradCam on ``image_encoder.last_stage``
+  (ReLU, bilinearly upsampled) times IntegratedGradients on the pixels from the film blurred with a
+  Gaussian of sigma = ``IMAGE_BLUR_BASELINE`` x the input side (positive part, smoothed with sigma =
+  ``GRADCAM_IG_SMOOTHING`` x the side), each scaled to maximum 1. Why: Grad-CAM on the last stage
+  says which region holds the label's evidence but is coarse (4 x 4 at 128 px); pixel IG says which
+  structure but also credits strong edges anywhere on the film; their product keeps the structure
+  inside the region (Guided Grad-CAM's product, Selvaraju et al. 2017, with IG in place of guided
+  backpropagation). Chosen with ``GRADCAM_IG_SMOOTHING`` on a validation cohort (synth seed 3000,
+  benchmarks/results/image_maps.md), where it points into the planted region more often than any
+  single map. At most ``IMAGE_MAX_STEPS`` IG steps.
+  ``"smoothed_ig"``: IG from two baselines, the black film (0 = the film mean, also the padding
+  value) and the blurred film; the mean of the two, its positive part, smoothed with sigma =
+  ``IMAGE_SMOOTHING`` x the side (a black baseline credits everything bright, a blurred one fine
+  structure).
   ``"gradcam"``: LayerGradCam on ``image_encoder.last_stage`` (ReLU, the standard Grad-CAM),
   bilinearly upsampled to the model input (4 x 4 at 128 px: coarse). ``"ig"``: plain IG from the
   black film. Every map goes through ``ImageGeometry.to_original`` (crop the letterbox, undo the
@@ -90,7 +93,7 @@ IMAGE_METHODS = ("gradcam_ig", "smoothed_ig", "gradcam", "ig")
 DEFAULT_IMAGE_METHOD = "gradcam_ig"
 IMAGE_BLUR_BASELINE = 0.05  # sigma of the blurred-film baseline, as a fraction of the input side
 IMAGE_SMOOTHING = 0.12  # sigma of the smoothing of the smoothed_ig map, as a fraction of the input side
-GRADCAM_IG_SMOOTHING = 0.04  # sigma of the smoothing of gradcam_ig's IG factor, as a fraction of the input side
+GRADCAM_IG_SMOOTHING = 0.06  # sigma of the smoothing of gradcam_ig's IG factor, as a fraction of the input side
 IMAGE_MAX_STEPS = 32  # IG steps per baseline at most for the smoothed maps (smoothing makes more steps moot)
 LAB_METHODS = ("embedding", "values")
 

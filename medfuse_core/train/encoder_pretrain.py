@@ -7,6 +7,10 @@ image's pleural disease). MedFuse (Hayat et al. 2022) pretrains its unimodal enc
 reason. Each encoder m is trained with a small head (LN -> Linear -> GELU -> Dropout -> Linear) on
 the training patients that have m, with masked BCE over all labels and early stopping on the
 validation macro-AUPRC of those patients; the head is then dropped and the best encoder weights kept.
+An encoder may learn from more patients than the fusion model (`ExtraRows`; `train
+--image-encoder-data` gives the film encoder another cohort's films): measured on the synthetic
+cohort, the film encoder's maps point into the planted finding far more often when it has seen more
+films (benchmarks/results/image_maps.md).
 
 Resumable: a finished encoder is saved as `<out_dir>/encoders/<modality>.safetensors` and loaded
 instead of retrained when the run is started again.
