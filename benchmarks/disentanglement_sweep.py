@@ -47,10 +47,13 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # the demo's setting with other stage-2 seeds (same encoders, same initial weights, same split): how
     # far the pair moves with the seed alone
     **{f"demo setting, fusion seed {seed}": {"fusion_seed": seed} for seed in range(1, 5)},
+    # the demo's setting with the best epoch chosen from epoch 0 (the previous release's rule), seeds 0-2
+    **{f"demo setting, selection from epoch 0, fusion seed {seed}": {"selection_start": 0, "fusion_seed": seed}
+       for seed in range(3)},
     **{f"demo losses, transformer head, fusion seed {seed}": {"head": "transformer", "fusion_seed": seed}
        for seed in range(1, 3)},
 }
-TRAIN_KEYS = ("seed", "fusion_seed")  # setting entries that go to the run config's "train" section, not "loss"
+TRAIN_KEYS = ("seed", "fusion_seed", "selection_start")  # setting entries that go to the run config's "train" section, not "loss"
 
 
 def slug(name: str) -> str:

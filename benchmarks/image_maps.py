@@ -9,8 +9,8 @@ never saw, other than the held-out one), and the table shows what each choice ge
 - ``gradcam stage s``: LayerGradCam on ResNet stage s (ReLU), upsampled;
 - ``gradcam stage s x ig+ blurred, smoothing w``: the two above, each scaled to maximum 1, multiplied
   (Grad-CAM says which region holds the class evidence, IG which structure in it; Guided Grad-CAM's
-  product, with IG in place of guided backpropagation); ``gradcam_ig`` is this product for the last
-  stage at ``GRADCAM_IG_SMOOTHING``;
+  product, with IG in place of guided backpropagation); ``gradcam_ig`` is this product for stage
+  ``GRADCAM_IG_STAGE`` at ``GRADCAM_IG_SMOOTHING``;
 - ``shipped``: the explainer's default map itself (``EvidenceExplainer.image``), as the app draws it.
 A hit: the map's maximum, mapped back onto the film, lies inside the union of the planted masks of
 that disease (true positives of the checkpoint with planted film evidence on the film it used). The

@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     # the names of explain.evidence.IMAGE_METHODS / DEFAULT_IMAGE_METHOD (a test keeps them equal): the
     # parser is built without importing torch
     explain.add_argument("--image-method", choices=["gradcam_ig", "smoothed_ig", "gradcam", "ig"], default="gradcam_ig",
-                         help="image evidence: Grad-CAM on the last stage x integrated gradients from the blurred film "
+                         help="image evidence: Grad-CAM on a late stage x integrated gradients from the blurred film "
                               "(default), smoothed integrated gradients (two baselines), Grad-CAM alone, or plain "
                               "integrated gradients on the pixels")
     explain.add_argument("--no-evidence", action="store_true", help="probabilities and group contributions only")

@@ -242,8 +242,8 @@ def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None, m
     st.plotly_chart(fig, width="stretch", key="xray_chart",
                     config={"displaylogo": False, "scrollZoom": True})
     st.caption("Drag to zoom, scroll to zoom, double-click to reset."
-               + (" Overlay: where on the film the model found evidence for this disease (Grad-CAM of the "
-                  "image encoder's last stage x integrated gradients; orange = stronger)."
+               + (" Overlay: where on the film the model found evidence for this disease (Grad-CAM on a late "
+                  "stage of the image encoder x integrated gradients; orange = stronger)."
                   if overlay is not None and mode == "model" else ""))
     with st.expander("Image details"):
         st.dataframe(X.metadata_frame(image), hide_index=True, width="stretch")

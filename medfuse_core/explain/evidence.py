@@ -21,16 +21,17 @@ Per modality (one patient, one label at a time; `evidence_maps` loops over label
 * vitals: IntegratedGradients on the (hours x 76) discretized input (baseline 0: the training mean
   of every numeric column, nothing observed), summed over each clinical channel's value and mask
   columns -> (hours, 17), plus a ranked list of (channel, contiguous hour range) spans.
-* image, ``image_method="gradcam_ig"`` (the default): LayerGradCam on ``image_encoder.last_stage``
-  (ReLU, bilinearly upsampled) times IntegratedGradients on the pixels from the film blurred with a
-  Gaussian of sigma = ``IMAGE_BLUR_BASELINE`` x the input side (positive part, smoothed with sigma =
-  ``GRADCAM_IG_SMOOTHING`` x the side), each scaled to maximum 1. Why: Grad-CAM on the last stage
-  says which region holds the label's evidence but is coarse (4 x 4 at 128 px); pixel IG says which
-  structure but also credits strong edges anywhere on the film; their product keeps the structure
-  inside the region (Guided Grad-CAM's product, Selvaraju et al. 2017, with IG in place of guided
-  backpropagation). Chosen with ``GRADCAM_IG_SMOOTHING`` on a validation cohort (synth seed 3000,
-  benchmarks/results/image_maps.md), where it points into the planted region more often than any
-  single map. At most ``IMAGE_MAX_STEPS`` IG steps.
+* image, ``image_method="gradcam_ig"`` (the default): LayerGradCam on a late stage of the image
+  encoder (``GRADCAM_IG_STAGE``, the one before the last: 8 x 8 at 128 px; ReLU, bilinearly
+  upsampled) times IntegratedGradients on the pixels from the film blurred with a Gaussian of sigma =
+  ``IMAGE_BLUR_BASELINE`` x the input side (positive part, smoothed with sigma =
+  ``GRADCAM_IG_SMOOTHING`` x the side), each scaled to maximum 1. Why: Grad-CAM says which region
+  holds the label's evidence but is coarse; pixel IG says which structure but also credits strong
+  edges anywhere on the film; their product keeps the structure inside the region (Guided Grad-CAM's
+  product, Selvaraju et al. 2017, with IG in place of guided backpropagation). The stage and the
+  smoothing were chosen on a validation cohort (synth seed 3000, benchmarks/results/image_maps.md),
+  where this product points into the planted region more often than any single map and than the
+  products on the other stages. At most ``IMAGE_MAX_STEPS`` IG steps.
   ``"smoothed_ig"``: IG from two baselines, the black film (0 = the film mean, also the padding
   value) and the blurred film; the mean of the two, its positive part, smoothed with sigma =
   ``IMAGE_SMOOTHING`` x the side (a black baseline credits everything bright, a blurred one fine
@@ -93,7 +94,8 @@ IMAGE_METHODS = ("gradcam_ig", "smoothed_ig", "gradcam", "ig")
 DEFAULT_IMAGE_METHOD = "gradcam_ig"
 IMAGE_BLUR_BASELINE = 0.05  # sigma of the blurred-film baseline, as a fraction of the input side
 IMAGE_SMOOTHING = 0.12  # sigma of the smoothing of the smoothed_ig map, as a fraction of the input side
-GRADCAM_IG_SMOOTHING = 0.06  # sigma of the smoothing of gradcam_ig's IG factor, as a fraction of the input side
+GRADCAM_IG_STAGE = -2  # gradcam_ig's Grad-CAM layer: the image encoder's stage before the last (8 x 8 at 128 px)
+GRADCAM_IG_SMOOTHING = 0.04  # sigma of the smoothing of gradcam_ig's IG factor, as a fraction of the input side
 IMAGE_MAX_STEPS = 32  # IG steps per baseline at most for the smoothed maps (smoothing makes more steps moot)
 LAB_METHODS = ("embedding", "values")
 
@@ -452,7 +454,7 @@ class EvidenceExplainer:
         with self._grad():
             if method == "gradcam_ig":
                 forward = self._forward("image", "image")
-                cam = LayerGradCam(forward, thread_scoped(self.model.image_encoder.last_stage)).attribute(
+                cam = LayerGradCam(forward, thread_scoped(self.model.image_encoder.stage(GRADCAM_IG_STAGE))).attribute(
                     x, target=k, relu_attributions=True)
                 cam = LayerAttribution.interpolate(cam.detach(), (size, size), "bilinear")
                 attr, d = IntegratedGradients(forward).attribute(

@@ -88,6 +88,10 @@ class ImageEncoder(nn.Module):
         """The last encoder stage (for LayerGradCam); its output is (B, feature_dim, h, w)."""
         return self.model.encoder.stages[-1]
 
+    def stage(self, index: int) -> nn.Module:
+        """Encoder stage `index` (Python indexing: -1 is `last_stage`); its output is (B, hidden_sizes[index], h, w)."""
+        return self.model.encoder.stages[index]
+
     @property
     def checkpoint_config(self) -> ImageEncoderConfig:
         """This encoder's architecture as an `ImageEncoderConfig` with no pretrained_path.

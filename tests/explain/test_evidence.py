@@ -259,21 +259,28 @@ def test_blur_is_a_normalised_gaussian() -> None:
 
 
 def test_gradcam_ig_is_the_default_and_the_product_of_its_two_factors(tiny) -> None:
-    from captum.attr import IntegratedGradients
+    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 
-    from medfuse_core.explain.evidence import GRADCAM_IG_SMOOTHING, IMAGE_BLUR_BASELINE, _blurred
+    from medfuse_core.explain.evidence import GRADCAM_IG_SMOOTHING, GRADCAM_IG_STAGE, IMAGE_BLUR_BASELINE, _blurred
 
     record, f, ix = _with_film(tiny, 90, 50)
     ex = EvidenceExplainer(tiny[4], f, ix, record)
-    k = next(k for k in range(len(ex.labels)) if float(ex.image(k, method="gradcam").model_map.max()) > 0)
+    x = ex.batch.image.float()
+
+    def cam_of(k: int) -> np.ndarray:
+        with ex._grad():
+            cam = LayerGradCam(ex._forward("image", "image"), tiny[4].image_encoder.stage(GRADCAM_IG_STAGE)).attribute(
+                x, target=k, relu_attributions=True)
+        return LayerAttribution.interpolate(cam.detach(), (32, 32), "bilinear")[0, 0].numpy()
+
+    k = next(k for k in range(len(ex.labels)) if float(cam_of(k).max()) > 0)
     im = ex.image(k, n_steps=16)
     assert im.method == "gradcam_ig" and im.heatmap.shape == (90, 50) and im.model_map.shape == (32, 32)
     assert np.isfinite(im.heatmap).all() and (im.model_map >= 0).all()
     assert float(im.model_map.max()) <= 1 + 1e-6 and float(im.model_map.max()) > 0
     assert im.convergence_delta is not None and np.isfinite(im.convergence_delta)
     # Grad-CAM (ReLU, scaled to max 1) times the positive part of IG from the blurred film, smoothed, scaled to max 1
-    cam = ex.image(k, method="gradcam").model_map
-    x = ex.batch.image.float()
+    cam = cam_of(k)
     with ex._grad():
         attr = IntegratedGradients(ex._forward("image", "image")).attribute(
             x, baselines=_blurred(x, IMAGE_BLUR_BASELINE * 32), target=k, n_steps=16).detach()
