@@ -11,8 +11,9 @@ detached pairs), as in Cheng et al. 2020. Validation every epoch; early stopping
 macro-AUPRC; the best weights and a resume point are written after every epoch. `selection_start`:
 epochs before it are never kept as the best. Why: the parsimony term moves a shared disease's
 credit onto the shared token slowly, while macro-AUPRC can peak early; selected before that, a
-checkpoint's shared-route accuracy depends on the seed (measured: 0.67-0.96 over stage-2 seeds with
-selection from epoch 0; benchmarks/results/faithfulness.md).
+checkpoint's shared-route accuracy depends on the seed (measured on the synthetic cohort, held-out:
+0.66-0.81 over stage-2 seeds 0-2 chosen from epoch 0, 0.91-0.96 over seeds 0-4 chosen from epoch 30
+as the demo run is; benchmarks/results/faithfulness.md, sweep rows).
 
 Under torchrun (train/distributed.py) the same loop runs data-parallel: each rank takes its rows of
 every global batch, the dropout draws are made for the global batch on every rank alike, the step
