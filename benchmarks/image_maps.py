@@ -9,9 +9,10 @@ never saw, other than the held-out one), and the table shows what each choice ge
 - ``gradcam stage s``: LayerGradCam on ResNet stage s (ReLU), upsampled;
 - ``gradcam stage s x ig+ blurred, smoothing w``: the two above, each scaled to maximum 1, multiplied
   (Grad-CAM says which region holds the class evidence, IG which structure in it; Guided Grad-CAM's
-  product, with IG in place of guided backpropagation); ``gradcam_ig`` is this product for stage
-  ``GRADCAM_IG_STAGE`` at ``GRADCAM_IG_SMOOTHING``;
-- ``shipped``: the explainer's default map itself (``EvidenceExplainer.image``), as the app draws it.
+  product, with IG in place of guided backpropagation; ``gradcam_ig_product``, the explainer's own
+  function); the row of stage ``GRADCAM_IG_STAGE`` at ``GRADCAM_IG_SMOOTHING`` is the shipped map
+  (``gradcam_ig``, marked "(shipped)"; tests/explain/test_evidence.py checks the explainer's map is
+  this product).
 A hit: the map's maximum, mapped back onto the film, lies inside the union of the planted masks of
 that disease (true positives of the checkpoint with planted film evidence on the film it used). The
 masks hold what the generator painted (tests/sources/synth/test_routes.py compares each film with its
@@ -39,12 +40,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(ROOT))
 
 from medfuse_core.explain.evidence import (  # noqa: E402
-    DEFAULT_IMAGE_METHOD,
+    GRADCAM_IG_SMOOTHING,
+    GRADCAM_IG_STAGE,
     IMAGE_BLUR_BASELINE,
     IMAGE_SMOOTHING,
     EvidenceExplainer,
     _blurred,
-    _unit_max,
+    gradcam_ig_product,
 )
 from medfuse_core.explain.faithfulness import (  # noqa: E402
     _BY_NAME,
@@ -57,6 +59,7 @@ from medfuse_core.predictor import Predictor  # noqa: E402
 
 SMOOTHING = (0.0, 0.02, 0.04, 0.06, 0.08, IMAGE_SMOOTHING)  # "ig+ mean" at IMAGE_SMOOTHING is smoothed_ig
 PRODUCT_SMOOTHING = (0.02, 0.04, 0.06, 0.08)  # of the IG factor of the Grad-CAM x IG products
+assert GRADCAM_IG_SMOOTHING in PRODUCT_SMOOTHING  # the shipped map is one of the rows
 
 
 def candidate_maps(explainer: EvidenceExplainer, k: int, n_steps: int) -> dict[str, torch.Tensor]:
@@ -83,12 +86,10 @@ def candidate_maps(explainer: EvidenceExplainer, k: int, n_steps: int) -> dict[s
             positive = attribution.clamp(min=0)
             maps[f"ig+ {name}, smoothing {sigma:g}"] = _blurred(positive, sigma * size) if sigma else positive
     for s in range(len(stages)):
-        cam = _unit_max(maps[f"gradcam stage {s}"])
         for sigma in PRODUCT_SMOOTHING:
-            fine = _unit_max(_blurred(raw["blurred"].clamp(min=0), sigma * size))
-            maps[f"gradcam stage {s} x ig+ blurred, smoothing {sigma:g}"] = cam * fine
-    shipped = explainer.image(k, DEFAULT_IMAGE_METHOD, n_steps)
-    maps[f"shipped ({DEFAULT_IMAGE_METHOD})"] = torch.from_numpy(shipped.model_map)[None, None]
+            shipped = s == len(stages) + GRADCAM_IG_STAGE and sigma == GRADCAM_IG_SMOOTHING
+            name = f"gradcam stage {s} x ig+ blurred, smoothing {sigma:g}" + (" (shipped)" if shipped else "")
+            maps[name] = gradcam_ig_product(maps[f"gradcam stage {s}"], raw["blurred"], sigma * size)
     return maps
 
 

@@ -450,37 +450,33 @@ class EvidenceExplainer:
         k = self.label_index(label)
         x = self.batch.image.float()
         size = x.shape[-1]
+        forward = self._forward("image", "image")
+        steps = min(n_steps, IMAGE_MAX_STEPS)
+        ig = IntegratedGradients(forward)
+
+        def pixel_ig(baseline: torch.Tensor, n: int) -> tuple[torch.Tensor, float]:
+            attr, d = ig.attribute(x, baselines=baseline, target=k, n_steps=n, internal_batch_size=internal_batch_size,
+                                   return_convergence_delta=True)
+            return attr.detach(), float(d.abs().max())
+
+        def gradcam(stage: nn.Module) -> torch.Tensor:
+            cam = LayerGradCam(forward, thread_scoped(stage)).attribute(x, target=k, relu_attributions=True)
+            return LayerAttribution.interpolate(cam.detach(), (size, size), "bilinear")
+
         delta = None
         with self._grad():
             if method == "gradcam_ig":
-                forward = self._forward("image", "image")
-                cam = LayerGradCam(forward, thread_scoped(self.model.image_encoder.stage(GRADCAM_IG_STAGE))).attribute(
-                    x, target=k, relu_attributions=True)
-                cam = LayerAttribution.interpolate(cam.detach(), (size, size), "bilinear")
-                attr, d = IntegratedGradients(forward).attribute(
-                    x, baselines=_blurred(x, IMAGE_BLUR_BASELINE * size), target=k, n_steps=min(n_steps, IMAGE_MAX_STEPS),
-                    internal_batch_size=internal_batch_size, return_convergence_delta=True)
-                fine = _blurred(attr.detach().clamp(min=0), GRADCAM_IG_SMOOTHING * size)
-                model_map, delta = _unit_max(cam) * _unit_max(fine), float(d.abs().max())
+                attr, delta = pixel_ig(_blurred(x, IMAGE_BLUR_BASELINE * size), steps)
+                model_map = gradcam_ig_product(gradcam(self.model.image_encoder.stage(GRADCAM_IG_STAGE)), attr,
+                                               GRADCAM_IG_SMOOTHING * size)
             elif method == "gradcam":
-                cam = LayerGradCam(self._forward("image", "image"), thread_scoped(self.model.image_encoder.last_stage)).attribute(
-                    x, target=k, relu_attributions=True)
-                model_map = LayerAttribution.interpolate(cam.detach(), (size, size), "bilinear")
+                model_map = gradcam(self.model.image_encoder.last_stage)
             elif method == "ig":
-                attr, d = IntegratedGradients(self._forward("image", "image")).attribute(
-                    x, baselines=torch.zeros_like(x), target=k, n_steps=n_steps,
-                    internal_batch_size=internal_batch_size, return_convergence_delta=True)
-                model_map, delta = attr.detach(), float(d.abs().max())
+                model_map, delta = pixel_ig(torch.zeros_like(x), n_steps)
             else:
-                ig = IntegratedGradients(self._forward("image", "image"))
-                attrs, delta = [], 0.0
-                for baseline in (torch.zeros_like(x), _blurred(x, IMAGE_BLUR_BASELINE * size)):
-                    attr, d = ig.attribute(x, baselines=baseline, target=k, n_steps=min(n_steps, IMAGE_MAX_STEPS),
-                                           internal_batch_size=internal_batch_size, return_convergence_delta=True)
-                    attrs.append(attr.detach())
-                    delta = max(delta, float(d.abs().max()))
-                positive = ((attrs[0] + attrs[1]) / 2).clamp(min=0)
-                model_map = _blurred(positive, IMAGE_SMOOTHING * size)
+                (black, d0), (soft, d1) = (pixel_ig(torch.zeros_like(x), steps),
+                                           pixel_ig(_blurred(x, IMAGE_BLUR_BASELINE * size), steps))
+                model_map, delta = _blurred(((black + soft) / 2).clamp(min=0), IMAGE_SMOOTHING * size), max(d0, d1)
         model_map = model_map[0, 0].float().cpu().numpy()
         return ImageEvidence(method, geometry.to_original(model_map), model_map, self.index.image_index, delta)
 
@@ -507,6 +503,12 @@ class EvidenceExplainer:
                  f"sentence(s) by |attribution| ({token_steps} steps)" if explained else
                  ("none (no text model given)" if sentences else "none (no notes)"))
         return LabelEvidence(self.labels[k], labs, sentences, tokens, vitals, image, deltas, scope)
+
+
+def gradcam_ig_product(cam: torch.Tensor, attribution: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """The gradcam_ig map from its two factors at model resolution: an upsampled Grad-CAM map and a
+    pixel IG attribution (positive part, smoothed with sigma = `smoothing` pixels), each scaled to max 1."""
+    return _unit_max(cam) * _unit_max(_blurred(attribution.clamp(min=0), smoothing))
 
 
 def _unit_max(attribution: torch.Tensor) -> torch.Tensor:

@@ -86,7 +86,7 @@ class ImageEncoder(nn.Module):
     @property
     def last_stage(self) -> nn.Module:
         """The last encoder stage (for LayerGradCam); its output is (B, feature_dim, h, w)."""
-        return self.model.encoder.stages[-1]
+        return self.stage(-1)
 
     def stage(self, index: int) -> nn.Module:
         """Encoder stage `index` (Python indexing: -1 is `last_stage`); its output is (B, hidden_sizes[index], h, w)."""

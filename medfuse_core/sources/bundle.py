@@ -67,11 +67,17 @@ def find_bundles(root: Path) -> list[Path]:
 # ----------------------------------------------------------------------------------------- reading
 
 
-def read_bundle(folder: str | Path) -> PatientRecord:
-    """Read one bundle. Raises `DataError` only when patient.json itself is unusable."""
+def read_bundle(folder: str | Path, films_only: bool = False) -> PatientRecord:
+    """Read one bundle. Raises `DataError` only when patient.json itself is unusable.
+    `films_only`: patient.json and the images, nothing else (what the image encoder's stage 1 needs
+    from another cohort; about 5x faster than the whole bundle on the synthetic cohort)."""
     folder = Path(folder)
     record = _read_patient_json(folder)
     problems = record.problems
+    if films_only:
+        record.images = (_read_images(folder / IMAGES_DIR, problems)
+                         if _kept_inside(folder / IMAGES_DIR, folder, problems) else [])
+        return record
     labs = _read_table(folder / LABS_FILE, labs_from_table, Labs, problems, folder, _LABS_EXPECTED)
     record.labs, found = check_patient_labs(labs, str(folder / LABS_FILE))
     problems.extend(found)

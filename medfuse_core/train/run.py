@@ -81,12 +81,13 @@ def split_of(patient_id: str, split: SplitConfig) -> str:
     return "train"
 
 
-def read_cohort(data_dir: str | Path, progress: bool = True) -> list[PatientRecord]:
-    """Every readable bundle under `data_dir` (unreadable ones are reported and skipped)."""
+def read_cohort(data_dir: str | Path, progress: bool = True, films_only: bool = False) -> list[PatientRecord]:
+    """Every readable bundle under `data_dir` (unreadable ones are reported and skipped);
+    `films_only` as `read_bundle`."""
     records = []
     for folder in tqdm(find_bundles(Path(data_dir)), desc="reading bundles", disable=not progress, leave=False):
         try:
-            records.append(read_bundle(folder))
+            records.append(read_bundle(folder, films_only))
         except DataError as exc:
             print(f"skipped: {exc}")
     if not records:
@@ -153,12 +154,11 @@ def prepare_data(data_dir: str | Path, run: RunConfig, split: SplitConfig, progr
 
 def film_rows(data_dir: str | Path, featurizer: Featurizer, split: SplitConfig, progress: bool = True) -> ExtraRows:
     """The films (and labels) of another cohort's train and val patients, split like the main cohort,
-    for the image encoder's stage 1 (`ExtraRows`); the other modalities are not read into features."""
+    for the image encoder's stage 1 (`ExtraRows`); the other modalities are not read."""
     parts: dict[str, list[PatientRecord]] = {"train": [], "val": [], "test": []}
-    for r in read_cohort(data_dir, progress):
+    for r in read_cohort(data_dir, progress, films_only=True):
         if r.images:
-            parts[split_of(r.patient_id, split)].append(
-                PatientRecord(r.patient_id, images=r.images, labels=r.labels, source=r.source))
+            parts[split_of(r.patient_id, split)].append(r)
     if not parts["train"]:
         raise DataError(str(data_dir), "images", "expected films in the training split of the image-encoder cohort; found none")
     return ExtraRows(featurizer.featurize_many(parts["train"], progress)[0], featurizer.featurize_many(parts["val"], progress)[0])
@@ -189,6 +189,9 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config_path: str | P
 def _run_training(data_dir: str | Path, out_dir: Path, run: RunConfig, train_config: TrainConfig, split: SplitConfig,
                   prepared: PreparedData | None, world: distributed.World, device: torch.device,
                   image_encoder_data: str | Path | None = None) -> TrainResult:
+    if image_encoder_data and train_config.encoder_epochs <= 0:
+        raise DataError(str(image_encoder_data), "train.encoder_epochs",
+                        "an image-encoder cohort needs training stage 1 (encoder_epochs > 0); the run config has none")
     progress = train_config.progress and world.is_main
     with world.main_first():
         data = prepared or prepare_data(data_dir, run, split, progress)

@@ -129,6 +129,18 @@ def test_one_bad_file_does_not_lose_the_patient(tmp_path: Path) -> None:
     assert any("labs.csv: row: expected 8 fields, found 10" in m for m in messages)
 
 
+def test_films_only_reads_patient_json_and_the_images_alone(tmp_path: Path) -> None:
+    folder = write_bundle(make_record(), tmp_path / "p")
+    (folder / "images" / "image_00.dcm").write_bytes(b"not a dicom at all" * 10)
+    (folder / "labs.csv").write_text("not,a,lab,table\n")  # never opened
+    back = read_bundle(folder, films_only=True)
+    assert back.present_modalities == ("image",)
+    assert (back.patient_id, back.age, back.labels) == ("P-RT-1", 71.0, make_record().labels)
+    assert len(back.images) == 1 and back.images[0].view == "AP"  # a corrupt film still costs only itself
+    messages = [str(p) for p in back.problems]
+    assert any("image_00.dcm" in m for m in messages) and not any("labs.csv" in m for m in messages)
+
+
 def test_index_cannot_point_outside_the_bundle(tmp_path: Path) -> None:
     folder = write_bundle(make_record(), tmp_path / "p")
     (tmp_path / "secret.txt").write_text("not part of the bundle")

@@ -185,6 +185,23 @@ def test_image_encoder_data_adds_films_to_the_image_encoder_only(tiny_cohort, tm
         assert all(torch.equal(a[k], b[k]) for k in a) == same, modality
 
 
+def test_image_encoder_data_without_stage_one_is_refused_before_reading(tiny_cohort, tmp_path: Path) -> None:
+    import json
+
+    import pytest
+
+    from medfuse_core.problems import DataError
+    from medfuse_core.train.run import run_training
+    from tests.conftest import TINY_RUN_CONFIG
+
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps(TINY_RUN_CONFIG))  # encoder_epochs 0: no stage 1 to give the films to
+    with pytest.raises(DataError) as caught:
+        run_training(tiny_cohort, tmp_path / "run", config, image_encoder_data=tmp_path / "films")
+    assert "encoder_epochs" in str(caught.value) and str(tmp_path / "films") in str(caught.value)
+    assert not (tmp_path / "run").exists()
+
+
 def test_film_rows_keep_only_the_films_and_name_a_cohort_without_any(tiny_cohort, tmp_path: Path) -> None:
     import shutil
 
