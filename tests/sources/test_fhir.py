@@ -202,3 +202,10 @@ def test_cli_import_fhir(tmp_path: Path, imported, capsys) -> None:
     assert (tmp_path / "b" / SYNTHEA / "labs.csv").is_file()
     assert main(["import", "fhir", "--root", str(tmp_path / "none"), "--out", str(tmp_path / "c")]) == 2
     assert main(["import", "fhir", "--root", str(root), "--out", str(tmp_path / "d"), "--unit", "admission"]) == 2
+
+
+def test_snomed_table_names_only_benchmark_phenotypes() -> None:
+    from medfuse_core.sources.fhir import SNOMED_PHENOTYPES
+
+    named = {group for groups in SNOMED_PHENOTYPES.values() for group in groups}
+    assert named <= set(benchmark_phenotypes()) and len(named) == 18
