@@ -58,6 +58,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -293,10 +294,10 @@ class _BundleReader:
             where = f"entry[{n}] {rtype}/{resource.get('id', '')}"
             try:
                 _model(rtype).model_validate(resource)
-            except ValidationError as exc:
-                first = exc.errors()[0]
+            except (ValidationError, ValueError, TypeError) as exc:
+                first = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
                 loc = ".".join(str(x) for x in first["loc"])
-                self.problem(f"{where}: {loc}", f"not valid FHIR R4: {first['msg']}; resource left out")
+                self.problem(f"{where}: {loc}" if loc else where, f"not valid FHIR R4: {first['msg']}; resource left out")
                 self.out.counts["malformed resources"] += 1
                 continue
             by_type[rtype].append((where, resource))
@@ -594,7 +595,14 @@ def _condition_groups(code: object, definitions) -> frozenset[str] | None:
 def read_fhir_bundle(path: str | Path, root: str | Path | None = None, history: bool = False) -> FhirPatient:
     """One FHIR Bundle JSON file -> FhirPatient (what its bundle folder will hold); never raises for bad content."""
     path = Path(path)
-    return _BundleReader(path, Path(root) if root is not None else path.parent, history).read()
+    reader = _BundleReader(path, Path(root) if root is not None else path.parent, history)
+    try:
+        return reader.read()
+    except Exception as exc:  # noqa: BLE001 -- a reader bug on one file must not cost the other patients
+        out = FhirPatient(file=str(path), problems=reader.out.problems)
+        out.problems.append(error(str(path), "", f"could not be read ({type(exc).__name__}: {exc}); file left out"))
+        out.counts["unreadable files"] += 1
+        return out
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -610,6 +618,10 @@ def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
 def write_fhir_patient(patient: FhirPatient, folder: Path) -> None:
     """The bundle folder of one patient: values and units as the FHIR resources wrote them."""
     folder.mkdir(parents=True, exist_ok=True)
+    for name in (LABS_FILE, VITALS_FILE):  # what an earlier import into the same folder left
+        (folder / name).unlink(missing_ok=True)
+    for name in (NOTES_DIR, IMAGES_DIR):
+        shutil.rmtree(folder / name, ignore_errors=True)
     meta: dict[str, object] = {"patient_id": patient.patient_id, "age": patient.age, "sex": patient.sex,
                                "index_time": patient.index_time}
     if patient.labels is not None:

@@ -209,3 +209,32 @@ def test_snomed_table_names_only_benchmark_phenotypes() -> None:
 
     named = {group for groups in SNOMED_PHENOTYPES.values() for group in groups}
     assert named <= set(benchmark_phenotypes()) and len(named) == 18
+
+
+def test_mutated_bundles_never_crash_the_reader(tmp_path: Path) -> None:
+    """Fields removed or replaced by values of the wrong type: problems, never an exception or a reader bug."""
+    import random
+
+    rng = random.Random(7)
+    junk = [None, "", "x", 0, -1.5, True, [], {}, [{}], {"coding": "no"}, {"value": "abc"}, "2021-13-45"]
+    base = synthea_bundle()
+    for trial in range(60):
+        data = json.loads(json.dumps(base))
+        for _ in range(3):
+            resource = rng.choice(data["entry"])["resource"]
+            key = rng.choice(sorted(resource))
+            if key == "resourceType":
+                continue
+            if rng.random() < 0.3:
+                del resource[key]
+            else:
+                target = resource[key]
+                if isinstance(target, dict) and target and rng.random() < 0.5:
+                    target[rng.choice(sorted(target))] = rng.choice(junk)
+                else:
+                    resource[key] = rng.choice(junk)
+        path = tmp_path / f"m{trial}.json"
+        path.write_text(json.dumps(data))
+        patient = read_fhir_bundle(path)
+        assert not any("could not be read" in p.message for p in patient.problems), patient.problems
+        assert patient.patient_id
