@@ -302,6 +302,12 @@ class _BundleReader:
                 continue
             by_type[rtype].append((where, resource))
         self._patient(by_type["Patient"])
+        if len(by_type["Patient"]) > 1:  # a multi-patient Bundle: only the first patient's resources
+            others = {str(r.get("id", "")) for _, r in by_type["Patient"][1:]}
+            for rtype in USED:
+                kept = [(w, r) for w, r in by_type[rtype] if not others & {_reference_id(r.get(k)) for k in ("subject", "patient")}]
+                self.out.counts["resources of another patient in the Bundle"] += len(by_type[rtype]) - len(kept)
+                by_type[rtype] = kept
         self._encounter(by_type["Encounter"], by_type["Patient"])
         binaries = {r.get("id", ""): (w, r) for w, r in by_type["Binary"]}
         used_binaries: set[str] = set()
@@ -347,7 +353,8 @@ class _BundleReader:
             self.problem("Patient", "no valid Patient resource: bundle named after the file, age and sex unknown")
             return
         if len(patients) > 1:
-            self.problem("Patient", f"{len(patients)} Patient resources; the first is used")
+            self.problem("Patient", f"{len(patients)} Patient resources; only the first ({patients[0][1].get('id')}) "
+                         "is imported, resources of the others are left out (export one Bundle per patient)")
         self.patient = patients[0][1]
         self.out.patient_id = str(self.patient.get("id") or self.path.stem)
         self.out.sex = {"male": "M", "female": "F"}.get(str(self.patient.get("gender", "")).lower())

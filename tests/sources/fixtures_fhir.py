@@ -43,11 +43,12 @@ def quantity(value: float, unit: str, code: str | None = None, comparator: str |
     return q
 
 
-def observation(oid: str, loinc: str, display: str, when: str, category: list, encounter: str, **value) -> dict:
+def observation(oid: str, loinc: str, display: str, when: str, category: list, encounter: str, pid: str = SYNTHEA,
+                **value) -> dict:
     return {
         "resourceType": "Observation", "id": oid, "status": "final", "category": category,
         "code": {"coding": [{"system": "http://loinc.org", "code": loinc, "display": display}], "text": display},
-        "subject": {"reference": f"urn:uuid:{SYNTHEA}"}, "encounter": {"reference": f"urn:uuid:{encounter}"},
+        "subject": {"reference": f"urn:uuid:{pid}"}, "encounter": {"reference": f"urn:uuid:{encounter}"},
         "effectiveDateTime": when, "issued": when.replace("+", ".000+") if "+" in when else when, **value,
     }
 
@@ -199,9 +200,9 @@ def malformed_bundle() -> dict:
         patient(MALFORMED, "male", "1941-11-30", deceasedDateTime="2021-06-02T04:00:00Z"),
         encounter("enc-m", "EMER", "2021-06-01T08:00:00Z", "2021-06-02T04:00:00Z", pid=MALFORMED),
         observation("bad-obs", "2823-3", "Potassium [Moles/volume] in Serum or Plasma", "2021-06-01T09:00:00Z", CAT,
-                    "enc-m", valueQuantity={"value": "four point one", "unit": "mmol/L"}),
+                    "enc-m", MALFORMED, valueQuantity={"value": "four point one", "unit": "mmol/L"}),
         observation("good-obs", "2951-2", "Sodium [Moles/volume] in Serum or Plasma", "2021-06-01T09:00:00Z", CAT,
-                    "enc-m", valueQuantity=quantity(131, "mmol/L")),
+                    "enc-m", MALFORMED, valueQuantity=quantity(131, "mmol/L")),
         {"resourceType": "ImagingStudy", "id": "is-1", "status": "available", "subject": {"reference": f"urn:uuid:{MALFORMED}"},
          "started": "2021-06-01T10:00:00Z",
          "series": [{"uid": "1.2.3.4", "modality": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "DX"},

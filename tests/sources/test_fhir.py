@@ -238,3 +238,18 @@ def test_mutated_bundles_never_crash_the_reader(tmp_path: Path) -> None:
         patient = read_fhir_bundle(path)
         assert not any("could not be read" in p.message for p in patient.problems), patient.problems
         assert patient.patient_id
+
+
+def test_a_bundle_of_two_patients_imports_only_the_first_and_says_so(tmp_path: Path) -> None:
+    data = synthea_bundle()
+    second = json.loads(json.dumps(malformed_bundle()))
+    data["entry"] += [e for e in second["entry"] if e["resource"]["id"] != "bad-obs"]
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps(data))
+    patient = read_fhir_bundle(path)
+    assert patient.patient_id == SYNTHEA and [row[-1] for row in patient.labs] == ["2339-0", "2160-0", "2524-7", "6690-2"]
+    assert patient.labels["Septicemia (except in labor)"] == 0  # the other patient's sepsis is not hers
+    # his encounter, sodium, imaging study and sepsis
+    assert patient.counts["resources of another patient in the Bundle"] == 4
+    assert patient.counts["outside the index encounter"] == 1  # only her own 2015 glucose
+    assert any("only the first" in p.message for p in patient.problems)
