@@ -264,6 +264,8 @@ class _BundleReader:
         self.window: tuple[datetime | None, datetime | None] = (None, None)
         self.encounter_ids: set[str] = set()
         self.seen_notes: set[tuple[object, int]] = set()
+        self.patient: dict = {}
+        self.mortality: int | None = None  # in-hospital mortality, when the index encounter tells it
 
     def problem(self, where: str, message: str, severity=warning) -> None:
         self.out.problems.append(severity(str(self.path), where, message))
@@ -271,20 +273,44 @@ class _BundleReader:
     # ---- the file
 
     def read(self) -> FhirPatient:
+        entries = self._entries()
+        if entries is None:
+            self.out.counts["unreadable files"] += 1
+            return self.out
+        by_type = self._validated(entries)
+        self._patient(by_type["Patient"])
+        if len(by_type["Patient"]) > 1:
+            self._only_the_first_patient(by_type)
+        self._encounter(by_type["Encounter"], by_type["Patient"])
+        for where, resource in by_type["Observation"]:
+            self._observation(where, resource)
+        self._documents(by_type)
+        if by_type["ImagingStudy"]:
+            self.out.counts["imaging studies (no pixels in FHIR)"] += len(by_type["ImagingStudy"])
+        self._conditions(by_type["Condition"])
+        never = datetime.max.replace(tzinfo=timezone.utc)
+        self.out.notes.sort(key=lambda note: _parse_time(note[0]) or never)
+        self.out.images.sort(key=lambda image: _parse_time(image[0]) or never)
+        return self.out
+
+    def _entries(self) -> list | None:
+        """The Bundle's entries; None (with an error problem) when the file is not a FHIR Bundle in JSON."""
         try:
             data = json.loads(self.path.read_bytes())
         except (OSError, ValueError) as exc:
             self.problem("", f"expected a FHIR Bundle in JSON: {exc}", error)
-            self.out.counts["unreadable files"] += 1
-            return self.out
+            return None
         if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
             found = data.get("resourceType") if isinstance(data, dict) else type(data).__name__
             self.problem("resourceType", f"expected a FHIR Bundle, found {found!r}; file left out", error)
-            self.out.counts["unreadable files"] += 1
-            return self.out
+            return None
         entries = data.get("entry") or []
+        return entries if isinstance(entries, list) else []
+
+    def _validated(self, entries: list) -> dict[str, list[tuple[str, dict]]]:
+        """Used resources by type, each validated alone with its fhir.resources R4B model; the rest counted."""
         by_type: dict[str, list[tuple[str, dict]]] = {t: [] for t in USED}
-        for n, entry in enumerate(entries if isinstance(entries, list) else []):
+        for n, entry in enumerate(entries):
             resource = entry.get("resource") if isinstance(entry, dict) else None
             rtype = resource.get("resourceType") if isinstance(resource, dict) else None
             self.out.counts["resources"] += 1
@@ -301,18 +327,22 @@ class _BundleReader:
                 self.out.counts["malformed resources"] += 1
                 continue
             by_type[rtype].append((where, resource))
-        self._patient(by_type["Patient"])
-        if len(by_type["Patient"]) > 1:  # a multi-patient Bundle: only the first patient's resources
-            others = {str(r.get("id", "")) for _, r in by_type["Patient"][1:]}
-            for rtype in USED:
-                kept = [(w, r) for w, r in by_type[rtype] if not others & {_reference_id(r.get(k)) for k in ("subject", "patient")}]
+        return by_type
+
+    def _only_the_first_patient(self, by_type: dict[str, list[tuple[str, dict]]]) -> None:
+        """A Bundle of several patients (a search result): resources of the others are left out, counted."""
+        others = {str(r.get("id", "")) for _, r in by_type["Patient"][1:]}
+        for rtype in USED:
+            kept = [(w, r) for w, r in by_type[rtype]
+                    if not others & {_reference_id(r.get(k)) for k in ("subject", "patient")}]
+            if len(kept) < len(by_type[rtype]):
                 self.out.counts["resources of another patient in the Bundle"] += len(by_type[rtype]) - len(kept)
-                by_type[rtype] = kept
-        self._encounter(by_type["Encounter"], by_type["Patient"])
+            by_type[rtype] = kept
+
+    def _documents(self, by_type: dict[str, list[tuple[str, dict]]]) -> None:
+        """Notes and films: DocumentReference, DiagnosticReport.presentedForm, Media, Binary."""
         binaries = {r.get("id", ""): (w, r) for w, r in by_type["Binary"]}
         used_binaries: set[str] = set()
-        for where, resource in by_type["Observation"]:
-            self._observation(where, resource)
         for where, resource in by_type["DocumentReference"]:
             attachments = [c.get("attachment") for c in resource.get("content") or [] if isinstance(c, dict)]
             context = resource.get("context") or {}
@@ -332,18 +362,12 @@ class _BundleReader:
         for where, resource in by_type["Media"]:
             when = resource.get("createdDateTime") or (resource.get("createdPeriod") or {}).get("start") \
                 or resource.get("issued") or ""
-            view = _view(resource.get("view"))
             if self._inside(when, [_reference_id(resource.get("encounter"))]):
-                self._attachments(where, [resource.get("content")], when, "", view, binaries, used_binaries)
+                self._attachments(where, [resource.get("content")], when, "", _view(resource.get("view")), binaries,
+                                  used_binaries)
         for binary_id, (where, resource) in binaries.items():
-            if binary_id not in used_binaries:
+            if binary_id not in used_binaries:  # a Binary no attachment names: a film or note without context
                 self._attachments(where, [resource], "", "", "", {}, set(), binary=True)
-        self.out.counts["imaging studies (no pixels in FHIR)"] += len(by_type["ImagingStudy"])
-        self._conditions(by_type["Condition"])
-        never = datetime.max.replace(tzinfo=timezone.utc)
-        self.out.notes.sort(key=lambda note: _parse_time(note[0]) or never)
-        self.out.images.sort(key=lambda image: _parse_time(image[0]) or never)
-        return self.out
 
     # ---- demographics and index encounter
 
@@ -377,7 +401,7 @@ class _BundleReader:
             self.out.age = _age(self.patient.get("birthDate"), start)
             death = _parse_time(self.patient.get("deceasedDateTime"))
             if death is not None and start <= death and (end is None or death <= end):
-                self.mortality: int | None = 1
+                self.mortality = 1
             else:
                 self.mortality = 0 if end is not None else None
 
@@ -509,7 +533,7 @@ class _BundleReader:
     # ---- labels
 
     def _conditions(self, conditions: list[tuple[str, dict]]) -> None:
-        mortality = getattr(self, "mortality", None)
+        mortality = self.mortality
         if not conditions:
             self.out.labels = {MORTALITY: mortality} if mortality is not None else None
             return
