@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -197,6 +198,12 @@ def generate(folder: Path, n: int, seed: int) -> dict:
     return {"files": n, "resources": resources, "mb": round(sizes / 1e6, 1)}
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the reading workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def markdown(result: dict) -> str:
     g, r = result["generated"], result["import"]
     verdict = "met" if r["seconds"] <= GOAL_SECONDS * g["files"] / 1000 else "NOT met"
@@ -208,13 +215,14 @@ def markdown(result: dict) -> str:
         f"patient, shaped like a Synthea admission: see the script), {r['workers']} reading process(es). "
         f"{result['meta']['date']}, {result['meta']['platform']}, {result['meta']['cpus']} CPUs.",
         "",
-        "| patients | workers | seconds | patients/s | resources/s | lab rows | vital rows | notes |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        f"| {g['files']} | {r['workers']} | {r['seconds']:.1f} | {g['files'] / r['seconds']:.1f} | "
+        "| patients | workers | wall seconds | CPU seconds | patients/s | resources/s | lab rows | vital rows | notes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| {g['files']} | {r['workers']} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | {g['files'] / r['seconds']:.1f} | "
         f"{g['resources'] / r['seconds']:.0f} | {r['lab_results']} | {r['vital_values']} | {r['notes']} |",
         "",
         f"Goal: 1,000 patients in under {GOAL_SECONDS:.0f} s (scaled to {g['files']}: "
-        f"{GOAL_SECONDS * g['files'] / 1000:.1f} s): {verdict}.",
+        f"{GOAL_SECONDS * g['files'] / 1000:.1f} s) in wall time: {verdict}. CPU seconds (this process and the "
+        "reading workers) say what the import costs where other work shares the machine.",
         "",
     ])
 
@@ -231,15 +239,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         generated = generate(work / "fhir", args.n, args.seed)
         shutil.rmtree(work / "bundles", ignore_errors=True)
+        cpu_before = _cpu_seconds()
         start = time.perf_counter()
         summary = import_fhir(work / "fhir", work / "bundles", workers=args.workers, progress=False)
         seconds = time.perf_counter() - start
+        cpu = _cpu_seconds() - cpu_before
         assert summary.n == args.n and not summary.problems, summary.describe()
         result = {
             "meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "platform": platform.platform(),
                      "cpus": os.cpu_count(), "python": platform.python_version(), "seed": args.seed},
             "generated": generated,
-            "import": {"workers": args.workers, "seconds": round(seconds, 2), "patients": summary.n,
+            "import": {"workers": args.workers, "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
+                       "patients": summary.n,
                        "lab_results": summary.counts["lab results"], "vital_values": summary.counts["vital-sign values"],
                        "notes": summary.counts["notes"], "counts": dict(sorted(summary.counts.items()))},
         }
