@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medfuse_core.modalities import BUILTIN
 from medfuse_core.problems import Problem
 
-MODALITIES: tuple[str, ...] = ("labs", "notes", "vitals", "image")
+# The built-in modalities, in the order of the model's tokens (medfuse_core/modalities.py declares them).
+MODALITIES: tuple[str, ...] = tuple(spec.key for spec in BUILTIN)
 
 LAB_COLUMNS: tuple[str, ...] = (
     "time",  # datetime64: when the specimen was charted

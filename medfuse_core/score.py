@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from medfuse_core.demo import cache_home
+from medfuse_core.runtime.cache import cache_home
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.features.featurize import FeatureSpec, Featurizer
 from medfuse_core.predictor import Predictor, no_data_reason

@@ -11,7 +11,7 @@ JSON schema (``Explanation.to_dict()``; strict JSON, no NaN)::
       "evidence": bool,                      # False: the evidence fields below are empty
       "per_label": {                         # keyed by label name, one entry per name in "labels"
         NAME: {
-          "probability": float,              # calibrated: sigmoid(logit / temperature)
+          "probability": float,              # calibrated_probability(logit, temperature)
           "logit": float, "empty_logit": float,   # the model's logit; every fusion token masked
           "threshold": float, "positive": bool,
           "groups": {"specific:labs": f, "specific:notes": f, "specific:vitals": f,
@@ -54,9 +54,12 @@ from medfuse_core.explain.evidence import (
     LabelEvidence,
     VitalsEvidence,
 )
-from medfuse_core.explain.groups import group_contributions
+from medfuse_core.explain.concurrency import eval_mode
+from medfuse_core.explain.encoding import encode
+from medfuse_core.explain.groups import token_contributions
 from medfuse_core.features.batch import collate
 from medfuse_core.record import MODALITIES, PatientRecord
+from medfuse_core.runtime.calibration import calibrated_probability
 
 __all__ = ["Explanation", "LabelExplanation", "explain", "JSON_HEATMAP_MAX"]
 
@@ -184,29 +187,26 @@ def explain(record: PatientRecord, predictor, labels: Sequence[str] | None = Non
         raise ValueError(f"unknown label(s) {unknown}; the checkpoint's labels are {names}")
     chosen = [n for n in names if n in set(chosen)]  # model order, no duplicates
 
-    features, index = predictor.featurize([record])
+    features, index = predictor.featurize([record])  # featurised once
     f, ix = features[0], index[0]
-    batch = collate([f]).to(predictor.device)
-    if hasattr(model, "fusion"):
-        groups = group_contributions(model, batch)
+    encoding = encode(model, collate([f]).to(predictor.device))  # every encoder once
+    full = encoding.output.logits[0].double().cpu().numpy()
+    empty = values = token_names = None
+    if hasattr(model, "fusion"):  # exact group contributions from the encoded tokens (no encoder runs)
+        with eval_mode(model):
+            groups = token_contributions(model.fusion, encoding.output.tokens, encoding.output.token_mask,
+                                         labels=names)
         full = groups.full_logit[0].double().cpu().numpy()
         empty = groups.empty_logit[0].double().cpu().numpy()
-        values = groups.values[0].double().cpu().numpy()  # (K, 5)
+        values = groups.values[0].double().cpu().numpy()  # (K, tokens)
         token_names = groups.token_names
-    else:
-        was = model.training
-        model.eval()
-        with torch.no_grad():
-            full = model(batch).logits[0].double().cpu().numpy()
-        model.train(was)
-        empty = values = token_names = None
 
     explainer = None
     if evidence:
         has_notes = bool(f.present[MODALITIES.index("notes")])
         backbone = predictor.featurizer.backbone if has_notes else None
         explainer = EvidenceExplainer(model, f, ix, record, backbone, predictor.featurizer.vocabulary,
-                                      hours=float(predictor.featurizer.spec.hours))
+                                      hours=float(predictor.featurizer.spec.hours), encoding=encoding)
 
     per_label = {}
     for name in chosen:
@@ -214,7 +214,7 @@ def explain(record: PatientRecord, predictor, labels: Sequence[str] | None = Non
         logit = float(full[k])
         per_label[name] = LabelExplanation(
             label=name,
-            probability=float(1.0 / (1.0 + math.exp(-logit / predictor.temperature))),
+            probability=float(calibrated_probability(logit, predictor.temperature)),
             logit=logit,
             empty_logit=None if empty is None else float(empty[k]),
             threshold=float(predictor.thresholds[k]),

@@ -65,17 +65,14 @@ import torch
 from torch import nn
 
 from medfuse_core.explain.concurrency import eval_mode, thread_scoped
+from medfuse_core.explain.encoding import Encoding, encode
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.features.featurize import PatientEvidenceIndex
 from medfuse_core.features.labs import FEATURE_NAMES, LabVocabulary
 from medfuse_core.features.vitals import feature_names as vitals_feature_names
+from medfuse_core.models.model import encode_modality
 from medfuse_core.record import MODALITIES, PatientRecord
 from medfuse_core.sources.vital_channels import CHANNEL_NAMES
-
-try:  # the model's split at the encoders (models/model.py); absent in older trees
-    from medfuse_core.models.model import encode_modality
-except ImportError:  # pragma: no cover
-    encode_modality = None
 
 __all__ = [
     "ImageEvidence",
@@ -242,20 +239,20 @@ class EvidenceExplainer:
 
     def __init__(self, model: nn.Module, features: PatientFeatures, index: PatientEvidenceIndex,
                  record: PatientRecord | None = None, backbone: Any = None, vocabulary: LabVocabulary | None = None,
-                 hours: float = 48.0):
+                 hours: float = 48.0, encoding: Encoding | None = None):
         self.model, self.features, self.index, self.record = model, features, index, record
         self.backbone, self.vocabulary, self.hours = backbone, vocabulary, hours
         self.labels = list(model.labels)
-        device = next(model.parameters()).device
-        self.batch = collate([features]).to(device)
         self.present = {m: bool(features.present[i]) for i, m in enumerate(MODALITIES)}
-        # The fast path needs the model's split at the encoders (forward_features + encode_modality);
-        # without it every IG step runs the whole model, which gives the same numbers, slower.
         self._empty: torch.Tensor | None = None
-        self._fast = encode_modality is not None and hasattr(model, "forward_features")
-        with self._grad(False):
-            self._features = {m: v.detach() for m, v in model.modality_features(self.batch, self.batch.present).items()} if self._fast else {}
-            self.logits = model(self.batch).logits[0].float()
+        # The encoders' outputs for this patient, computed once (or handed over by explain(), which
+        # already has them): IG's steps then run only the encoder being explained, then
+        # model.forward_features, the same function of the attributed input as model(batch).
+        if encoding is None:
+            encoding = encode(model, collate([features]).to(next(model.parameters()).device))
+        self.batch = encoding.batch
+        self._features = encoding.features
+        self.logits = encoding.logits[0]
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -267,12 +264,10 @@ class EvidenceExplainer:
 
     def _has(self, modality: str) -> bool:
         """The patient has the modality and the model has an encoder for it."""
-        return self.present[modality] and (not self._fast or modality in self._features)
+        return self.present[modality] and modality in self._features
 
     def _logits(self, modality: str, batch: Batch) -> torch.Tensor:
         """Logits (n, K) of an n-row batch differing from the patient only in `modality`'s input."""
-        if not self._fast:
-            return self.model(batch).logits.float()
         n = batch.size
         features = {m: v.expand(n, *v.shape[1:]) for m, v in self._features.items()}
         features[modality] = encode_modality(self.model, modality, batch, batch.present[:, MODALITIES.index(modality)])

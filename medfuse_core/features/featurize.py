@@ -18,7 +18,7 @@ from medfuse_core.features.images import image_features
 from medfuse_core.features.labs import LabTokens, LabVocabulary, cohort_lab_features
 from medfuse_core.features.notes import NoteSentence, note_sentences
 from medfuse_core.features.vitals import DiscretizerConfig, Normalizer, discretize_record
-from medfuse_core.models.text_backbone import TextBackbone
+from medfuse_core.features.text_backbone import TextBackbone
 from medfuse_core.record import PatientRecord
 
 

@@ -37,10 +37,11 @@ from tqdm.auto import tqdm
 
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.models.model import encode_modality
-from medfuse_core.precision import mixed_precision
+from medfuse_core.runtime.precision import mixed_precision
 from medfuse_core.record import MODALITIES
 from medfuse_core.train.distributed import SINGLE, World, shard_loader
-from medfuse_core.train.metrics import auprc, macro, sigmoid
+from medfuse_core.runtime.calibration import sigmoid
+from medfuse_core.train.metrics import auprc, macro
 
 
 @dataclass
