@@ -37,8 +37,11 @@ class ModalitySpec:
     present        "module:function" (record) -> bool: the record has something of this modality
     loader         "module:function" reading the modality's bundle files
     featurizer     "module:attribute" turning the record's modality into model inputs
-    encoder_config the ModelConfig section of its encoder ("labs")
-    encoder_class  "module:Class" of its encoder
+    encoder_config the ModelConfig section of a built-in encoder ("labs"); another modality's encoder
+                   config is ModelConfig.extra[key]
+    config_class   "module:Class": the dataclass of its encoder's config
+    encoder_class  "module:Class" of its encoder: built from its config; a non-built-in one maps a
+                   batch input (B, ...) to (B, output_dim) and has an `output_dim` attribute
     encoder_attr   the model attribute holding the encoder ("lab_encoder": checkpoint tensor names)
     evidence       "module:function" giving its evidence maps (Captum) for one label
     panel          "module:function" drawing its dashboard panel
@@ -57,6 +60,7 @@ class ModalitySpec:
     loader: str = ""
     featurizer: str = ""
     encoder_config: str = ""
+    config_class: str = ""
     encoder_class: str = ""
     encoder_attr: str = ""
     evidence: str = ""
@@ -94,28 +98,28 @@ BUILTIN: tuple[ModalitySpec, ...] = (
         key="labs", display_name="Labs", long_name="lab results", code="LAB", panel_title="Labs",
         evidence_unit="labs", colour="#0072B2", bundle_files=("labs.csv",), record_field="labs",
         loader="medfuse_core.sources.labs:labs_from_table", featurizer="medfuse_core.features.labs:lab_features",
-        encoder_config="labs", encoder_class="medfuse_core.models.lab_encoder:LabEncoder", encoder_attr="lab_encoder",
+        encoder_config="labs", config_class="medfuse_core.models.config:LabEncoderConfig", encoder_class="medfuse_core.models.lab_encoder:LabEncoder", encoder_attr="lab_encoder",
         evidence="medfuse_core.explain.evidence:EvidenceExplainer.labs", panel="app.components.labs:style_labs",
     ),
     ModalitySpec(
         key="notes", display_name="Notes", long_name="clinical notes", code="NOTE", panel_title="Notes",
         evidence_unit="note sentences", colour="#E69F00", bundle_files=("notes/",), record_field="notes",
         loader="medfuse_core.sources.bundle:read_note_text", featurizer="medfuse_core.features.notes:note_sentences",
-        encoder_config="notes", encoder_class="medfuse_core.models.note_encoder:NoteEncoder", encoder_attr="note_encoder",
+        encoder_config="notes", config_class="medfuse_core.models.config:NoteEncoderConfig", encoder_class="medfuse_core.models.note_encoder:NoteEncoder", encoder_attr="note_encoder",
         evidence="medfuse_core.explain.evidence:EvidenceExplainer.note_sentences", panel="app.components.notes:note_html",
     ),
     ModalitySpec(
         key="vitals", display_name="Vitals", long_name="vital signs", code="VIT", panel_title="Vital signs",
         evidence_unit="vital-sign hours", colour="#009E73", bundle_files=("vitals.csv",), record_field="vitals",
         loader="medfuse_core.sources.vitals:vitals_from_table", featurizer="medfuse_core.features.vitals:discretize_record",
-        encoder_config="vitals", encoder_class="medfuse_core.models.vitals_encoder:VitalsEncoder", encoder_attr="vitals_encoder",
+        encoder_config="vitals", config_class="medfuse_core.models.config:VitalsEncoderConfig", encoder_class="medfuse_core.models.vitals_encoder:VitalsEncoder", encoder_attr="vitals_encoder",
         evidence="medfuse_core.explain.evidence:EvidenceExplainer.vitals", panel="app.components.vitals:vitals_figure",
     ),
     ModalitySpec(
         key="image", display_name="X-ray", long_name="chest X-ray", code="CXR", panel_title="Chest X-ray",
         evidence_unit="X-ray", colour="#CC79A7", bundle_files=("images/",), record_field="images",
         loader="medfuse_core.sources.images:load_image", featurizer="medfuse_core.features.images:prepare_pixels",
-        encoder_config="image", encoder_class="medfuse_core.models.image_encoder:ImageEncoder", encoder_attr="image_encoder",
+        encoder_config="image", config_class="medfuse_core.models.config:ImageEncoderConfig", encoder_class="medfuse_core.models.image_encoder:ImageEncoder", encoder_attr="image_encoder",
         evidence="medfuse_core.explain.evidence:EvidenceExplainer.image", panel="app.components.xray:xray_figure",
     ),
 )

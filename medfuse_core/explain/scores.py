@@ -40,6 +40,7 @@ class PatientScores:
     base: np.ndarray  # (K,) logit with every token masked (the head's base value)
     subset_low: np.ndarray  # (K,) min calibrated probability over modality subsets
     subset_high: np.ndarray  # (K,) max
+    token_names: tuple[str, ...] = TOKEN_NAMES  # the model's fusion tokens, the order of `contributions`
 
     def index(self, label: str) -> int:
         return self.labels.index(label)
@@ -52,8 +53,8 @@ class PatientScores:
     def contributions_for(self, label: str) -> dict[str, float]:
         """{clinician-facing token name: contribution to the logit} for one label."""
         row = self.contributions[self.index(label)]
-        names = token_labels()
-        return {names[name]: float(v) for name, v in zip(TOKEN_NAMES, row)}
+        names = token_labels(tuple(t.split(":", 1)[1] for t in self.token_names if t.startswith("specific:")))
+        return {names[name]: float(v) for name, v in zip(self.token_names, row)}
 
 
 def score_records(predictor: Any, records: Sequence[PatientRecord], batch_size: int = 64) -> dict[str, PatientScores]:
@@ -77,7 +78,8 @@ def scores_of_encoding(predictor: Any, features: Sequence[PatientFeatures], enco
     model = predictor.model
     temperature = float(predictor.temperature)
     with eval_mode(model):  # the fusion head on the encoded tokens: 2^5 coalitions in one call
-        groups = token_contributions(model.fusion, encoding.output.tokens, encoding.output.token_mask, labels=model.labels)
+        groups = token_contributions(model.fusion, encoding.output.tokens, encoding.output.token_mask, labels=model.labels,
+                                     token_names=getattr(model, "token_names", None))
     full = groups.full_logit.double().cpu().numpy()
     empty = groups.empty_logit.double().cpu().numpy()
     values = groups.values.double().cpu().numpy()
@@ -87,6 +89,6 @@ def scores_of_encoding(predictor: Any, features: Sequence[PatientFeatures], enco
     thresholds = np.asarray(predictor.thresholds, dtype=np.float64)
     return {
         f.patient_id: PatientScores(f.patient_id, list(predictor.labels), full[i], probabilities[i], thresholds,
-                                    temperature, present[i], values[i], empty[i], low[i], high[i])
+                                    temperature, present[i], values[i], empty[i], low[i], high[i], tuple(groups.token_names))
         for i, f in enumerate(features)
     }

@@ -124,7 +124,7 @@ def pretrain_encoder(model: nn.Module, modality: str, train_set: list[PatientFea
     """Stage 1 for one encoder (in place: `model`'s encoder ends with its best weights).
     `batch_size` is the global batch (each of the `world.size` ranks takes its share). `extra`: more
     (train, val) patients for this encoder alone (see `ExtraRows`)."""
-    index = MODALITIES.index(modality)
+    index = list(getattr(model, "modalities", MODALITIES)).index(modality)
     train_rows = [f for f in train_set if f.present[index]]
     val_rows = [f for f in val_set if f.present[index]]
     if extra is not None:

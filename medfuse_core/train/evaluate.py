@@ -85,7 +85,7 @@ def _subsets(model: MedFuseLens, test_set: list[PatientFeatures], labels: np.nda
     if complete:
         logits = predict_logits(model, [test_set[i] for i in complete])
         subsets["all_present"] = _scores(labels[complete], calibrated_probability(logits, temperature), names, thresholds)
-    for index, modality in enumerate(MODALITIES):
+    for index, modality in enumerate(getattr(model, "modalities", MODALITIES)):
         def withhold(batch: Batch, index: int = index) -> torch.Tensor:
             present = batch.present.clone()
             present[:, index] = False

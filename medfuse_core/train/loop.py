@@ -346,7 +346,7 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
         for batch, features, labels, block_present in _train_batches(train_set, encoded_train, config, epoch, device, world):
             # drawn for the whole global batch (identically on every rank), then this rank's rows
             present = modality_dropout(block_present, loss_config.modality_dropout, dropout_generator)[world.rows]
-            keep = token_dropout(len(block_present), 5, loss_config.token_dropout, dropout_generator, device,
+            keep = token_dropout(len(block_present), block_present.shape[1] + 1, loss_config.token_dropout, dropout_generator, device,
                                  loss_config.shared_token_dropout)[world.rows]
             with mixed_precision(device, config.precision):
                 objective, out = step(batch, features, present, keep, labels)

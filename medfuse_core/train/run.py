@@ -121,6 +121,7 @@ def build_model_config(run: RunConfig, featurizer: Featurizer, labels: list[str]
     config.notes.text_model = featurizer.spec.text_model
     config.notes.max_sentences = featurizer.spec.max_sentences
     config.image.image_size = featurizer.spec.image_size
+    config.modalities = list(featurizer.spec.modalities)  # the featurised modalities, in the same order
     return config
 
 
