@@ -34,6 +34,8 @@ from medfuse_core.record import PatientRecord
 
 PATIENT_PARAM = "patient"  # ?patient=P00012 makes a review page linkable
 PATIENT_KEY = "patient_id"  # shared with the worklist: the patient last opened
+DISEASE_PARAM = "disease"  # ?disease=...: the worklist opens a patient on the disease it was sorted by
+DISEASE_PATIENT_KEY = "disease_patient"  # the patient the selected disease was chosen for
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -377,9 +379,14 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
     scores = (scores_or_none(source, checkpoint) or {}).get(patient_id)
     options = _disease_options(record, scores)
     disease = None
-    if options:
-        if st.session_state.get("disease") not in options:
-            st.session_state["disease"] = _default_disease(record, scores, options)
+    wanted = st.query_params.get(DISEASE_PARAM)
+    opened = (patient_id, wanted)  # what the disease choice below was made for
+    if options and (st.session_state.get("disease") not in options
+                    or st.session_state.get(DISEASE_PATIENT_KEY) != opened):
+        # a newly opened patient opens on the disease the worklist was sorted by, else on its own top
+        # disease, never on the previous patient's choice
+        st.session_state["disease"] = wanted if wanted in options else _default_disease(record, scores, options)
+        st.session_state[DISEASE_PATIENT_KEY] = opened
     if scores is not None:
         st.subheader("Predictions")
         left, right = st.columns([6, 5], gap="medium")
@@ -458,6 +465,7 @@ def _on_pick() -> None:
     pid = st.session_state["patient_picker"]
     st.session_state[PATIENT_KEY] = pid
     st.query_params[PATIENT_PARAM] = pid
+    st.query_params.pop(DISEASE_PARAM, None)  # the worklist's disease was for the patient opened from it
 
 
 source = str(current_source())

@@ -24,6 +24,7 @@ if not records:
 
 frame = worklist_frame(records)
 scores = scores_or_none(str(source), checkpoint)
+disease = None
 if scores is None:
     st.info(predictor_or_reason(checkpoint)[1], icon=":material/info:")
     c1, c2 = st.columns([1, 1])
@@ -73,4 +74,7 @@ event = st.dataframe(
 if event.selection.rows:  # one click opens the review; the page reads ?patient= / session state
     patient_id = str(shown.iloc[event.selection.rows[0]]["patient"])
     st.session_state["patient_id"] = patient_id
-    st.switch_page("views/patient.py", query_params={"patient": patient_id})
+    wanted = {"patient": patient_id}
+    if scores is not None and disease:  # sorted by a disease: the review opens on it
+        wanted["disease"] = disease
+    st.switch_page("views/patient.py", query_params=wanted)

@@ -111,8 +111,28 @@ def test_review_shows_predictions_and_switches_disease_and_patient(with_model: P
     at.selectbox(key="patient_picker").select("P00026").run()  # labs only
     _ok(at)
     assert at.title[0].value == "Patient P00026"
-    assert at.selectbox(key="disease").value == PNEUMONIA  # the disease choice carries over
+    # a newly picked patient opens on its own top disease, not the previous patient's choice (issue 18)
+    table = _frame(at, "call")
+    top = at.selectbox(key="disease").value
+    assert table["disease"][0] == "▶ " + top.split(" (")[0].split(";")[0]
     assert "Absent, so contributing nothing" in _text(at.caption)
+
+
+def test_review_opens_on_the_disease_the_worklist_was_sorted_by(with_model: Path) -> None:
+    """The worklist sorted by a disease opens the review with ?disease=; a later pick opens on the top one."""
+    plain = _page("views/patient.py", patient="P00025")
+    top = plain.selectbox(key="disease").value
+    labels = json.loads((with_model / "config.json").read_text())["model"]["labels"]
+    other = next(d for d in labels if d != top)
+    at = _page("views/patient.py", patient="P00025", disease=other)
+    _ok(at)
+    assert at.selectbox(key="disease").value == other
+    assert any(d.startswith("▶ " + other.split(" (")[0].split(";")[0]) for d in _frame(at, "call")["disease"])
+    at.selectbox(key="patient_picker").select("P00026").run()
+    _ok(at)
+    assert "disease" not in at.query_params
+    table = _frame(at, "call")
+    assert table["disease"][0] == "▶ " + at.selectbox(key="disease").value.split(" (")[0].split(";")[0]
 
 
 def test_planted_evidence_follows_the_disease(with_model: Path) -> None:
