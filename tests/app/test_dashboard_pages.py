@@ -108,6 +108,9 @@ def test_review_shows_predictions_and_switches_disease_and_patient(with_model: P
     assert "Pneumonia (except" in _text(at.markdown) and at.selectbox(key="disease").value == PNEUMONIA
     assert any(d.startswith("▶ Pneumonia") for d in _frame(at, "call")["disease"])
 
+    labels = json.loads((with_model / "config.json").read_text())["model"]["labels"]
+    lowest = _frame(_page("views/patient.py", patient="P00026"), "call")["disease"].iloc[-1]
+    at.selectbox(key="disease").select(next(d for d in labels if d.startswith(lowest))).run()
     at.selectbox(key="patient_picker").select("P00026").run()  # labs only
     _ok(at)
     assert at.title[0].value == "Patient P00026"
