@@ -27,6 +27,7 @@ from app.components.worklist import short_label
 from app.components import contributions as C
 from app.components import evidence as E
 from app.components import report as R
+from app import tables as T
 from app.scoring import TOP_SENTENCES, UNCERTAINTY_HELP, UNCERTAINTY_NAME, PatientScores, explain_panels
 from app.state import (checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
                        predictor_or_reason, scores_or_none)
@@ -118,7 +119,8 @@ def _read_mask(path: Path) -> np.ndarray | None:
 # ---------------------------------------------------------------------------------------- panels
 
 
-def _lab_panel(source: str, record: PatientRecord, attribution: dict | None, mode: str = "none") -> None:
+def _lab_panel(source: str, record: PatientRecord, attribution: dict | None, mode: str = "none",
+               read: dict | None = None) -> None:
     st.subheader("Labs")
     if not record.has("labs"):
         st.info("No lab results in this record." + (" The labs contribute nothing." if mode == "model" else ""))
@@ -137,18 +139,33 @@ def _lab_panel(source: str, record: PatientRecord, attribution: dict | None, mod
         st.caption(f"Latest value of {len(latest)} items · {n_abnormal} abnormal (red) · "
                    "'previous' is the result before it, n the number of results")
         table = latest[["item", "value", "flag", "reference", "unit", "previous", "n", "hours", "time",
-                        "abnormal", "stamp"]]
+                        "abnormal", "stamp", "critical"]].copy()
         config = {"n": st.column_config.NumberColumn("n", width="small")}
+        if mode == "model" and read:
+            table.insert(table.columns.get_loc("hours"), "model read", L.read_by_model(table, read))
+            config["model read"] = st.column_config.TextColumn(
+                "model read", help="The result the model read for this item (its last one in the model's first "
+                                   f"{V.WINDOW_HOURS} h), where it is not the latest value shown.")
     small = {c: st.column_config.TextColumn(c, width="small") for c in ("value", "unit", "previous", "flag")}
     height = min(36 * (len(table) + 1) + 4, 640)  # the latest-per-item view usually fits unscrolled
     st.dataframe(L.style_labs(table, attribution), hide_index=True, width="stretch", height=height,
                  column_config={**small, "hours": st.column_config.TextColumn("h", width="small"),
-                                "time": st.column_config.TextColumn("time", width="medium"), **config})
+                                "time": st.column_config.TextColumn("result time", width="medium"),
+                                "attribution": st.column_config.TextColumn(
+                                    "effect on risk", help="Whether this result raised or lowered the risk of the "
+                                                           "selected disease, and how strongly compared with this "
+                                                           "patient's other results; – = not read by the model."),
+                                **config})
     if attribution:
         st.html(legend_html(max_abs(attribution.values()), _ATTRIBUTION_WHAT[mode]))
         if mode == "model":
-            st.caption("attribution: Integrated Gradients on each item's value embedding (baseline: every item "
-                       "at its training median), in log-odds; None = not read by the model (outside its 48 h window).")
+            with st.expander("For researchers: exact lab attributions and method"):
+                st.caption("Integrated Gradients on each item's value embedding (baseline: every item at its "
+                           "training median), in log-odds of the selected disease; items outside the model's "
+                           f"first {V.WINDOW_HOURS} h are not read.")
+                st.dataframe([{"item": k, "attribution (log-odds)": round(float(v), 4)}
+                              for k, v in sorted(attribution.items(), key=lambda kv: -abs(kv[1]))],
+                             hide_index=True, width="stretch")
     elif mode == "model":
         st.caption("The model read none of these results (all outside its window): no attribution.")
 
@@ -166,12 +183,14 @@ def _notes_panel(record: PatientRecord, spans_by_note: dict[int, list] | None, m
     if mode == "model" and word_spans is not None and spans_by_note:
         level = st.segmented_control(
             "Highlight", ["Sentences", "Words"], default="Sentences", key="notes_level",
-            help="Sentences: Integrated Gradients on every sentence's embedding. Words: the word pieces of the "
-                 f"top {TOP_SENTENCES} sentences, by Integrated Gradients through the text model (takes a few "
-                 "seconds the first time for each disease).") or "Sentences"
+            help="Sentences: how much each sentence raised or lowered the risk. Words: the words of the "
+                 f"{TOP_SENTENCES} most important sentences (takes a few seconds the first time for each "
+                 "disease).") or "Sentences"
         if level == "Words":
-            spans_by_note = word_spans()
-            st.caption(f"Word pieces of the {TOP_SENTENCES} sentences with the largest attribution; "
+            pieces = word_spans()
+            spans_by_note = {i: N.whole_words(record.notes[i].text, spans) for i, spans in pieces.items()
+                             if 0 <= i < len(record.notes)}
+            st.caption(f"Words of the {TOP_SENTENCES} sentences that moved the risk most; "
                        "the other sentences are not highlighted in this view.")
     query = st.text_input("Find in notes", key="notes_find", placeholder="a word or phrase, e.g. cough")
     hits = sum(len(N.find_spans(n.text, query)) for _, n in notes) if query.strip() else 0
@@ -189,7 +208,7 @@ def _notes_panel(record: PatientRecord, spans_by_note: dict[int, list] | None, m
         scale = max_abs(w for spans in spans_by_note.values() for _, _, w in spans)
         st.html(legend_html(scale, _ATTRIBUTION_WHAT[mode]))
     # st.html sanitises again (DOMPurify); our HTML is escaped already, so that is a second guard.
-    with st.container(height=640, border=False):  # as tall as the labs table
+    with st.container(height=480, border=False):
         st.html("".join(blocks))
 
 
@@ -230,9 +249,11 @@ def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None, m
     else:
         st.caption(f"Image {labels[0]}")
     image = record.images[index]
+    top = X.grey_levels(image)  # the sliders run in the film's own grey levels (0-255, 0-4095, ...)
     c1, c2 = st.columns(2)
-    centre = c1.slider("Window centre (level)", 0.0, 1.0, 0.5, 0.01, key="xray_centre")
-    width = c2.slider("Window width", 0.02, 1.0, 1.0, 0.01, key="xray_width")
+    centre = c1.slider(f"Window centre (0-{top})", 0, top, (top + 1) // 2, max(1, top // 255), key="xray_centre")
+    width = c2.slider(f"Window width (1-{top + 1})", 1, top + 1, top + 1, max(1, top // 255), key="xray_width")
+    centre, width = centre / top, width / top
     overlay = (overlays or {}).get(index)
     opacity = 0.5
     if overlay is not None:
@@ -244,9 +265,12 @@ def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None, m
     st.plotly_chart(fig, width="stretch", key="xray_chart",
                     config={"displaylogo": False, "scrollZoom": True})
     st.caption("Drag to zoom, scroll to zoom, double-click to reset."
-               + (" Overlay: where on the film the model found evidence for this disease (Grad-CAM on a late "
-                  "stage of the image encoder x integrated gradients; orange = stronger)."
+               + (" Overlay: where on the film the model found evidence for this disease (orange = stronger)."
                   if overlay is not None and mode == "model" else ""))
+    if overlay is not None and mode == "model":
+        with st.expander("For researchers: how the overlay is made"):
+            st.caption("Grad-CAM on a late stage of the image encoder multiplied by Integrated Gradients on the "
+                       "pixels, for the selected disease's logit.")
     with st.expander("Image details"):
         st.dataframe(X.metadata_frame(image), hide_index=True, width="stretch")
 
@@ -297,38 +321,32 @@ def _default_disease(record: PatientRecord, scores: PatientScores | None, option
 
 
 def _predictions_table(scores: PatientScores, disease: str | None) -> None:
-    frame = C.predictions_frame(scores).drop(columns=["spread"])
-    frame["disease"] = [("▶ " if d == disease else "") + short_label(d) for d in frame["disease"]]
-    frame[["probability", "threshold"]] *= 100  # percent columns read "43%", not "0.43"
-    st.dataframe(
-        frame, hide_index=True, width="stretch", key="predictions_table",
-        height=35 * (len(frame) + 1) + 3,
-        column_config={
-            "disease": st.column_config.TextColumn("disease", width="medium", help="▶ marks the disease explained on the right."),
-            "probability": st.column_config.ProgressColumn(
-                "probability", format="%.0f%%", min_value=0.0, max_value=100.0, width="small",
-                help="Calibrated probability (temperature scaling fitted on validation patients)."),
-            "threshold": st.column_config.NumberColumn(
-                "thr.", format="%.0f%%", width="small",
-                help="Decision threshold (F1-optimal on validation patients)."),
-            "call": st.column_config.TextColumn("vs thr.", width="small"),
-            "range": st.column_config.TextColumn("subset range", width="small",
-                                                 help=f"{UNCERTAINTY_NAME}: {UNCERTAINTY_HELP}"),
-        })
-    st.caption(f"Uncertainty: the {UNCERTAINTY_NAME}. {UNCERTAINTY_HELP}")
+    frame = C.predictions_display(scores, disease)
+    st.dataframe(frame, hide_index=True, width="stretch", key="predictions_table",
+                 height=T.table_height(len(frame)), column_config=T.predictions_columns())
 
 
 def _contribution_chart(scores: PatientScores, disease: str) -> None:
     k = scores.index(disease)
     st.markdown("**" + C.probability_sentence(disease, float(scores.probabilities[k]), float(scores.thresholds[k]),
                                               float(scores.subset_low[k]), float(scores.subset_high[k])) + "**")
-    base, contributions, logit = C.scores_contributions(scores, disease)
-    fig = C.waterfall_figure(base, contributions, logit)
-    st.plotly_chart(fig, width="stretch", key="contrib_chart", config={"displaylogo": False})
-    st.caption(C.contribution_sentence(contributions, C.present_by_modality(scores))
-               + f" Bars start at the base value (every modality hidden) and add up to the model's log-odds "
-                 f"({logit:+.2f}); probability = sigmoid(log-odds / {scores.temperature:.2f}). "
-                 "Orange raises the risk, blue lowers it.")
+    start, points, end = C.risk_points(scores, disease)
+    st.plotly_chart(C.risk_figure(start, points, end), width="stretch", key="risk_chart",
+                    config={"displaylogo": False})
+    st.caption(C.risk_sentence(points, C.present_by_modality(scores))
+               + " Orange raised the risk, blue lowered it; the points add up to this patient's risk.")
+    with st.expander("For researchers: exact contributions (log-odds), formula and methods"):
+        base, contributions, logit = C.scores_contributions(scores, disease)
+        st.plotly_chart(C.waterfall_figure(base, contributions, logit), width="stretch", key="contrib_chart",
+                        config={"displaylogo": False})
+        st.caption(C.contribution_sentence(contributions, C.present_by_modality(scores)))
+        st.markdown(
+            f"Exact Shapley values of the fusion tokens (four modality-specific tokens and the shared token), on the "
+            f"logit: base value {base:+.3f} (every modality hidden) + contributions = {logit:+.3f}; probability = "
+            f"sigmoid(log-odds / {scores.temperature:.2f}) (temperature scaling fitted on validation patients). "
+            "The percentage points above are the Shapley values of that calibrated probability over the same tokens "
+            "(medfuse_core/explain/probability_scale.py). The range in the table is the "
+            f"{UNCERTAINTY_NAME}: {UNCERTAINTY_HELP}")
 
 
 def _report_content(source: str, checkpoint: str, record: PatientRecord, scores: PatientScores | None,
@@ -417,13 +435,16 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
     else:
         evidence = {"labs": None, "notes": None, "vitals": None, "image": None}
     _evidence_banner(mode, disease)
+    if planted and not any(evidence.get(route) for route in ("labs", "notes", "vitals", "image")):
+        st.info(f"Nothing was planted for {short_label(disease or '')} in this synthetic patient: the generator put "
+                "no evidence for it in any panel, so none is shaded.", icon=":material/info:")
     st.divider()
-    left, right = st.columns([11, 9], gap="medium")
-    with left:
-        _lab_panel(source, record, evidence["labs"] or None, mode)
-    with right:
-        _notes_panel(record, evidence["notes"] or None, mode,
-                     (lambda: _word_spans(source, checkpoint, patient_id, disease)) if mode == "model" else None)
+    # the labs table full width: at 1440 px every column (previous value, n, hours, result time) fits
+    _lab_panel(source, record, evidence["labs"] or None, mode,
+               (model_evidence or {}).get("labs_read") if mode == "model" else None)
+    st.divider()
+    _notes_panel(record, evidence["notes"] or None, mode,
+                 (lambda: _word_spans(source, checkpoint, patient_id, disease)) if mode == "model" else None)
     st.divider()
     left, right = st.columns([3, 2], gap="medium")
     with left:
