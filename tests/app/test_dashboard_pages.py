@@ -151,6 +151,38 @@ def test_planted_evidence_follows_the_disease(with_model: Path) -> None:
     assert not [s for s in at.slider if s.key == "xray_opacity"]
 
 
+def test_planted_truth_for_mortality_says_nothing_was_planted(with_model: Path) -> None:
+    at = _page("views/patient.py", patient="P00003")
+    at.selectbox(key="disease").select("In-hospital mortality").run()
+    at.toggle(key="show_planted").set_value(True).run()
+    _ok(at)
+    assert "Nothing was planted for In-hospital mortality" in _text(at.info)
+    at.selectbox(key="disease").select("Congestive heart failure; nonhypertensive").run()  # planted: no such note
+    _ok(at)
+    assert "Nothing was planted" not in _text(at.info)
+
+
+def test_clinician_view_has_no_log_odds_jargon_outside_the_researcher_expander(with_model: Path) -> None:
+    at = _page("views/patient.py", patient="P00004")
+    _ok(at)
+    outside = " ".join(str(e.value) for kind in ("markdown", "caption", "info", "warning")
+                       for e in getattr(at.main, kind) if not _inside_expander(at, e))
+    for jargon in ("log-odds", "sigmoid", "Base value", "Shared across modalities", "subset range",
+                   "Integrated Gradients", "Grad-CAM", "Temperature"):
+        assert jargon not in outside, jargon
+    assert "points" in _text(at.caption)  # how much each source moved the risk
+    researcher = next(e for e in at.expander if e.label.startswith("For researchers: exact contributions"))
+    assert "sigmoid" in _text(researcher.markdown) and "log-odds" in _text(researcher.caption)
+
+
+def _inside_expander(at: AppTest, element) -> bool:
+    for expander in at.expander:
+        for kind in ("markdown", "caption", "info", "warning"):
+            if any(e is element for e in getattr(expander, kind)):
+                return True
+    return False
+
+
 # ------------------------------------------------------------------------------ model card
 
 
@@ -163,6 +195,10 @@ def test_model_card_shows_the_evaluation(with_model: Path) -> None:
     assert len(_frame(at, "label")) == 11
     assert "Calibration" in [s.value for s in at.subheader]
     assert not any("no reliability data" in i.value for i in at.info)
+    from medfuse_core.provenance import absolute_paths
+
+    shown = _text(at.caption) + _text(at.markdown)
+    assert "trained on" in shown and not absolute_paths(shown)  # no path of the machine that built it
 
 
 # ------------------------------------------------------------------------------ upload
@@ -193,6 +229,10 @@ def test_upload_good_bundle_is_scored(with_model: Path) -> None:
     assert not at.error, [e.value for e in at.error]
     assert at.header[0].value == "Patient P00004"
     assert len(_frame(at, "call")) == 11
+    table = _frame(at, "call")  # the probabilities are there, as on the review page (issue 18)
+    assert {"probability", "threshold", "range"} <= set(table.columns) and table["probability"].max() > 1
+    words = _frame(at, "effect on risk")
+    assert words["evidence"].is_unique  # a copied-forward note sentence is listed once
     column = "evidence (attribution, log-odds)"
     before = _frame(at, column)
     assert set(before["modality"]) <= {"Labs", "Notes", "Vitals", "X-ray"} and len(before) >= 3
