@@ -69,7 +69,7 @@ def risk_sentence(points: Mapping[str, float], present: Mapping[str, bool] | Non
     return text[0].upper() + text[1:]
 
 
-def risk_figure(start: float, points: Mapping[str, float], end: float, height: int = 300) -> go.Figure:
+def risk_figure(start: float, points: Mapping[str, float], end: float, height: int = 270) -> go.Figure:
     """The clinician's chart: from the no-data risk to this patient's risk, one bar per source, in
     percentage points (orange raises, blue lowers); the exact log-odds chart is the researchers'."""
     names = [NO_DATA_NAME, *points, PATIENT_NAME]

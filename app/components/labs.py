@@ -171,7 +171,7 @@ def effect_words(weight: float, scale: float) -> str:
 
 def read_by_model(latest: pd.DataFrame, read: Mapping[str, Mapping[str, Any]] | None) -> pd.Series:
     """Per row of the latest-per-item table, the value the model read and its time when that is not the
-    latest value shown ('137 at 2130-01-02 08:00'); '' where they are the same or the model read none."""
+    latest value shown ('137 at 01-02 08:00', month-day time); '' where they are the same or the model read none."""
     out = []
     for item, value, time in zip(latest["item"], latest["value"], latest["time"]):
         seen = (read or {}).get(item)
@@ -180,7 +180,7 @@ def read_by_model(latest: pd.DataFrame, read: Mapping[str, Mapping[str, Any]] | 
             continue
         seen_time = str(seen.get("time") or "")[:16].replace("T", " ")
         same = str(seen.get("value") or "") == str(value) and (not seen_time or seen_time == str(time)[:16])
-        out.append("" if same else f"{seen.get('value') or '?'} at {seen_time or 'unknown time'}")
+        out.append("" if same else f"{seen.get('value') or '?'} at {seen_time[5:] or 'unknown time'}")
     return pd.Series(out, index=latest.index, dtype=object)
 
 

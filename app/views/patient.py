@@ -140,22 +140,30 @@ def _lab_panel(source: str, record: PatientRecord, attribution: dict | None, mod
                    "'previous' is the result before it, n the number of results")
         table = latest[["item", "value", "flag", "reference", "unit", "previous", "n", "hours", "time",
                         "abnormal", "stamp", "critical"]].copy()
-        config = {"n": st.column_config.NumberColumn("n", width="small")}
-        if mode == "model" and read:
-            table.insert(table.columns.get_loc("hours"), "model read", L.read_by_model(table, read))
-            config["model read"] = st.column_config.TextColumn(
-                "model read", help="The result the model read for this item (its last one in the model's first "
-                                   f"{V.WINDOW_HOURS} h), where it is not the latest value shown.")
-    small = {c: st.column_config.TextColumn(c, width="small") for c in ("value", "unit", "previous", "flag")}
+        config = {}
+        seen = L.read_by_model(table, read) if mode == "model" and read else None
+        if seen is not None and seen.str.len().gt(0).any():  # only when some value read is not the latest shown
+            table.insert(table.columns.get_loc("hours"), "model read", seen)
+            config["model read"] = {"help": "The result the model read for this item (its last one in the model's "
+                                            f"first {V.WINDOW_HOURS} h), where it is not the latest value shown."}
+    # pixel widths so every column fits 1440 px (issue 18); helper columns (abnormal, stamp, critical) are
+    # left out by column_order
+    widths = {"item": 134, "value": 62, "attribution": 130, "flag": 100, "reference": 86, "unit": 62,
+              "previous": 66, "n": 36, "model read": 112, "hours": 66, "time": 128}
+    shown = [c for c in ("item", "value", "attribution", "flag", "reference", "unit", "previous", "n", "model read",
+                         "hours", "time") if c in table.columns or (c == "attribution" and attribution)]
+    labels = {"hours": "h", "time": "result time", "attribution": "effect on risk"}
+    column_config = {c: st.column_config.Column(labels.get(c, c), width=widths[c]) for c in shown}
+    column_config["attribution"] = st.column_config.Column(
+        "effect on risk", width=widths["attribution"],
+        help="Whether this result raised or lowered the risk of the selected disease, and how strongly compared "
+             "with this patient's other results; – = not read by the model.")
+    for name, setting in config.items():
+        column_config[name] = st.column_config.Column(labels.get(name, name), width=widths.get(name),
+                                                      help=getattr(setting, "get", lambda *_: None)("help"))
     height = min(36 * (len(table) + 1) + 4, 640)  # the latest-per-item view usually fits unscrolled
     st.dataframe(L.style_labs(table, attribution), hide_index=True, width="stretch", height=height,
-                 column_config={**small, "hours": st.column_config.TextColumn("h", width="small"),
-                                "time": st.column_config.TextColumn("result time", width="medium"),
-                                "attribution": st.column_config.TextColumn(
-                                    "effect on risk", help="Whether this result raised or lowered the risk of the "
-                                                           "selected disease, and how strongly compared with this "
-                                                           "patient's other results; – = not read by the model."),
-                                **config})
+                 column_order=shown, column_config=column_config)
     if attribution:
         st.html(legend_html(max_abs(attribution.values()), _ATTRIBUTION_WHAT[mode]))
         if mode == "model":
@@ -380,7 +388,7 @@ def _report_content(source: str, checkpoint: str, record: PatientRecord, scores:
 def _downloads(source: str, checkpoint: str, record: PatientRecord, scores: PatientScores | None,
                disease: str | None, model_evidence: dict[str, Any] | None = None) -> None:
     content = _report_content(source, checkpoint, record, scores, disease, model_evidence)
-    c1, c2, _ = st.columns([1, 1, 3])
+    c1, c2 = st.columns(2)
     patient = record.patient_id  # each download is logged when the file is made (app/auth.py audited)
     html_report = audited(lambda: R.report_html(content), "export_report", patient, format="html", disease=disease)
     pdf_report = audited(lambda: R.report_pdf(content), "export_report", patient, format="pdf", disease=disease)
@@ -407,19 +415,23 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
         st.session_state[DISEASE_PATIENT_KEY] = opened
     if scores is not None:
         st.subheader("Predictions")
-        left, right = st.columns([6, 5], gap="medium")
+        left, right = st.columns([3, 2], gap="medium")
         with right:
             disease = st.selectbox("Disease", options, key="disease", format_func=short_label,
                                    help="The disease whose contributions and evidence are shown.")
             _contribution_chart(scores, disease)
         with left:
             _predictions_table(scores, disease)
+            if disease:  # the report buttons fill the space under the table beside the taller chart
+                _downloads(source, checkpoint, record, scores, disease, _model_evidence(source, checkpoint,
+                                                                                       patient_id, disease))
     elif options:
         disease = st.selectbox("Disease (for the planted evidence)", options, key="disease")
     model_evidence = None
     if scores is not None and disease:
         model_evidence = _model_evidence(source, checkpoint, patient_id, disease)
-    _downloads(source, checkpoint, record, scores, disease, model_evidence)
+    if scores is None or not disease:
+        _downloads(source, checkpoint, record, scores, disease, model_evidence)
 
     planted = False
     if record.truth is not None:

@@ -149,7 +149,7 @@ def _bundle_section() -> None:
 @st.fragment
 def _explained(scores: PatientScores, digest: str, checkpoint: str, pid: str, record) -> None:
     """Disease selector and waterfall: switching the disease reruns only this part."""
-    left, right = st.columns([6, 5], gap="medium")
+    left, right = st.columns([3, 2], gap="medium")
     with right:
         disease = st.selectbox("Disease", scores.labels, index=scores.top, key="upload_disease", format_func=short_label)
         k = scores.index(disease)

@@ -52,7 +52,7 @@ def test_lab_effect_in_words_and_the_value_the_model_read_with_its_time() -> Non
     read = {"Glucose": {"value": "137", "time": "2130-01-02T06:00:00"}, "Sodium": {"value": "140",
                                                                                   "time": "2130-01-01 10:00:00"}}
     shown = L.read_by_model(latest, read).tolist()
-    assert shown == ["137 at 2130-01-02 06:00", "", ""]
+    assert shown == ["137 at 01-02 06:00", "", ""]
 
 
 def test_word_pieces_merge_into_whole_words() -> None:

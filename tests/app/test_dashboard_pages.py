@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app.components.worklist import short_label
 from medfuse_core.sources.bundle import find_bundles
 from tests.app.test_patient_page import write_hostile_bundle
 
@@ -99,7 +100,7 @@ def test_review_shows_predictions_and_switches_disease_and_patient(with_model: P
     table = _frame(at, "call")
     assert len(table) == 11 and set(table["call"]) <= {"above", "below"}
     first = at.selectbox(key="disease").value
-    assert table["disease"][0] == "▶ " + first.split(" (")[0].split(";")[0]  # default: the highest risk
+    assert table["disease"][0] == "▶ " + short_label(first)  # default: the highest risk
     sentence = _text(at.markdown)
     assert "estimated probability" in sentence and "modality-subset range" in sentence
 
@@ -110,14 +111,14 @@ def test_review_shows_predictions_and_switches_disease_and_patient(with_model: P
 
     labels = json.loads((with_model / "config.json").read_text())["model"]["labels"]
     lowest = _frame(_page("views/patient.py", patient="P00026"), "call")["disease"].iloc[-1]
-    at.selectbox(key="disease").select(next(d for d in labels if d.startswith(lowest))).run()
+    at.selectbox(key="disease").select(next(d for d in labels if short_label(d) == lowest)).run()
     at.selectbox(key="patient_picker").select("P00026").run()  # labs only
     _ok(at)
     assert at.title[0].value == "Patient P00026"
     # a newly picked patient opens on its own top disease, not the previous patient's choice (issue 18)
     table = _frame(at, "call")
     top = at.selectbox(key="disease").value
-    assert table["disease"][0] == "▶ " + top.split(" (")[0].split(";")[0]
+    assert table["disease"][0] == "▶ " + short_label(top)
     assert "Absent, so contributing nothing" in _text(at.caption)
 
 
@@ -130,12 +131,12 @@ def test_review_opens_on_the_disease_the_worklist_was_sorted_by(with_model: Path
     at = _page("views/patient.py", patient="P00025", disease=other)
     _ok(at)
     assert at.selectbox(key="disease").value == other
-    assert any(d.startswith("▶ " + other.split(" (")[0].split(";")[0]) for d in _frame(at, "call")["disease"])
+    assert any(d.startswith("▶ " + short_label(other)) for d in _frame(at, "call")["disease"])
     at.selectbox(key="patient_picker").select("P00026").run()
     _ok(at)
     assert "disease" not in at.query_params
     table = _frame(at, "call")
-    assert table["disease"][0] == "▶ " + at.selectbox(key="disease").value.split(" (")[0].split(";")[0]
+    assert table["disease"][0] == "▶ " + short_label(at.selectbox(key="disease").value)
 
 
 def test_planted_evidence_follows_the_disease(with_model: Path) -> None:
