@@ -165,7 +165,7 @@ def _lab_panel(source: str, record: PatientRecord, attribution: dict | None, mod
     st.dataframe(L.style_labs(table, attribution), hide_index=True, width="stretch", height=height,
                  column_order=shown, column_config=column_config)
     if attribution:
-        st.html(legend_html(max_abs(attribution.values()), _ATTRIBUTION_WHAT[mode]))
+        st.html(legend_html(max_abs(attribution.values()), _ATTRIBUTION_WHAT[mode], numbers=mode != "model"))
         if mode == "model":
             with st.expander("For researchers: exact lab attributions and method"):
                 st.caption("Integrated Gradients on each item's value embedding (baseline: every item at its "
@@ -214,7 +214,7 @@ def _notes_panel(record: PatientRecord, spans_by_note: dict[int, list] | None, m
             blocks.append(N.note_html(heading, note.text, (spans_by_note or {}).get(i, ())))
     if spans_by_note and not query.strip():
         scale = max_abs(w for spans in spans_by_note.values() for _, _, w in spans)
-        st.html(legend_html(scale, _ATTRIBUTION_WHAT[mode]))
+        st.html(legend_html(scale, _ATTRIBUTION_WHAT[mode], numbers=mode != "model"))
     # st.html sanitises again (DOMPurify); our HTML is escaped already, so that is a second guard.
     with st.container(height=480, border=False):
         st.html("".join(blocks))
