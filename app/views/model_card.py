@@ -40,9 +40,9 @@ else:
     c1.metric("Labels", len(predictor.labels))
     c2.metric("Parameters", f"{int(summary.get('parameters', 0)):,}" if summary.get("parameters") else "–")
     c3.metric("Training patients", data.get("n_train", "–"))
-    c4.metric("Temperature", f"{predictor.temperature:.3f}")
+    c4.metric("Best epoch", summary.get("best_epoch", "–"))
     st.caption(f"Checkpoint `{portable_path(checkpoint)}` · variant `{model.get('variant', 'medfuse_lens')}` · "
-               f"trained on {_data_words(data)} · best epoch {summary.get('best_epoch', '–')} · "
+               f"trained on {_data_words(data)} · calibration temperature {predictor.temperature:.3f} · "
                f"device now `{predictor.device}`")
 
 card = Path(MODEL_CARD)
