@@ -31,6 +31,7 @@ from app import tables as T
 from app.scoring import TOP_SENTENCES, UNCERTAINTY_HELP, UNCERTAINTY_NAME, PatientScores, explain_panels
 from app.state import (checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
                        predictor_or_reason, scores_or_none)
+from medfuse_core.provenance import portable_path
 from medfuse_core.record import PatientRecord
 
 PATIENT_PARAM = "patient"  # ?patient=P00012 makes a review page linkable
@@ -363,9 +364,6 @@ def _report_content(source: str, checkpoint: str, record: PatientRecord, scores:
     latest, _ = _lab_tables(source, record.patient_id)
     evidence: dict[str, list[str]] = {}
     abnormal = latest[latest["abnormal"]] if not latest.empty else latest
-    evidence["Abnormal lab results (latest value)"] = [
-        f"{r.item}: {r.value} {r.unit} ({r.flag or 'abnormal'}; reference {r.reference or 'not given'})"
-        for r in abnormal.itertuples(index=False)]
     top = ((model_evidence or {}).get("summary") or {}).get("top") or {}
     names = {"labs": "labs", "notes": "note sentences", "vitals": "vital-sign hours", "image": "X-ray"}
     for route, lines in top.items():
@@ -378,11 +376,32 @@ def _report_content(source: str, checkpoint: str, record: PatientRecord, scores:
     notes = [(N.note_heading(n.time, n.category, record.hours_since_index(n.time)
                              if n.time is not None and pd.notna(n.time) else None), n.text)
              for n in record.notes if n.text.strip()]
+    image = overlay = None
+    caption = ""
+    if record.images:
+        maps = (model_evidence or {}).get("image") or {}
+        index = next(iter(maps), len(record.images) - 1) if maps else len(record.images) - 1
+        index = index if 0 <= index < len(record.images) else 0
+        film = record.images[index]
+        image, overlay = film.pixels, maps.get(index)
+        caption = X.image_label(index, film, record.hours_since_index(film.time) if film.time is not None else None)
+    vitals = {}
+    table = record.vitals.table
+    for channel in V.channels_present(record)[:6]:
+        rows = table[table["channel"] == channel]
+        shown = V.display_of(channel)
+        vitals[f"{shown.label} ({shown.unit})" if shown.unit else shown.label] = (
+            record.hours_since_index(rows["time"]).to_numpy(dtype=float), rows["value"].to_numpy(dtype=float))
+    labs = [{"item": r.item, "value": r.value, "unit": r.unit, "flag": r.flag or "abnormal",
+             "reference": r.reference, "time": f"{r.time} ({r.hours:+.1f} h)" if pd.notna(r.hours) else r.time}
+            for r in abnormal.itertuples(index=False)]
     return R.ReportContent(
         patient_id=record.patient_id, demographics=H.demographics_line(record, V.body_size(record)),
         modalities=", ".join(H.MODALITY_NAMES[m] for m in record.present_modalities) or "none",
-        scores=scores, disease=disease, checkpoint=checkpoint, synthetic_model=model_is_synthetic(checkpoint),
-        synthetic_data=record.truth is not None, evidence=evidence, notes=notes)
+        scores=scores, disease=disease, checkpoint=portable_path(checkpoint),
+        synthetic_model=model_is_synthetic(checkpoint), synthetic_data=record.truth is not None, evidence=evidence,
+        notes=notes, image=image, overlay=overlay, image_caption=caption, vitals=vitals, labs=labs,
+        coverage=R.coverage_lines(record, V.WINDOW_HOURS, H.MODALITY_NAMES))
 
 
 def _downloads(source: str, checkpoint: str, record: PatientRecord, scores: PatientScores | None,
