@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.auth import audit_event, audited
+from app.auth import DEV_VIEWER, audit_event, audited, current_viewer
 from app.components import labs as L
 from app.components import notes as N
 from app.components import patient_header as H
@@ -358,6 +358,34 @@ def _contribution_chart(scores: PatientScores, disease: str) -> None:
             f"{UNCERTAINTY_NAME}: {UNCERTAINTY_HELP}")
 
 
+def _feedback_form(checkpoint: str, patient_id: str, disease: str, evidence: dict[str, Any] | None) -> None:
+    """Agree / disagree / implausible, with an optional comment, on the prediction or one piece of its
+    evidence; kept in the audit trail (medfuse_core/feedback.py). A form: nothing reruns until it is sent."""
+    from medfuse_core import audit
+    from medfuse_core.feedback import MAX_COMMENT, PREDICTION_TARGET, VERDICTS, record_feedback
+
+    items = ((evidence or {}).get("summary") or {}).get("items") or {}
+    names = {"labs": "Lab", "notes": "Note", "vitals": "Vital signs", "image": "X-ray"}
+    targets = [PREDICTION_TARGET] + [f"{names.get(route, route)}: {what}" for route, rows in items.items()
+                                     for what, _ in rows]
+    with st.expander("Feedback on this prediction or its evidence"):
+        with st.form(f"feedback_{patient_id}", clear_on_submit=True, border=False):
+            target = st.selectbox("About", targets, key="feedback_target")
+            verdict = st.radio("Your view", VERDICTS, horizontal=True, key="feedback_verdict",
+                               format_func=str.capitalize)
+            comment = st.text_area("Comment (optional)", key="feedback_comment", max_chars=MAX_COMMENT, height=68)
+            sent = st.form_submit_button("Send feedback")
+        if sent:
+            viewer = current_viewer() or DEV_VIEWER
+            try:
+                record_feedback(verdict, user=viewer.name, role=viewer.role, patient_id=patient_id,
+                                checkpoint=checkpoint, label=disease, target=target, comment=comment)
+            except (ValueError, audit.AuditError) as exc:
+                st.error(f"The feedback was not saved: {exc}")
+            else:
+                st.success(f"Saved: {verdict} on {target[:60]} (audit trail).", icon=":material/check_circle:")
+
+
 def _report_content(source: str, checkpoint: str, record: PatientRecord, scores: PatientScores | None,
                     disease: str | None, model_evidence: dict[str, Any] | None = None) -> R.ReportContent:
     """What the exported report holds (plain text; the report escapes it)."""
@@ -439,6 +467,7 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
             disease = st.selectbox("Disease", options, key="disease", format_func=short_label,
                                    help="The disease whose contributions and evidence are shown.")
             _contribution_chart(scores, disease)
+            _feedback_form(checkpoint, patient_id, disease, _model_evidence(source, checkpoint, patient_id, disease))
         with left:
             _predictions_table(scores, disease)
             if disease:  # the report buttons fill the space under the table beside the taller chart

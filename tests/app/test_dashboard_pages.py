@@ -267,3 +267,32 @@ def test_upload_bad_zips_show_errors(with_model: Path, tmp_path: Path) -> None:
     _ok(at)
     assert "the path would leave the upload folder" in " ".join(_frame(at, "message")["message"])
     assert not (tmp_path.parent / "escape.txt").exists()
+
+
+# ------------------------------------------------------------------------------ feedback
+
+
+def test_feedback_from_the_review_reaches_the_audit_trail_and_the_lab(with_model: Path, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    from medfuse_core import audit
+    from medfuse_core.feedback import read_feedback
+
+    log = tmp_path / "audit.log"
+    monkeypatch.setenv("MEDFUSE_LENS_AUDIT_LOG", str(log))
+    at = _page("views/patient.py", patient="P00004")
+    _ok(at)
+    disease = at.selectbox(key="disease").value
+    at.radio(key="feedback_verdict").set_value("implausible")
+    at.text_area(key="feedback_comment").input("boilerplate <i>sentence</i> as evidence")
+    next(b for b in at.button if "Send feedback" in str(b.label)).click().run()
+    _ok(at)
+    assert "Saved: implausible" in _text(at.success)
+    frame = read_feedback(log)
+    assert len(frame) == 1 and frame["patient_id"][0] == "P00004" and frame["label"][0] == disease
+    assert frame["user"][0] == "dev" and frame["checkpoint"][0] and audit.verify(log).ok
+
+    lab = _page("views/lab.py")
+    _ok(lab)
+    per_label = _frame(lab, "implausible")
+    assert per_label.set_index("label").loc[disease, "implausible"] == 1
+    assert any(b.label == "Feedback (CSV)" for b in lab.get("download_button"))
