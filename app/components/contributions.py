@@ -88,6 +88,19 @@ def risk_figure(start: float, points: Mapping[str, float], end: float, height: i
     return fig
 
 
+def trajectory_figure(hours: list[float], probabilities: list[float], disease: str, height: int = 220) -> go.Figure:
+    """One disease's risk over the stay: the model re-run at each cut-off (medfuse_core/trajectory.py)."""
+    fig = go.Figure(go.Scatter(x=hours, y=[100 * p for p in probabilities], mode="lines+markers",
+                               line={"color": _rgb(POSITIVE_RGB), "shape": "hv"}, marker={"size": 6},
+                               hovertemplate="by %{x:.0f} h: %{y:.0f}%<extra></extra>"))
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 30, "b": 35}, plot_bgcolor="white",
+                      title={"text": html.escape(f"{disease}: risk with the data available by each hour"),
+                             "font": {"size": 13}},
+                      xaxis={"title": {"text": "hours from admission"}, "ticksuffix": " h", "gridcolor": "#eee"},
+                      yaxis={"range": [0, 100], "ticksuffix": "%", "gridcolor": "#eee"})
+    return fig
+
+
 def _rgb(rgb: tuple[int, int, int]) -> str:
     return "rgb({}, {}, {})".format(*rgb)
 

@@ -28,6 +28,7 @@ from app.components import contributions as C
 from app.components import evidence as E
 from app.components import report as R
 from app import tables as T
+from app.scoring import interactive_threads
 from app.scoring import TOP_SENTENCES, UNCERTAINTY_HELP, UNCERTAINTY_NAME, PatientScores, explain_panels
 from app.state import (checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
                        predictor_or_reason, scores_or_none)
@@ -358,6 +359,79 @@ def _contribution_chart(scores: PatientScores, disease: str) -> None:
             f"{UNCERTAINTY_NAME}: {UNCERTAINTY_HELP}")
 
 
+@st.cache_data(show_spinner="Re-running the model on the data available at each point of the stay...", max_entries=64)
+def _trajectory(source: str, checkpoint: str, stamp: float, patient_id: str) -> Any:
+    """medfuse_core.trajectory.risk_trajectory, cached per patient and checkpoint."""
+    from medfuse_core.trajectory import risk_trajectory
+
+    predictor, _ = predictor_or_reason(checkpoint)
+    with interactive_threads():
+        return risk_trajectory(predictor, _record(source, patient_id))
+
+
+@st.cache_resource(show_spinner="Preparing the reference patients (first time only)...", max_entries=4)
+def _reference_bank(source: str, checkpoint: str, stamp: float) -> tuple[Any, str]:
+    """The next test's reference patients: for a model trained on a `synth` cohort, the first
+    REFERENCE_PATIENTS of that very training cohort regenerated in memory (the generator is deterministic);
+    otherwise the patients of the current source. (bank, what it is in words)."""
+    from medfuse_core.next_test import build_reference_bank
+    from medfuse_core.sources.synth import generate_patient
+
+    predictor, _ = predictor_or_reason(checkpoint)
+    made_by = str(((predictor.config.get("data") or {}).get("made_by")) or "")
+    words = made_by.split()
+    with interactive_threads():
+        if words[:1] == ["synth"] and "--seed" in words:
+            seed = int(words[words.index("--seed") + 1])
+            size = int(words[words.index("--image-size") + 1]) if "--image-size" in words else \
+                int(predictor.featurizer.spec.image_size)
+            records = [generate_patient(seed, i, image_size=size) for i in range(REFERENCE_PATIENTS)]
+            return build_reference_bank(predictor, records), (f"{REFERENCE_PATIENTS} patients of the model's training "
+                                                              f"cohort (`{made_by}`)")
+        return build_reference_bank(predictor, load_cohort(source)), "the patients of the current source"
+
+
+REFERENCE_PATIENTS = 150
+NEXT_TEST_K = 20
+
+
+def _over_time_and_next_test(source: str, checkpoint: str, patient_id: str, scores: PatientScores,
+                             disease: str) -> None:
+    """Risk over time and the next test, each behind a switch (both run the model again)."""
+    c1, c2 = st.columns(2)
+    over_time = c1.toggle("Risk over time", key="show_trajectory",
+                          help="The model re-run on the data available at 6, 12, 24, 36 and 48 h and at each note "
+                               "and film: how this disease's risk built up, and what moved it.")
+    next_test = c2.toggle("What a missing test could change", key="show_next_test",
+                          help="For each source this patient lacks: the range its probability could move to, "
+                               "estimated from the most similar reference patients who had it.")
+    stamp = checkpoint_stamp(checkpoint)
+    if over_time:
+        trajectory = _trajectory(source, checkpoint, stamp, patient_id)
+        hours, probs = trajectory.series(disease)
+        st.plotly_chart(C.trajectory_figure(hours, probs, short_label(disease)), width="stretch",
+                        key="trajectory_chart", config={"displaylogo": False})
+        moves = trajectory.biggest_moves(disease)
+        st.caption(("What moved it: " + "; ".join(moves) + ".") if moves else
+                   "No arrival moved this risk by 5 points or more.")
+    if next_test:
+        from medfuse_core.next_test import next_test_for_record
+
+        bank, what = _reference_bank(source, checkpoint, stamp)
+        with interactive_threads():
+            ranges = next_test_for_record(predictor_or_reason(checkpoint)[0], _record(source, patient_id), bank,
+                                          k=NEXT_TEST_K)
+        k = scores.index(disease)
+        if not ranges:
+            st.caption("This patient has every source the model reads: no test is missing.")
+        for r in ranges:
+            st.markdown(f"- {H.MODALITY_NAMES[r.modality][:1].upper() + H.MODALITY_NAMES[r.modality][1:]} could move {short_label(disease)} from "
+                        f"{r.now[k]:.0%} to **{r.low[k]:.0%}–{r.high[k]:.0%}**")
+        st.caption(f"Estimated from the {NEXT_TEST_K} reference patients most like this one ({what}): their "
+                   "results for the missing source completed this patient's data; the range holds 90 % of the "
+                   "resulting probabilities (benchmarks/results/next_test.md: coverage on held-out patients).")
+
+
 def _feedback_form(checkpoint: str, patient_id: str, disease: str, evidence: dict[str, Any] | None) -> None:
     """Agree / disagree / implausible, with an optional comment, on the prediction or one piece of its
     evidence; kept in the audit trail (medfuse_core/feedback.py). A form: nothing reruns until it is sent."""
@@ -468,6 +542,7 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
                                    help="The disease whose contributions and evidence are shown.")
             _contribution_chart(scores, disease)
             _feedback_form(checkpoint, patient_id, disease, _model_evidence(source, checkpoint, patient_id, disease))
+        _over_time_and_next_test(source, checkpoint, patient_id, scores, disease)
         with left:
             _predictions_table(scores, disease)
             if disease:  # the report buttons fill the space under the table beside the taller chart

@@ -296,3 +296,19 @@ def test_feedback_from_the_review_reaches_the_audit_trail_and_the_lab(with_model
     per_label = _frame(lab, "implausible")
     assert per_label.set_index("label").loc[disease, "implausible"] == 1
     assert any(b.label == "Feedback (CSV)" for b in lab.get("download_button"))
+
+
+def test_risk_over_time_and_the_next_test_on_the_review(with_model: Path) -> None:
+    at = _page("views/patient.py", patient="P00026")  # labs only: notes, vitals and X-ray are missing
+    _ok(at)
+    charts = len(at.get("plotly_chart"))
+    at.toggle(key="show_trajectory").set_value(True).run()
+    _ok(at)
+    assert len(at.get("plotly_chart")) == charts + 1  # the trajectory, drawn only when asked for
+    assert any("risk with the data available" in c.proto.spec for c in at.get("plotly_chart"))
+    assert any("What moved it" in c.value or "No arrival moved" in c.value for c in at.caption)
+    at.toggle(key="show_next_test").set_value(True).run()
+    _ok(at)
+    said = _text(at.markdown)
+    assert "Chest X-ray could move" in said and "Clinical notes could move" in said and "Vital signs could" in said
+    assert "reference patients most like this one" in _text(at.caption)
