@@ -12,26 +12,28 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from app.components.shading import NEGATIVE_RGB, POSITIVE_RGB
-from app.scoring import TOKEN_LABELS, PatientScores
-from medfuse_core.explain.probability_scale import no_data_probability, probability_contributions
+from app.components.wording import TOKEN_LABELS, TOKEN_MODALITY, long_name
+
+if TYPE_CHECKING:  # the type only: components import no torch
+    from medfuse_core.explain.scores import PatientScores
 
 BASE_NAME = "Base value (no data)"
 OUTPUT_NAME = "Model output"
 TOTAL_RGB = (110, 110, 110)
-TOKEN_MODALITY = {"Labs (specific)": "labs", "Notes (specific)": "notes", "Vitals (specific)": "vitals",
-                  "X-ray (specific)": "image"}
 
 
-# The clinician's names of the fusion tokens (the researcher's view keeps TOKEN_LABELS).
-SOURCE_NAMES = {"Labs (specific)": "Labs", "Notes (specific)": "Notes", "Vitals (specific)": "Vital signs",
-                "X-ray (specific)": "Chest X-ray", "Shared across modalities": "Signals the sources agree on"}
+# The clinician's names of the fusion tokens (the researcher's view keeps TOKEN_LABELS): each modality's
+# name in running text from the registry ("Chest X-ray", "Lab results"), and the shared token in words.
+SOURCE_NAMES = {**{label: long_name(m)[:1].upper() + long_name(m)[1:] for label, m in TOKEN_MODALITY.items()},
+                **{label: "Signals the sources agree on" for label in TOKEN_LABELS.values()
+                   if label not in TOKEN_MODALITY}}
 NO_DATA_NAME = "Risk with no patient data"
 PATIENT_NAME = "This patient's risk"
 
@@ -42,15 +44,10 @@ def strength_word(points: float) -> str:
     return "strongly" if size >= 20 else "moderately" if size >= 5 else "slightly" if size >= 0.5 else "barely"
 
 
-def risk_points(scores: PatientScores, label: str) -> tuple[float, dict[str, float], float]:
-    """(risk with no data, {source name: percentage points it moved this patient's risk}, this patient's
-    risk), all in percent; the points add up exactly to the difference of the two risks
-    (medfuse_core/explain/probability_scale.py)."""
-    k = scores.index(label)
-    shares = probability_contributions(float(scores.base[k]), scores.contributions_for(label), scores.temperature)
-    start = 100 * no_data_probability(float(scores.base[k]), scores.temperature)
-    points = {SOURCE_NAMES.get(name, name): 100 * v for name, v in shares.items()}
-    return start, points, start + sum(points.values())
+def source_points(points: Mapping[str, float]) -> dict[str, float]:
+    """{token name: points} (medfuse_core/explain/probability_scale.py `risk_points`) under the clinician's
+    source names ("Chest X-ray", "Signals the sources agree on")."""
+    return {SOURCE_NAMES.get(name, name): float(v) for name, v in points.items()}
 
 
 def risk_sentence(points: Mapping[str, float], present: Mapping[str, bool] | None = None) -> str:

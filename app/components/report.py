@@ -14,16 +14,19 @@ import html
 import io
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from app.components.contributions import (contribution_sentence, contributions_frame, contributions_svg,
                                           predictions_frame, present_by_modality, probability_sentence,
-                                          risk_points, risk_sentence, scores_contributions, waterfall_steps)
+                                          risk_sentence, scores_contributions, source_points, waterfall_steps)
 from app.components.shading import NEGATIVE_RGB, POSITIVE_RGB
-from app.scoring import UNCERTAINTY_HELP, PatientScores
+from app.components.wording import UNCERTAINTY_HELP
+
+if TYPE_CHECKING:  # the type only: components import no torch
+    from medfuse_core.explain.scores import PatientScores
 
 CSS = """
 body{font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;color:#222;max-width:960px;margin:24px auto;padding:0 16px}
@@ -58,6 +61,9 @@ class ReportContent:
     vitals: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # "HR (bpm)" -> (hours, values)
     labs: list[dict[str, str]] = field(default_factory=list)  # abnormal results: item, value, unit, flag, time
     coverage: list[str] = field(default_factory=list)  # what the model did not read, and why
+    # (risk with no data, {source: percentage points}, this patient's risk) for `disease`, from
+    # medfuse_core/explain/probability_scale.py `risk_points` (the page computes it; components do no maths)
+    risk: tuple[float, dict[str, float], float] | None = None
 
 
 def _png(fig) -> str:
@@ -150,10 +156,11 @@ def report_html(content: ReportContent) -> str:
                        f"fewer sources: {_e(UNCERTAINTY_HELP)}</p>")
         if c.disease:
             k = s.index(c.disease)
-            _, points, _ = risk_points(s, c.disease)
+            points = source_points(c.risk[1]) if c.risk else {}
             parts.append(f"<h2>Why: {_e(c.disease)}</h2>")
             parts.append(f"<p>{_e(probability_sentence(c.disease, float(s.probabilities[k]), float(s.thresholds[k]), float(s.subset_low[k]), float(s.subset_high[k])))}</p>")
-            parts.append(f"<p>{_e(risk_sentence(points, present_by_modality(s)))}</p>")
+            if points:
+                parts.append(f"<p>{_e(risk_sentence(points, present_by_modality(s)))}</p>")
     parts += _html_panels(c)
     if s is not None:
         parts.append("<h2>For researchers: exact contributions (log-odds)</h2>")
@@ -254,10 +261,10 @@ def report_pdf(content: ReportContent) -> bytes:
             why_bottom = table_bottom
             if c.disease:
                 k = s.index(c.disease)
-                _, points, _ = risk_points(s, c.disease)
+                points = source_points(c.risk[1]) if c.risk else {}
                 why = (probability_sentence(c.disease, float(s.probabilities[k]), float(s.thresholds[k]),
                                             float(s.subset_low[k]), float(s.subset_high[k]))
-                       + " " + risk_sentence(points, present_by_modality(s)))
+                       + (" " + risk_sentence(points, present_by_modality(s)) if points else ""))
                 fig.text(0.66, top - 0.012, "Why: " + short_label(c.disease), fontsize=9, weight="bold", va="top",
                          parse_math=False)
                 wrapped = _wrap(why, 48)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from app.scoring import PatientScores
+from medfuse_core.modalities import REGISTRY
 from medfuse_core.record import MODALITIES, PatientRecord
 
+if TYPE_CHECKING:  # the type only: components import no torch
+    from medfuse_core.explain.scores import PatientScores
+
 # Plain-text codes, not emoji: they render on every machine (a clinic PC may lack an emoji font).
-MODALITY_CODES = {"labs": "LAB", "notes": "NOTE", "vitals": "VIT", "image": "CXR"}
+MODALITY_CODES = {s.key: s.code for s in REGISTRY}
 
 
 def modality_badges(record: PatientRecord) -> str:
@@ -22,8 +26,8 @@ def data_summary(record: PatientRecord) -> str:
     """What data the patient has, with counts, in one short column: 'LAB 24 · NOTE 3 · VIT · CXR 1'
     (absent modalities left out), so the worklist fits 1440 px without hiding the counts."""
     counts = {"labs": len(record.labs.table) if record.labs.present else 0, "notes": len(record.notes),
-              "vitals": None, "image": len(record.images)}
-    parts = [MODALITY_CODES[m] + (f" {counts[m]}" if counts[m] else "") for m in MODALITIES if record.has(m)]
+              "image": len(record.images)}  # vitals: a series, its count says little
+    parts = [MODALITY_CODES[m] + (f" {counts[m]}" if counts.get(m) else "") for m in MODALITIES if record.has(m)]
     return " · ".join(parts) or "no data"
 
 

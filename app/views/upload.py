@@ -10,7 +10,7 @@ explained on the spot, the others' problems still shown. Results are cached by t
 the checkpoint, so switching the disease does not unpack and score again.
 
 A checkpoint is accepted only as config.json + model.safetensors, checked before anything is written
-(medfuse_core/train/checkpoint.py `install_checkpoint`); "Use this checkpoint" sets the sidebar's
+(medfuse_core/runtime/checkpoint.py `install_checkpoint`); "Use this checkpoint" sets the sidebar's
 checkpoint folder (st.session_state["checkpoint_dir"]) in a button callback, before the sidebar is drawn.
 """
 
@@ -27,11 +27,15 @@ from app.bundle_zip import UploadResult, new_session_dir, read_upload, touch
 from app.components import contributions as C
 from app.components import evidence as E
 from app.components import patient_header as H
+from app.components.wording import NO_DATA_MESSAGE, UNCERTAINTY_HELP, UNCERTAINTY_NAME
+from app.scoring import explain_panels
 from app.components.worklist import short_label
 from app import tables as T
-from app.scoring import NO_DATA_MESSAGE, UNCERTAINTY_HELP, UNCERTAINTY_NAME, PatientScores, explain_panels, is_checkpoint
 from app.state import checkpoint_stamp, current_checkpoint, predictor_or_reason
-from medfuse_core.train.checkpoint import UPLOAD_FILES, install_checkpoint
+from medfuse_core.explain.scores import PatientScores
+from medfuse_core.explain.probability_scale import risk_points
+from medfuse_core.modalities import REGISTRY
+from medfuse_core.runtime.checkpoint import UPLOAD_FILES, install_checkpoint, is_checkpoint
 
 require_role("researcher")
 
@@ -77,8 +81,8 @@ def evidence_rows(evidence: dict) -> list[dict[str, str]]:
     """The top evidence per modality with exact attributions, for researchers (st.dataframe shows text as
     text: nothing is HTML). Each note sentence appears once (summed over copies)."""
     top = (evidence.get("summary") or {}).get("top") or {}
-    return [{"modality": EVIDENCE_NAMES.get(m, m), "evidence (attribution, log-odds)": line}
-            for m in ("labs", "notes", "vitals", "image") for line in top.get(m, [])]
+    return [{"modality": s.display_name, "evidence (attribution, log-odds)": line}
+            for s in REGISTRY for line in top.get(s.key, [])]
 
 
 def evidence_words(evidence: dict) -> list[dict[str, str]]:
@@ -155,7 +159,8 @@ def _explained(scores: PatientScores, digest: str, checkpoint: str, pid: str, re
         k = scores.index(disease)
         st.markdown("**" + C.probability_sentence(disease, float(scores.probabilities[k]), float(scores.thresholds[k]),
                                                   float(scores.subset_low[k]), float(scores.subset_high[k])) + "**")
-        start, points, end = C.risk_points(scores, disease)
+        start, shares, end = risk_points(scores, disease)
+        points = C.source_points(shares)
         st.plotly_chart(C.risk_figure(start, points, end), width="stretch", key="upload_risk_chart",
                         config={"displaylogo": False})
         st.caption(C.risk_sentence(points, C.present_by_modality(scores)))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -52,3 +53,14 @@ def probability_contributions(base: float, contributions: Mapping[str, float], t
 def no_data_probability(base: float, temperature: float) -> float:
     """The calibrated probability with every token masked: the model's answer with no patient data."""
     return _calibrated(base, temperature)
+
+
+def risk_points(scores: Any, label: str) -> tuple[float, dict[str, float], float]:
+    """(risk with no data, {token name: percentage points it moved this patient's risk}, this patient's
+    risk), all in percent, for one label of a `medfuse_core.explain.scores.PatientScores`; the points add
+    up exactly to the difference of the two risks."""
+    k = scores.index(label)
+    shares = probability_contributions(float(scores.base[k]), scores.contributions_for(label), scores.temperature)
+    start = 100 * no_data_probability(float(scores.base[k]), scores.temperature)
+    points = {name: 100 * v for name, v in shares.items()}
+    return start, points, start + sum(points.values())

@@ -70,12 +70,15 @@ def test_probability_points_add_up_to_the_risk_change() -> None:
     assert sum(shares.values()) == pytest.approx(total, abs=1e-12)
     assert shares["Vitals"] == 0.0 and shares["Notes"] < 0 < shares["Labs"] < shares["Image"]
     scores = fake_scores()
-    start, points, end = C.risk_points(scores, scores.labels[0])
+    from medfuse_core.explain.probability_scale import risk_points
+
+    start, shares, end = risk_points(scores, scores.labels[0])
+    points = C.source_points(shares)
     # the chart ends at the calibrated probability of the model's logit
     assert end == pytest.approx(100 / (1 + math.exp(-float(scores.logits[0]) / scores.temperature)), abs=1e-6)
     assert set(points) == set(C.SOURCE_NAMES.values())
     said = C.risk_sentence(points, C.present_by_modality(scores))
-    assert "points" in said and "log-odds" not in said and "Shared" not in said
+    assert "points" in said and "log-odds" not in said and "Shared" not in said and "specific" not in said
     fig = C.risk_figure(start, points, end)
     assert list(fig.data[0].y)[0] == C.NO_DATA_NAME and "log-odds" not in fig.layout.xaxis.title.text
 
