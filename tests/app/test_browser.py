@@ -218,6 +218,7 @@ def test_nothing_is_clipped_at_1440_px_and_the_sorted_worklist_opens_on_its_dise
         page.locator("[data-testid='stDataFrame']").wait_for(timeout=60_000)
         grids = _grids_fit(page)
         page.screenshot(path=str(shots / "worklist_1440.png"), full_page=True)
+        assert page.get_by_text("Deploy", exact=True).count() == 0  # client.toolbarMode = "viewer"
         assert grids and all(g["clipped"] <= 1 for g in grids), grids
 
         box = page.locator("[data-testid='stSelectbox']").filter(has_text="Risk for").first
@@ -240,6 +241,4 @@ def test_nothing_is_clipped_at_1440_px_and_the_sorted_worklist_opens_on_its_dise
         page.screenshot(path=str(shots / "review_1440.png"), full_page=True)
         assert len(grids) >= 2 and all(g["clipped"] <= 1 for g in grids), grids  # predictions and labs
         assert page.locator("[data-testid='stException']").count() == 0
-        for header in ("previous", "n", "result time"):  # the lab table's columns are in the page
-            assert page.get_by_text(header, exact=True).count() >= 0
         browser.close()
