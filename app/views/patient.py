@@ -497,12 +497,12 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
                                    help="The disease whose contributions and evidence are shown.")
             _contribution_chart(scores, disease)
             _feedback_form(checkpoint, patient_id, disease, _model_evidence(source, checkpoint, patient_id, disease))
-        _over_time_and_next_test(source, checkpoint, patient_id, scores, disease)
-        with left:
+        with left:  # the report buttons, risk over time and the next test sit under the table, beside the chart
             _predictions_table(scores, disease)
-            if disease:  # the report buttons fill the space under the table beside the taller chart
+            if disease:
                 _downloads(source, checkpoint, record, scores, disease, _model_evidence(source, checkpoint,
                                                                                        patient_id, disease))
+                _over_time_and_next_test(source, checkpoint, patient_id, scores, disease)
     elif options:
         disease = st.selectbox("Disease (for the planted evidence)", options, key="disease")
     model_evidence = None
