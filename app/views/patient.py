@@ -393,9 +393,8 @@ def _feedback_form(checkpoint: str, patient_id: str, disease: str, evidence: dic
     from medfuse_core.feedback import MAX_COMMENT, PREDICTION_TARGET, VERDICTS, record_feedback
 
     items = ((evidence or {}).get("summary") or {}).get("items") or {}
-    names = {"labs": "Lab", "notes": "Note", "vitals": "Vital signs", "image": "X-ray"}
-    targets = [PREDICTION_TARGET] + [f"{names.get(route, route)}: {what}" for route, rows in items.items()
-                                     for what, _ in rows]
+    targets = [PREDICTION_TARGET] + [f"{REGISTRY[route].display_name if route in REGISTRY else route}: {what}"
+                                     for route, rows in items.items() for what, _ in rows]
     with st.expander("Feedback on this prediction or its evidence"):
         with st.form(f"feedback_{patient_id}", clear_on_submit=True, border=False):
             target = st.selectbox("About", targets, key="feedback_target")

@@ -74,7 +74,7 @@ def upload_evidence(digest: str, checkpoint: str, stamp: float, patient_id: str,
     return explain_panels(_record, predictor, disease)
 
 
-EVIDENCE_NAMES = {"labs": "Labs", "notes": "Notes", "vitals": "Vitals", "image": "X-ray"}
+EVIDENCE_NAMES = {s.key: s.display_name for s in REGISTRY}  # the registry's names (Labs, Notes, Vitals, X-ray)
 
 
 def evidence_rows(evidence: dict) -> list[dict[str, str]]:
@@ -95,7 +95,7 @@ def evidence_words(evidence: dict) -> list[dict[str, str]]:
     scale = max(weights, default=0.0)
     return [{"source": EVIDENCE_NAMES.get(m, m), "evidence": what,
              "effect on risk": "shown on the film" if w != w else effect_words(w, scale)}
-            for m in ("labs", "notes", "vitals", "image") for what, w in items.get(m, [])]
+            for m in EVIDENCE_NAMES for what, w in items.get(m, [])]
 
 
 def _bundle_section() -> None:
