@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from medfuse_core import cli  # noqa: E402
 from medfuse_core.sources.icd10_gem import GEM_SOURCE, icd10_to_ccs  # noqa: E402
 from medfuse_core.sources.phenotypes import load_phenotype_definitions, match_phenotypes  # noqa: E402
+from medfuse_core.provenance import scrub_paths  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_ROOT = ROOT.parent / "shared" / "data" / "mimic-iv-demo"
@@ -78,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     assert {k: v["with_icd10_mapped"] for k, v in prevalence.items()} == {
         k: v for k, v in cohort["label_counts"].items() if k in prevalence}, "the importer's labels differ"
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "mimic4_demo_import.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    (args.out_dir / "mimic4_demo_import.md").write_text(markdown(result), encoding="utf-8")
+    (args.out_dir / "mimic4_demo_import.json").write_text(scrub_paths(json.dumps(result, indent=1) + "\n"), encoding="utf-8")
+    (args.out_dir / "mimic4_demo_import.md").write_text(scrub_paths(markdown(result)), encoding="utf-8")
     print(markdown(result))
     return 0
 

@@ -116,6 +116,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import json
 
     from medfuse_core.predictor import Predictor
+    from medfuse_core.provenance import cohort_command, portable_path
     from medfuse_core.train.evaluate import evaluate
     from medfuse_core.train.run import SplitConfig, read_cohort, split_of
 
@@ -126,7 +127,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         records = [r for r in records if split_of(r.patient_id, split) == args.split]
     features, _ = predictor.featurizer.featurize_many(records, progress=not args.quiet)
     report = evaluate(predictor.model, features, predictor.config["calibration"], bootstrap=args.bootstrap)
-    report = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split, **report}
+    # portable: the report is shipped beside the checkpoint (medfuse_core/provenance.py)
+    report = {"checkpoint": portable_path(args.checkpoint), "data": portable_path(args.data),
+              **({"data_made_by": cohort_command(args.data)} if cohort_command(args.data) else {}),
+              "split": args.split, **report}
     Path(args.out).write_text(json.dumps(report, indent=1, allow_nan=True) + "\n")
     print(f"macro-AUROC {report['macro_auroc']:.4f} {report['ci95']['macro_auroc']}, "
           f"macro-AUPRC {report['macro_auprc']:.4f} {report['ci95']['macro_auprc']}, micro-F1 {report['micro_f1']:.4f}; "
