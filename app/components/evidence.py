@@ -16,17 +16,18 @@ arrays (cheap to pickle, so st.cache_data can keep it), in the same shapes the p
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
+from medfuse_core.numbers import finite
+
 VITALS_MIN_SHARE = 0.02  # hours with |attribution| below 2% of the largest are not shaded
 
 
-def _finite(x: float) -> float:
-    x = float(x)
-    return x if math.isfinite(x) else 0.0
+def _weight(x: float) -> float:
+    """A shading weight: the attribution, 0 where it is not a finite number."""
+    return finite(x, 0.0)
 
 
 def empty_evidence() -> dict[str, Any]:
@@ -40,11 +41,11 @@ def panel_evidence(evidence: Any, *, min_share: float = VITALS_MIN_SHARE) -> dic
         return out
     for lab in evidence.labs:
         # one value per display name; if two item keys share a name, their attributions add up
-        out["labs"][str(lab.name)] = out["labs"].get(str(lab.name), 0.0) + _finite(lab.attribution)
+        out["labs"][str(lab.name)] = out["labs"].get(str(lab.name), 0.0) + _weight(lab.attribution)
     for s in evidence.note_sentences:
-        out["notes"].setdefault(int(s.note_index), []).append((int(s.start), int(s.end), _finite(s.attribution)))
+        out["notes"].setdefault(int(s.note_index), []).append((int(s.start), int(s.end), _weight(s.attribution)))
     for t in evidence.note_tokens:
-        out["note_tokens"].setdefault(int(t.note_index), []).append((int(t.start), int(t.end), _finite(t.attribution)))
+        out["note_tokens"].setdefault(int(t.note_index), []).append((int(t.start), int(t.end), _weight(t.attribution)))
     for spans in (*out["notes"].values(), *out["note_tokens"].values()):
         spans.sort()
     vitals = evidence.vitals
@@ -76,7 +77,7 @@ def _summary(evidence: Any) -> dict[str, Any]:
     if evidence.image is not None:
         lines["image"] = [f"{IMAGE_METHOD_NAMES.get(evidence.image.method, evidence.image.method)} map of image "
                           f"{(evidence.image.image_index or 0) + 1}"]
-    return {"top": lines, "deltas": {k: _finite(v) for k, v in (evidence.convergence_delta or {}).items()},
+    return {"top": lines, "deltas": {k: _weight(v) for k, v in (evidence.convergence_delta or {}).items()},
             "notes_token_level": str(evidence.notes_token_level or "")}
 
 

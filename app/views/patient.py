@@ -98,7 +98,8 @@ def _lab_panel(source: str, record: PatientRecord, attribution: dict | None, mod
         st.html(legend_html(max_abs(attribution.values()), _ATTRIBUTION_WHAT[mode]))
         if mode == "model":
             st.caption("attribution: Integrated Gradients on each item's value embedding (baseline: every item "
-                       "at its training median), in log-odds; None = not read by the model (outside its 48 h window).")
+                       "at its training median), in log-odds; None = not read by the model "
+                       f"(outside its {V.WINDOW_HOURS:g} h window).")
     elif mode == "model":
         st.caption("The model read none of these results (all outside its window): no attribution.")
 
@@ -153,7 +154,7 @@ def _vitals_panel(source: str, record: PatientRecord, mode: str = "none", diseas
     shading = {"model": " · background = model attribution per hour (orange raises, blue lowers)",
                "planted": " · background = planted evidence hours"}.get(mode, "")
     st.caption(f"{len(channels)} channels · green band = normal range · red points outside it · "
-               f"dotted lines = the model's first {V.WINDOW_HOURS} h" + shading)
+               f"dotted lines = the model's first {V.WINDOW_HOURS:g} h" + shading)
     fig = _vitals_figure(source, record.patient_id, mode, disease, checkpoint,
                          checkpoint_stamp(checkpoint) if mode == "model" else 0.0)
     st.plotly_chart(fig, width="stretch", key="vitals_chart", config={"displaylogo": False})

@@ -64,6 +64,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from medfuse_core.features import window
 from medfuse_core.explain.concurrency import eval_mode, thread_scoped
 from medfuse_core.explain.encoding import Encoding, encode
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
@@ -243,7 +244,7 @@ class EvidenceExplainer:
 
     def __init__(self, model: nn.Module, features: PatientFeatures, index: PatientEvidenceIndex,
                  record: PatientRecord | None = None, backbone: Any = None, vocabulary: LabVocabulary | None = None,
-                 hours: float = 48.0, encoding: Encoding | None = None):
+                 hours: float = window.HOURS, encoding: Encoding | None = None):
         self.model, self.features, self.index, self.record = model, features, index, record
         self.backbone, self.vocabulary, self.hours = backbone, vocabulary, hours
         self.labels = list(model.labels)
