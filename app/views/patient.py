@@ -29,8 +29,8 @@ from app.components import evidence as E
 from app.components import report as R
 from app.components.wording import UNCERTAINTY_HELP, UNCERTAINTY_NAME
 from app.scoring import TOP_SENTENCES, explain_panels
-from app.state import (planted_evidence, record_by_id, records_by_id, checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
-                       predictor_or_reason, scores_or_none)
+from app.state import (checkpoint_stamp, current_checkpoint, current_source, model_is_synthetic, planted_evidence,
+                       predictor_or_reason, record_by_id, records_by_id, scores_or_none)
 from medfuse_core.explain.scores import PatientScores
 from medfuse_core.modalities import REGISTRY
 from medfuse_core.record import PatientRecord
