@@ -104,7 +104,7 @@ UNIT_NAMES = {"labs": "lab item", "notes": "sentence", "vitals": "channel", "ima
 
 _MASK_COLUMNS = np.array([n.startswith("mask->") for n in vitals_feature_names()])
 _CHANNEL_OF_COLUMN = vitals_channel_index()
-_BY_NAME = {d.name: d for d in DISEASES}
+DISEASES_BY_NAME = {d.name: d for d in DISEASES}
 
 
 # ------------------------------------------------------------------------------------ the cohort
@@ -510,7 +510,7 @@ def faithfulness(predictor, cases: Sequence[SyntheticCase], *, n_steps: int = 32
         truth = (case.record.truth or {}).get("evidence", {})
         tasks = []
         for k, name in enumerate(labels):
-            disease = _BY_NAME.get(name)
+            disease = DISEASES_BY_NAME.get(name)
             if disease is None or not (f.labels[k] == 1 and positive[b, k]):
                 continue
             planted = truth.get(name, {})
@@ -524,7 +524,7 @@ def faithfulness(predictor, cases: Sequence[SyntheticCase], *, n_steps: int = 32
         explainer = EvidenceExplainer(model, f, ix, case.record, predictor.featurizer.backbone if has_notes else None,
                                       predictor.featurizer.vocabulary, hours=hours)
         for k, name, planted, scored in tasks:
-            disease = _BY_NAME[name]
+            disease = DISEASES_BY_NAME[name]
             for m in scored:
                 scores = _scores(explainer, m, k, n_steps, image_method, f, ix, patch)
                 if scores is None:
