@@ -85,6 +85,12 @@ class Predictor:
         model = build_model(ModelConfig.from_dict(config["model"]))
         ckpt.load_weights(model, run_dir)
         model.to(resolve_device(device))
+        image_encoder = getattr(model, "image_encoder", None)
+        if image_encoder is not None:
+            # The ResNet's convolutions in channels-last layout: oneDNN's faster kernels on CPU (the film's
+            # evidence map, 32 IG steps of forward + backward, measured 0.84x the time with the same map
+            # to 6e-7). Inference only; save_weights writes contiguous tensors whatever the layout.
+            image_encoder.to(memory_format=torch.channels_last)
         featurizer = Featurizer(FeatureSpec.from_dict(config["features"]),
                                 cache_dir=cache_dir if cache_dir is not None else cache_home() / "embeddings")
         return cls(model, featurizer, config)
