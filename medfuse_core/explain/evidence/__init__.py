@@ -13,7 +13,7 @@ Per modality (one patient, one label at a time; `evidence_maps` loops over label
   Sentence level: IntegratedGradients on the cached sentence embeddings -> one value per sentence;
   exact and cheap (the adapter and the rest of the model only). Baseline: every sentence replaced
   by the text model's vector of an empty sentence (see `empty_sentence`: not 0). Token level:
-  LayerIntegratedGradients on the text backbone's input-embedding layer for the ``top_sentences``
+  IntegratedGradients on the text backbone's input (word-piece) embeddings for the ``top_sentences``
   sentences of largest |attribution| only: that sentence goes through the backbone (the others keep
   their cached vectors), baseline = its tokens replaced by [PAD] with [CLS]/[SEP] kept. Token
   attributions of a sentence sum to logit(sentence) - logit(sentence of pads) up to the reported

@@ -152,7 +152,7 @@ class EvidenceExplainer:
             if modality in MODALITIES or not spec.evidence:
                 continue
             extra[modality], deltas[modality] = spec.resolve("evidence")(self, k, modality, n_steps)
-        scope = (f"LayerIntegratedGradients on the text model's embedding layer for the top {len(explained)} "
+        scope = (f"IntegratedGradients on the text model's word-piece embeddings for the top {len(explained)} "
                  f"sentence(s) by |attribution| ({token_steps} steps)" if explained else
                  ("none (no text model given)" if sentences else "none (no notes)"))
         return LabelEvidence(self.labels[k], labs, sentences, tokens, vitals, image, deltas, scope, extra)

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from medfuse_core.explain.concurrency import thread_scoped
 from medfuse_core.explain.evidence.results import SentenceEvidence, TokenEvidence
 from medfuse_core.explain.evidence.inputs import with_input
 
@@ -52,8 +51,15 @@ def empty_sentence(ex: EvidenceExplainer) -> torch.Tensor:
     return ex.cache["empty_sentence"]
 
 def token_attributions(ex: EvidenceExplainer, label: str | int, sentence: int, n_steps: int = 16) -> tuple[list[TokenEvidence], float]:
-    """LayerIG on the backbone's embedding layer for one sentence; baseline [PAD]s, specials kept."""
-    from captum.attr import LayerIntegratedGradients
+    """IG on the word-piece embeddings of one sentence (the backbone's input-embedding layer's output,
+    LayerIntegratedGradients on that layer in effect); baseline: the embeddings of [PAD]s, specials kept.
+
+    Plain IntegratedGradients on `inputs_embeds` rather than LayerIntegratedGradients: the same
+    attributions (the layer's output is the model's input), without LayerIG's two extra forward
+    passes through the text model that only read the layer's outputs at the input and the
+    baseline, which cost as much as several IG steps for a short sentence.
+    """
+    from captum.attr import IntegratedGradients
 
     if ex.backbone is None or not ex.has("notes"):
         return [], 0.0
@@ -70,16 +76,19 @@ def token_attributions(ex: EvidenceExplainer, label: str | int, sentence: int, n
     baseline[0, ~special.to(device)] = bb.tokenizer.pad_token_id
     base_notes = ex.batch.note_embeddings.float()
 
-    def forward(input_ids: torch.Tensor) -> torch.Tensor:
-        n = input_ids.shape[0]
-        vectors = bb(input_ids, attention.expand(n, -1)).float().to(base_notes.device)  # (n, D)
+    def forward(embeddings: torch.Tensor) -> torch.Tensor:
+        n = embeddings.shape[0]
+        vectors = bb(None, attention.expand(n, -1), inputs_embeds=embeddings).float().to(base_notes.device)  # (n, D)
         notes = base_notes.expand(n, -1, -1).clone()
         notes[:, sentence] = vectors
         return ex.logits_of("notes", with_input(ex.batch, "note_embeddings", notes))
 
     with ex.gradients():
-        attr, delta = LayerIntegratedGradients(forward, thread_scoped(bb.embedding_layer)).attribute(
-            ids, baselines=baseline, target=k, n_steps=n_steps, return_convergence_delta=True)
+        with torch.no_grad():
+            embed = bb.embedding_layer
+            inputs, baselines = embed(ids), embed(baseline)
+        attr, delta = IntegratedGradients(forward).attribute(
+            inputs, baselines=baselines, target=k, n_steps=n_steps, return_convergence_delta=True)
     per = attr.detach()[0].double().sum(-1).cpu().numpy()
     tokens = bb.tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
     out = []
