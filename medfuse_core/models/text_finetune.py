@@ -99,6 +99,7 @@ def save_adaptation(backbone: TextBackbone, folder: str | os.PathLike, mode: str
         config = json.loads(config_file.read_text())
         config["base_model_name_or_path"] = Path(str(base_name)).name  # never an absolute path of this machine
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+        (folder / "README.md").unlink(missing_ok=True)  # peft's model-card stub, naming the base folder's path
         return file_sha256(folder / _LORA_WEIGHTS)
     if mode == "full":
         backbone.model.save_pretrained(str(folder), safe_serialization=True)
