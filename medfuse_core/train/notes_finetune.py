@@ -13,11 +13,14 @@ distinct sentence once; copy-forward boilerplate repeats), are pooled as the bac
 fill the (B, S, D) input of the adapter. Validation embeds each distinct sentence once per epoch.
 
 What it leaves behind, in the run folder (resumable: a rerun finds them and skips the stage):
-`notes_backbone/` (models/text_finetune.py: LoRA adapters or full weights, safetensors + JSON),
-`encoders/notes.safetensors` + `notes.json` (the adapter; train/encoder_pretrain.py then reuses it
-rather than retraining it), and, on the featurizer, the fine-tuned backbone (merged, frozen) with
-the spec's `notes_finetune` / `notes_adaptation_sha256` set, so the train and validation sets are
-re-embedded by it and the sentence-embedding cache keys its vectors by the new weights.
+`notes_backbone/` (models/text_finetune.py: LoRA adapters or full weights, safetensors + JSON;
+`note_adapter.safetensors`, the adapter as trained with them; `history.json`), and, on the
+featurizer, the fine-tuned backbone (merged, frozen) with the spec's `notes_finetune` /
+`notes_adaptation_sha256` set, so the train and validation sets are re-embedded by it and the
+sentence-embedding cache keys its vectors by the new weights. The note adapter then goes on
+training on those cached vectors in the ordinary stage 1 (train/encoder_pretrain.py), from the
+weights it reached here: the language model's steps are costly (a few epochs on a CPU), the
+adapter's on cached vectors are not, so the adapter gets as many epochs as in the frozen setting.
 """
 
 from __future__ import annotations
@@ -148,17 +151,17 @@ def finetune_notes(model: nn.Module, featurizer: Featurizer, train_records: Sequ
     if config.finetune == "none":
         return []
     out_dir = Path(out_dir)
-    folder, encoders = out_dir / ADAPTATION_FOLDER, out_dir / "encoders"
+    folder = out_dir / ADAPTATION_FOLDER
     encoder = model.encoders()["notes"]
     spec = featurizer.spec
     backbone = featurizer.backbone
     weights_file = folder / ("adapter_model.safetensors" if config.finetune == "lora" else "model.safetensors")
-    if weights_file.is_file() and (encoders / "notes.safetensors").is_file():  # resumed: stage done before
+    adapter_file, history_file = folder / "note_adapter.safetensors", folder / "history.json"
+    if weights_file.is_file() and adapter_file.is_file():  # resumed: this stage finished before
         load_adaptation(backbone, folder, config.finetune)
         spec.notes_finetune, spec.notes_adaptation_sha256 = config.finetune, backbone.adaptation.split(":", 1)[1]
-        encoder.load_state_dict(load_file(str(encoders / "notes.safetensors"), device=str(device)))
-        history = encoders / "notes.json"
-        return [EncoderLog(**h) for h in json.loads(history.read_text())] if history.is_file() else []
+        encoder.load_state_dict(load_file(str(adapter_file), device=str(device)))
+        return [EncoderLog(**h) for h in json.loads(history_file.read_text())] if history_file.is_file() else []
 
     train_rows, val_rows = _NotesRows.of(train_records, featurizer), _NotesRows.of(val_records, featurizer)
     if len(train_rows.sentences) < 2 or not val_rows.sentences:
@@ -226,7 +229,6 @@ def finetune_notes(model: nn.Module, featurizer: Featurizer, train_records: Sequ
     backbone.freeze()
     backbone.adaptation = f"{config.finetune}:{sha}"
     spec.notes_finetune, spec.notes_adaptation_sha256 = config.finetune, sha
-    encoders.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}, str(encoders / "notes.safetensors"))
-    (encoders / "notes.json").write_text(json.dumps([asdict(h) for h in logs], indent=1))
+    history_file.write_text(json.dumps([asdict(h) for h in logs], indent=1))
+    save_file({k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}, str(adapter_file))  # last: marks done
     return logs

@@ -93,8 +93,9 @@ def _check_run(run_dir: Path, base: Path, finetune: str, records) -> None:
         adapter = json.loads((run_dir / "notes_backbone" / "adapter_config.json").read_text())
         assert adapter["r"] == 4 and not Path(adapter["base_model_name_or_path"]).is_absolute()
         assert any("lora_B" in k for k in load_file(str(weights)))
-    history = json.loads((run_dir / "encoders" / "notes.json").read_text())
-    assert [h["epoch"] for h in history] == [0, 1] and all(np.isfinite(h["val_macro_auprc"]) for h in history)
+    for history_file in (run_dir / "notes_backbone" / "history.json", run_dir / "encoders" / "notes.json"):
+        history = json.loads(history_file.read_text())  # the language model's epochs, then the adapter's on its vectors
+        assert [h["epoch"] for h in history] == [0, 1] and all(np.isfinite(h["val_macro_auprc"]) for h in history)
     assert config["summary"]["epochs_run"] >= 1  # stage 2 ran on the fine-tuned vectors
 
     predictor = Predictor.load(run_dir, device="cpu")
