@@ -176,7 +176,8 @@ def scoring(checkpoint: str, cohorts: list[Path], batch_size: int, workers: int,
     return runs
 
 
-def training(checkpoint: str, cohort: Path, n_patients: int, device: str) -> dict[str, Any]:
+def training(checkpoint: str, cohort: Path, n_patients: int, device: str, batch_size: int | None = None) -> dict[str, Any]:
+    """`batch_size`: instead of the checkpoint's training batch (a GPU is filled by larger ones)."""
     from medfuse_core.models.baselines import build_model
     from medfuse_core.models.config import ModelConfig
     from medfuse_core.train.loop import TrainConfig, train
@@ -192,7 +193,8 @@ def training(checkpoint: str, cohort: Path, n_patients: int, device: str) -> dic
         model = build_model(ModelConfig.from_dict(config["model"]))
         model.load_state_dict(predictor.model.state_dict())
         train_config = TrainConfig.from_dict({**config.get("train", {}), "epochs": 1, "encoder_epochs": 0,
-                                              "freeze_encoders": freeze, "progress": False, "device": device})
+                                              "freeze_encoders": freeze, "progress": False, "device": device,
+                                              **({"batch_size": batch_size} if batch_size else {})})
         with tempfile.TemporaryDirectory() as run_dir:
             result = train(model, train_set, val_set, train_config, Path(run_dir))
         seconds = result.history[-1].seconds
@@ -390,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="scoring: DataLoader workers")
     parser.add_argument("--train-patients", type=int, default=512)
+    parser.add_argument("--train-batch-size", type=int, default=None, help="training: batch size (default: the checkpoint's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
@@ -433,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         result["reference"] = reference(predictor, records, args.batch_size, args.repeats)
         save()
     if "training" in sections:
-        result["training"] = training(args.checkpoint, args.cohort[0], args.train_patients, str(device))
+        result["training"] = training(args.checkpoint, args.cohort[0], args.train_patients, str(device), args.train_batch_size)
         save()
     if "captum" in sections:
         result["captum"] = captum(args.threads)

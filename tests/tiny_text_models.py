@@ -45,7 +45,9 @@ def save_tiny_bert(folder: str | Path, texts: Iterable[str], seed: int = 0) -> P
     return folder
 
 
-def save_tiny_llama(folder: str | Path, texts: Iterable[str], seed: int = 0) -> Path:
+def save_tiny_llama(folder: str | Path, texts: Iterable[str], seed: int = 0, *, hidden: int = 32, layers: int = 2,
+                    heads: int = 2, intermediate: int = 64, dtype: torch.dtype = torch.float32) -> Path:
+    """The sizes are arguments so benchmarks/notes_lm_step.py can build a small (not tiny) random decoder."""
     from tokenizers import processors
     from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
 
@@ -54,10 +56,10 @@ def save_tiny_llama(folder: str | Path, texts: Iterable[str], seed: int = 0) -> 
     # no pad token, like Llama's own tokenizers: TextBackbone pads with </s> (left padding, "last" pooling)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
-                         bos_token_id=1, eos_token_id=2)
+    config = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=heads, intermediate_size=intermediate,
+                         max_position_embeddings=256, bos_token_id=1, eos_token_id=2)
     folder = Path(folder)
-    LlamaModel(config).save_pretrained(folder)
+    LlamaModel(config).to(dtype).save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder
