@@ -72,10 +72,12 @@ class Featurizer:
 
     def __init__(self, spec: FeatureSpec, cache_dir: str | Path | None = None, backbone: TextBackbone | None = None,
                  cache_memory_rows: int = 50_000, run_dir: str | Path | None = None,
-                 text_device_map: str | dict | None = None):
+                 text_device_map: str | dict | None = None, embed_batch_size: int = 32):
         """`run_dir`: the checkpoint folder, where a fine-tuned notes model's weights are;
-        `text_device_map`: placement of a large notes model (`TextBackbone.from_pretrained`)."""
+        `text_device_map`: placement of a large notes model (`TextBackbone.from_pretrained`);
+        `embed_batch_size`: sentences per forward pass of the notes model (larger fills a GPU)."""
         self.spec = spec
+        self.embed_batch_size = int(embed_batch_size)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.text_device_map = text_device_map
         self.vocabulary = LabVocabulary.from_dict(spec.lab_vocabulary)
@@ -94,7 +96,7 @@ class Featurizer:
             text_model: str = "all-MiniLM-L6-v2", pooling: str = "mean", max_sentences: int = 64,
             max_tokens: int = 128, prompt_template: str = "{text}",
             cache_dir: str | Path | None = None, backbone: TextBackbone | None = None,
-            text_device_map: str | dict | None = None) -> "Featurizer":
+            text_device_map: str | dict | None = None, embed_batch_size: int = 32) -> "Featurizer":
         """Fit the lab vocabulary and the vitals normaliser on training records; pin the notes model
         (its weights' sha256 is stored in the spec, so the checkpoint refuses another)."""
         discretizer = DiscretizerConfig()
@@ -112,7 +114,8 @@ class Featurizer:
             max_tokens=max_tokens,
             prompt_template=prompt_template,
         )
-        featurizer = cls(spec, cache_dir=cache_dir, backbone=backbone, text_device_map=text_device_map)
+        featurizer = cls(spec, cache_dir=cache_dir, backbone=backbone, text_device_map=text_device_map,
+                         embed_batch_size=embed_batch_size)
         spec.text_dim = int(featurizer.backbone.embedding_dim)
         if backbone is None:
             spec.text_model_sha256 = weights_sha256(resolve_model_folder(text_model)[0])
@@ -140,8 +143,8 @@ class Featurizer:
         if not texts:
             return np.zeros((0, self.spec.text_dim), dtype=np.float32)
         if self._cache is not None:
-            return self._cache.get_or_compute(texts, self.backbone)
-        return self.backbone.embed(texts).numpy().astype(np.float32)
+            return self._cache.get_or_compute(texts, self.backbone, batch_size=self.embed_batch_size)
+        return self.backbone.embed(texts, batch_size=self.embed_batch_size).numpy().astype(np.float32)
 
     def featurize(self, record: PatientRecord) -> tuple[PatientFeatures, PatientEvidenceIndex]:
         features, index = self.featurize_many([record], progress=False)

@@ -261,8 +261,13 @@ def check_config(config: Any) -> list[Problem]:
     if isinstance(text_model, str) and text_model not in PACKAGED_MODELS:
         bad("features.text_model", f"expected a packaged text model ({', '.join(sorted(PACKAGED_MODELS))}); found "
                                    f"{text_model!r} (an uploaded checkpoint cannot name a folder on this server)")
+    if features.get("notes_finetune", "none") != "none":
+        bad("features.notes_finetune", "expected 'none': an uploaded checkpoint is config.json + model.safetensors, and a "
+                                       f"fine-tuned notes model ({features['notes_finetune']!r}) needs its run folder's "
+                                       "notes_backbone/ weights")
     notes = model.get("notes") if isinstance(model.get("notes"), dict) else {}
-    for spec_key, model_key in (("text_dim", "embedding_dim"), ("text_model", "text_model")):
+    for spec_key, model_key in (("text_dim", "embedding_dim"), ("text_model", "text_model"), ("pooling", "pooling"),
+                                ("max_tokens", "max_tokens"), ("prompt_template", "prompt_template")):
         if spec_key in features and model_key in notes and features[spec_key] != notes[model_key]:
             bad(f"features.{spec_key}", f"expected the same value as model.notes.{model_key} "
                                         f"({notes[model_key]!r}), found {features[spec_key]!r}")

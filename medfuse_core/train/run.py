@@ -165,7 +165,7 @@ class PreparedData:
 
 
 def prepare_data(data_dir: str | Path, run: RunConfig, split: SplitConfig, progress: bool = True,
-                 text_device_map: str | None = None) -> PreparedData:
+                 text_device_map: str | None = None, embed_batch_size: int = 32) -> PreparedData:
     data_dir = Path(data_dir)
     records = read_cohort(data_dir, progress)
     labels = cohort_labels(data_dir, records)
@@ -179,7 +179,7 @@ def prepare_data(data_dir: str | Path, run: RunConfig, split: SplitConfig, progr
     featurizer = Featurizer.fit(parts["train"], labels, image_size=run.image_size, text_model=notes.text_model,
                                 pooling=notes.pooling, max_tokens=notes.max_tokens, prompt_template=notes.prompt_template,
                                 max_sentences=run.max_sentences, cache_dir=cache_home() / "embeddings",
-                                text_device_map=text_device_map)
+                                text_device_map=text_device_map, embed_batch_size=embed_batch_size)
     train_set, _ = featurizer.featurize_many(parts["train"], progress)
     val_set, _ = featurizer.featurize_many(parts["val"], progress)
     return PreparedData(data_dir, labels, parts, featurizer, train_set, val_set)
@@ -232,13 +232,14 @@ def _run_training(data_dir: str | Path, out_dir: Path, run: RunConfig, train_con
                         "fine-tuning the notes model runs in training stage 1 in one process: expected "
                         "train.encoder_epochs > 0 and no torchrun")
     with world.main_first():
-        data = prepared or prepare_data(data_dir, run, split, progress, notes_tuning.device_map)
+        data = prepared or prepare_data(data_dir, run, split, progress, notes_tuning.device_map,
+                                        notes_tuning.embed_batch_size)
     featurizer, parts, labels = data.featurizer, data.parts, data.labels
     train_set, val_set = data.train_set, data.val_set
     if notes_tuning.finetune != "none" and prepared is not None:
         # the fine-tuned backbone goes on this run's own featurizer, never on the shared prepared one
         featurizer = Featurizer(FeatureSpec.from_dict(featurizer.spec.to_dict()), cache_dir=cache_home() / "embeddings",
-                                text_device_map=notes_tuning.device_map)
+                                text_device_map=notes_tuning.device_map, embed_batch_size=notes_tuning.embed_batch_size)
     films = film_rows(image_encoder_data, featurizer, split, progress) if image_encoder_data else None
     seed_everything(train_config.seed)  # after the data: the model starts the same whether or not `prepared` was given
     model = build_model(build_model_config(run, featurizer, labels))

@@ -103,6 +103,10 @@ MALFORMED = [
     ("features.vitals_normalizer", "x", "features.vitals_normalizer", "expected dict[str, Any], found \"x\""),
     ("features.text_model", "/etc", "features.text_model", "expected a packaged text model"),
     ("features.text_dim", 768, "features.text_dim", "expected the same value as model.notes.embedding_dim (384)"),
+    ("features.pooling", "cls", "features.pooling", "expected the same value as model.notes.pooling ('mean')"),
+    ("features.max_tokens", 16, "features.max_tokens", "expected the same value as model.notes.max_tokens (128)"),
+    ("features.notes_finetune", "lora", "features.notes_finetune", "expected 'none': an uploaded checkpoint"),
+    ("features.text_model_sha256", 5, "features.text_model_sha256", "expected str or None, found 5"),
     ("calibration.temperature", -1, "calibration.temperature", "expected a positive number, found -1"),
     ("calibration.thresholds", [0.5], "calibration.thresholds", "expected an object of label -> threshold"),
 ]
