@@ -174,3 +174,20 @@ def test_fine_tuned_backbone_never_reads_the_frozen_models_cached_vectors(bert, 
     assert abs(loaded.embed(SENTENCES).numpy() - after).max() < 1e-5
     with pytest.raises(WeightsHashMismatch, match="was changed or damaged"):
         load_adaptation(TextBackbone.from_pretrained(bert), tmp_path / "adapter", "lora", expected_sha256="0" * 64)
+
+
+def test_device_map_placement_through_accelerate_gives_the_same_vectors(llama, monkeypatch) -> None:
+    from transformers import AutoModel
+
+    seen = []
+    original = AutoModel.from_pretrained
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("device_map"))
+        return original(*args, **kwargs)
+
+    plain = TextBackbone.from_pretrained(llama, pooling="last")
+    monkeypatch.setattr(AutoModel, "from_pretrained", spy)
+    placed = TextBackbone.from_pretrained(llama, pooling="last", device_map="auto")  # accelerate places it (here: CPU)
+    assert seen == ["auto"] and placed.device.type == "cpu"
+    assert torch.allclose(plain.embed(SENTENCES), placed.embed(SENTENCES), atol=1e-5)
