@@ -44,8 +44,7 @@ from medfuse_core.predictor import Predictor  # noqa: E402
 from medfuse_core.sources.bundle import find_bundles, read_bundle  # noqa: E402
 from medfuse_core.sources.synth import generate_cohort  # noqa: E402
 from medfuse_core.sources.synth.diseases import DISEASES  # noqa: E402
-from medfuse_core.train.loop import predict_logits  # noqa: E402
-from medfuse_core.train.metrics import auprc, auroc, macro, sigmoid  # noqa: E402
+from medfuse_core.train.metrics import auprc, auroc, macro  # noqa: E402
 from medfuse_core.train.run import run_training  # noqa: E402
 
 NOTES_ONLY = [d.name for d in DISEASES if d.route == "notes"]
@@ -123,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         features, _ = predictor.featurize(heldout)
         y = np.stack([f.labels for f in features])
 
-        p = sigmoid(predict_logits(predictor.model, features) / predictor.temperature)
+        p = predictor.probabilities(predictor.predict_features(features))
         names = predictor.labels
         labels = y
         probabilities[finetune] = p

@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from medfuse_core.features.notes import note_sentences  # noqa: E402
-from medfuse_core.models.text_backbone import MINILM_NAME, TextBackbone  # noqa: E402
-from medfuse_core.models.text_finetune import add_lora, trainable_parameters  # noqa: E402
-from medfuse_core.precision import mixed_precision  # noqa: E402
+from medfuse_core.features.text_backbone import MINILM_NAME, TextBackbone  # noqa: E402
+from medfuse_core.features.text_finetune import add_lora, trainable_parameters  # noqa: E402
+from medfuse_core.runtime.precision import mixed_precision  # noqa: E402
 from medfuse_core.sources.synth import generate_patient  # noqa: E402
 from tests.tiny_text_models import save_tiny_llama  # noqa: E402  (the tests' local model builder)
 

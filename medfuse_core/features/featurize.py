@@ -18,9 +18,10 @@ from medfuse_core.features.images import image_features
 from medfuse_core.features.labs import LabTokens, LabVocabulary, cohort_lab_features
 from medfuse_core.features.notes import NoteSentence, note_sentences
 from medfuse_core.features.vitals import DiscretizerConfig, Normalizer, discretize_record
-from medfuse_core.models.text_backbone import TextBackbone, resolve_model_folder, weights_sha256
-from medfuse_core.models.text_finetune import load_notes_backbone
-from medfuse_core.record import PatientRecord
+from medfuse_core.features.text_backbone import TextBackbone, resolve_model_folder, weights_sha256
+from medfuse_core.features.text_finetune import load_notes_backbone
+from medfuse_core.modalities import REGISTRY
+from medfuse_core.record import MODALITIES, PatientRecord
 
 
 @dataclass
@@ -42,6 +43,9 @@ class FeatureSpec:
     text_model_sha256: str | None = None
     notes_finetune: str = "none"
     notes_adaptation_sha256: str | None = None
+    # the modalities featurised, in the model's order: the built-in four, then other registered ones
+    # (medfuse_core/modalities.py), each by its registry entry's featurizer
+    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,9 +100,11 @@ class Featurizer:
             text_model: str = "all-MiniLM-L6-v2", pooling: str = "mean", max_sentences: int = 64,
             max_tokens: int = 128, prompt_template: str = "{text}",
             cache_dir: str | Path | None = None, backbone: TextBackbone | None = None,
-            text_device_map: str | dict | None = None, embed_batch_size: int = 32) -> "Featurizer":
+            text_device_map: str | dict | None = None, embed_batch_size: int = 32,
+            modalities: Sequence[str] | None = None) -> "Featurizer":
         """Fit the lab vocabulary and the vitals normaliser on training records; pin the notes model
-        (its weights' sha256 is stored in the spec, so the checkpoint refuses another)."""
+        (its weights' sha256 is stored in the spec, so the checkpoint refuses another). `modalities`:
+        the registered modalities to featurise (default: every registered one, the built-in four first)."""
         discretizer = DiscretizerConfig()
         normalizer = Normalizer.fit(discretize_record(r, discretizer) for r in records)
         spec = FeatureSpec(
@@ -113,6 +119,7 @@ class Featurizer:
             max_sentences=max_sentences,
             max_tokens=max_tokens,
             prompt_template=prompt_template,
+            modalities=list(modalities) if modalities is not None else list(REGISTRY.keys()),
         )
         featurizer = cls(spec, cache_dir=cache_dir, backbone=backbone, text_device_map=text_device_map,
                          embed_batch_size=embed_batch_size)
@@ -134,11 +141,6 @@ class Featurizer:
                 adaptation_sha256=s.notes_adaptation_sha256, run_dir=self.run_dir, device_map=self.text_device_map)
         return self._backbone
 
-    def use_backbone(self, backbone: TextBackbone) -> None:
-        """Replace the notes model (after fine-tuning it): later embeddings come from it, and the cache
-        keys them by its identity."""
-        self._backbone = backbone
-
     def embed_sentences(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.spec.text_dim), dtype=np.float32)
@@ -157,6 +159,7 @@ class Featurizer:
         sentences = [note_sentences(r.notes, self.spec.max_sentences) for r in records]
         flat = [s.text for per_patient in sentences for s in per_patient]
         embeddings = self.embed_sentences(flat)
+        extra_modalities = [m for m in self.spec.modalities if m not in MODALITIES]
         out, evidence = [], []
         offset = 0
         for record, tokens, sents in tqdm(list(zip(records, lab_tokens, sentences)), desc="featurizing",
@@ -166,16 +169,22 @@ class Featurizer:
             discretized = discretize_record(record, self.discretizer)
             vitals = self.normalizer.transform(discretized.values).astype(np.float32)
             image, geometry = image_features(record.images, self.spec.image_size)
-            present = np.array([len(tokens) > 0, len(sents) > 0, bool(discretized.observed.any()), geometry is not None])
+            present = [len(tokens) > 0, len(sents) > 0, bool(discretized.observed.any()), geometry is not None]
+            extra = {}
+            for m in extra_modalities:  # other registered modalities: (fixed-shape input, present)
+                extra[m], has = REGISTRY[m].resolve("featurizer")(record, self.spec)
+                extra[m] = np.asarray(extra[m], dtype=np.float32)
+                present.append(bool(has))
             out.append(PatientFeatures(
                 patient_id=record.patient_id,
-                present=present,
+                present=np.array(present, dtype=bool),
                 lab_items=tokens.item_ids,
                 lab_values=tokens.values,
                 note_embeddings=note_emb.astype(np.float32),
                 vitals=vitals,
                 image=image.astype(np.float32),
                 labels=label_vector(record, self.spec.labels),
+                extra=extra,
             ))
             evidence.append(PatientEvidenceIndex(tokens.keys, tokens.names, sents,
                                                  geometry.index if geometry is not None else None, geometry))

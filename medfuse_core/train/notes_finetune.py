@@ -13,7 +13,7 @@ distinct sentence once; copy-forward boilerplate repeats), are pooled as the bac
 fill the (B, S, D) input of the adapter. Validation embeds each distinct sentence once per epoch.
 
 What it leaves behind, in the run folder (resumable: a rerun finds them and skips the stage):
-`notes_backbone/` (models/text_finetune.py: LoRA adapters or full weights, safetensors + JSON;
+`notes_backbone/` (features/text_finetune.py: LoRA adapters or full weights, safetensors + JSON;
 `note_adapter.safetensors`, the adapter as trained with them; `history.json`), and, on the
 featurizer, the fine-tuned backbone (merged, frozen) with the spec's `notes_finetune` /
 `notes_adaptation_sha256` set, so the train and validation sets are re-embedded by it and the
@@ -40,8 +40,8 @@ from tqdm.auto import tqdm
 
 from medfuse_core.features.featurize import Featurizer, label_vector
 from medfuse_core.features.notes import note_sentences
-from medfuse_core.models.text_backbone import TextBackbone
-from medfuse_core.models.text_finetune import (
+from medfuse_core.features.text_backbone import TextBackbone
+from medfuse_core.features.text_finetune import (
     ADAPTATION_FOLDER,
     add_lora,
     check_finetune_mode,
@@ -51,10 +51,11 @@ from medfuse_core.models.text_finetune import (
     trainable_parameters,
     unfreeze_all,
 )
-from medfuse_core.precision import mixed_precision
+from medfuse_core.runtime.precision import mixed_precision
 from medfuse_core.record import PatientRecord
 from medfuse_core.train.encoder_pretrain import EncoderLog, label_head
-from medfuse_core.train.metrics import auprc, macro, sigmoid
+from medfuse_core.runtime.calibration import sigmoid
+from medfuse_core.train.metrics import auprc, macro
 
 __all__ = ["NotesTrainConfig", "finetune_notes"]
 

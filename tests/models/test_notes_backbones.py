@@ -14,8 +14,8 @@ import torch
 
 from medfuse_core.features.embedding_cache import EmbeddingCache
 from medfuse_core.features.featurize import FeatureSpec, Featurizer
-from medfuse_core.models.text_backbone import TextBackbone, WeightsHashMismatch, weights_sha256
-from medfuse_core.models.text_finetune import add_lora, load_adaptation, merge_lora, save_adaptation
+from medfuse_core.features.text_backbone import TextBackbone, WeightsHashMismatch, weights_sha256
+from medfuse_core.features.text_finetune import add_lora, load_adaptation, merge_lora, save_adaptation
 from medfuse_core.problems import DataError
 from medfuse_core.sources.synth import LABEL_NAMES, generate_patient
 from medfuse_core.train.run import RunConfig, notes_settings

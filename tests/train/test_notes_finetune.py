@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from streamlit.testing.v1 import AppTest
 
 from medfuse_core.explain.api import explain
-from medfuse_core.models.text_backbone import TextBackbone, file_sha256, weights_sha256
+from medfuse_core.features.text_backbone import TextBackbone, file_sha256, weights_sha256
 from medfuse_core.predictor import Predictor
 from medfuse_core.problems import DataError
 from medfuse_core.sources.bundle import find_bundles, read_bundle

@@ -10,7 +10,7 @@ Packaged models:
   The check is cached per (path, size, mtime) so it runs once per process.
 
 Any folder may also be pinned with `expected_sha256=` (hash of its single safetensors file), and
-`weights_sha256(folder)` is the identity a checkpoint stores for its notes model (models/text_finetune.py
+`weights_sha256(folder)` is the identity a checkpoint stores for its notes model (features/text_finetune.py
 refuses a checkpoint whose notes model now has other weights).
 
 Decoder LLMs (Llama / Qwen / Mistral family) take `pooling="last"`: the tokenizer then pads on the
@@ -265,7 +265,7 @@ class TextBackbone(nn.Module):
         self.max_tokens = int(max_tokens)
         self.prompt_template = check_prompt_template(prompt_template)
         # What changed the weights after loading ("lora:<sha256>" / "full:<sha256>" of the saved
-        # adaptation, models/text_finetune.py); part of `identity`, so cached vectors follow the weights.
+        # adaptation, features/text_finetune.py); part of `identity`, so cached vectors follow the weights.
         self.adaptation: str | None = None
         if pooling == "last":
             tokenizer.padding_side = "left"  # the last position is then a real token in every row

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medfuse_core.models.text_backbone import (
+from medfuse_core.features.text_backbone import (
     DEFAULT_PROMPT,
     TextBackbone,
     WeightsHashMismatch,
