@@ -129,6 +129,10 @@ def test_attribution_tokens_map_back_to_the_sentence(model, request, records, tm
     assert bool((base[own] == f.backbone.tokenizer.pad_token_id).all())
     kept = [i for i in range(len(ids)) if i not in own]
     assert kept and bool((base[kept] == ids[kept]).all())  # specials and prompt kept as context
+    # the attribution's end point is the model's real input: the same vector the featurizer embeds
+    with torch.no_grad():
+        vector = f.backbone(enc["input_ids"], enc["attention_mask"])
+    assert torch.allclose(vector, f.backbone.embed([text]), atol=1e-5)
 
 
 # ------------------------------------------------------------------------------ identity
