@@ -38,7 +38,7 @@ from medfuse_core.features.text_backbone import (
     weights_sha256,
 )
 
-__all__ = ["FINETUNE_MODES", "ADAPTATION_FOLDER", "add_lora", "unfreeze_all", "save_adaptation",
+__all__ = ["FINETUNE_MODES", "ADAPTATION_FOLDER", "check_finetune_mode", "add_lora", "unfreeze_all", "save_adaptation",
            "load_adaptation", "merge_lora", "load_notes_backbone", "trainable_parameters"]
 
 FINETUNE_MODES = ("none", "lora", "full")
