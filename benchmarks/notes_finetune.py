@@ -54,7 +54,8 @@ ALL_DISEASES = [d.name for d in DISEASES]
 
 def run_config(args: argparse.Namespace, finetune: str) -> dict:
     return {
-        "model": {"variant": "single:notes", "notes": {"text_model": args.text_model, "pooling": "mean", "max_tokens": 64}},
+        "text_model": args.text_model,
+        "model": {"variant": "single:notes", "notes": {"pooling": "mean", "max_tokens": 64}},
         "train": {"epochs": args.head_epochs, "patience": 6, "batch_size": 32, "seed": 0, "progress": False,
                   "device": "cpu", "encoder_epochs": args.encoder_epochs, "encoder_patience": args.encoder_patience,
                   "freeze_encoders": True,

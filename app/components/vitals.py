@@ -15,10 +15,11 @@ import numpy as np
 import plotly.graph_objects as go
 
 from app.components.shading import max_abs, signed_rgba
+from medfuse_core.features import window
 from medfuse_core.record import PatientRecord
 from medfuse_core.sources.vital_channels import channel_spec
 
-WINDOW_HOURS = 48  # the model reads the first 48 h in 1-hour bins (MedFuse / mimic3-benchmarks)
+WINDOW_HOURS = window.HOURS  # the model reads the first 48 h in 1-hour bins (medfuse_core/features/window.py)
 
 
 @dataclass(frozen=True)

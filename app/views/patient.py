@@ -29,8 +29,8 @@ from app.components import evidence as E
 from app.components import report as R
 from app.components.wording import UNCERTAINTY_HELP, UNCERTAINTY_NAME
 from app.scoring import TOP_SENTENCES, explain_panels
-from app.state import (planted_evidence, record_by_id, records_by_id, checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
-                       predictor_or_reason, scores_or_none)
+from app.state import (checkpoint_stamp, current_checkpoint, current_source, model_is_synthetic, planted_evidence,
+                       predictor_or_reason, record_by_id, records_by_id, scores_or_none)
 from medfuse_core.explain.scores import PatientScores
 from medfuse_core.explain.probability_scale import risk_points
 from medfuse_core.modalities import REGISTRY
@@ -185,7 +185,7 @@ def _vitals_panel(source: str, record: PatientRecord, mode: str = "none", diseas
     shading = {"model": " · background = model attribution per hour (orange raises, blue lowers)",
                "planted": " · background = planted evidence hours"}.get(mode, "")
     st.caption(f"{len(channels)} channels · green band = normal range · red points outside it · "
-               f"dotted lines = the model's first {V.WINDOW_HOURS} h" + shading)
+               f"dotted lines = the model's first {V.WINDOW_HOURS:g} h" + shading)
     fig = _vitals_figure(source, record.patient_id, mode, disease, checkpoint,
                          checkpoint_stamp(checkpoint) if mode == "model" else 0.0)
     st.plotly_chart(fig, width="stretch", key="vitals_chart", config={"displaylogo": False})

@@ -12,6 +12,7 @@ of every batch (train/distributed.py); rank 0 alone fits the calibration and wri
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from medfuse_core.runtime.cache import cache_home
 from medfuse_core.features.featurize import FeatureSpec, Featurizer
 from medfuse_core.models.baselines import build_model
-from medfuse_core.models.config import ModelConfig, NoteEncoderConfig
+from medfuse_core.models.config import RETIRED_FIELDS, SECTION_TYPES, ModelConfig, NoteEncoderConfig
 from medfuse_core.features.text_backbone import POOLINGS, check_prompt_template
 from medfuse_core.problems import DataError
 from medfuse_core.provenance import data_provenance
@@ -37,6 +38,8 @@ from medfuse_core.train.evaluate import fit_calibration
 from medfuse_core.runtime.device import resolve_device
 from medfuse_core.train.loop import TrainConfig, TrainResult, seed_everything, train
 from medfuse_core.train.notes_finetune import finetune_notes
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,7 +74,50 @@ class RunConfig:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise DataError(str(path), sorted(unknown)[0], f"unknown key; expected some of {sorted(cls.__dataclass_fields__)}")
-        return cls(**data)
+        run = cls(**data)
+        problem = run.unread_setting()
+        if problem is not None:
+            raise DataError(str(path), *problem)
+        return run
+
+    def unread_setting(self) -> tuple[str, str] | None:
+        """(field, message) of the first setting the run would not read (unknown, or owned by another
+        setting and overwritten), else None: a setting that is silently ignored is an error."""
+        for name, value in sorted(self.model.items()):
+            if name in RUN_DERIVED:
+                return f"model.{name}", f"set by the run from {RUN_DERIVED[name]}; remove it"
+            if name not in MODEL_SECTIONS:
+                return f"model.{name}", f"unknown section; expected some of {sorted(MODEL_SECTIONS)}"
+            section = SECTION_TYPES.get(name)
+            if section is None or not isinstance(value, dict):
+                continue
+            known = set(section.__dataclass_fields__)
+            for key in sorted(value):
+                where = f"model.{name}.{key}"
+                if where in RUN_DERIVED:
+                    return where, f"set by the run from {RUN_DERIVED[where]}; remove it"
+                if key in RETIRED_FIELDS.get(name, {}):
+                    return where, f"not read by the model; set {RETIRED_FIELDS[name][key]}"
+                if key not in known:
+                    return where, f"unknown setting; expected some of {sorted(known)}"
+        for name, config_type in (("train", TrainConfig), ("split", SplitConfig)):
+            unknown = sorted(set(getattr(self, name)) - set(config_type.__dataclass_fields__))
+            if unknown:
+                return f"{name}.{unknown[0]}", f"unknown setting; expected some of {sorted(config_type.__dataclass_fields__)}"
+        return None
+
+
+# model settings a run derives from the data and the feature spec (build_model_config): a value in the
+# run config would be overwritten, so it is refused and the owner named
+RUN_DERIVED = {
+    "labels": "the cohort's labels (cohort.json or patient.json)",
+    "modalities": "the registered modalities (medfuse_core/modalities.py)",
+    "model.labs.vocab_size": "the lab vocabulary fitted on the training split",
+    "model.notes.embedding_dim": "the text model (top-level text_model)",
+    "model.notes.text_model": "the top-level text_model",
+    "model.notes.max_sentences": "the top-level max_sentences",
+}
+MODEL_SECTIONS = set(ModelConfig.__dataclass_fields__)
 
 
 def split_of(patient_id: str, split: SplitConfig) -> str:
@@ -93,7 +139,7 @@ def read_cohort(data_dir: str | Path, progress: bool = True, films_only: bool = 
         try:
             records.append(read_bundle(folder, films_only))
         except DataError as exc:
-            print(f"skipped: {exc}")
+            logger.warning("skipped: %s", exc)
     if not records:
         raise DataError(str(data_dir), "", "expected patient bundles (folders with patient.json); found none")
     return records
@@ -116,14 +162,9 @@ def cohort_labels(data_dir: Path, records: Sequence[PatientRecord]) -> list[str]
 
 
 def notes_settings(run: RunConfig) -> NoteEncoderConfig:
-    """The run config's `model.notes` section (text model, pooling, max_tokens, prompt), checked. The
-    top-level `text_model` is the older spelling of `model.notes.text_model`; giving both differently is an error."""
-    section = dict(run.model.get("notes") or {})
-    if "text_model" in section and run.text_model != RunConfig.text_model and section["text_model"] != run.text_model:
-        raise DataError("run config", "model.notes.text_model",
-                        f"expected one text model; text_model says {run.text_model!r} and model.notes.text_model "
-                        f"{section['text_model']!r}")
-    section.setdefault("text_model", run.text_model)
+    """How the notes model reads a sentence: the run config's `model.notes` section (pooling, max_tokens,
+    prompt_template), checked, with the top-level `text_model` (its one owner)."""
+    section = {**dict(run.model.get("notes") or {}), "text_model": run.text_model}
     try:
         notes = NoteEncoderConfig(**section)
     except TypeError as exc:
@@ -150,7 +191,6 @@ def build_model_config(run: RunConfig, featurizer: Featurizer, labels: list[str]
     config.notes.max_tokens = featurizer.spec.max_tokens
     config.notes.prompt_template = featurizer.spec.prompt_template
     config.notes.max_sentences = featurizer.spec.max_sentences
-    config.image.image_size = featurizer.spec.image_size
     config.modalities = list(featurizer.spec.modalities)  # the featurised modalities, in the same order
     return config
 

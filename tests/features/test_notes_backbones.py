@@ -52,7 +52,7 @@ def llama(tmp_path_factory, corpus):
 
 
 def _fit(records, folder, tmp_path, **notes) -> Featurizer:
-    run = RunConfig(model={"notes": {"text_model": str(folder), **notes}})
+    run = RunConfig(text_model=str(folder), model={"notes": notes})
     n = notes_settings(run)
     return Featurizer.fit(records, LABEL_NAMES, image_size=32, text_model=n.text_model, pooling=n.pooling,
                           max_tokens=n.max_tokens, prompt_template=n.prompt_template, cache_dir=tmp_path / "cache")
@@ -89,11 +89,6 @@ def test_bad_notes_settings_are_named(notes, field) -> None:
     with pytest.raises(DataError) as err:
         notes_settings(RunConfig(model={"notes": notes}))
     assert err.value.problem.field == field
-
-
-def test_two_different_text_models_in_one_run_config_are_refused(bert) -> None:
-    with pytest.raises(DataError, match="expected one text model"):
-        notes_settings(RunConfig(text_model="somewhere/else", model={"notes": {"text_model": str(bert)}}))
 
 
 # ------------------------------------------------------------------------------ decoder LLMs

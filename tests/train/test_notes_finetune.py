@@ -48,7 +48,8 @@ def corpus(records) -> list[str]:
 
 def _config(tmp_path: Path, text_model: Path, finetune: str, decoder: bool) -> Path:
     run = json.loads(json.dumps(TINY_RUN_CONFIG))
-    run["model"]["notes"] = {"text_model": str(text_model), "pooling": "last" if decoder else "cls", "max_tokens": 48,
+    run["text_model"] = str(text_model)
+    run["model"]["notes"] = {"pooling": "last" if decoder else "cls", "max_tokens": 48,
                              **({"prompt_template": LLAMA_PROMPT} if decoder else {})}
     run["image_size"] = 32
     run["train"].update(encoder_epochs=2, encoder_patience=2, freeze_encoders=True, batch_size=8,
