@@ -16,9 +16,8 @@ from app.scoring import PatientScores, interactive_threads, is_checkpoint, is_sy
 from medfuse_core.demo import cache_home, demo_cohort_dir
 from medfuse_core.predictor import Predictor
 from medfuse_core.record import PatientRecord
-from medfuse_core.sources.bundle import find_bundles
+from medfuse_core.sources.cohort import CohortLoad, read_cohort
 from medfuse_core.sources.importer import imported_mimic3_dir
-from medfuse_core.sources.validate import validate_bundle
 from medfuse_core.train.loop import resolve_device
 
 
@@ -28,14 +27,14 @@ def demo_dir() -> Path:
 
 
 @st.cache_resource(show_spinner="Reading patient bundles...")
+def load_cohort_report(root: str) -> CohortLoad:
+    """Every readable bundle under `root`, and every folder that could not be used with why (never raises)."""
+    return read_cohort(root)
+
+
 def load_cohort(root: str) -> list[PatientRecord]:
-    """Every readable bundle under `root`; unreadable ones are skipped (their problems shown elsewhere)."""
-    records = []
-    for folder in find_bundles(Path(root)):
-        _, record = validate_bundle(folder)
-        if record is not None:
-            records.append(record)
-    return records
+    """Every readable bundle under `root` with a unique patient id (the others: `load_cohort_report`)."""
+    return load_cohort_report(root).records
 
 
 SOURCE_ENV = "MEDFUSE_LENS_SOURCE"  # a folder of bundles (or one bundle) to show instead of the demo
