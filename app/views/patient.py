@@ -202,8 +202,15 @@ def _vitals_panel(source: str, record: PatientRecord, mode: str = "none", diseas
                "planted": " · background = planted evidence hours"}.get(mode, "")
     st.caption(f"{len(channels)} channels · green band = normal range · red points outside it · "
                f"dotted lines = the model's first {V.WINDOW_HOURS} h" + shading)
-    fig = _vitals_figure(source, record.patient_id, mode, disease, checkpoint,
-                         checkpoint_stamp(checkpoint) if mode == "model" else 0.0)
+    left_out = V.not_drawn_note(record)
+    if left_out:
+        st.warning(left_out, icon=":material/warning:")
+    try:
+        fig = _vitals_figure(source, record.patient_id, mode, disease, checkpoint,
+                             checkpoint_stamp(checkpoint) if mode == "model" else 0.0)
+    except Exception as exc:  # one panel must never take the page down
+        st.warning(f"The vital signs could not be drawn ({type(exc).__name__}).", icon=":material/warning:")
+        return
     st.plotly_chart(fig, width="stretch", key="vitals_chart", config={"displaylogo": False})
 
 
@@ -413,16 +420,26 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
     st.divider()
     left, right = st.columns([11, 9], gap="medium")
     with left:
-        _lab_panel(source, record, evidence["labs"] or None, mode)
+        _guarded("lab results", _lab_panel, source, record, evidence["labs"] or None, mode)
     with right:
-        _notes_panel(record, evidence["notes"] or None, mode,
-                     (lambda: _word_spans(source, checkpoint, patient_id, disease)) if mode == "model" else None)
+        _guarded("notes", _notes_panel, record, evidence["notes"] or None, mode,
+                 (lambda: _word_spans(source, checkpoint, patient_id, disease)) if mode == "model" else None)
     st.divider()
     left, right = st.columns([3, 2], gap="medium")
     with left:
-        _vitals_panel(source, record, mode, disease, checkpoint)
+        _guarded("vital signs", _vitals_panel, source, record, mode, disease, checkpoint)
     with right:
-        _xray_panel(record, evidence["image"] or None, mode)
+        _guarded("chest X-ray", _xray_panel, record, evidence["image"] or None, mode)
+
+
+def _guarded(what: str, panel: Callable[..., None], *args: Any) -> None:
+    """Draw one panel; if it fails, say so in its place and let the other panels draw (no traceback:
+    Streamlit's own stop/rerun signals are BaseExceptions and pass through)."""
+    try:
+        panel(*args)
+    except Exception as exc:
+        st.warning(f"The {what} could not be shown ({type(exc).__name__}); the rest of the page is unaffected.",
+                   icon=":material/warning:")
 
 
 def _evidence_banner(mode: str, disease: str | None) -> None:
