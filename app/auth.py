@@ -25,7 +25,7 @@ from typing import Any
 import streamlit as st
 
 from medfuse_core import audit
-from medfuse_core.throttle import SIGN_IN_THROTTLE
+from medfuse_core.throttle import FAILED_SIGN_IN_AUDIT, SIGN_IN_THROTTLE
 from medfuse_core.users import ROLES, USERS_ENV, UsersFileError, authenticate, load_users, role_allows
 
 DEV_ENV = "MEDFUSE_LENS_DEV"
@@ -155,18 +155,16 @@ def _local_viewer(users_path: str) -> Viewer:
                                  autocomplete="current-password")
         submitted = st.form_submit_button("Sign in", type="primary", key="sign_in_submit")
     if submitted:
-        wait = SIGN_IN_THROTTLE.retry_after(name)
-        if wait > 0:  # the password is not even checked while the name waits
-            _log_quietly("login_throttled", name.strip()[:64], None, {"mode": "local", "wait_s": round(wait)})
+        # wait check, password check and the record of the outcome are one atomic step per user name
+        user, wait = SIGN_IN_THROTTLE.attempt(name, lambda: authenticate(users, name, password))
+        if wait > 0:  # the password was not even checked while the name waits
+            _log_failure("login_throttled", name, {"mode": "local", "wait_s": round(wait)})
             st.error(TOO_MANY_TRIES.format(seconds=math.ceil(wait)), icon=":material/lock_clock:")
             st.stop()
-        user = authenticate(users, name, password)
         if user is None:
-            SIGN_IN_THROTTLE.failed(name)
-            _log_quietly("login_failed", name.strip()[:64], None, {"mode": "local"})
+            _log_failure("login_failed", name, {"mode": "local"})
             st.error(WRONG_LOGIN, icon=":material/error:")
         else:
-            SIGN_IN_THROTTLE.succeeded(name)
             _signed_in(Viewer(user.name, user.role, "local"))
             st.rerun()
     st.stop()
@@ -250,6 +248,14 @@ def require_role(role: str) -> Viewer:
 
 
 # ---------------------------------------------------------------------------------------- audit
+
+
+def _log_failure(action: str, name: str, detail: dict[str, Any]) -> None:
+    """A failed or throttled sign-in, within the process's budget (FAILED_SIGN_IN_AUDIT): past it, attempts
+    are counted and the count is written with the next entry that passes (`left_out`)."""
+    allowed, left_out = FAILED_SIGN_IN_AUDIT.take()
+    if allowed:
+        _log_quietly(action, name.strip()[:64], None, {**detail, **({"left_out": left_out} if left_out else {})})
 
 
 def _log_quietly(action: str, user: str, role: str | None, detail: dict[str, Any]) -> None:
