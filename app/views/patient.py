@@ -25,6 +25,7 @@ from app.components import xray as X
 from app.components.shading import legend_html, max_abs
 from app.components.worklist import short_label
 from app.components import contributions as C
+from app.components.plain import markdown_escape
 from app.components import evidence as E
 from app.components import report as R
 from app.scoring import TOP_SENTENCES, UNCERTAINTY_HELP, UNCERTAINTY_NAME, PatientScores, explain_panels
@@ -466,8 +467,9 @@ def _escape(text: str) -> str:
 
 def _requested_patient(ids: list[str]) -> str:
     wanted = st.query_params.get(PATIENT_PARAM) or st.session_state.get(PATIENT_KEY)
-    if wanted and wanted not in ids:
-        st.warning(f"Patient {wanted!r} is not in this source; showing {ids[0]}.")
+    if wanted and wanted not in ids:  # the URL's value is shown as text, never as markdown
+        st.warning(f"Patient {markdown_escape(repr(wanted), 90)} is not in this source; showing "
+                   f"{markdown_escape(ids[0])}.")
     return wanted if wanted in ids else ids[0]
 
 
@@ -497,7 +499,7 @@ if st.query_params.get(PATIENT_PARAM) != pid:
     st.query_params[PATIENT_PARAM] = pid
 record = by_id[pid]
 audit_event("view_patient", patient_id=pid, once=True, required=True, source=source)
-title_col.title(f"Patient {pid}", anchor=False)
+title_col.title(f"Patient {markdown_escape(pid)}", anchor=False)
 st.text(H.demographics_line(record, V.body_size(record)))
 st.html(H.modality_badges_html(record))
 if record.problems:

@@ -122,3 +122,32 @@ def test_hours_since_index_beyond_a_timedelta(cohort: Path) -> None:
     exact = (datetime(1900, 1, 1) - datetime(2199, 5, 7, 8)).total_seconds() / 3600  # python's datetime: no limit
     assert hours.iloc[0] == pytest.approx(exact) and hours.iloc[1] == pytest.approx(1.0)
     assert np.isnan(read_bundle(cohort / "NOINDEX").hours_since_index(record.vitals.table["time"])).all()
+
+
+def test_query_values_and_ids_are_text_not_markdown(cohort: Path, monkeypatch) -> None:
+    lure = "**Session expired** - [sign in again](https://evil.example)"
+    at = _run(cohort, monkeypatch, "views/patient.py", patient=lure)
+    warning = at.warning[0].value
+    assert "\\*\\*Session expired\\*\\* - \\[sign in again\\]\\(https\\://evil.example\\)" in warning
+    assert "[sign in again](" not in warning and "**Session" not in warning
+    from app.components.plain import markdown_escape
+
+    assert markdown_escape("x" * 10_000).endswith("… \\(cut\\)") and len(markdown_escape("x" * 10_000)) < 100
+
+
+def test_hostile_zip_keeps_the_upload_page_and_the_checkpoint_section(tmp_path: Path, monkeypatch) -> None:
+    from tests.app.test_upload_zip import GOOD, zip_of
+
+    at = AppTest.from_file(MAIN, default_timeout=120)
+    at.switch_page("views/upload.py").run()
+    data = zip_of(GOOD + [("P00002/images/index.csv", "file,time,view\n"), ("P00002/images", b"x"),
+                          ("P1", b"x"), ("P1/patient.json", "{}"), ("P00001/notes/" + "A" * 300, "x")])
+    at.file_uploader(key="upload_zip").set_value(("hostile.zip", data, "application/zip")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    messages = list(next(d.value for d in at.dataframe if "message" in d.value.columns)["message"])
+    assert sum(m.startswith("refused: a file with the same path as a folder") for m in messages) == 2
+    assert "refused: a file or folder name is 300 bytes long; expected at most 255" in messages
+    assert at.header[0].value == "Patient Z1"
+    assert at.file_uploader(key="upload_checkpoint")  # the section below the bundle is still drawn
+    shown = " ".join(str(m) for m in messages)
+    assert "medfuse-upload-" not in shown and "/tmp" not in shown
