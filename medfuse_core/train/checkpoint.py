@@ -254,6 +254,13 @@ def check_config(config: Any) -> list[Problem]:
             bad(f"model.{name}", f"unknown section; expected one of {', '.join(sorted(sections))}")
         elif name in _SECTION_TYPES:
             _check_fields(value, _SECTION_TYPES[name], f"model.{name}", bad)
+    if isinstance(labels, list) and len(labels) > MAX_LABELS:
+        bad("model.labels", f"expected at most {MAX_LABELS:,} labels, found {len(labels):,}")
+    for section_name, section in model.items():
+        if isinstance(section, dict):
+            _check_sizes(section, f"model.{section_name}", bad)
+    if problems:  # sizes are checked before anything is built: 200,000 layers would take minutes to refuse
+        return problems
     if "variant" in model and model["variant"] not in VARIANTS:
         bad("model.variant", f"expected one of {', '.join(VARIANTS)}, found {model['variant']!r}")
     image = model.get("image")
@@ -306,6 +313,34 @@ def check_config(config: Any) -> list[Problem]:
         except (TypeError, ValueError) as exc:
             bad("model", f"expected a config the model can be built from ({exc})")
     return problems
+
+
+# Upper bounds for the integer sizes of an uploaded config: far above any model this dashboard runs (the demo:
+# 2 layers, 4 heads, widths <= 512, 224-pixel films), low enough that building the model to check its
+# tensors takes milliseconds.
+MAX_LABELS = 1000
+SIZE_LIMITS = (("layers", 48), ("depths", 64), ("heads", 64), ("vocab_size", 1_000_000), ("image_size", 2048),
+               ("max_sentences", 4096), ("max_tokens", 8192))
+MAX_WIDTH = 16_384  # any other integer size (d_model, hidden, *_dim, hidden_sizes, ...)
+MAX_LIST = 16  # entries of a list of sizes (ResNet stages)
+
+
+def _size_limit(key: str) -> int:
+    return next((limit for name, limit in SIZE_LIMITS if key == name or key.endswith("_" + name)), MAX_WIDTH)
+
+
+def _check_sizes(section: dict[str, Any], where: str, bad) -> None:
+    """Every integer size of one model section within its bound (see SIZE_LIMITS)."""
+    for key, value in section.items():
+        values = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and len(value) > MAX_LIST:
+            bad(f"{where}.{key}", f"expected at most {MAX_LIST} entries, found {len(value):,}")
+            continue
+        limit = _size_limit(key)
+        for v in values:
+            if isinstance(v, int) and not isinstance(v, bool) and not 0 <= v <= limit:
+                bad(f"{where}.{key}", f"expected a size from 0 to {limit:,}, found {v:,}")
+                break
 
 
 def _kind(value: Any) -> str:
