@@ -35,6 +35,7 @@ from medfuse_core.record import PatientRecord
 
 PATIENT_PARAM = "patient"  # ?patient=P00012 makes a review page linkable
 PATIENT_KEY = "patient_id"  # shared with the worklist: the patient last opened
+DISEASE_PARAM = "disease"  # ?disease=<label> opens the review on that disease (links, benchmarks/load_test.py)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -386,6 +387,10 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
     options = _disease_options(record, scores)
     disease = None
     if options:
+        linked = st.query_params.get(DISEASE_PARAM)  # ?disease= opens that disease, once per link
+        if linked in options and st.session_state.get("_disease_link") != (patient_id, linked):
+            st.session_state["_disease_link"] = (patient_id, linked)
+            st.session_state["disease"] = linked
         if st.session_state.get("disease") not in options:
             st.session_state["disease"] = _default_disease(record, scores, options)
     if scores is not None:
