@@ -8,7 +8,14 @@ a checkpoint loaded once, and a cohort scored once per (source, checkpoint).
 from __future__ import annotations
 
 import os
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 import streamlit as st
 
@@ -142,3 +149,100 @@ def device_in_use(checkpoint: str) -> str:
 def model_is_synthetic(checkpoint: str) -> bool:
     predictor, _ = predictor_or_reason(checkpoint) if checkpoint else (None, "")
     return predictor is not None and is_synthetic_model(predictor.config, checkpoint, DEMO_MODEL)
+
+
+# ------------------------------------------------------------------------------ shared explanations
+
+
+def approx_bytes(value: Any, _depth: int = 0) -> int:
+    """Rough memory of a result made of dicts, lists, tuples, numpy arrays, strings and numbers."""
+    if _depth > 8:
+        return 64
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes) + 112
+    if isinstance(value, (str, bytes)):
+        return len(value) + 49
+    if isinstance(value, dict):
+        return 232 + sum(approx_bytes(k, _depth + 1) + approx_bytes(v, _depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple, set)):
+        return 56 + 8 * len(value) + sum(approx_bytes(v, _depth + 1) for v in value)
+    return sys.getsizeof(value, 64)
+
+
+class SharedResults:
+    """A process-wide cache of results every session may read: computed once per key per server, even when
+    several sessions ask for it at the same moment (the others wait for the first), least recently used
+    dropped past `max_entries` or `max_bytes`. Values are shared, not copied: callers must not change them.
+
+    Why not st.cache_data: it pickles each result in and copies it out for every reader, and two sessions
+    asking at once both compute; with 20 clinicians on a ward the same patient's explanation was computed
+    several times and held in several copies."""
+
+    def __init__(self, max_entries: int = 256, max_bytes: int = 512 * 1024**2,
+                 sizeof: Callable[[Any], int] = approx_bytes) -> None:
+        self.max_entries, self.max_bytes, self.sizeof = max_entries, max_bytes, sizeof
+        self._values: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._computing: dict[Hashable, threading.Lock] = {}
+        self.computed = self.hits = 0
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._values
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._values)
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return self._bytes
+
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        """The cached value (counted as a hit), or `default`; never computes."""
+        with self._lock:
+            if key not in self._values:
+                return default
+            self._values.move_to_end(key)
+            self.hits += 1
+            return self._values[key][0]
+
+    def get_or_compute(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                self.hits += 1
+                return self._values[key][0]
+            gate = self._computing.setdefault(key, threading.Lock())
+        with gate:  # one computation per key; the others wait here, then find the value
+            with self._lock:
+                if key in self._values:
+                    self._values.move_to_end(key)
+                    self.hits += 1
+                    return self._values[key][0]
+            try:
+                value = compute()
+            finally:
+                with self._lock:
+                    self._computing.pop(key, None)
+            size = self.sizeof(value)
+            with self._lock:
+                self.computed += 1
+                if size <= self.max_bytes:
+                    self._values[key] = (value, size)
+                    self._bytes += size
+                    while len(self._values) > self.max_entries or self._bytes > self.max_bytes:
+                        _, (_, dropped) = self._values.popitem(last=False)
+                        self._bytes -= dropped
+            return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+            self._bytes = 0
+
+
+# Model explanations per (source, checkpoint, weights mtime, patient, disease, words), for every session.
+EXPLANATIONS = SharedResults(max_entries=256, max_bytes=512 * 1024**2)

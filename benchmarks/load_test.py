@@ -371,6 +371,14 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[int(rank) - 1]
 
 
+def _shown_path(path: str) -> str:
+    """A path inside the repository as repo-relative (no build machine's absolute path in a result)."""
+    try:
+        return Path(path).resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
 def summarise(result: dict[str, Any], server_log: str, checkpoint: str, sessions: int, browsers: int,
               duration_s: float, timeout_s: float) -> dict[str, Any]:
     runs: list[Session] = result["sessions"]
@@ -404,7 +412,7 @@ def summarise(result: dict[str, Any], server_log: str, checkpoint: str, sessions
         "error_list": ([f"warm-up: {e}" for e in result["warm"].errors]
                        + [f"{s.name}: {e}" for s in runs for e in s.errors]),
         "per_session": [{"name": s.name, **s.details, "times_s": s.times, "errors": s.errors} for s in runs],
-        "setup": {"checkpoint": checkpoint, "page_timeout_s": timeout_s, "server": "one `streamlit run app/main.py` "
+        "setup": {"checkpoint": _shown_path(checkpoint), "page_timeout_s": timeout_s, "server": "one `streamlit run app/main.py` "
                   "process serves every session (scripts in threads of that process, one shared model)",
                   "browser": (f"Chromium {result['chromium']} via Playwright, one context per browser session"
                               if browsers else "no browser sessions")},

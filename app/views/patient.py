@@ -29,7 +29,7 @@ from app.components.plain import markdown_escape
 from app.components import evidence as E
 from app.components import report as R
 from app.scoring import TOP_SENTENCES, UNCERTAINTY_HELP, UNCERTAINTY_NAME, PatientScores, explain_panels
-from app.state import (checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
+from app.state import (EXPLANATIONS, checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
                        predictor_or_reason, scores_or_none)
 from medfuse_core.record import PatientRecord
 
@@ -261,15 +261,24 @@ def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None, m
 # ------------------------------------------------------------------------------ the model's view
 
 
-@st.cache_data(show_spinner="Explaining the prediction...", max_entries=128)
+_MISSING = object()
+
+
 def _explained(source: str, checkpoint: str, stamp: float, patient_id: str, disease: str,
                words: bool = False) -> dict[str, Any]:
-    """`explain_panels` cached per (source, checkpoint and its weights' mtime, patient, disease, words):
-    word-level note attribution is computed only when the notes panel is switched to "Words"."""
+    """`explain_panels` per (source, checkpoint and its weights' mtime, patient, disease, words), computed once
+    per server for every session (app/state.py EXPLANATIONS; shared: never changed here): word-level note
+    attribution only when the notes panel is switched to "Words"."""
     predictor, _ = predictor_or_reason(checkpoint)
     if predictor is None:
         return E.empty_evidence()
-    return explain_panels(_record(source, patient_id), predictor, disease, words)
+    key = (source, checkpoint, stamp, patient_id, disease, words)
+    cached = EXPLANATIONS.get(key, _MISSING)
+    if cached is not _MISSING:
+        return cached
+    with st.spinner("Explaining the prediction..."):
+        return EXPLANATIONS.get_or_compute(
+            key, lambda: explain_panels(_record(source, patient_id), predictor, disease, words))
 
 
 def _word_spans(source: str, checkpoint: str, patient_id: str, disease: str) -> dict[int, list]:
