@@ -203,7 +203,7 @@ def test_deeply_nested_config_and_header_are_refused_before_parsing(files: dict[
                                                            "(refused before parsing)")]
     # a run folder on the server is checked the same way before safetensors reads it
     from medfuse_core.problems import DataError
-    from medfuse_core.train.checkpoint import load_weights, read_config
+    from medfuse_core.runtime.checkpoint import load_weights, read_config
 
     (tmp_path / CONFIG_FILE).write_bytes(deep)
     (tmp_path / WEIGHTS_FILE).write_bytes(hostile)
