@@ -193,7 +193,7 @@ def planted_evidence(source: str, patient_id: str, disease: str | None = None) -
             for i, image in enumerate(record.images):
                 if Path(image.source).name != Path(img.get("file", "")).name:
                     continue
-                mask = read_mask(folder / img["mask"]) if img.get("mask") else None
+                mask = read_mask(folder, str(img["mask"])) if img.get("mask") else None
                 if mask is None or mask.shape != image.pixels.shape:
                     mask = np.zeros(image.pixels.shape, dtype=np.float32)
                     x0, y0, x1, y1 = (int(v) for v in img["box"])
@@ -202,8 +202,20 @@ def planted_evidence(source: str, patient_id: str, disease: str | None = None) -
     return out
 
 
-def read_mask(path: Path) -> np.ndarray | None:
-    """A planted-region mask image as 0/1 float32, or None when it cannot be read."""
+def read_mask(folder: Path, name: str) -> np.ndarray | None:
+    """A planted-region mask image (truth.json names it, relative to the bundle) as 0/1 float32, or None when
+    it cannot be read, lies outside the bundle or is reached through a link (truth.json is input too)."""
+    path = folder / name
+    try:
+        if not path.resolve().is_relative_to(folder.resolve()):
+            return None
+        here = folder
+        for part in Path(name).parts:
+            here = here / part
+            if here.is_symlink():
+                return None
+    except (OSError, ValueError):
+        return None
     try:
         from PIL import Image
 
