@@ -319,4 +319,4 @@ class SharedResults:
 
 
 # Model explanations per (source, checkpoint, weights mtime, patient, disease, words), for every session.
-EXPLANATIONS = SharedResults(max_entries=256, max_bytes=512 * 1024**2)
+EXPLANATIONS = SharedResults(max_entries=1024, max_bytes=512 * 1024**2)  # ~1 MB each (the film map): ~480 fit

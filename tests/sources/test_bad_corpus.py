@@ -247,3 +247,13 @@ def test_messages_quote_only_a_short_excerpt(tmp_path: Path) -> None:
     report, record = validate_bundle(folder)  # an unknown channel named by 100,000 characters
     assert record is not None and report.problems
     assert all(len(p.message) < MAX_MESSAGE_CHARS + 40 and len(p.field) < 250 for p in report.problems)
+
+
+def test_cli_survives_deep_json_without_traceback(corpus: dict[str, Path]) -> None:
+    """`validate` on 100,000 nested brackets in patient.json and truth.json: one line each, no RecursionError."""
+    folders = [str(corpus["patient_json_deep_nesting"]), str(corpus["truth_json_deep_nesting"])]
+    for folder in folders:
+        result = subprocess.run([sys.executable, "-m", "medfuse_core", "validate", folder],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+        assert "expected JSON nested at most 64 levels deep" in result.stdout
