@@ -47,6 +47,7 @@ from medfuse_core.benchmarking.faithfulness import (  # noqa: E402
 )
 from medfuse_core.predictor import Predictor  # noqa: E402
 from medfuse_core.record import MODALITIES  # noqa: E402
+from medfuse_core.provenance import scrub_paths
 
 TARGETS = {"single_route": 0.90, "shared_route": 0.80,
            "localisation": {"labs": 0.90, "notes": 0.80, "vitals": 0.80, "image": 0.80}}
@@ -148,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     })
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    out.write_text(scrub_paths(json.dumps(result, indent=1, allow_nan=False) + "\n"), encoding="utf-8")
     md = Path(args.md) if args.md else out.with_suffix(".md")
-    md.write_text(markdown(result), encoding="utf-8")
+    md.write_text(scrub_paths(markdown(result)), encoding="utf-8")
     print(f"wrote {out} and {md}", file=sys.stderr)
     return 0
 

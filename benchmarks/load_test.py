@@ -45,6 +45,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from medfuse_core.provenance import scrub_paths
 from pathlib import Path
 from typing import Any
 
@@ -500,8 +501,8 @@ def main() -> int:
     report = summarise(result, server_log, args.checkpoint, args.sessions, min(args.browsers, args.sessions),
                        args.duration, args.timeout)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "load_test.json").write_text(json.dumps(report, indent=1))
-    (args.out_dir / "load_test.md").write_text(markdown(report))
+    (args.out_dir / "load_test.json").write_text(scrub_paths(json.dumps(report, indent=1)))
+    (args.out_dir / "load_test.md").write_text(scrub_paths(markdown(report)))
     print(markdown(report))
     return 0 if report["errors"] == 0 else 1
 

@@ -26,6 +26,7 @@ from medfuse_core.features.featurize import Featurizer
 from medfuse_core.models.baselines import build_model
 from medfuse_core.models.config import ModelConfig
 from medfuse_core.problems import DataError
+from medfuse_core.provenance import data_provenance
 from medfuse_core.record import PatientRecord
 from medfuse_core.sources.bundle import find_bundles, read_bundle
 from medfuse_core.runtime import checkpoint as ckpt
@@ -208,9 +209,9 @@ def _run_training(data_dir: str | Path, out_dir: Path, run: RunConfig, train_con
             "model": model_config.to_dict(),
             "features": featurizer.spec.to_dict(),
             "split": asdict(split),
-            "data": {"path": str(data.data_dir), "n_train": len(parts["train"]), "n_val": len(parts["val"]),
+            "data": {**data_provenance(data.data_dir), "n_train": len(parts["train"]), "n_val": len(parts["val"]),
                      "n_test": len(parts["test"]), "synthetic": _is_synthetic(data.data_dir),
-                     **({"image_encoder_data": {"path": str(image_encoder_data), "n_train": len(films.train),
+                     **({"image_encoder_data": {**data_provenance(image_encoder_data), "n_train": len(films.train),
                                                 "n_val": len(films.val)}} if films else {})},
             "train": asdict(train_config),
             "calibration": calibration,
