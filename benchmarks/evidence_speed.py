@@ -92,7 +92,7 @@ def main() -> None:
         "data": str(args.data),
         "label": label,
         "image_method": args.image_method,
-        "model": {"parameters": sum(p.numel() for p in predictor.model.parameters()), "image_size": cfg["image"]["image_size"],
+        "model": {"parameters": sum(p.numel() for p in predictor.model.parameters()), "image_size": predictor.featurizer.spec.image_size,
                   "image_hidden_sizes": cfg["image"]["hidden_sizes"], "vitals_hidden": cfg["vitals"]["hidden"],
                   "fusion": cfg["fusion"], "text_model": predictor.featurizer.spec.text_model},
         "patients": {"n": len(records),

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(ROOT))
 
-from medfuse_core.explain.api import _finite  # noqa: E402
+from medfuse_core.numbers import json_safe  # noqa: E402
 from medfuse_core.explain.evidence import DEFAULT_IMAGE_METHOD, IMAGE_METHODS  # noqa: E402
 from medfuse_core.models.baselines import DISENTANGLEMENT_WEIGHTS  # noqa: E402
 from medfuse_core.benchmarking.faithfulness import (  # noqa: E402
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             sweep.append(row)
             print(f"sweep {row['name']}: routes {_pair(row)}", file=sys.stderr)
 
-    result = _finite({
+    result = json_safe({
         "data": str(args.data), "n_patients": len(cases), "max_patients": args.max_patients,
         "targets": TARGETS, "checkpoints": reports, "sweep": sweep if args.sweep_json else [],
         "settings": {"n_steps": args.n_steps, "draws": args.draws, "seed": args.seed, "image_method": args.image_method,

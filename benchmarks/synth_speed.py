@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from medfuse_core.sources.synth import GENERATOR_VERSION, generate_cohort, synthesize
-from medfuse_core.sources.synth.cohort import _workers
+from medfuse_core.sources.synth.cohort import worker_count
 from medfuse_core.provenance import scrub_paths
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     synthesize(args.seed, 0, image_size=64)  # imports and caches warm
-    default_workers = _workers(args.n, None)
+    default_workers = worker_count(args.n, None)
     rows = [
         ("in memory, 1 process", 1, _in_memory(args.n, args.seed, args.image_size), None),
         ("bundles on disk, 1 process", 1, *_to_disk(args.n, args.seed, args.image_size, 1)),

@@ -6,6 +6,7 @@ Bad data never produces a traceback here: loaders raise `DataError`, which is pr
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -332,8 +333,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(quiet: bool = False) -> None:
+    """The library logs (logging.getLogger(__name__)); the CLI shows its progress lines on stderr,
+    warnings only with --quiet. A caller that configured logging itself keeps its configuration."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(message)s", stream=sys.stderr)
+    logging.getLogger("medfuse_core").setLevel(logging.WARNING if quiet else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(quiet=bool(getattr(args, "quiet", False)))
     try:
         return args.run(args)
     except DataError as exc:

@@ -16,10 +16,11 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from app.components.shading import max_abs, signed_rgba
+from medfuse_core.features import window
 from medfuse_core.record import PatientRecord
 from medfuse_core.sources.vital_channels import channel_spec
 
-WINDOW_HOURS = 48  # the model reads the first 48 h in 1-hour bins (MedFuse / mimic3-benchmarks)
+WINDOW_HOURS = window.HOURS  # the model reads the first 48 h in 1-hour bins (medfuse_core/features/window.py)
 # The x axis spans at most this far before/after admission: one row 17 years away would otherwise stretch
 # it over 144,000 hours of 12-hour ticks (a browser froze for over a minute). Rows beyond are said, not drawn.
 AXIS_LIMIT_HOURS = 30 * 24

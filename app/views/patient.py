@@ -30,9 +30,8 @@ from app.components import evidence as E
 from app.components import report as R
 from app.components.wording import UNCERTAINTY_HELP, UNCERTAINTY_NAME
 from app.scoring import TOP_SENTENCES, explain_panels
-from app.state import (EXPLANATIONS, planted_evidence, record_by_id, records_by_id, checkpoint_stamp, current_checkpoint,
-                       current_source, load_cohort, model_is_synthetic,
-                       predictor_or_reason, scores_or_none)
+from app.state import (EXPLANATIONS, checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
+                       planted_evidence, predictor_or_reason, record_by_id, records_by_id, scores_or_none)
 from medfuse_core.explain.scores import PatientScores
 from medfuse_core.explain.probability_scale import risk_points
 from medfuse_core.modalities import REGISTRY
@@ -187,7 +186,7 @@ def _vitals_panel(source: str, record: PatientRecord, mode: str = "none", diseas
     shading = {"model": " · background = model attribution per hour (orange raises, blue lowers)",
                "planted": " · background = planted evidence hours"}.get(mode, "")
     st.caption(f"{len(channels)} channels · green band = normal range · red points outside it · "
-               f"dotted lines = the model's first {V.WINDOW_HOURS} h" + shading)
+               f"dotted lines = the model's first {V.WINDOW_HOURS:g} h" + shading)
     left_out = V.not_drawn_note(record)
     if left_out:
         st.warning(left_out, icon=":material/warning:")

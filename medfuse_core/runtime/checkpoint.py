@@ -221,7 +221,7 @@ def check_config(config: Any) -> list[Problem]:
 
     from medfuse_core.features.featurize import FeatureSpec
     from medfuse_core.models.baselines import VARIANTS
-    from medfuse_core.models.config import _SECTION_TYPES, ModelConfig
+    from medfuse_core.models.config import RETIRED_FIELDS, SECTION_TYPES, ModelConfig
     from medfuse_core.features.text_backbone import PACKAGED_MODELS
 
     problems: list[Problem] = []
@@ -252,8 +252,10 @@ def check_config(config: Any) -> list[Problem]:
     for name, value in model.items():
         if name not in sections:
             bad(f"model.{name}", f"unknown section; expected one of {', '.join(sorted(sections))}")
-        elif name in _SECTION_TYPES:
-            _check_fields(value, _SECTION_TYPES[name], f"model.{name}", bad)
+        elif name in SECTION_TYPES:
+            retired = RETIRED_FIELDS.get(name, {})
+            current = {k: v for k, v in value.items() if k not in retired} if isinstance(value, dict) else value
+            _check_fields(current, SECTION_TYPES[name], f"model.{name}", bad)
     if isinstance(labels, list) and len(labels) > MAX_LABELS:
         bad("model.labels", f"expected at most {MAX_LABELS:,} labels, found {len(labels):,}")
     for section_name, section in model.items():
