@@ -305,6 +305,9 @@ def markdown(r: dict[str, Any]) -> str:
              f"Checkpoint `{r['checkpoint']}` ({r['parameters']:,} parameters) on {m['device']} "
              f"({m['device_name']}), {m['threads']} CPU thread(s), torch {m['torch']}, {m['platform']}. "
              f"Measured {r['measured']}.", ""]
+    if r.get("sections_from_earlier_runs"):
+        lines += [f"Sections {', '.join(r['sections_from_earlier_runs'])} are kept from the run of "
+                  f"{r['earlier_run_measured']} (this run re-measured the others).", ""]
     if "latency" in r:
         lat = r["latency"]
         first = next(iter(lat.values()))
@@ -433,6 +436,17 @@ def main(argv: list[str] | None = None) -> int:
             if len(records) >= max(args.patients, args.batch_size):
                 break
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    previous_file = args.out_dir / "performance.json"
+    if set(sections) != set(SECTIONS) and previous_file.exists():
+        # a partial re-run keeps the other sections' figures (each carries the run it came from in "measured_by")
+        previous = json.loads(previous_file.read_text())
+        for name in set(SECTIONS) - set(sections):
+            for key in (name, f"{name}_settings"):
+                if key in previous:
+                    result[key] = previous[key]
+        result["sections_from_earlier_runs"] = sorted(
+            {n for n in set(SECTIONS) - set(sections) if n in previous} | set(previous.get("sections_from_earlier_runs", [])) - set(sections))
+        result["earlier_run_measured"] = previous.get("earlier_run_measured", previous.get("measured"))
 
     def save() -> None:
         result["targets"] = targets(result)
