@@ -124,6 +124,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from medfuse_core.train.refit import calibrate_checkpoint
+
+    if not Path(args.checkpoint, "config.json").is_file():
+        print(f"error: --checkpoint {args.checkpoint}: not a run folder (no config.json)", file=sys.stderr)
+        return 2
+    calibration = calibrate_checkpoint(args.checkpoint, args.data, progress=not args.quiet, device=args.device)
+    methods = [entry["chosen"] for entry in calibration["selection"].values()]
+    print(f"calibration refitted on {calibration['fitted_on']['patients']} validation patients "
+          f"({methods.count('temperature')} label(s) by temperature, {methods.count('isotonic')} isotonic); "
+          f"written to {Path(args.checkpoint) / 'config.json'}")
+    return 0
+
+
 def _cmd_pretrain_labs(args: argparse.Namespace) -> int:
     from medfuse_core.train.pretrain_labs import run_pretrain_labs
 
@@ -249,6 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(run=_cmd_eval)
+
+    calibrate = commands.add_parser("calibrate", help="refit a checkpoint's per-label calibration and thresholds on "
+                                    "the validation split of its training cohort (no retraining)")
+    calibrate.add_argument("--checkpoint", required=True, help="run folder written by train (its config.json is updated)")
+    calibrate.add_argument("--data", required=True, help="the cohort the checkpoint was trained on (its validation "
+                           "split, by the checkpoint's own split rule, is used)")
+    calibrate.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
+    calibrate.set_defaults(run=_cmd_calibrate)
 
     score = commands.add_parser("score", help="score a folder of bundles with a checkpoint into a Parquet file")
     score.add_argument("--checkpoint", required=True, help="run folder written by train")

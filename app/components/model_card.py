@@ -36,7 +36,10 @@ def summary_frame(report: dict[str, Any]) -> pd.DataFrame:
     if report.get("mortality"):
         rows.append({"metric": "mortality AUROC", "value": _num(report["mortality"].get("auroc")), "95% interval": ""})
     ece = report.get("ece") or {}
-    if "after_scaling" in ece:
+    if "calibrated" in ece:  # per-label calibration (this release)
+        rows.append({"metric": "calibration error (ECE), all labels, after per-label calibration",
+                     "value": _num(ece["calibrated"]), "95% interval": f"before: {_num(ece.get('uncalibrated')):.3f}"})
+    elif "after_scaling" in ece:  # a report of an older release: one temperature
         rows.append({"metric": "calibration error (ECE) after temperature scaling", "value": _num(ece["after_scaling"]),
                      "95% interval": f"before: {_num(ece.get('before_scaling')):.3f}"})
     return pd.DataFrame(rows, columns=["metric", "value", "95% interval"])

@@ -1,0 +1,80 @@
+"""`python -m medfuse_core calibrate`: refit, on a trained checkpoint's own validation split, what sits on
+top of the network, without retraining it: the per-label calibration and thresholds (train/calibrate.py).
+
+Why a separate step: the calibration of a shipped checkpoint (assets/demo_model) can be redone with a
+better method in seconds from its training cohort, where retraining the network takes most of an hour.
+The split is the checkpoint's own hash split (config.json `split`), so the validation patients are the
+ones the training run validated on, never its training or test patients. What was done is recorded in
+config.json as the command and the cohort's own description (generator, seed, n), never as a path of
+the machine that ran it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from medfuse_core.predictor import Predictor
+from medfuse_core.problems import DataError
+from medfuse_core.record import PatientRecord
+from medfuse_core.sources.bundle import PATIENT_FILE, find_bundles, read_bundle
+from medfuse_core.train import checkpoint as ckpt
+from medfuse_core.train.evaluate import fit_calibration
+from medfuse_core.train.run import SplitConfig, split_of
+
+COMMAND = "python -m medfuse_core calibrate --checkpoint CHECKPOINT --data COHORT"
+
+
+def split_records(data_dir: str | Path, split: SplitConfig, part: str, progress: bool = True) -> list[PatientRecord]:
+    """The readable bundles of one part ('train' | 'val' | 'test') of the checkpoint's hash split; only
+    patient.json is read for the others."""
+    records = []
+    for folder in tqdm(find_bundles(Path(data_dir)), desc=f"reading the {part} split", disable=not progress, leave=False):
+        try:
+            patient_id = json.loads((folder / PATIENT_FILE).read_text(encoding="utf-8")).get("patient_id")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            patient_id = None
+        if patient_id is not None and split_of(str(patient_id), split) != part:
+            continue
+        try:
+            record = read_bundle(folder)
+        except DataError as exc:
+            print(f"skipped: {exc}")
+            continue
+        if split_of(record.patient_id, split) == part:
+            records.append(record)
+    if not records:
+        raise DataError(str(data_dir), "", f"expected patient bundles in the checkpoint's {part} split; found none")
+    return records
+
+
+def describe_cohort(data_dir: str | Path) -> dict[str, Any]:
+    """What a cohort is, without its path: a synthetic cohort's generator, seed and size; else its folder name."""
+    cohort_file = Path(data_dir) / "cohort.json"
+    try:
+        cohort = json.loads(cohort_file.read_text()) if cohort_file.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        cohort = {}
+    if "generator_version" in cohort:
+        return {"synthetic": True, "generator": cohort["generator_version"], "seed": cohort.get("seed"), "n": cohort.get("n")}
+    return {"synthetic": False, "folder_name": Path(data_dir).name}
+
+
+def calibrate_checkpoint(checkpoint: str | Path, data_dir: str | Path, progress: bool = True,
+                         device: str = "cpu") -> dict[str, Any]:
+    """Refit the calibration of `checkpoint` on the validation split of `data_dir` (its training cohort)
+    and write it into the checkpoint's config.json; returns the new `calibration` section."""
+    predictor = Predictor.load(checkpoint, device=device)
+    split = SplitConfig(**predictor.config["split"])
+    records = split_records(data_dir, split, "val", progress)
+    features, _ = predictor.featurizer.featurize_many(records, progress=progress)
+    calibration = fit_calibration(predictor.model, features)
+    calibration["fitted_on"] = {"split": "val", "patients": len(features), "cohort": describe_cohort(data_dir),
+                                "command": COMMAND}
+    config = {k: v for k, v in predictor.config.items() if k != "format_version"}
+    config["calibration"] = calibration
+    ckpt.save_config(Path(checkpoint), config)
+    return calibration
