@@ -130,11 +130,16 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if not Path(args.checkpoint, "config.json").is_file():
         print(f"error: --checkpoint {args.checkpoint}: not a run folder (no config.json)", file=sys.stderr)
         return 2
-    calibration = calibrate_checkpoint(args.checkpoint, args.data, progress=not args.quiet, device=args.device)
+    config = calibrate_checkpoint(args.checkpoint, args.data, progress=not args.quiet, device=args.device,
+                                  domain=args.domain, false_alarm_rate=args.false_alarm_rate)
+    calibration = config["calibration"]
     methods = [entry["chosen"] for entry in calibration["selection"].values()]
     print(f"calibration refitted on {calibration['fitted_on']['patients']} validation patients "
           f"({methods.count('temperature')} label(s) by temperature, {methods.count('isotonic')} isotonic); "
           f"written to {Path(args.checkpoint) / 'config.json'}")
+    for modality, entry in (config.get("domain") or {}).get("modalities", {}).items() if args.domain else ():
+        print(f"domain of {modality}: {entry['n_train']} training patients, threshold {entry['threshold']:.2f} "
+              f"({entry.get('val_flagged', float('nan')):.1%} of {entry['n_val']} validation patients flagged)")
     return 0
 
 
@@ -269,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--checkpoint", required=True, help="run folder written by train (its config.json is updated)")
     calibrate.add_argument("--data", required=True, help="the cohort the checkpoint was trained on (its validation "
                            "split, by the checkpoint's own split rule, is used)")
+    calibrate.add_argument("--domain", action="store_true", help="also fit the applicability domain per modality "
+                           "(encoder outputs of the training split; thresholds on the validation split)")
+    calibrate.add_argument("--false-alarm-rate", type=float, default=0.05,
+                           help="--domain: the share of validation patients a modality's threshold may flag")
     calibrate.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
     calibrate.set_defaults(run=_cmd_calibrate)

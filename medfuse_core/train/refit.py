@@ -1,5 +1,7 @@
 """`python -m medfuse_core calibrate`: refit, on a trained checkpoint's own validation split, what sits on
-top of the network, without retraining it: the per-label calibration and thresholds (train/calibrate.py).
+top of the network, without retraining it: the per-label calibration and thresholds (train/calibrate.py)
+and the applicability domain per modality (train/domain_fit.py: fitted on the training split's encoder
+outputs, thresholds on the validation split).
 
 Why a separate step: the calibration of a shipped checkpoint (assets/demo_model) can be redone with a
 better method in seconds from its training cohort, where retraining the network takes most of an hour.
@@ -22,10 +24,12 @@ from medfuse_core.problems import DataError
 from medfuse_core.record import PatientRecord
 from medfuse_core.sources.bundle import PATIENT_FILE, find_bundles, read_bundle
 from medfuse_core.train import checkpoint as ckpt
+from medfuse_core.train.domain_fit import DEFAULT_FALSE_ALARM_RATE, fit_checkpoint_domain
 from medfuse_core.train.evaluate import fit_calibration
 from medfuse_core.train.run import SplitConfig, split_of
 
 COMMAND = "python -m medfuse_core calibrate --checkpoint CHECKPOINT --data COHORT"
+DOMAIN_COMMAND = COMMAND + " --domain"
 
 
 def split_records(data_dir: str | Path, split: SplitConfig, part: str, progress: bool = True) -> list[PatientRecord]:
@@ -63,18 +67,25 @@ def describe_cohort(data_dir: str | Path) -> dict[str, Any]:
     return {"synthetic": False, "folder_name": Path(data_dir).name}
 
 
-def calibrate_checkpoint(checkpoint: str | Path, data_dir: str | Path, progress: bool = True,
-                         device: str = "cpu") -> dict[str, Any]:
+def calibrate_checkpoint(checkpoint: str | Path, data_dir: str | Path, progress: bool = True, device: str = "cpu",
+                         domain: bool = False, false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE) -> dict[str, Any]:
     """Refit the calibration of `checkpoint` on the validation split of `data_dir` (its training cohort)
-    and write it into the checkpoint's config.json; returns the new `calibration` section."""
+    and, with `domain`, the applicability domain (training split fit, validation split thresholds); both
+    written into the checkpoint folder. Returns the new config.json."""
     predictor = Predictor.load(checkpoint, device=device)
     split = SplitConfig(**predictor.config["split"])
-    records = split_records(data_dir, split, "val", progress)
-    features, _ = predictor.featurizer.featurize_many(records, progress=progress)
-    calibration = fit_calibration(predictor.model, features)
-    calibration["fitted_on"] = {"split": "val", "patients": len(features), "cohort": describe_cohort(data_dir),
-                                "command": COMMAND}
+    cohort = describe_cohort(data_dir)
+    val_records = split_records(data_dir, split, "val", progress)
+    val_set, _ = predictor.featurizer.featurize_many(val_records, progress=progress)
+    calibration = fit_calibration(predictor.model, val_set)
+    calibration["fitted_on"] = {"split": "val", "patients": len(val_set), "cohort": cohort, "command": COMMAND}
     config = {k: v for k, v in predictor.config.items() if k != "format_version"}
     config["calibration"] = calibration
+    if domain:
+        train_set, _ = predictor.featurizer.featurize_many(split_records(data_dir, split, "train", progress), progress=progress)
+        fitted = fit_checkpoint_domain(predictor.model, train_set, val_set, false_alarm_rate)
+        fitted.fitted_on = {"fit": "train", "thresholds": "val", "patients": {"train": len(train_set), "val": len(val_set)},
+                            "cohort": cohort, "command": DOMAIN_COMMAND}
+        config["domain"] = fitted.save(checkpoint)
     ckpt.save_config(Path(checkpoint), config)
-    return calibration
+    return config
