@@ -131,12 +131,15 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"error: --checkpoint {args.checkpoint}: not a run folder (no config.json)", file=sys.stderr)
         return 2
     config = calibrate_checkpoint(args.checkpoint, args.data, progress=not args.quiet, device=args.device,
-                                  domain=args.domain, false_alarm_rate=args.false_alarm_rate)
+                                  domain=args.domain, false_alarm_rate=args.false_alarm_rate,
+                                  intervals_data=args.intervals_data, level=args.level)
     calibration = config["calibration"]
     methods = [entry["chosen"] for entry in calibration["selection"].values()]
     print(f"calibration refitted on {calibration['fitted_on']['patients']} validation patients "
           f"({methods.count('temperature')} label(s) by temperature, {methods.count('isotonic')} isotonic); "
           f"written to {Path(args.checkpoint) / 'config.json'}")
+    if args.intervals_data:
+        print(f"conformal intervals at {args.level:.0%} fitted on {config['uncertainty']['fitted_on']['patients']} patients")
     for modality, entry in (config.get("domain") or {}).get("modalities", {}).items() if args.domain else ():
         print(f"domain of {modality}: {entry['n_train']} training patients, threshold {entry['threshold']:.2f} "
               f"({entry.get('val_flagged', float('nan')):.1%} of {entry['n_val']} validation patients flagged)")
@@ -278,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "(encoder outputs of the training split; thresholds on the validation split)")
     calibrate.add_argument("--false-alarm-rate", type=float, default=0.05,
                            help="--domain: the share of validation patients a modality's threshold may flag")
+    calibrate.add_argument("--intervals-data", help="also fit the conformal intervals on every patient of this cohort "
+                           "(another cohort than --data, e.g. the validation cohort synth --n 500 --seed 3000)")
+    calibrate.add_argument("--level", type=float, default=0.9, help="--intervals-data: the intervals' coverage level")
     calibrate.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
     calibrate.set_defaults(run=_cmd_calibrate)

@@ -1,7 +1,8 @@
 """`python -m medfuse_core calibrate`: refit, on a trained checkpoint's own validation split, what sits on
 top of the network, without retraining it: the per-label calibration and thresholds (train/calibrate.py)
-and the applicability domain per modality (train/domain_fit.py: fitted on the training split's encoder
-outputs, thresholds on the validation split).
+the applicability domain per modality (train/domain_fit.py: fitted on the training split's encoder
+outputs, thresholds on the validation split), and the conformal intervals (train/conformal_fit.py: on
+another cohort than the calibration's, the project's validation cohort, so their scores are honest).
 
 Why a separate step: the calibration of a shipped checkpoint (assets/demo_model) can be redone with a
 better method in seconds from its training cohort, where retraining the network takes most of an hour.
@@ -24,12 +25,15 @@ from medfuse_core.problems import DataError
 from medfuse_core.record import PatientRecord
 from medfuse_core.sources.bundle import PATIENT_FILE, find_bundles, read_bundle
 from medfuse_core.train import checkpoint as ckpt
+from medfuse_core.calibration import Calibration
+from medfuse_core.train.conformal_fit import DEFAULT_LEVEL, fit_checkpoint_intervals
 from medfuse_core.train.domain_fit import DEFAULT_FALSE_ALARM_RATE, fit_checkpoint_domain
 from medfuse_core.train.evaluate import fit_calibration
-from medfuse_core.train.run import SplitConfig, split_of
+from medfuse_core.train.run import SplitConfig, read_cohort, split_of
 
 COMMAND = "python -m medfuse_core calibrate --checkpoint CHECKPOINT --data COHORT"
 DOMAIN_COMMAND = COMMAND + " --domain"
+INTERVALS_COMMAND = COMMAND + " --intervals-data VALIDATION_COHORT"
 
 
 def split_records(data_dir: str | Path, split: SplitConfig, part: str, progress: bool = True) -> list[PatientRecord]:
@@ -68,10 +72,12 @@ def describe_cohort(data_dir: str | Path) -> dict[str, Any]:
 
 
 def calibrate_checkpoint(checkpoint: str | Path, data_dir: str | Path, progress: bool = True, device: str = "cpu",
-                         domain: bool = False, false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE) -> dict[str, Any]:
+                         domain: bool = False, false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
+                         intervals_data: str | Path | None = None, level: float = DEFAULT_LEVEL) -> dict[str, Any]:
     """Refit the calibration of `checkpoint` on the validation split of `data_dir` (its training cohort)
     and, with `domain`, the applicability domain (training split fit, validation split thresholds); both
-    written into the checkpoint folder. Returns the new config.json."""
+    written into the checkpoint folder; with `intervals_data` (every patient of another cohort), the
+    conformal intervals at `level`. Returns the new config.json."""
     predictor = Predictor.load(checkpoint, device=device)
     split = SplitConfig(**predictor.config["split"])
     cohort = describe_cohort(data_dir)
@@ -81,11 +87,19 @@ def calibrate_checkpoint(checkpoint: str | Path, data_dir: str | Path, progress:
     calibration["fitted_on"] = {"split": "val", "patients": len(val_set), "cohort": cohort, "command": COMMAND}
     config = {k: v for k, v in predictor.config.items() if k != "format_version"}
     config["calibration"] = calibration
+    config.pop("uncertainty", None)  # intervals are fitted on calibrated probabilities: stale once these change
     if domain:
         train_set, _ = predictor.featurizer.featurize_many(split_records(data_dir, split, "train", progress), progress=progress)
         fitted = fit_checkpoint_domain(predictor.model, train_set, val_set, false_alarm_rate)
         fitted.fitted_on = {"fit": "train", "thresholds": "val", "patients": {"train": len(train_set), "val": len(val_set)},
                             "cohort": cohort, "command": DOMAIN_COMMAND}
         config["domain"] = fitted.save(checkpoint)
+    if intervals_data is not None:
+        patients, _ = predictor.featurizer.featurize_many(read_cohort(intervals_data, progress), progress=progress)
+        intervals = fit_checkpoint_intervals(predictor.model, Calibration.from_config(calibration, predictor.labels),
+                                             patients, level)
+        intervals.fitted_on = {"patients": len(patients), "cohort": describe_cohort(intervals_data),
+                               "command": INTERVALS_COMMAND}
+        config["uncertainty"] = intervals.to_config()
     ckpt.save_config(Path(checkpoint), config)
     return config
