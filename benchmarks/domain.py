@@ -16,6 +16,9 @@ modality's out-of-domain sets are made from the same patients' inputs, so the on
 AUROC: out-of-domain distances against the in-distribution patients' distances of that modality; the
 detection rate and the in-distribution false-alarm rate are at the checkpoint's thresholds (set on the
 training cohort's validation split at `domain.false_alarm_rate`).
+With `--train-data` (the training cohort), the same AUROCs for a k-nearest-neighbour distance (mean
+Euclidean distance to the 10 nearest training patients' standardised encoder outputs), the alternative
+the shipped Mahalanobis distance is compared with.
 
     python -m pip download --no-deps pydicom-data==1.0.0 -d PDD
     python benchmarks/domain.py --checkpoint assets/demo_model --data HELDOUT_DIR --real-films PDD
@@ -49,7 +52,8 @@ from medfuse_core.predictor import Predictor  # noqa: E402
 from medfuse_core.record import MODALITIES, ChestImage, Labs, PatientRecord, Vitals  # noqa: E402
 from medfuse_core.sources.images import load_image  # noqa: E402
 from medfuse_core.train.domain_fit import encoder_outputs  # noqa: E402
-from medfuse_core.train.run import read_cohort  # noqa: E402
+from medfuse_core.train.refit import split_records  # noqa: E402
+from medfuse_core.train.run import SplitConfig, read_cohort  # noqa: E402
 
 GOALS = {"image": 0.99, "labs": 0.95, "vitals": 0.95}
 
@@ -195,18 +199,53 @@ def only(record: PatientRecord, modality: str, **change) -> PatientRecord:
     return replace(record, **kept, problems=[])
 
 
+KNN_K = 10
+
+
+class KnnDistance:
+    """Mean Euclidean distance to the k nearest training patients, features standardised on the training set."""
+
+    def __init__(self, train: np.ndarray, k: int = KNN_K):
+        self.mean, self.std = train.mean(0), train.std(0) + 1e-6
+        self.train = (train - self.mean) / self.std
+        self.k = k
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        z = (x - self.mean) / self.std
+        out = []
+        for start in range(0, len(z), 256):
+            block = z[start:start + 256]
+            d = np.sqrt(np.maximum(((block[:, None, :] - self.train[None]) ** 2).sum(-1), 0))
+            out.append(np.sort(d, axis=1)[:, : self.k].mean(1))
+        return np.concatenate(out) if out else np.zeros(0)
+
+
+KNN: dict[str, KnnDistance] = {}  # modality -> scorer, filled when --train-data is given
+KNN_SCORES: dict[int, np.ndarray] = {}  # id of a distances() result -> the kNN scores of the same rows
+
+
 def distances(predictor: Predictor, domain: Domain, records: list[PatientRecord], modality: str) -> np.ndarray:
     features, _ = predictor.featurizer.featurize_many(records, progress=False)
     outputs, present = encoder_outputs(predictor.model, features)
     d = domain.distances(outputs, present, list(MODALITIES))[:, MODALITIES.index(modality)]
-    return d[np.isfinite(d)]
+    keep = np.isfinite(d)
+    result = d[keep]
+    if modality in KNN:
+        KNN_SCORES[id(result)] = KNN[modality](outputs[modality][keep])
+    return result
 
 
-def summarise(name: str, modality: str, shifted: np.ndarray, clean: np.ndarray, threshold: float) -> dict:
-    y = np.r_[np.zeros(len(clean)), np.ones(len(shifted))]
-    return {"set": name, "modality": modality, "n_out_of_domain": int(len(shifted)), "n_in_distribution": int(len(clean)),
-            "auroc": float(roc_auc_score(y, np.r_[clean, shifted])) if len(shifted) and len(clean) else float("nan"),
-            "detected_at_threshold": float(np.mean(shifted > threshold)) if len(shifted) else float("nan")}
+def summarise(name: str, modality: str, shifted: np.ndarray, clean: np.ndarray, threshold: float,
+              rows: np.ndarray | None = None) -> dict:
+    y = np.r_[np.zeros(len(clean)), np.ones(len(shifted) if rows is None else len(rows))]
+    chosen = shifted if rows is None else shifted[rows]
+    out = {"set": name, "modality": modality, "n_out_of_domain": int(len(chosen)), "n_in_distribution": int(len(clean)),
+           "auroc": float(roc_auc_score(y, np.r_[clean, chosen])) if len(chosen) and len(clean) else float("nan"),
+           "detected_at_threshold": float(np.mean(chosen > threshold)) if len(chosen) else float("nan")}
+    if id(shifted) in KNN_SCORES and id(clean) in KNN_SCORES:
+        knn = KNN_SCORES[id(shifted)] if rows is None else KNN_SCORES[id(shifted)][rows]
+        out["auroc_knn"] = float(roc_auc_score(y, np.r_[KNN_SCORES[id(clean)], knn]))
+    return out
 
 
 def main() -> None:
@@ -218,6 +257,7 @@ def main() -> None:
     parser.add_argument("--max-patients", type=int, default=500)
     parser.add_argument("--name", default="domain", help="results file name (without extension)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-data", help="the checkpoint's training cohort: also score a kNN distance for comparison")
     args = parser.parse_args()
     started = time.perf_counter()
     rng = np.random.default_rng(args.seed)
@@ -226,6 +266,12 @@ def main() -> None:
     if domain is None:
         raise SystemExit(f"{args.checkpoint}: no fitted domain (run `python -m medfuse_core calibrate --domain`)")
     records = read_cohort(args.data, progress=False)[: args.max_patients]
+    if args.train_data:
+        train_records = split_records(args.train_data, SplitConfig(**predictor.config["split"]), "train", progress=False)
+        train_features, _ = predictor.featurizer.featurize_many(train_records, progress=False)
+        outputs, present = encoder_outputs(predictor.model, train_features)
+        for i, m in enumerate(MODALITIES):
+            KNN[m] = KnnDistance(outputs[m][present[:, i]])
     rows, false_alarms = [], {}
     clean: dict[str, np.ndarray] = {}
     for modality in MODALITIES:
@@ -248,8 +294,8 @@ def main() -> None:
             films = real_films(real_film_paths(Path(args.real_films), Path(scratch)), args.real_variants, rng)
         bases = [with_film[i % len(with_film)] for i in range(len(films))]
         d = distances(predictor, domain, [film_record(b, p, n) for b, (n, p) in zip(bases, films)], "image")
-        originals = [i for i, (n, _) in enumerate(films) if " crop " not in n]
-        rows.append(summarise(f"real CR films ({len(originals)} files)", "image", d[originals], clean["image"], threshold))
+        originals = np.array([i for i, (n, _) in enumerate(films) if " crop " not in n])
+        rows.append(summarise(f"real CR films ({len(originals)} files)", "image", d, clean["image"], threshold, originals))
         rows.append(summarise(f"real CR films + {args.real_variants} crops/rescalings each", "image", d, clean["image"], threshold))
     for name, shift in FILM_SHIFTS.items():
         shifted = [film_record(r, shift(r.images[0].pixels, rng), name) for r in with_film]
@@ -283,11 +329,14 @@ def main() -> None:
              "| modality | in-distribution patients | threshold | flagged (false alarms) |", "| --- | --- | --- | --- |"]
     for m, f in false_alarms.items():
         lines.append(f"| {m} | {f['n']} | {f['threshold']:.2f} | {f['flagged']:.1%} |")
-    lines += ["", "| out-of-domain set | modality | n | AUROC vs in-distribution | detected at threshold | goal |",
-              "| --- | --- | --- | --- | --- | --- |"]
+    knn = any("auroc_knn" in r for r in rows)
+    lines += ["", "| out-of-domain set | modality | n | AUROC vs in-distribution | "
+              + ("AUROC, kNN distance (comparison) | " if knn else "") + "detected at threshold | goal |",
+              "| --- | --- | --- | --- | --- | --- |" + (" --- |" if knn else "")]
     for r in rows:
         goal = GOALS.get(r["modality"])
-        lines.append(f"| {r['set']} | {r['modality']} | {r['n_out_of_domain']} | {r['auroc']:.3f} | "
+        knn_cell = (f"{r['auroc_knn']:.3f} | " if "auroc_knn" in r else "- | ") if knn else ""
+        lines.append(f"| {r['set']} | {r['modality']} | {r['n_out_of_domain']} | {r['auroc']:.3f} | {knn_cell}"
                      f"{r['detected_at_threshold']:.1%} | {'>= ' + format(goal, '.2f') if goal else ''} "
                      f"{'met' if goal and r['auroc'] >= goal else ('NOT met' if goal else '')} |")
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")

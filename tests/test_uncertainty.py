@@ -73,3 +73,13 @@ def test_config_round_trip_and_refusals() -> None:
 
 def test_subsets_are_every_non_empty_combination_once() -> None:
     assert len(SUBSETS) == 15 and len({tuple(s) for s in SUBSETS}) == 15 and all(s.any() for s in SUBSETS)
+
+
+def test_an_uploaded_config_with_malformed_intervals_is_refused() -> None:
+    from medfuse_core.train.checkpoint import check_config
+
+    p, y, groups = _rows(200, {1: 0.3, 2: 0.2, 3: 0.1, 4: 0.05}, seed=3)
+    section = fit_intervals(p, y, groups, ["a"], level=0.9).to_config()
+    section["half_width"]["a"] = [0.5, "wide", 0.1, 0.1]
+    problems = check_config({"format_version": 1, "model": {"labels": ["a"]}, "features": {}, "uncertainty": section})
+    assert any(p.field == "uncertainty" for p in problems)

@@ -300,6 +300,16 @@ def check_config(config: Any) -> list[Problem]:
                         LabelCalibration.from_dict(value)
                     except (TypeError, ValueError) as exc:
                         bad(f"calibration.per_label.{name}", str(exc))
+    uncertainty = config.get("uncertainty")
+    if uncertainty is not None and isinstance(labels, list):
+        from medfuse_core.uncertainty import ConformalIntervals
+
+        try:
+            if not isinstance(uncertainty, dict):
+                raise ValueError(f"expected an object, found {_kind(uncertainty)}")
+            ConformalIntervals.from_config(uncertainty, labels)
+        except (TypeError, ValueError, AttributeError) as exc:
+            bad("uncertainty", f"expected the conformal intervals' half-widths per label ({exc})")
     if not problems:
         try:
             ModelConfig.from_dict(model)
