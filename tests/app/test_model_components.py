@@ -118,6 +118,19 @@ def test_reliability_figure_and_tables_tolerate_missing_keys() -> None:
     assert table["95% interval"][0] == "0.700 – 0.900"
 
 
+def test_reliability_figure_draws_each_bins_interval_and_the_per_label_ece_headline() -> None:
+    rows = [{"low": 0.0, "high": 0.1, "predicted": 0.05, "observed": 0.1, "count": 10, "observed_low": 0.02,
+             "observed_high": 0.4},
+            {"low": 0.9, "high": 1.0, "predicted": 0.95, "observed": 1.0, "count": 3, "observed_low": 0.44,
+             "observed_high": 1.0}]
+    fig = M.reliability_figure(rows)
+    bars = fig.data[1].error_y
+    assert list(bars.array) == pytest.approx([0.3, 0.0]) and list(bars.arrayminus) == pytest.approx([0.08, 0.56])
+    table = M.summary_frame({"ece": {"calibrated": 0.012, "uncalibrated": 0.08}})
+    assert table["metric"][0] == "calibration error (ECE), all labels, after per-label calibration"
+    assert table["value"][0] == 0.012 and table["95% interval"][0] == "before: 0.080"
+
+
 def test_synthetic_model_detection(tmp_path: Path) -> None:
     demo = tmp_path / "assets" / "demo_model"
     assert is_synthetic_model({}, demo, demo)
