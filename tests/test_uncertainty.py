@@ -1,5 +1,5 @@
-"""Conformal intervals: the quantile against hand-computed ranks, coverage on fresh exchangeable data,
-wider groups where errors are larger, and the config round trip."""
+"""Conformal intervals: the quantile against hand-computed ranks, coverage of each outcome on fresh
+exchangeable data, wider groups where errors are larger, a rare label's misses caught, the config round trip."""
 
 from __future__ import annotations
 
@@ -35,26 +35,41 @@ def test_intervals_cover_fresh_patients_at_the_level_and_widen_where_errors_are_
     noise = {1: 0.35, 2: 0.2, 3: 0.1, 4: 0.02}
     p, y, groups = _rows(20000, noise, seed=0)
     fitted = fit_intervals(p, y, groups, ["a"], level=0.8)
-    assert list(fitted.calibration_rows[0]) == [int((groups == g).sum()) for g in range(1, 5)]
+    assert [list(r) for r in fitted.calibration_rows[0]] == [
+        [int(((groups == g) & (y[:, 0] == 0)).sum()), int(((groups == g) & (y[:, 0] == 1)).sum())] for g in range(1, 5)]
     fresh_p, fresh_y, fresh_groups = _rows(20000, noise, seed=1)
     low, high = fitted.intervals(fresh_p, fresh_groups)
-    covered = (low <= fresh_y) & (fresh_y <= high)
+    covered = np.where(fresh_y == 1, high >= 1.0, low <= 0.0)  # a positive's interval reaches 1, a negative's 0
     for g in range(1, 5):
-        assert covered[fresh_groups == g].mean() == pytest.approx(0.8, abs=0.02)
-    assert fitted.half_width[0, 0] > fitted.half_width[0, 3]  # one modality: wider than four
+        for outcome in (0, 1):
+            rows = (fresh_groups == g) & (fresh_y[:, 0] == outcome)
+            assert covered[rows].mean() == pytest.approx(0.8, abs=0.025)
+    assert fitted.up[0, 0] > fitted.up[0, 3] and fitted.down[0, 0] > fitted.down[0, 3]  # one modality: wider
     assert np.all((low >= 0) & (high <= 1) & (low <= fresh_p) & (fresh_p <= high))
 
 
-def test_a_group_without_enough_rows_gets_the_whole_range_and_unknown_labels_are_left_out() -> None:
+def test_a_rare_label_the_model_misses_gets_an_interval_reaching_the_missed_outcome() -> None:
+    # 5 % positives, and the model gives every one of them a low probability: pooled |y - p| would stay near 0
+    rng = np.random.default_rng(3)
+    y = (rng.random(4000) < 0.05).astype(float)
+    p = np.where(y == 1, rng.uniform(0.0, 0.2, 4000), rng.uniform(0.0, 0.02, 4000))
+    fitted = fit_intervals(p[:, None], y[:, None], np.ones(4000, dtype=int), ["rare"], level=0.9)
+    low, high = fitted.intervals(np.array([[0.01]]), np.array([1]))
+    assert high[0, 0] > 0.8  # the missed positives make the interval reach far up
+    assert low[0, 0] == 0.0
+
+
+def test_a_group_without_enough_rows_gets_the_whole_side_and_unknown_labels_are_left_out() -> None:
     p = np.full((30, 1), 0.9)
     y = np.ones((30, 1))
     y[::2] = np.nan
     groups = np.r_[np.full(27, 4), np.full(3, 1)]
     fitted = fit_intervals(p, y, groups, ["a"], level=0.9)
-    assert fitted.calibration_rows[0, 3] == 13 and fitted.calibration_rows[0, 0] == 2  # known labels: odd rows
+    assert list(fitted.calibration_rows[0, 3]) == [0, 13] and list(fitted.calibration_rows[0, 0]) == [0, 2]
     low, high = fitted.intervals(np.array([[0.9], [0.9], [0.9]]), np.array([1, 4, 0]))
-    assert (low[0, 0], high[0, 0]) == (0.0, 1.0)  # two rows for one modality: too few at 90 %, nothing is known
-    assert (low[1, 0], high[1, 0]) == pytest.approx((0.8, 1.0))  # |1 - 0.9| = 0.1 on every row
+    assert (low[0, 0], high[0, 0]) == (0.0, 1.0)  # two positives, no negative: nothing is known either way
+    assert high[1, 0] == pytest.approx(1.0) and fitted.up[0, 3] == pytest.approx(0.1)  # 1 - 0.9 on every positive
+    assert low[1, 0] == 0.0  # no negative was ever seen with four modalities: the interval reaches 0
     assert (low[2, 0], high[2, 0]) == (0.0, 1.0)  # no modality at all
 
 
@@ -62,11 +77,13 @@ def test_config_round_trip_and_refusals() -> None:
     p, y, groups = _rows(400, {1: 0.3, 2: 0.2, 3: 0.1, 4: 0.05}, seed=2)
     fitted = fit_intervals(np.hstack([p, p]), np.hstack([y, y]), groups, ["a", "b"], level=0.9)
     again = ConformalIntervals.from_config(json.loads(json.dumps(fitted.to_config())), ["a", "b"])
-    assert again is not None and np.array_equal(again.half_width, fitted.half_width) and again.level == 0.9
+    assert again is not None and again.level == 0.9
+    assert np.array_equal(again.up, fitted.up) and np.array_equal(again.down, fitted.down)
+    assert np.array_equal(again.calibration_rows, fitted.calibration_rows)
     assert ConformalIntervals.from_config(None, ["a"]) is None
     assert ConformalIntervals.from_config(fitted.to_config(), ["a", "c"]) is None  # not fitted for label c
     bad = fitted.to_config()
-    bad["half_width"]["a"] = [0.1, 2.0, 0.1, 0.1]
+    bad["up"]["a"] = [0.1, 2.0, 0.1, 0.1]
     with pytest.raises(ValueError, match="from 0 to 1"):
         ConformalIntervals.from_config(bad, ["a", "b"])
 
@@ -80,6 +97,6 @@ def test_an_uploaded_config_with_malformed_intervals_is_refused() -> None:
 
     p, y, groups = _rows(200, {1: 0.3, 2: 0.2, 3: 0.1, 4: 0.05}, seed=3)
     section = fit_intervals(p, y, groups, ["a"], level=0.9).to_config()
-    section["half_width"]["a"] = [0.5, "wide", 0.1, 0.1]
+    section["down"]["a"] = [0.5, "wide", 0.1, 0.1]
     problems = check_config({"format_version": 1, "model": {"labels": ["a"]}, "features": {}, "uncertainty": section})
     assert any(p.field == "uncertainty" for p in problems)

@@ -309,7 +309,7 @@ def check_config(config: Any) -> list[Problem]:
                 raise ValueError(f"expected an object, found {_kind(uncertainty)}")
             ConformalIntervals.from_config(uncertainty, labels)
         except (TypeError, ValueError, AttributeError) as exc:
-            bad("uncertainty", f"expected the conformal intervals' half-widths per label ({exc})")
+            bad("uncertainty", f"expected the conformal intervals' reach per label ({exc})")
     if not problems:
         try:
             ModelConfig.from_dict(model)

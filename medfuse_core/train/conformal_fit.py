@@ -1,5 +1,6 @@
 """Fitting the conformal intervals (medfuse_core/uncertainty.py) on validation patients.
 
+Per label, number of modalities used and outcome (medfuse_core/uncertainty.py says why by outcome).
 Every validation patient is seen through every non-empty subset of the modalities it has (the frozen
 encoders run once; only the fusion head runs per subset), so that the one- and two-modality groups
 have enough rows. Scores are |y - p| with p the checkpoint's calibrated probability; the calibration
@@ -49,16 +50,19 @@ def subset_logits(model: torch.nn.Module, patients: list[PatientFeatures], batch
 
 def fit_intervals(probabilities: np.ndarray, labels: np.ndarray, n_modalities: np.ndarray, names: list[str],
                   level: float = DEFAULT_LEVEL) -> ConformalIntervals:
-    """q per label and group from calibrated probabilities (R, K), outcomes (R, K; NaN unknown) and the
-    number of modalities behind each row (R,)."""
-    half_width = np.ones((len(names), MAX_MODALITIES))
-    rows = np.zeros((len(names), MAX_MODALITIES), dtype=int)
+    """Per label and group, from calibrated probabilities (R, K), outcomes (R, K; NaN unknown) and the
+    number of modalities behind each row (R,): `up` from the positives' 1 - p, `down` from the negatives' p."""
+    up = np.ones((len(names), MAX_MODALITIES))
+    down = np.ones((len(names), MAX_MODALITIES))
+    rows = np.zeros((len(names), MAX_MODALITIES, 2), dtype=int)
     for k in range(len(names)):
         for g in range(1, MAX_MODALITIES + 1):
-            keep = (n_modalities == g) & ~np.isnan(labels[:, k])
-            rows[k, g - 1] = int(keep.sum())
-            half_width[k, g - 1] = conformal_quantile(np.abs(labels[keep, k] - probabilities[keep, k]), level)
-    return ConformalIntervals(list(names), level, half_width, rows)
+            group = n_modalities == g
+            negatives, positives = group & (labels[:, k] == 0), group & (labels[:, k] == 1)
+            rows[k, g - 1] = [int(negatives.sum()), int(positives.sum())]
+            down[k, g - 1] = conformal_quantile(probabilities[negatives, k], level)
+            up[k, g - 1] = conformal_quantile(1.0 - probabilities[positives, k], level)
+    return ConformalIntervals(list(names), level, up, down, rows)
 
 
 def fit_checkpoint_intervals(model: torch.nn.Module, calibration: Calibration, patients: list[PatientFeatures],
