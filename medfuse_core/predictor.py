@@ -16,7 +16,7 @@ handles as it handles a missing modality. A record whose every modality is out o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,7 +25,7 @@ import torch
 
 from medfuse_core.calibration import Calibration
 from medfuse_core.demo import cache_home
-from medfuse_core.domain import UNAVAILABLE, Domain, DomainCheck
+from medfuse_core.domain import UNAVAILABLE, Domain, DomainCheck, domain_features
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.features.featurize import FeatureSpec, Featurizer, PatientEvidenceIndex
 from medfuse_core.models.baselines import build_model
@@ -61,7 +61,7 @@ class NoData:
 
     patient_id: str
     reason: str
-    domain: DomainCheck = UNAVAILABLE
+    domain: DomainCheck = field(default_factory=lambda: UNAVAILABLE)
 
     state = INSUFFICIENT
 
@@ -160,7 +160,8 @@ class Predictor:
         with mixed_precision(self.device):
             features = self.model.modality_features(batch, batch.present)
             if self.domain is not None:
-                checks = self.domain.checks({m: v.float().cpu().numpy() for m, v in features.items()}, present,
+                outputs = {m: v.float().cpu().numpy() for m, v in features.items()}
+                checks = self.domain.checks(domain_features(outputs, batch.image.float().cpu().numpy()), present,
                                             list(MODALITIES))
             else:
                 checks = [UNAVAILABLE] * len(present)

@@ -8,7 +8,7 @@ import pytest
 from scipy.spatial.distance import mahalanobis
 from sklearn.covariance import LedoitWolf
 
-from medfuse_core.domain import UNAVAILABLE, Domain
+from medfuse_core.domain import UNAVAILABLE, Domain, domain_features, image_input_statistics
 from medfuse_core.record import MODALITIES
 from medfuse_core.train.domain_fit import fit_domain, fit_modality
 
@@ -75,3 +75,16 @@ def test_a_modality_with_too_few_training_patients_gets_no_domain() -> None:
     assert "notes" not in domain.modalities and "labs" in domain.modalities
     distances = domain.distances(features, present, list(MODALITIES))
     assert np.isnan(distances[:, 1]).all() and np.isfinite(distances[:, 0]).all()
+
+
+def test_film_input_statistics_hand_computed() -> None:
+    film = np.zeros((2, 1, 16, 16))
+    film[1, 0, :8, :8] = 3.9  # top-left quarter bright: 25 % of pixels in the last bin, the thumbnail's corner
+    stats = image_input_statistics(film)
+    assert stats.shape == (2, 16 + 64)
+    assert stats[0, 8] == 1.0 and stats[0, :16].sum() == pytest.approx(1.0)  # all pixels at 0: bin [0, 0.5)
+    assert stats[1, 15] == pytest.approx(0.25) and stats[1, 8] == pytest.approx(0.75)
+    thumbnail = stats[1, 16:].reshape(8, 8)
+    assert thumbnail[:4, :4] == pytest.approx(np.full((4, 4), 3.9)) and thumbnail[4:, 4:].max() == 0.0
+    joined = domain_features({"image": np.ones((2, 3)), "labs": np.ones((2, 5))}, film)
+    assert joined["image"].shape == (2, 3 + 80) and joined["labs"].shape == (2, 5)

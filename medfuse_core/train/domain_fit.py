@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from sklearn.covariance import LedoitWolf
 
-from medfuse_core.domain import Domain, ModalityDomain
+from medfuse_core.domain import Domain, ModalityDomain, domain_features
 from medfuse_core.features.batch import PatientFeatures
 from medfuse_core.record import MODALITIES
 from medfuse_core.train.loop import EncodedSet
@@ -24,11 +24,13 @@ MIN_TRAIN_PATIENTS = 20  # fewer patients with a modality: no domain for it (a c
 
 def encoder_outputs(model: torch.nn.Module, patients: list[PatientFeatures], batch_size: int = 64
                     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The frozen encoders' outputs (N, d) per modality and the presence mask (N, 4)."""
+    """What the domain scores per modality (N, d) (the frozen encoders' outputs, the film's with its input
+    statistics; domain.domain_features) and the presence mask (N, 4)."""
     device = next(model.parameters()).device
     encoded = EncodedSet.build(model, patients, batch_size, device)
-    return ({m: v.double().cpu().numpy() for m, v in encoded.features.items()},
-            encoded.present.cpu().numpy().astype(bool))
+    outputs = {m: v.double().cpu().numpy() for m, v in encoded.features.items()}
+    images = np.stack([p.image for p in patients]) if patients else np.zeros((0, 1, 1, 1))
+    return domain_features(outputs, images), encoded.present.cpu().numpy().astype(bool)
 
 
 def fit_modality(train: np.ndarray, val: np.ndarray, false_alarm_rate: float) -> ModalityDomain:

@@ -32,7 +32,7 @@ from medfuse_core.train.evaluate import fit_calibration
 from medfuse_core.train.run import SplitConfig, read_cohort, split_of
 
 COMMAND = "python -m medfuse_core calibrate --checkpoint CHECKPOINT --data COHORT"
-DOMAIN_COMMAND = COMMAND + " --domain"
+DOMAIN_COMMAND = COMMAND + " --domain --false-alarm-rate {rate:g}"
 INTERVALS_COMMAND = COMMAND + " --intervals-data VALIDATION_COHORT"
 
 
@@ -92,7 +92,7 @@ def calibrate_checkpoint(checkpoint: str | Path, data_dir: str | Path, progress:
         train_set, _ = predictor.featurizer.featurize_many(split_records(data_dir, split, "train", progress), progress=progress)
         fitted = fit_checkpoint_domain(predictor.model, train_set, val_set, false_alarm_rate)
         fitted.fitted_on = {"fit": "train", "thresholds": "val", "patients": {"train": len(train_set), "val": len(val_set)},
-                            "cohort": cohort, "command": DOMAIN_COMMAND}
+                            "cohort": cohort, "command": DOMAIN_COMMAND.format(rate=false_alarm_rate)}
         config["domain"] = fitted.save(checkpoint)
     if intervals_data is not None:
         patients, _ = predictor.featurizer.featurize_many(read_cohort(intervals_data, progress), progress=progress)
