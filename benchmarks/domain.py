@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(ROOT))
 
-from medfuse_core.domain import Domain  # noqa: E402
+from medfuse_core.runtime.domain import Domain  # noqa: E402
 from medfuse_core.predictor import Predictor  # noqa: E402
 from medfuse_core.record import MODALITIES, ChestImage, Labs, PatientRecord, Vitals  # noqa: E402
 from medfuse_core.sources.images import load_image  # noqa: E402

@@ -29,11 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(ROOT))
 
-from medfuse_core.calibration import Calibration  # noqa: E402
+from medfuse_core.runtime.calibration import Calibration  # noqa: E402
 from medfuse_core.predictor import Predictor  # noqa: E402
 from medfuse_core.train.conformal_fit import subset_logits  # noqa: E402
 from medfuse_core.train.run import read_cohort  # noqa: E402
-from medfuse_core.uncertainty import ConformalIntervals  # noqa: E402
+from medfuse_core.runtime.uncertainty import ConformalIntervals  # noqa: E402
 
 
 def hundred_hundred(low: np.ndarray, high: np.ndarray) -> np.ndarray:

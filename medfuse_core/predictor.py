@@ -23,20 +23,20 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from medfuse_core.calibration import Calibration
-from medfuse_core.demo import cache_home
-from medfuse_core.domain import UNAVAILABLE, Domain, DomainCheck, domain_features
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.features.featurize import FeatureSpec, Featurizer, PatientEvidenceIndex
 from medfuse_core.models.baselines import build_model
 from medfuse_core.models.config import ModelConfig
 from medfuse_core.models.model import MedFuseLens
-from medfuse_core.precision import mixed_precision
 from medfuse_core.record import MODALITIES, PatientRecord
-from medfuse_core.train import checkpoint as ckpt
-from medfuse_core.train.loop import resolve_device
-from medfuse_core.trust import INSUFFICIENT, PatientTrust, modalities_to_use, out_of_domain_reason, patient_trust
-from medfuse_core.uncertainty import ConformalIntervals
+from medfuse_core.runtime import checkpoint as ckpt
+from medfuse_core.runtime.cache import cache_home
+from medfuse_core.runtime.calibration import Calibration, calibrated_probability
+from medfuse_core.runtime.device import resolve_device
+from medfuse_core.runtime.domain import UNAVAILABLE, Domain, DomainCheck, domain_features
+from medfuse_core.runtime.precision import mixed_precision
+from medfuse_core.runtime.trust import INSUFFICIENT, PatientTrust, modalities_to_use, out_of_domain_reason, patient_trust
+from medfuse_core.runtime.uncertainty import ConformalIntervals
 
 
 def no_data_reason(hours: float = 48.0) -> str:
@@ -77,8 +77,9 @@ class Prediction:
     logits: np.ndarray  # (K,)
     probabilities: np.ndarray  # (K,) calibrated per label (calibration.py)
     thresholds: np.ndarray  # (K,) decision thresholds on the calibrated probability
-    present: np.ndarray  # (4,) modalities the model used (present and in domain)
+    present: np.ndarray  # (M,) modalities the model used (present and in domain)
     trust: PatientTrust | None = None  # domain check, left-out modalities, intervals, states
+    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))  # the order of `present`
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -86,7 +87,7 @@ class Prediction:
             "labels": {name: {"probability": float(p), "logit": float(z), "threshold": float(t), "positive": bool(p >= t),
                               **(self.trust.label_dict(k) if self.trust is not None else {})}
                        for k, (name, p, z, t) in enumerate(zip(self.labels, self.probabilities, self.logits, self.thresholds))},
-            "modalities_used": [m for m, used in zip(MODALITIES, self.present) if used],
+            "modalities_used": [m for m, used in zip(self.modalities, self.present) if used],
         }
         if self.trust is not None:
             out["trust"] = self.trust.to_dict()
@@ -104,6 +105,7 @@ class Assessment:
     probabilities: np.ndarray  # (B, K)
     low: np.ndarray | None  # (B, K) interval ends; None without fitted intervals
     high: np.ndarray | None
+    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))  # the columns of `used`
 
     def trust(self, i: int, thresholds: np.ndarray, level: float | None) -> PatientTrust:
         return patient_trust(self.probabilities[i], thresholds, self.checks[i], self.left_out[i],
@@ -152,31 +154,33 @@ class Predictor:
         return self.assess(batch).logits
 
     @torch.inference_mode()
-    def assess(self, batch: Batch) -> Assessment:
-        """The one place the model is run for predictions: every encoder once, the domain check on their
-        outputs, the flagged modalities left out (with `exclude_out_of_domain`), the head on the rest."""
+    def assess(self, batch: Batch, features: dict[str, torch.Tensor] | None = None) -> Assessment:
+        """The one place the model is run for predictions: every encoder once (or their outputs `features`,
+        already computed by the caller on `batch`), the domain check on their outputs, the flagged
+        modalities left out (with `exclude_out_of_domain`), the head on the rest."""
         batch = batch.to(self.device, non_blocking=True)
         present = batch.present.cpu().numpy().astype(bool)
+        names = list(getattr(self.model, "modalities", MODALITIES))
         with mixed_precision(self.device):
-            features = self.model.modality_features(batch, batch.present)
+            if features is None:
+                features = self.model.modality_features(batch, batch.present)
             if self.domain is not None:
                 outputs = {m: v.float().cpu().numpy() for m, v in features.items()}
-                checks = self.domain.checks(domain_features(outputs, batch.image.float().cpu().numpy()), present,
-                                            list(MODALITIES))
+                checks = self.domain.checks(domain_features(outputs, batch.image.float().cpu().numpy()), present, names)
             else:
                 checks = [UNAVAILABLE] * len(present)
-            used, left_out = modalities_to_use(present, checks, self.exclude_out_of_domain)
+            used, left_out = modalities_to_use(present, checks, self.exclude_out_of_domain, names)
             logits = self.model.forward_features(features, torch.as_tensor(used, device=self.device)).logits
         logits = logits.float().cpu().numpy()
         probabilities = self.probabilities(logits)
         low = high = None
         if self.intervals is not None:
             low, high = self.intervals.intervals(probabilities, used.sum(1))
-        return Assessment(logits, used, checks, left_out, probabilities, low, high)
+        return Assessment(logits, used, checks, left_out, probabilities, low, high, names)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (the checkpoint's per-label calibration), same shape as `logits`."""
-        return self.calibration.probabilities(logits)
+        return calibrated_probability(logits, self.calibration)
 
     def positive(self, logits: np.ndarray) -> np.ndarray:
         """The decisions (bool, same shape): calibrated probability >= the label's validation threshold."""
@@ -206,7 +210,8 @@ class Predictor:
                     results[id(f)] = NoData(f.patient_id, all_out_of_domain_reason(assessment.checks[i]), assessment.checks[i])
                     continue
                 results[id(f)] = Prediction(f.patient_id, self.labels, assessment.logits[i], assessment.probabilities[i],
-                                            self.thresholds, assessment.used[i], assessment.trust(i, self.thresholds, self.level))
+                                            self.thresholds, assessment.used[i], assessment.trust(i, self.thresholds, self.level),
+                                            assessment.modalities)
         reason = no_data_reason(self.hours)
         return [results.get(id(f)) or NoData(f.patient_id, reason) for f in features]
 

@@ -8,7 +8,7 @@ import pytest
 from scipy.spatial.distance import mahalanobis
 from sklearn.covariance import LedoitWolf
 
-from medfuse_core.domain import UNAVAILABLE, Domain, domain_features, image_input_statistics
+from medfuse_core.runtime.domain import UNAVAILABLE, Domain, domain_features, image_input_statistics
 from medfuse_core.record import MODALITIES
 from medfuse_core.train.domain_fit import fit_domain, fit_modality
 

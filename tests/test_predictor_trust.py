@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from medfuse_core.demo import demo_cohort_dir
-from medfuse_core.domain import Domain
+from medfuse_core.runtime.domain import Domain
 from medfuse_core.predictor import NoData, Prediction, Predictor
 from medfuse_core.record import MODALITIES
 from medfuse_core.sources.bundle import find_bundles, read_bundle
 from medfuse_core.train.conformal_fit import fit_checkpoint_intervals
 from medfuse_core.train.domain_fit import encoder_outputs, fit_domain
-from medfuse_core.trust import OUT_OF_DOMAIN, UNCERTAIN
+from medfuse_core.runtime.trust import OUT_OF_DOMAIN, UNCERTAIN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from medfuse_core.domain import DomainCheck
-from medfuse_core.trust import (
+from medfuse_core.runtime.domain import DomainCheck
+from medfuse_core.runtime.trust import (
     ABOVE,
     BELOW,
     OUT_OF_DOMAIN,

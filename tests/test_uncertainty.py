@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medfuse_core.train.conformal_fit import SUBSETS, fit_intervals
-from medfuse_core.uncertainty import ConformalIntervals, conformal_quantile
+from medfuse_core.runtime.uncertainty import ConformalIntervals, conformal_quantile
 
 
 def test_conformal_quantile_is_the_ceil_n_plus_1_rank() -> None:
@@ -93,7 +93,7 @@ def test_subsets_are_every_non_empty_combination_once() -> None:
 
 
 def test_an_uploaded_config_with_malformed_intervals_is_refused() -> None:
-    from medfuse_core.train.checkpoint import check_config
+    from medfuse_core.runtime.checkpoint import check_config
 
     p, y, groups = _rows(200, {1: 0.3, 2: 0.2, 3: 0.1, 4: 0.05}, seed=3)
     section = fit_intervals(p, y, groups, ["a"], level=0.9).to_config()

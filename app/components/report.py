@@ -13,6 +13,7 @@ import html
 import io
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -20,7 +21,10 @@ from app.components.contributions import (contribution_sentence, contributions_f
                                           predictions_frame, present_by_modality, probability_sentence,
                                           scores_contributions, waterfall_steps)
 from app.components.shading import NEGATIVE_RGB, POSITIVE_RGB
-from app.scoring import UNCERTAINTY_HELP, PatientScores
+from app.components.wording import UNCERTAINTY_HELP
+
+if TYPE_CHECKING:  # the type only: components import no torch
+    from medfuse_core.explain.scores import PatientScores
 
 CSS = """
 body{font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;color:#222;max-width:960px;margin:24px auto;padding:0 16px}
@@ -91,7 +95,9 @@ def report_html(content: ReportContent) -> str:
     else:
         frame = predictions_frame(s).drop(columns=["spread"]).rename(columns={"range": "modality-subset range"})
         parts.append("<h2>Predictions</h2>" + _table(frame, percent=("probability", "threshold"))
-                     + f"<p class='muted'>Probabilities are calibrated (temperature {s.temperature:.3g}). "
+                     + (f"<p><strong>{_e(s.reason)}</strong></p>" if getattr(s, "reason", "") else "")
+                     + f"<p class='muted'>Probabilities: {_e(s.calibration)}. Interval: where the outcome could lie "
+                       f"for patients like this one; 'uncertain' when it crosses the threshold. "
                        f"Modality-subset range: {_e(UNCERTAINTY_HELP)}</p>")
         if c.disease:
             base, contributions, logit = scores_contributions(s, c.disease)
@@ -136,8 +142,10 @@ def report_pdf(content: ReportContent) -> bytes:
         lines.append(("p", "No model was loaded: no predictions."))
     else:
         for row in predictions_frame(s).itertuples(index=False):
-            lines.append(("mono", f"{row.probability:6.1%}  thr {row.threshold:5.1%}  {row.call:5s}  "
-                                  f"range {row.range:9s}  {row.disease[:70]}"))
+            lines.append(("mono", f"{row.probability:6.1%}  interval {row.interval or '-':9s}  thr {row.threshold:5.1%}  "
+                                  f"{row.call:9s}  range {row.range:9s}  {row.disease[:70]}"))
+        if getattr(s, "reason", ""):
+            lines.append(("p", s.reason))
         if c.disease:
             k = s.index(c.disease)
             lines.append(("h2", f"Why: {c.disease[:80]}"))

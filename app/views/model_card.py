@@ -30,7 +30,10 @@ else:
     c1.metric("Labels", len(predictor.labels))
     c2.metric("Parameters", f"{int(summary.get('parameters', 0)):,}" if summary.get("parameters") else "–")
     c3.metric("Training patients", data.get("n_train", "–"))
-    c4.metric("Temperature", f"{predictor.temperature:.3f}")
+    methods = list(predictor.calibration.methods.values())
+    c4.metric("Calibration", "per label" if (predictor.config.get("calibration") or {}).get("per_label") else "one temperature",
+              help=f"{methods.count('isotonic')} label(s) by an isotonic map, {methods.count('temperature')} by a "
+                   "temperature, each chosen on validation patients.")
     st.caption(f"Checkpoint `{checkpoint}` · variant `{model.get('variant', 'medfuse_lens')}` · "
                f"trained on `{data.get('path', 'unknown')}` · best epoch {summary.get('best_epoch', '–')} · "
                f"device now `{predictor.device}`")
@@ -56,7 +59,7 @@ except (OSError, ValueError) as exc:
 
 st.header("Evaluation", anchor=False)
 st.caption(f"{report.get('n_patients', '?')} patients · split `{report.get('split', '?')}` · data "
-           f"`{report.get('data', '?')}`. Thresholds and temperature were fitted on the validation split.")
+           f"`{report.get('data', '?')}`. Thresholds and the per-label calibration were fitted on the validation split.")
 st.dataframe(M.summary_frame(report), hide_index=True, width="stretch",
              column_config={"value": st.column_config.NumberColumn(format="%.3f")}, key="mc_summary")
 left, right = st.columns([3, 2], gap="medium")

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
-from medfuse_core.calibration import METHODS, Calibration, LabelCalibration
+from medfuse_core.runtime.calibration import METHODS, Calibration, LabelCalibration
 from medfuse_core.train.metrics import best_f1_threshold, fit_temperature
 
 DEFAULT_FOLDS = 5

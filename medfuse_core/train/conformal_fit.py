@@ -15,11 +15,11 @@ import itertools
 import numpy as np
 import torch
 
-from medfuse_core.calibration import Calibration
+from medfuse_core.runtime.calibration import Calibration
 from medfuse_core.features.batch import PatientFeatures
 from medfuse_core.record import MODALITIES
 from medfuse_core.train.loop import EncodedSet
-from medfuse_core.uncertainty import MAX_MODALITIES, ConformalIntervals, conformal_quantile
+from medfuse_core.runtime.uncertainty import MAX_MODALITIES, ConformalIntervals, conformal_quantile
 
 DEFAULT_LEVEL = 0.9
 SUBSETS = [np.array([m in chosen for m in range(len(MODALITIES))])

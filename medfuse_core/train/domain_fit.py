@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from sklearn.covariance import LedoitWolf
 
-from medfuse_core.domain import Domain, ModalityDomain, domain_features
+from medfuse_core.runtime.domain import Domain, ModalityDomain, domain_features
 from medfuse_core.features.batch import PatientFeatures
 from medfuse_core.record import MODALITIES
 from medfuse_core.train.loop import EncodedSet

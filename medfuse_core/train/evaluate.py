@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from medfuse_core.calibration import Calibration
 from medfuse_core.features.batch import Batch, PatientFeatures
 from medfuse_core.models.model import MedFuseLens
 from medfuse_core.record import MODALITIES
+from medfuse_core.runtime.calibration import Calibration, calibrated_probability, sigmoid
 from medfuse_core.train.calibrate import fit_calibration_to_logits
 from medfuse_core.train.loop import predict_logits
 from medfuse_core.train.metrics import (
@@ -25,7 +25,6 @@ from medfuse_core.train.metrics import (
     label_metrics,
     macro,
     micro_f1,
-    sigmoid,
     wilson_interval,
 )
 
@@ -68,7 +67,7 @@ def evaluate(model: MedFuseLens, test_set: list[PatientFeatures], calibration: d
     thresholds = calibrator.thresholds
     logits = predict_logits(model, test_set)
     raw = sigmoid(logits)
-    calibrated = calibrator.probabilities(logits)
+    calibrated = calibrated_probability(logits, calibrator)
     report = _scores(labels, calibrated, names, thresholds)
     diseases = [k for k, name in enumerate(names) if name != MORTALITY]
     report["ci95"] = bootstrap_macro(labels[:, diseases], calibrated[:, diseases], n_resamples=bootstrap, seed=seed)
@@ -98,7 +97,7 @@ def _subsets(model: MedFuseLens, test_set: list[PatientFeatures], labels: np.nda
     complete = [i for i, f in enumerate(test_set) if f.present.all()]
     if complete:
         logits = predict_logits(model, [test_set[i] for i in complete])
-        subsets["all_present"] = _scores(labels[complete], calibrator.probabilities(logits), names, calibrator.thresholds)
+        subsets["all_present"] = _scores(labels[complete], calibrated_probability(logits, calibrator), names, calibrator.thresholds)
     for index, modality in enumerate(MODALITIES):
         def withhold(batch: Batch, index: int = index) -> torch.Tensor:
             present = batch.present.clone()
@@ -106,7 +105,7 @@ def _subsets(model: MedFuseLens, test_set: list[PatientFeatures], labels: np.nda
             return present
 
         logits = predict_logits(model, test_set, present_override=withhold)
-        subsets[f"without:{modality}"] = _scores(labels, calibrator.probabilities(logits), names, calibrator.thresholds)
+        subsets[f"without:{modality}"] = _scores(labels, calibrated_probability(logits, calibrator), names, calibrator.thresholds)
     return subsets
 
 

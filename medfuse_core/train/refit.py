@@ -24,8 +24,8 @@ from medfuse_core.predictor import Predictor
 from medfuse_core.problems import DataError
 from medfuse_core.record import PatientRecord
 from medfuse_core.sources.bundle import PATIENT_FILE, find_bundles, read_bundle
-from medfuse_core.train import checkpoint as ckpt
-from medfuse_core.calibration import Calibration
+from medfuse_core.runtime import checkpoint as ckpt
+from medfuse_core.runtime.calibration import Calibration
 from medfuse_core.train.conformal_fit import DEFAULT_LEVEL, fit_checkpoint_intervals
 from medfuse_core.train.domain_fit import DEFAULT_FALSE_ALARM_RATE, fit_checkpoint_domain
 from medfuse_core.train.evaluate import fit_calibration

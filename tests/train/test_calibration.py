@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from medfuse_core.calibration import Calibration, LabelCalibration
+from medfuse_core.runtime.calibration import Calibration, LabelCalibration
 from medfuse_core.train.calibrate import fit_calibration_to_logits, fit_label
-from medfuse_core.train.checkpoint import check_config
+from medfuse_core.runtime.checkpoint import check_config
 from medfuse_core.train.evaluate import reliability_table
-from medfuse_core.train.metrics import best_f1_threshold, expected_calibration_error, sigmoid, wilson_interval
+from medfuse_core.runtime.calibration import sigmoid
+from medfuse_core.train.metrics import best_f1_threshold, expected_calibration_error, wilson_interval
 
 
 def brute_force_best_f1(y: np.ndarray, scores: np.ndarray) -> float:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from medfuse_core.domain import UNAVAILABLE, DomainCheck
+from medfuse_core.runtime.domain import UNAVAILABLE, DomainCheck
 from medfuse_core.record import MODALITIES
 
 INSUFFICIENT = "insufficient data"
@@ -100,13 +100,15 @@ def patient_trust(probabilities: np.ndarray, thresholds: np.ndarray, check: Doma
     return PatientTrust(check or UNAVAILABLE, list(left_out), low, high, level, states)
 
 
-def modalities_to_use(present: np.ndarray, checks: Sequence[DomainCheck], exclude: bool) -> tuple[np.ndarray, list[list[str]]]:
-    """(used (N, 4) bool, left out per patient): with `exclude`, every flagged modality is left out."""
+def modalities_to_use(present: np.ndarray, checks: Sequence[DomainCheck], exclude: bool,
+                      modalities: Sequence[str] = MODALITIES) -> tuple[np.ndarray, list[list[str]]]:
+    """(used (N, M) bool, left out per patient): with `exclude`, every flagged modality is left out."""
+    modalities = list(modalities)
     used = np.array(present, dtype=bool, copy=True)
     left_out: list[list[str]] = []
     for i, check in enumerate(checks):
-        dropped = [m for m in MODALITIES if m in check.flagged] if exclude else []
+        dropped = [m for m in modalities if m in check.flagged] if exclude else []
         for m in dropped:
-            used[i, MODALITIES.index(m)] = False
+            used[i, modalities.index(m)] = False
         left_out.append(dropped)
     return used, left_out

@@ -1,4 +1,7 @@
-"""Per-label calibration: logit -> probability, fitted on validation, stored as JSON in config.json.
+"""The calibrated probability, written once: the checkpoint's per-label calibration of the logit.
+
+Every consumer (predictor, review scores, explanations, evaluation) calls `calibrated_probability`
+with the checkpoint's `Calibration`, so the dashboard, the CLI and the reports cannot disagree on a number.
 
 Why per label and why a choice: one temperature for all labels (the previous release) left the
 reliability diagram far from the diagonal for some labels while the pooled ECE looked small, because
@@ -7,14 +10,11 @@ temperature, sigmoid(logit / T_k), or an isotonic map (monotone, piecewise linea
 one with the lower out-of-fold log-loss on the validation patients (stratified K folds), then refitted
 on all of them. The isotonic map is kept strictly inside (0, 1) (1 / (n + 2) from either end, n the
 validation patients with that label known): from a few hundred patients no probability of exactly
-0 or 1 is supported.
+0 or 1 is supported. Fitting is in train/calibrate.py, which also fits the decision thresholds on the
+calibrated probability, so that "probability >= threshold" is the decision chosen on validation.
 
-Fitting is in train/calibrate.py; this module only applies a fitted calibration (what the runtime needs).
-The decision thresholds are fitted on the calibrated probability there, so that
-"probability >= threshold" means the same decision as the one chosen on validation.
-
-A config written by an older release holds only {"temperature", "thresholds"}: `from_config` reads it
-as one temperature for every label, so old checkpoints give the same numbers as before.
+A config written by an older release holds only {"temperature", "thresholds"}: `Calibration.from_config`
+reads it as one temperature for every label, so old checkpoints give the same numbers as before.
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
-from medfuse_core.train.metrics import sigmoid
+
+LOGIT_CLIP = 60.0  # exp(60) is finite in float64; beyond it the probability is 0 or 1 to float precision
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Elementwise logistic function in float64, clipped so it never overflows."""
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, dtype=np.float64), -LOGIT_CLIP, LOGIT_CLIP)))
+
 
 METHODS = ("temperature", "isotonic")
 
@@ -118,3 +125,11 @@ class Calibration:
                      else LabelCalibration("temperature", shared) for n in names]
         return cls(list(names), per_label, np.array([float(thresholds.get(n, 0.5)) for n in names], dtype=np.float64),
                    dict(calibration.get("selection") or {}))
+
+
+def calibrated_probability(logits: np.ndarray | float, calibration: "Calibration | float" = 1.0) -> np.ndarray:
+    """The calibrated probability, float64, same shape as `logits` (..., K): the checkpoint's per-label
+    `Calibration`, or sigmoid(logit / temperature) for a plain temperature."""
+    if isinstance(calibration, Calibration):
+        return calibration.probabilities(logits)
+    return sigmoid(np.asarray(logits, dtype=np.float64) / float(calibration))
