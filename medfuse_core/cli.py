@@ -155,7 +155,7 @@ def _cmd_pretrain_labs(args: argparse.Namespace) -> int:
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from medfuse_core.explain import explain
-    from medfuse_core.predictor import Predictor
+    from medfuse_core.predictor import NoDataError, Predictor
     from medfuse_core.sources.bundle import is_bundle, read_bundle
 
     for flag, path in (("--checkpoint", Path(args.checkpoint)), ("--patient", Path(args.patient))):
@@ -170,8 +170,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         print(f"error: --label {args.label!r}: the checkpoint's labels are {', '.join(predictor.labels)}", file=sys.stderr)
         return 2
     record = read_bundle(args.patient)
-    explanation = explain(record, predictor, labels=None if args.label is None else [args.label],
-                          evidence=not args.no_evidence, image_method=args.image_method)
+    try:
+        explanation = explain(record, predictor, labels=None if args.label is None else [args.label],
+                              evidence=not args.no_evidence, image_method=args.image_method)
+    except NoDataError as exc:  # nothing usable (or every modality out of the model's domain): no prediction
+        print(str(exc), file=sys.stderr)
+        return 1
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(explanation.to_json() + "\n", encoding="utf-8")

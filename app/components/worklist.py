@@ -88,9 +88,13 @@ def review_reason(scores: PatientScores, k: int) -> str:
     return ""
 
 
-def filter_worklist(frame: pd.DataFrame, min_risk: float = 0.0, modalities: Sequence[str] = ()) -> pd.DataFrame:
-    """Rows with risk >= min_risk (when there is a risk column) and every modality in `modalities`."""
+def filter_worklist(frame: pd.DataFrame, min_risk: float = 0.0, modalities: Sequence[str] = (),
+                    needs_review: bool = False) -> pd.DataFrame:
+    """Rows with risk >= min_risk (when there is a risk column), every modality in `modalities`, and (with
+    `needs_review`, when there is a review column) a reason to review."""
     keep = pd.Series(True, index=frame.index)
+    if needs_review and "review" in frame:
+        keep &= frame["review"] != ""
     if "risk" in frame and min_risk > 0:
         keep &= frame["risk"].fillna(-1) >= min_risk
     for m in modalities:

@@ -106,6 +106,23 @@ def test_worklist_risk_sorts_and_filters() -> None:
     assert list(filter_worklist(frame, 0.0, ["notes"])["patient"]) == ["A"]
 
 
+def test_worklist_puts_patients_needing_review_first_with_their_reason_and_interval() -> None:
+    records = [PatientRecord("A"), PatientRecord("B"), PatientRecord("C"), PatientRecord("D")]
+    a, b, c = fake_scores("A", (0.2, 0.1)), fake_scores("B", (0.9, 0.4)), fake_scores("C", (0.5, 0.2))
+    a.left_out, a.status = ("image",), "out of domain"
+    c.states, c.status = ("uncertain", "below threshold"), "uncertain"
+    for s in (a, b, c):
+        s.interval_low, s.interval_high = s.probabilities - 0.05, s.probabilities + 0.1
+    frame = with_risk(worklist_frame(records), {"A": a, "B": b, "C": c})
+    assert list(frame["patient"]) == ["C", "A", "B", "D"]  # needing review first (then by risk), unscored last
+    assert list(frame["review"]) == ["needs review: uncertain", "needs review: film unlike training data", "", ""]
+    assert frame["interval"][2] == "85%–100%"
+    assert list(filter_worklist(frame, needs_review=True)["patient"]) == ["C", "A"]
+    table = C.predictions_frame(c)
+    assert table.loc[table["disease"] == "Pneumonia", "call"].item() == "uncertain"
+    assert table.loc[table["disease"] == "Pneumonia", "interval"].item() == "45%–60%"
+
+
 # ------------------------------------------------------------------------------- model card
 
 
