@@ -6,8 +6,12 @@ JSON schema (``Explanation.to_dict()``; strict JSON, no NaN)::
     {
       "patient_id": str,
       "labels": [label names explained, in the model's order],
-      "present": {"labs": bool, "notes": bool, "vitals": bool, "image": bool, ...},   # the model's modalities
-      "temperature": float,
+      "present": {"labs": bool, "notes": bool, "vitals": bool, "image": bool, ...},   # the modalities the model used
+      "calibration": str,                    # how the probabilities were calibrated, in words
+      "trust": {"status": "out of domain" | "uncertain" | "ok", "needs_review": bool,
+                "domain": {"available": bool, "out_of_domain": [modality], "per_modality": {...}},
+                "left_out": [modality], "reason": str,   # present but out of domain: left out, in plain words
+                "intervals": {"level", "method"} | null},
       "evidence": bool,                      # False: the evidence fields below are empty
       "per_label": {                         # keyed by label name, one entry per name in "labels"
         NAME: {
@@ -43,7 +47,6 @@ vitals matrix); only the JSON is compacted. Models without fusion tokens (the ba
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
@@ -63,6 +66,7 @@ from medfuse_core.explain.encoding import encode_checked
 from medfuse_core.explain.scores import describe_calibration
 from medfuse_core.explain.groups import token_contributions
 from medfuse_core.features.batch import collate
+from medfuse_core.numbers import json_safe
 from medfuse_core.predictor import NoDataError, all_out_of_domain_reason, no_data_reason
 from medfuse_core.record import MODALITIES, PatientRecord
 from medfuse_core.runtime.calibration import calibrated_probability
@@ -127,28 +131,13 @@ class Explanation:
             "evidence": self.evidence,
             "per_label": {name: self.per_label[name].to_dict() for name in self.labels},
         }
-        return _finite(out)
+        return json_safe(out)
 
     def to_json(self, indent: int | None = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
 
 # ---------------------------------------------------------------------------------- JSON helpers
-
-
-def _finite(x: Any) -> Any:
-    """Plain JSON types; NaN/inf -> None, numpy scalars -> Python."""
-    if isinstance(x, dict):
-        return {str(k): _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return float(x) if math.isfinite(float(x)) else None
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
 
 
 def _round(a: np.ndarray, digits: int = 5) -> list:

@@ -53,6 +53,7 @@ class PatientScores:
     left_out: tuple[str, ...] = ()  # modalities present but left out (out of domain)
     reason: str = ""  # what was left out and why, in plain words
     domain: dict | None = None  # the applicability-domain check (DomainCheck.to_dict)
+    label_calibrations: tuple = ()  # per label, the calibration map (runtime/calibration.py LabelCalibration)
 
     @property
     def needs_review(self) -> bool:
@@ -111,6 +112,7 @@ def scores_of_encoding(predictor: Any, features: Sequence[PatientFeatures], enco
             continue
         scores = PatientScores(f.patient_id, list(predictor.labels), full[i], probabilities[i], thresholds, described,
                                present[i], values[i], empty[i], low[i], high[i], tuple(groups.token_names))
+        scores.label_calibrations = tuple(getattr(calibration, "per_label", ()))
         if assessment is not None:
             trust = assessment.trust(i, thresholds, predictor.level)
             scores.interval_low, scores.interval_high, scores.interval_level = trust.low, trust.high, trust.level

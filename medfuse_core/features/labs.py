@@ -40,6 +40,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from medfuse_core.features import window
 from medfuse_core.record import Labs, PatientRecord
 
 __all__ = [
@@ -271,12 +272,12 @@ def _window(table: pd.DataFrame, index_time: pd.Timestamp | None, hours: float) 
     return ((t >= start) & (t <= start + pd.Timedelta(hours=float(hours)))).to_numpy()
 
 
-def cohort_lab_features(records: Sequence[PatientRecord], vocab: LabVocabulary, hours: float = 48.0) -> list[LabTokens]:
+def cohort_lab_features(records: Sequence[PatientRecord], vocab: LabVocabulary, hours: float = window.HOURS) -> list[LabTokens]:
     """`lab_features` of every record, computed on one concatenated table (use for large cohorts)."""
     return _tokens([r.labs for r in records], [r.index_time for r in records], vocab, hours)
 
 
-def lab_features(labs: Labs, index_time: pd.Timestamp | None, vocab: LabVocabulary, hours: float = 48.0) -> LabTokens:
+def lab_features(labs: Labs, index_time: pd.Timestamp | None, vocab: LabVocabulary, hours: float = window.HOURS) -> LabTokens:
     """One patient's lab tokens over [index_time, index_time + hours] (all rows without an index time)."""
     return _tokens([labs], [index_time], vocab, hours)[0]
 
