@@ -65,7 +65,8 @@ def risk_points(scores: Any, label: str) -> tuple[float, dict[str, float], float
     up exactly to the difference of the two risks."""
     k = scores.index(label)
     calibrations = tuple(getattr(scores, "label_calibrations", ()) or ())
-    calibration = calibrations[k] if calibrations else getattr(scores, "temperature", 1.0)
+    plain = getattr(scores, "calibration", 1.0)  # a number here is a plain temperature (scores built by hand)
+    calibration = calibrations[k] if calibrations else (plain if isinstance(plain, (int, float)) else 1.0)
     shares = probability_contributions(float(scores.base[k]), scores.contributions_for(label), calibration)
     start = 100 * no_data_probability(float(scores.base[k]), calibration)
     points = {name: 100 * v for name, v in shares.items()}
