@@ -139,6 +139,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from medfuse_core.train.refit import calibrate_checkpoint
+
+    if not Path(args.checkpoint, "config.json").is_file():
+        print(f"error: --checkpoint {args.checkpoint}: not a run folder (no config.json)", file=sys.stderr)
+        return 2
+    config = calibrate_checkpoint(args.checkpoint, args.data, progress=not args.quiet, device=args.device,
+                                  domain=args.domain, false_alarm_rate=args.false_alarm_rate,
+                                  intervals_data=args.intervals_data, level=args.level)
+    calibration = config["calibration"]
+    methods = [entry["chosen"] for entry in calibration["selection"].values()]
+    print(f"calibration refitted on {calibration['fitted_on']['patients']} validation patients "
+          f"({methods.count('temperature')} label(s) by temperature, {methods.count('isotonic')} isotonic); "
+          f"written to {Path(args.checkpoint) / 'config.json'}")
+    if args.intervals_data:
+        print(f"conformal intervals at {args.level:.0%} fitted on {config['uncertainty']['fitted_on']['patients']} patients")
+    for modality, entry in (config.get("domain") or {}).get("modalities", {}).items() if args.domain else ():
+        print(f"domain of {modality}: {entry['n_train']} training patients, threshold {entry['threshold']:.2f} "
+              f"({entry.get('val_flagged', float('nan')):.1%} of {entry['n_val']} validation patients flagged)")
+    return 0
+
+
 def _cmd_pretrain_labs(args: argparse.Namespace) -> int:
     from medfuse_core.train.pretrain_labs import run_pretrain_labs
 
@@ -148,7 +170,7 @@ def _cmd_pretrain_labs(args: argparse.Namespace) -> int:
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from medfuse_core.explain import explain
-    from medfuse_core.predictor import Predictor
+    from medfuse_core.predictor import NoDataError, Predictor
     from medfuse_core.sources.bundle import is_bundle, read_bundle
 
     for flag, path in (("--checkpoint", Path(args.checkpoint)), ("--patient", Path(args.patient))):
@@ -163,8 +185,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         print(f"error: --label {args.label!r}: the checkpoint's labels are {', '.join(predictor.labels)}", file=sys.stderr)
         return 2
     record = read_bundle(args.patient)
-    explanation = explain(record, predictor, labels=None if args.label is None else [args.label],
-                          evidence=not args.no_evidence, image_method=args.image_method)
+    try:
+        explanation = explain(record, predictor, labels=None if args.label is None else [args.label],
+                              evidence=not args.no_evidence, image_method=args.image_method)
+    except NoDataError as exc:  # nothing usable (or every modality out of the model's domain): no prediction
+        print(str(exc), file=sys.stderr)
+        return 1
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(explanation.to_json() + "\n", encoding="utf-8")
@@ -277,6 +303,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(run=_cmd_eval)
+
+    calibrate = commands.add_parser("calibrate", help="refit a checkpoint's per-label calibration and thresholds on "
+                                    "the validation split of its training cohort (no retraining)")
+    calibrate.add_argument("--checkpoint", required=True, help="run folder written by train (its config.json is updated)")
+    calibrate.add_argument("--data", required=True, help="the cohort the checkpoint was trained on (its validation "
+                           "split, by the checkpoint's own split rule, is used)")
+    calibrate.add_argument("--domain", action="store_true", help="also fit the applicability domain per modality "
+                           "(encoder outputs of the training split; thresholds on the validation split)")
+    calibrate.add_argument("--false-alarm-rate", type=float, default=0.05,
+                           help="--domain: the share of validation patients a modality's threshold may flag")
+    calibrate.add_argument("--intervals-data", help="also fit the conformal intervals on every patient of this cohort "
+                           "(another cohort than --data, e.g. the validation cohort synth --n 500 --seed 3000)")
+    calibrate.add_argument("--level", type=float, default=0.9, help="--intervals-data: the intervals' coverage level")
+    calibrate.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
+    calibrate.set_defaults(run=_cmd_calibrate)
 
     score = commands.add_parser("score", help="score a folder of bundles with a checkpoint into a Parquet file")
     score.add_argument("--checkpoint", required=True, help="run folder written by train")

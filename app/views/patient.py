@@ -324,7 +324,7 @@ def _contribution_chart(scores: PatientScores, disease: str) -> None:
         st.markdown(
             f"Exact Shapley values of the fusion tokens (four modality-specific tokens and the shared token), on the "
             f"logit: base value {base:+.3f} (every modality hidden) + contributions = {logit:+.3f}; probability = "
-            f"sigmoid(log-odds / {scores.temperature:.2f}) (temperature scaling fitted on validation patients). "
+            f"the log-odds {scores.calibration}. "
             "The percentage points above are the Shapley values of that calibrated probability over the same tokens "
             "(medfuse_core/explain/probability_scale.py). The range in the table is the "
             f"{UNCERTAINTY_NAME}: {UNCERTAINTY_HELP}")

@@ -190,7 +190,7 @@ def _explained(scores: PatientScores, digest: str, checkpoint: str, pid: str, re
         st.plotly_chart(C.waterfall_figure(base, contributions, logit), width="stretch", key="upload_contrib_chart",
                         config={"displaylogo": False})
         st.caption(C.contribution_sentence(contributions, C.present_by_modality(scores))
-                   + f" Probability = sigmoid(log-odds / {scores.temperature:.2f}). Range: the {UNCERTAINTY_NAME}. "
+                   + f" Probability: the log-odds {scores.calibration}. Range: the {UNCERTAINTY_NAME}. "
                    + UNCERTAINTY_HELP)
         rows = evidence_rows(evidence)
         if rows:

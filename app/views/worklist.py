@@ -48,8 +48,14 @@ else:
                                                   "each patient's highest one.")
     min_risk = c2.slider("Minimum risk", 0.0, 1.0, 0.0, 0.05, key="wl_min_risk", format="%.2f")
     modalities = c3.multiselect("Must have", MODALITIES, format_func=lambda m: MODALITY_NAMES[m], key="wl_modalities")
-    shown = filter_worklist(with_risk(frame, scores, disease), min_risk, modalities)
+    review_only = st.checkbox("Only patients who need review", key="wl_review_only",
+                              help="Data unlike the training data, or a decision the model is uncertain about.")
+    shown = filter_worklist(with_risk(frame, scores, disease), min_risk, modalities, needs_review=review_only)
     risk_config = {
+        "review": st.column_config.TextColumn("review", help="Why the patient needs review: a kind of data unlike the "
+                                              "training data (left out of the prediction), or an uncertain decision."),
+        "interval": st.column_config.TextColumn("interval", help="Uncertainty interval of the risk: wide when the "
+                                                "model knows less."),
         "risk": st.column_config.ProgressColumn(
             "risk", format="percent", min_value=0.0, max_value=1.0, width=110,
             help="Calibrated probability: the patient's highest over all diseases, or of the chosen disease."),

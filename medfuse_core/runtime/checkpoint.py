@@ -313,6 +313,32 @@ def check_config(config: Any) -> list[Problem]:
                         bad(f"calibration.thresholds.{name}", "expected a label name of model.labels")
                     elif not _number(value) or not 0 <= value <= 1:
                         bad(f"calibration.thresholds.{name}", f"expected a number from 0 to 1, found {_short_json(value)}")
+            per_label = calibration.get("per_label") or {}
+            if not isinstance(per_label, dict):
+                bad("calibration.per_label", f"expected an object of label -> calibration, found {_kind(per_label)}")
+            else:
+                from medfuse_core.runtime.calibration import LabelCalibration
+
+                for name, value in per_label.items():
+                    if isinstance(labels, list) and name not in labels:
+                        bad(f"calibration.per_label.{name}", "expected a label name of model.labels")
+                        continue
+                    try:
+                        if not isinstance(value, dict):
+                            raise ValueError(f"expected an object, found {_kind(value)}")
+                        LabelCalibration.from_dict(value)
+                    except (TypeError, ValueError) as exc:
+                        bad(f"calibration.per_label.{name}", str(exc))
+    uncertainty = config.get("uncertainty")
+    if uncertainty is not None and isinstance(labels, list):
+        from medfuse_core.runtime.uncertainty import ConformalIntervals
+
+        try:
+            if not isinstance(uncertainty, dict):
+                raise ValueError(f"expected an object, found {_kind(uncertainty)}")
+            ConformalIntervals.from_config(uncertainty, labels)
+        except (TypeError, ValueError, AttributeError) as exc:
+            bad("uncertainty", f"expected the conformal intervals' reach per label ({exc})")
     if not problems:
         try:
             ModelConfig.from_dict(model)
