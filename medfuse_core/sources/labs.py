@@ -24,6 +24,8 @@ from pandas._libs import lib
 
 from medfuse_core.problems import DataError, Problem, warning
 from medfuse_core.record import Labs
+from medfuse_core.sources.lab_harmonise import harmonise_labs
+from medfuse_core.sources.lab_vocabulary import by_itemid, loinc_code
 
 TIME_EXPECTED = "an ISO date-time like 2131-05-07 14:00"
 MAX_ROW_WARNINGS = 20  # per field; beyond this one summary warning, so a bad file gives a readable list
@@ -394,13 +396,23 @@ def to_float(texts: pd.Series) -> pd.Series:
 _LAB_EXPECTED = "time, value and item or itemid"
 
 
-def _itemids(texts: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Integer item ids (<NA> where empty or not an integer) and a mask of non-empty bad ids."""
+def _itemids(texts: pd.Series) -> tuple[pd.Series, pd.Series, np.ndarray]:
+    """Integer item ids (<NA> where empty or not an integer), a mask of non-empty bad ids, and the
+    LOINC codes written in the column instead ("2345-7", "http://loinc.org|2345-7"; "" elsewhere)."""
     stripped = _stripped(texts)
     number = _float_values(stripped)
     whole = ~np.isnan(number) & (number == np.round(number)) & (np.abs(number) < 2**53)
     ids = pd.arrays.IntegerArray(np.where(whole, number, 0.0).astype("int64"), ~whole)
-    return pd.Series(ids, index=texts.index), pd.Series((stripped != "") & ~whole, index=texts.index)
+    loinc = _loinc_codes(np.where(whole, "", stripped).astype(object))
+    bad = (stripped != "") & ~whole & (loinc == "")
+    return pd.Series(ids, index=texts.index), pd.Series(bad, index=texts.index), loinc
+
+
+def _loinc_codes(texts: np.ndarray) -> np.ndarray:
+    """LOINC code per text ("" where the text is empty or holds none), once per distinct text."""
+    codes, uniques = pd.factorize(texts)
+    found = np.array([loinc_code(u) or "" for u in uniques] + [""], dtype=object)
+    return found[codes]
 
 
 def _row_problems_at(file: str, mask: np.ndarray, field: str, expected: str, found: pd.Series | np.ndarray,
@@ -466,28 +478,38 @@ def labs_from_table(raw: pd.DataFrame, file: str) -> tuple[Labs, list[Problem]]:
     times, time_problems = parse_times(table["time"], file)
     problems += time_problems
     n = len(table)
+    loinc = np.full(n, "", dtype=object)
     if "itemid" in table:
-        itemid, bad_id = _itemids(table["itemid"])
+        itemid, bad_id, loinc = _itemids(table["itemid"])
         itemid, bad_id = itemid.array, bad_id.to_numpy(dtype=bool)
     else:
         itemid = pd.arrays.IntegerArray(np.zeros(n, dtype="int64"), np.ones(n, dtype=bool))
         bad_id = np.zeros(n, dtype=bool)
+    if "loinc" in table:
+        written = _text(table, "loinc")
+        codes = _loinc_codes(written)
+        bad_loinc = (written != "") & (codes == "")
+        problems += _row_problems_at(file, bad_loinc, "loinc", "a LOINC code like 2345-7", table["loinc"],
+                                     "code left unknown")
+        loinc = np.where(codes != "", codes, loinc).astype(object)
     item = _text(table, "item")
     bad_time = times.isna().to_numpy(dtype=bool)
-    keep, drop_problems = _placeable(table, bad_time, item, ~itemid.isna(), file)
+    keep, drop_problems = _placeable(table, bad_time, item, ~itemid.isna() | (loinc != ""), file)
     problems += drop_problems
     problems += _row_problems_at(
-        file, bad_id & keep, "itemid", "an integer item id like 50912", table.get("itemid"), "item id left unknown"
+        file, bad_id & keep, "itemid", "an integer item id like 50912 or a LOINC code like 2345-7",
+        table.get("itemid"), "item id left unknown"
     )
     rows = np.flatnonzero(keep)
-    columns, value_problems = _lab_columns(table, rows, times, itemid, item, file)
+    columns, value_problems = _lab_columns(table, rows, times, itemid, item, loinc, file)
     problems += value_problems
-    return Labs(columns), problems
+    harmonised, harmonise_problems = harmonise_labs(columns, file)
+    return Labs(harmonised), problems + harmonise_problems
 
 
 def _lab_columns(
     table: pd.DataFrame, rows: np.ndarray, times: pd.Series, itemid: pd.api.extensions.ExtensionArray,
-    item: np.ndarray, file: str
+    item: np.ndarray, loinc: np.ndarray, file: str
 ) -> tuple[pd.DataFrame, list[Problem]]:
     """The contract's columns for the kept `rows` (input row positions, for messages), sorted by time
     (stably), on a fresh RangeIndex."""
@@ -515,6 +537,9 @@ def _lab_columns(
             "ref_low": ref_low[order],
             "ref_high": ref_high[order],
             "flag": text(_text(table, "flag")[at]),
+            "loinc": text(loinc[at]),
+            "value_unit": text(_text(table, "unit")[at]),
+            "not_used": text(np.full(len(at), "", dtype=object)),
         },
         index=index,
     )
@@ -543,12 +568,12 @@ def check_patient_labs(labs: Labs, file: str) -> tuple[Labs, list[Problem]]:
     """Checks that need one patient's whole table (so not in `labs_from_table`, which also reads whole
     MIMIC cohorts in one table):
 
-    - An exact copy of a result (same time, item, value text and unit) is left out, one warning per item:
-      a copy would count twice in the model's summary of that item.
-    - An item given in more than one unit (glucose in mg/dL and in mmol/L) is *not converted*: the rows
-      in the item's most common unit (ties: the earliest) are used; the others keep their text, unit and
-      reference range for display but lose their number, so the model never reads 6.1 mmol/L as 6.1 mg/dL.
-      A conversion factor depends on the analyte and the assay, and a wrong one is worse than none. One
+    - An exact copy of a result (same time, item, value text and unit) is kept for display but not used
+      (`not_used` = "duplicate"), one warning per item: a copy would count twice in the model's summary.
+    - Tests of the lab vocabulary were already converted to the model's unit (`lab_harmonise.py`). An
+      item outside it given in more than one unit is *not converted* (no molar mass or factor is known
+      for it): the rows in the item's most common unit (ties: the earliest) are used; the others keep
+      their text, unit and reference range for display but are not used ("unit incompatible"). One
       warning per item names both units and what was done.
     """
     table = labs.table
@@ -557,6 +582,7 @@ def check_patient_labs(labs: Labs, file: str) -> tuple[Labs, list[Problem]]:
     problems: list[Problem] = []
     file = str(file)
     copies = table.duplicated(["time", "itemid", "item", "value_text", "unit"], keep="first").to_numpy()
+    copies = copies & (table["not_used"] != "duplicate").to_numpy()
     if copies.any():
         for (_, _), group in table[copies].groupby(["itemid", "item"], dropna=False, sort=False):
             label = _item_label(group["item"].iloc[0], group["itemid"].iloc[0])
@@ -564,8 +590,11 @@ def check_patient_labs(labs: Labs, file: str) -> tuple[Labs, list[Problem]]:
             shown = f"{first['value_text']!r}{' ' + first['unit'] if first['unit'] else ''}"
             problems.append(warning(file, f"{label}: time",
                                     f"expected each result once; {_rows_text(len(group))} repeating an earlier row "
-                                    f"exactly (e.g. {shown} at {first['time']}) left out"))
-        table = table[~copies].reset_index(drop=True)
+                                    f"exactly (e.g. {shown} at {first['time']}) shown but not used by the model"))
+        table = table.copy()
+        table.loc[copies, "value"] = np.nan
+        table.loc[copies, "censored"] = ""
+        table.loc[copies, "not_used"] = "duplicate"
     table, unit_problems = _unit_conflicts(table, file)
     problems += unit_problems
     return (Labs(table) if problems else labs), problems
@@ -573,7 +602,9 @@ def check_patient_labs(labs: Labs, file: str) -> tuple[Labs, list[Problem]]:
 
 def _unit_conflicts(table: pd.DataFrame, file: str) -> tuple[pd.DataFrame, list[Problem]]:
     units = table["unit"].astype(str).str.strip()
-    has_unit = (units != "").to_numpy()
+    in_vocabulary = np.array([by_itemid(int(i)) is not None if not pd.isna(i) else False for i in table["itemid"]],
+                             dtype=bool)
+    has_unit = (units != "").to_numpy() & ~in_vocabulary & (table["not_used"] == "").to_numpy()
     if not has_unit.any():
         return table, []
     keys = pd.Series(item_group_keys(table), index=table.index)
@@ -592,6 +623,7 @@ def _unit_conflicts(table: pd.DataFrame, file: str) -> tuple[pd.DataFrame, list[
         dropped = rows[(unit_keys.iloc[rows] != kept).to_numpy()]
         table.loc[table.index[dropped], "value"] = np.nan
         table.loc[table.index[dropped], "censored"] = ""
+        table.loc[table.index[dropped], "not_used"] = "unit incompatible"
         label = _item_label(table["item"].iloc[rows[0]], table["itemid"].iloc[rows[0]])
         found = " and ".join(f"{spelled[k]} ({_rows_text(int(n))})" for k, n in counts.items())
         others = ", ".join(spelled[k] for k in counts.index if k != kept)
