@@ -14,6 +14,7 @@ The table helpers (`normalise_columns`, `parse_times`, `row_problems`, `to_float
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 from pandas._libs import lib
 
-from medfuse_core.problems import DataError, Problem, warning
+from medfuse_core.problems import DataError, Problem, info, warning
 from medfuse_core.record import Labs
 from medfuse_core.sources.lab_harmonise import harmonise_labs
 from medfuse_core.sources.lab_vocabulary import by_itemid, loinc_code
@@ -276,12 +277,22 @@ def sort_by_time(times: pd.Series) -> tuple[np.ndarray, np.ndarray | pd.Series]:
     return order, times.iloc[order].reset_index(drop=True)
 
 
-def parse_times(texts: pd.Series, file: str) -> tuple[pd.Series, list[Problem]]:
+def parse_times(texts: pd.Series, file: str, clock: datetime.tzinfo | None = None) -> tuple[pd.Series, list[Problem]]:
     """ISO date-times; NaT where unparseable or outside the nanosecond range the contract uses.
 
-    A trailing UTC offset ("Z", "+02:00") is dropped and the wall-clock time kept, so times of one
-    file stay on the clock a clinician wrote them on; one warning says so.
+    The bundle's time rule (README, "Times"): `clock` is the UTC offset of the bundle's index_time.
+    With a clock, a time carrying an offset ("Z", "+02:00") is converted to that clock, so one
+    instant is one time in every file (one info line says how many); a time without an offset is
+    taken as on that clock. Without a clock (index_time has no offset), the offset is dropped and the
+    wall-clock time kept, with one warning, since there is nothing to convert it to.
     """
+    if clock is not None:
+        texts, shifted = _to_clock(texts, clock)
+        times, problems = parse_times(texts, file)
+        if shifted:
+            problems.append(info(file, "time", f"{shifted} times carry a UTC offset; converted to the index "
+                                               f"time's offset ({_offset_text(clock)})"))
+        return times, problems
     values = _str_cells(texts) if texts.dtype == object or isinstance(texts.dtype, pd.StringDtype) else None
     if values is None:
         return _parse_times_series(texts, file)
@@ -332,6 +343,51 @@ def _one_datetime(text: object) -> pd.Timestamp:
     if pd.isna(stamp):
         return pd.NaT
     return stamp.tz_localize(None) if stamp.tzinfo is not None else stamp
+
+
+def _offset_text(clock: datetime.tzinfo) -> str:
+    offset = clock.utcoffset(None) or datetime.timedelta(0)
+    minutes = int(offset.total_seconds() // 60)
+    return f"{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def to_clock(stamp: pd.Timestamp, clock: datetime.tzinfo | None) -> pd.Timestamp:
+    """One time under the bundle's time rule (see `parse_times`): converted to `clock` when both have an
+    offset, the wall clock otherwise; always returned without an offset."""
+    if stamp.tzinfo is None:
+        return stamp
+    if clock is not None:
+        stamp = stamp.tz_convert(clock)
+    return stamp.tz_localize(None)
+
+
+def _to_clock(texts: pd.Series, clock: datetime.tzinfo) -> tuple[pd.Series, int]:
+    """Texts with an offset rewritten as naive ISO times on `clock`; how many rows were rewritten."""
+    values = texts.astype(object).where(texts.notna(), "").astype(str)
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object))
+    out = []
+    shifted = np.zeros(len(uniques), dtype=bool)
+    for i, u in enumerate(uniques):
+        text = u.strip()
+        if _OFFSET_AFTER_DIGIT_RE.search(text) is None:
+            out.append(u)
+            continue
+        stamp = _one_aware(text)
+        if stamp is None:
+            out.append(_OFFSET_RE.sub("", text))
+            continue
+        out.append(stamp.tz_convert(clock).tz_localize(None).isoformat())
+        shifted[i] = True
+    return (pd.Series(np.asarray(out, dtype=object)[codes], index=texts.index, name=texts.name, dtype=object),
+            int(shifted[codes].sum()))
+
+
+def _one_aware(text: str) -> pd.Timestamp | None:
+    try:
+        stamp = pd.Timestamp(text)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return None if pd.isna(stamp) or stamp.tzinfo is None else stamp
 
 
 def _offset_warning(file: str, n: int) -> Problem:
@@ -463,7 +519,7 @@ def _placeable(table: pd.DataFrame, bad_time: np.ndarray, item: np.ndarray, has_
     return ~bad_time & ~no_item, problems
 
 
-def labs_from_table(raw: pd.DataFrame, file: str) -> tuple[Labs, list[Problem]]:
+def labs_from_table(raw: pd.DataFrame, file: str, clock: datetime.tzinfo | None = None) -> tuple[Labs, list[Problem]]:
     """Read a labs table (all-string cells) into `Labs`, with the problems met on the way.
 
     Rows are sorted by time, stably, so rows charted together keep their order in the file.
@@ -475,7 +531,7 @@ def labs_from_table(raw: pd.DataFrame, file: str) -> tuple[Labs, list[Problem]]:
     require_columns(table, file, ("time", "value"), _LAB_EXPECTED)
     if "item" not in table and "itemid" not in table:
         require_columns(table, file, ("item",), _LAB_EXPECTED)
-    times, time_problems = parse_times(table["time"], file)
+    times, time_problems = parse_times(table["time"], file, clock)
     problems += time_problems
     n = len(table)
     loinc = np.full(n, "", dtype=object)

@@ -385,14 +385,14 @@ def _value_arrays(channels: np.ndarray, texts: pd.Series, file: str, units: np.n
     return values, drop, not_used, problems
 
 
-def vitals_from_table(raw: pd.DataFrame, file: str) -> tuple[Vitals, list[Problem]]:
+def vitals_from_table(raw: pd.DataFrame, file: str, clock=None) -> tuple[Vitals, list[Problem]]:
     """Read a vitals table (all-string cells) into `Vitals`, with the problems met on the way."""
     file = str(file)
     if len(raw.columns) == 0 and len(raw) == 0:
         return Vitals(), []
     table, problems = normalise_columns(raw, file)
     require_columns(table, file, ("time", "channel", "value"), _EXPECTED)
-    times, time_problems = parse_times(table["time"], file)
+    times, time_problems = parse_times(table["time"], file, clock)
     problems += time_problems
     bad_time = times.isna().to_numpy(dtype=bool)
     stripped = _stripped(table["channel"])
