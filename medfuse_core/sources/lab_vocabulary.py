@@ -39,7 +39,7 @@ class LabTest:
     key: str  # the model vocabulary key, "itemid:50931"
     itemid: int  # MIMIC-III D_LABITEMS id (canonical)
     name: str  # MIMIC label, as the model's vocabulary names it
-    loinc: tuple[str, ...]  # LOINC codes, the MIMIC-III D_LABITEMS code first
+    loinc: tuple[str, ...]  # LOINC codes, first the one of the model's unit (MIMIC-III D_LABITEMS's is among them)
     loinc_names: tuple[str, ...]  # LOINC long common names of those codes
     mimic3_itemids: tuple[int, ...]
     mimic4_itemids: tuple[int, ...]
