@@ -143,3 +143,21 @@ def match_test(loinc: str, itemid: int | None, name: str) -> LabTest | None:
     if itemid is not None:
         return by_itemid(itemid)
     return by_name_key(name) if name else None
+
+
+def markdown_table() -> str:
+    """The README's list of the tests the demo model reads (generated; a test keeps the README in step)."""
+    lines = ["| test | LOINC | MIMIC-III / IV item id | model unit | unit needed | molar mass (g/mol) | plausible range "
+             "| names also matched |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for test in lab_tests():
+        ids = sorted(set(test.mimic3_itemids) | set(test.mimic4_itemids))
+        mass = "" if test.molar_mass is None else f"{test.molar_mass:g}"
+        lines.append(f"| {test.name} | {', '.join(test.loinc)} | {', '.join(map(str, ids))} | {test.unit} | "
+                     f"{'yes' if test.unit_required else 'no'} | {mass} | {test.plausible_low:g} to "
+                     f"{test.plausible_high:g} | {', '.join(test.aliases)} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

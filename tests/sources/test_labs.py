@@ -353,7 +353,10 @@ def test_demo_labevents_loses_no_row(demo_labs) -> None:
     raw, labs, problems = demo_labs
     t = labs.table
     assert len(raw) == 76_074 and len(t) == 76_074
-    assert problems == []
+    # the one problem of the real table: a creatinine of 138 mg/dL (a µmol/L number in a mg/dL row), not read
+    assert [(p.field, p.message) for p in problems] == [
+        ("Creatinine: value", "expected a value between 0 and 40 mg/dL; found '138 mg/dL' in 1 row; not used by the model")]
+    assert (t["not_used"] == "implausible").sum() == 1
     assert t["time"].notna().all() and t["itemid"].notna().all()
     has_number = np.isfinite(t["value"].to_numpy())
     text_only = t["value"].isna() & (t["value_text"].str.strip() != "")
