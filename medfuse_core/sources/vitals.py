@@ -10,9 +10,9 @@ from the vendored resource files through `channel_spec()`.
 - Categorical channels: text -> score through `VitalChannel.value_map` (ignoring case and spacing);
   a bare score ("4" for eye opening) is accepted too. Unknown text: value NaN, row kept, warned.
 - Numeric channels: unit cleaning as mimic3-benchmarks' `clean_events` (see `_CLEANERS`), then its
-  `remove_outliers_for_variable`: outside [outlier_low, outlier_high] -> row dropped (one warning per
-  channel), otherwise clipped to [valid_low, valid_high] silently, as the benchmark does; the raw
-  text stays in `value_text`. Non-numeric text: value NaN, row kept, one warning per channel.
+  `remove_outliers_for_variable`: outside [outlier_low, outlier_high] -> not used (`not_used` =
+  "implausible", value NaN, the row kept for display; one warning per channel), otherwise clipped to
+  [valid_low, valid_high] silently, as the benchmark does; the raw text stays in `value_text`. Non-numeric text: value NaN, row kept, one warning per channel.
 - A `unit` column is optional. Where a row gives a unit, its value is converted to the channel's unit
   (`CHANNEL_UNITS`: °F -> °C, % -> fraction for FiO2, lb -> kg, mmol/L -> mg/dL for glucose) instead of
   the benchmark's guesses from the number; a unit that is unknown or does not convert leaves the row
@@ -154,7 +154,7 @@ def _outlier_message(spec: VitalChannel, values: pd.Series, texts: pd.Series) ->
         shown.append(_fmt(value) if text.strip() == _fmt(value) else f"{_fmt(value)} (from {text.strip()!r})")
     more = ", ..." if len(values) > _EXAMPLES else ""
     return (
-        f"{_rows(len(values))} dropped with a value outside the plausible range {_fmt(spec.outlier_low)} to "
+        f"{_rows(len(values))} not used by the model: a value outside the plausible range {_fmt(spec.outlier_low)} to "
         f"{_fmt(spec.outlier_high)}: {', '.join(shown)}{more}; values between that and the valid range "
         f"{_fmt(spec.valid_low)} to {_fmt(spec.valid_high)} are clipped to it"
     )
@@ -407,8 +407,8 @@ def vitals_from_table(raw: pd.DataFrame, file: str, clock=None) -> tuple[Vitals,
     units = (_stripped(table["unit"]) if "unit" in table else np.full(len(table), "", dtype=object))[rows]
     values, outlier, not_used, value_problems = _value_arrays(channels, texts, file, units)
     problems += channel_problems + value_problems
-    keep = ~outlier
-    rows, channels, values, units, not_used = rows[keep], channels[keep], values[keep], units[keep], not_used[keep]
+    values = np.where(outlier, np.nan, values)  # kept for display and the coverage report, never read
+    not_used = np.where(outlier, "implausible", not_used).astype(object)
     kept_times = times.iloc[rows]
     order, time_column = sort_by_time(kept_times)
     index = pd.RangeIndex(len(order))

@@ -44,6 +44,8 @@ def test_unit_plausibility_and_duplicate_reasons_reach_the_report() -> None:
                            ("labs_duplicate_rows", {"duplicate": 2})]:
         labs = coverage(read_bundle(BAD / case), vocabulary()).modalities["labs"]
         assert labs.not_read == expected, case
+    vitals = coverage(read_bundle(BAD / "vitals_outlier"), vocabulary()).modalities["vitals"]
+    assert (vitals.given, vitals.read, vitals.not_read) == (2, 1, {"implausible": 1})
 
 
 def test_unreadable_files_are_counted() -> None:

@@ -102,6 +102,16 @@ def _labs_incompatible_unit(record) -> None:
     assert t.loc["BUN", "value"] == 14.0 and t.loc["BUN", "itemid"] == 51006
 
 
+def _vitals_outlier(record) -> None:
+    t = record.vitals.table  # the outlier is kept for display, marked, and has no value the model could read
+    assert list(t["not_used"]) == ["", "implausible"] and t["value"].iloc[0] == 88.0 and np.isnan(t["value"].iloc[1])
+
+
+def _vitals_out_of_range_low(record) -> None:
+    t = record.vitals.table
+    assert list(t["not_used"]) == ["", "implausible", "implausible"] and t["value"].isna().sum() == 2
+
+
 def _vitals_irregular_times(record) -> None:
     t = record.vitals.table
     assert t["time"].is_monotonic_increasing
@@ -153,6 +163,8 @@ CHECKS = {
     "labs_implausible_values": _labs_implausible_values,
     "labs_incompatible_unit": _labs_incompatible_unit,
     "vitals_irregular_times": _vitals_irregular_times,
+    "vitals_outlier": _vitals_outlier,
+    "vitals_out_of_range_low": _vitals_out_of_range_low,
     "vitals_time_zones": _vitals_time_zones,
     "notes_html_script": _notes_html,
     "notes_utf16": _notes_utf16,
