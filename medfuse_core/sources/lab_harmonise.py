@@ -68,12 +68,15 @@ def harmonise_labs(table: pd.DataFrame, file: str) -> tuple[pd.DataFrame, list[P
     id_values = ids.fillna(0).to_numpy(dtype="int64")
     keys = pd.DataFrame({"loinc": loinc, "id": np.where(has_id, id_values, -1), "item": item})
     codes, distinct = pd.factorize(pd.MultiIndex.from_frame(keys))
-    tests: list[LabTest | None] = [match_test(code, None if i < 0 else int(i), name) for code, i, name in distinct]
-    test_of_row = np.array(tests + [None], dtype=object)[codes]
+    matched = [match_test(code, None if i < 0 else int(i), name) for code, i, name in distinct]
+    tests: list[LabTest] = list(dict.fromkeys(t for t in matched if t is not None))
+    position = {t.key: k for k, t in enumerate(tests)}
+    test_of_distinct = np.array([-1 if t is None else position[t.key] for t in matched] + [-1], dtype=np.int64)
+    test_of_row = test_of_distinct[codes]
 
     new_ids = ids.copy()
-    for row_test in set(t for t in tests if t is not None):
-        rows = np.flatnonzero(test_of_row == row_test)
+    for k, row_test in enumerate(tests):
+        rows = np.flatnonzero(test_of_row == k)
         fill = rows[~has_id[rows]]
         if fill.size:
             new_ids.iloc[fill] = row_test.itemid
@@ -81,7 +84,11 @@ def harmonise_labs(table: pd.DataFrame, file: str) -> tuple[pd.DataFrame, list[P
         problems += _convert_test(row_test, rows, unit, value, ref_low, ref_high, value_unit, not_used, texts,
                                   table["censored"].to_numpy(dtype=object), file)
 
-    non_finite = np.isnan(value) & (not_used == "") & np.array([bool(_NON_FINITE_RE.match(str(t))) for t in texts])
+    candidates = np.flatnonzero(np.isnan(value) & (not_used == ""))  # text results: usually few
+    codes, distinct = pd.factorize(pd.Series(texts[candidates], dtype=object).astype(str))
+    matched = np.array([bool(_NON_FINITE_RE.match(t)) for t in distinct] + [False], dtype=bool)[codes]
+    non_finite = np.zeros(n, dtype=bool)
+    non_finite[candidates[matched]] = True
     if non_finite.any():
         not_used[non_finite] = "implausible"
         problems.append(warning(file, "value", f"expected a finite number; found {_shown(list(texts[non_finite]))} in "

@@ -125,6 +125,7 @@ def to_ucum(text: str) -> str | None:
     return candidate
 
 
+@cache
 def _quantity(ucum: str):
     ureg = registry()
     if ucum in ("1", "[pH]"):
