@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from app.scoring import PatientScores, score_records
+from medfuse_core.explain.scores import PatientScores, score_records
 from medfuse_core.problems import Problem, error
 from medfuse_core.record import PatientRecord
 from medfuse_core.sources.validate import find_bundle_folders, validate_bundle

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 import streamlit as st
 
-from app.scoring import PatientScores, interactive_threads, is_checkpoint, is_synthetic_model, score_records
-from medfuse_core.demo import cache_home, demo_cohort_dir
+from medfuse_core.explain.scores import PatientScores, score_records
+from medfuse_core.runtime.checkpoint import is_checkpoint, is_synthetic_model
+from medfuse_core.runtime.threads import interactive_threads
+from medfuse_core.demo import demo_cohort_dir
+from medfuse_core.runtime.cache import cache_home
 from medfuse_core.predictor import Predictor
-from medfuse_core.record import PatientRecord
+from medfuse_core.record import MODALITIES, PatientRecord
 from medfuse_core.sources.bundle import find_bundles
 from medfuse_core.sources.importer import imported_mimic3_dir
 from medfuse_core.sources.validate import validate_bundle
-from medfuse_core.train.loop import resolve_device
+from medfuse_core.runtime.device import resolve_device
 
 
 @st.cache_resource(show_spinner="Preparing the demo cohort (first start only)...")
@@ -36,6 +42,15 @@ def load_cohort(root: str) -> list[PatientRecord]:
         if record is not None:
             records.append(record)
     return records
+
+
+@st.cache_resource(show_spinner=False)
+def records_by_id(source: str) -> dict[str, PatientRecord]:
+    return {r.patient_id: r for r in load_cohort(source)}
+
+
+def record_by_id(source: str, patient_id: str) -> PatientRecord:
+    return records_by_id(source)[patient_id]
 
 
 SOURCE_ENV = "MEDFUSE_LENS_SOURCE"  # a folder of bundles (or one bundle) to show instead of the demo
@@ -120,7 +135,7 @@ def cohort_scores(source: str, checkpoint: str, stamp: float = 0.0) -> dict[str,
     predictor, _ = predictor_or_reason(checkpoint)
     if predictor is None:
         return {}
-    with interactive_threads():  # batches of <= 64 small tensors: see app/scoring.py
+    with interactive_threads():  # batches of <= 64 small tensors: see medfuse_core/runtime/threads.py
         return score_records(predictor, load_cohort(source))
 
 
@@ -143,3 +158,53 @@ def device_in_use(checkpoint: str) -> str:
 def model_is_synthetic(checkpoint: str) -> bool:
     predictor, _ = predictor_or_reason(checkpoint) if checkpoint else (None, "")
     return predictor is not None and is_synthetic_model(predictor.config, checkpoint, DEMO_MODEL)
+
+
+# ------------------------------------------------------------------------- planted truth (synthetic)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def planted_evidence(source: str, patient_id: str, disease: str | None = None) -> dict[str, Any]:
+    """The synthetic cohort's planted evidence in the panels' attribution formats (one disease, or all)."""
+    record = record_by_id(source, patient_id)
+    out: dict[str, Any] = {key: {} for key in MODALITIES}
+    evidence = (record.truth or {}).get("evidence", {}) or {}
+    if disease is not None:
+        evidence = {disease: evidence[disease]} if disease in evidence else {}
+    folder = Path(record.source)
+    for item in evidence.values():
+        for lab in item.get("labs", []) or []:
+            name = lab.get("item") or lab.get("label")
+            if name:
+                out["labs"][str(name)] = 1.0
+        for span in item.get("notes", []) or []:
+            for i, note in enumerate(record.notes):
+                if span.get("file") and Path(note.source).name == Path(span["file"]).name:
+                    out["notes"].setdefault(i, []).append((int(span["start"]), int(span["end"]), 1.0))
+        for vit in item.get("vitals", []) or []:
+            lo, hi = (vit.get("hours") or [0, 0])[:2]
+            hours = out["vitals"].setdefault(vit["channel"], {})
+            for h in range(int(np.floor(lo)), int(np.ceil(hi))):
+                hours[h] = 1.0
+        for img in item.get("image", []) or []:
+            for i, image in enumerate(record.images):
+                if Path(image.source).name != Path(img.get("file", "")).name:
+                    continue
+                mask = read_mask(folder / img["mask"]) if img.get("mask") else None
+                if mask is None or mask.shape != image.pixels.shape:
+                    mask = np.zeros(image.pixels.shape, dtype=np.float32)
+                    x0, y0, x1, y1 = (int(v) for v in img["box"])
+                    mask[y0:y1, x0:x1] = 1.0
+                out["image"][i] = np.maximum(out["image"].get(i, 0), mask)
+    return out
+
+
+def read_mask(path: Path) -> np.ndarray | None:
+    """A planted-region mask image as 0/1 float32, or None when it cannot be read."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return (np.asarray(im.convert("L"), dtype=np.float32) > 127).astype(np.float32)
+    except (OSError, ValueError):
+        return None

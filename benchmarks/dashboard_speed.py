@@ -147,7 +147,7 @@ def main() -> None:
         f"AppTest, server-side script time; checkpoint `{args.checkpoint}`, patient {args.patient}; "
         f"{os.cpu_count()} CPUs (shared machine, 1-min load {result['machine']['load_avg_1min_at_end']:.1f} at the end), "
         f"torch threads {torch.get_num_threads()} (explanations and cohort scoring run with "
-        f"{result['torch_threads_for_explanations']}: app/scoring.py interactive_threads). "
+        f"{result['torch_threads_for_explanations']}: medfuse_core/runtime/threads.py interactive_threads). "
         "Produced by `python benchmarks/dashboard_speed.py`.",
         "",
         "| measurement | median | min | max | n | target | met |",

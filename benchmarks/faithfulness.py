@@ -1,6 +1,6 @@
 """Faithfulness benchmark: route accuracy (the pair), evidence localisation and deletion curves of one or
 more checkpoints on a held-out synthetic cohort, scored against its truth.json (see
-medfuse_core/explain/faithfulness.py for every definition).
+medfuse_core/benchmarking/faithfulness.py for every definition).
 
     python benchmarks/faithfulness.py --checkpoint RUN_DIR [--checkpoint RUN_DIR2 ...] --data HELDOUT_DIR
         [--max-patients N] [--n-steps 32] [--draws 5] [--seed 0] [--image-method gradcam]
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from medfuse_core.explain.api import _finite  # noqa: E402
 from medfuse_core.explain.evidence import DEFAULT_IMAGE_METHOD, IMAGE_METHODS  # noqa: E402
 from medfuse_core.models.baselines import DISENTANGLEMENT_WEIGHTS  # noqa: E402
-from medfuse_core.explain.faithfulness import (  # noqa: E402
+from medfuse_core.benchmarking.faithfulness import (  # noqa: E402
     DEFAULT_KS,
     IMAGE_FRACTIONS,
     PATCH,

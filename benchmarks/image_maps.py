@@ -48,7 +48,7 @@ from medfuse_core.explain.evidence import (  # noqa: E402
     _blurred,
     gradcam_ig_product,
 )
-from medfuse_core.explain.faithfulness import (  # noqa: E402
+from medfuse_core.benchmarking.faithfulness import (  # noqa: E402
     _BY_NAME,
     load_cases,
     planted_film_mask,

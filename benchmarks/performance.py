@@ -66,7 +66,7 @@ MODALITY_SETS = {
     "labs+vitals": ("labs", "vitals"),
     "labs": ("labs",),
 }
-TARGETS = {"review_p50_s": 1.5, "predict_p50_s": 0.100, "scoring_patients_per_s": 50.0, "gpu_review_p50_s": 0.100}
+TARGETS = {"review_goal_p50_s": 0.75, "review_p50_s": 1.5, "predict_p50_s": 0.100, "scoring_patients_per_s": 50.0, "gpu_review_p50_s": 0.100}
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -150,8 +150,11 @@ def latency(predictor: Predictor, records: list[PatientRecord], repeats: int) ->
             times = [min(timed(lambda: (call(r, d), _sync(device)))[0] for _ in range(repeats))
                      for r, d in zip(subset, diseases)]
             row[what] = latency_stats(times)
+        # what the Captum evidence maps cost of the review: the review minus predict + groups (same patients)
+        row["evidence_share_of_review"] = 1.0 - row["predict_groups"]["p50_s"] / row["review"]["p50_s"]
+        row["evidence_share_of_review_page"] = 1.0 - row["predict_groups"]["p50_s"] / row["review_page"]["p50_s"]
         out[name] = row
-        print(f"latency {name}: " + ", ".join(f"{k} {v['p50_s'] * 1000:.0f} ms" for k, v in row.items()), flush=True)
+        print(f"latency {name}: " + ", ".join(f"{k} {v['p50_s'] * 1000:.0f} ms" for k, v in row.items() if isinstance(v, dict)), flush=True)
     return out
 
 
@@ -361,6 +364,12 @@ def targets(r: dict[str, Any]) -> list[str]:
         limit = TARGETS["gpu_review_p50_s"] if gpu else TARGETS["review_p50_s"]
         out.append(f"full review p50 {review:.3f} s (all four modalities, CLI settings) <= {limit} s: "
                    f"{'met' if review <= limit else 'NOT met'}")
+        if not gpu:
+            goal = TARGETS["review_goal_p50_s"]
+            out.append(f"full review p50 {review:.3f} s <= the goal {goal} s: {'met' if review <= goal else 'NOT met'}; "
+                       f"review page p50 {full['review_page']['p50_s']:.3f} s; the evidence maps are "
+                       f"{full['evidence_share_of_review']:.0%} of the review, {full['evidence_share_of_review_page']:.0%} "
+                       "of the page's")
         out.append(f"predict p50 {predict * 1000:.0f} ms <= {TARGETS['predict_p50_s'] * 1000:.0f} ms: "
                    f"{'met' if predict <= TARGETS['predict_p50_s'] else 'NOT met'}")
     if "scoring" in r:

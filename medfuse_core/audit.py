@@ -56,7 +56,7 @@ class VerifyResult:
 
 def default_log_path() -> Path:
     """$MEDFUSE_LENS_AUDIT_LOG, else `audit.log` in the cache home ($MEDFUSE_LENS_HOME or ~/.cache/medfuse-lens)."""
-    from medfuse_core.demo import cache_home
+    from medfuse_core.runtime.cache import cache_home
 
     env = os.environ.get(AUDIT_ENV, "").strip()
     return Path(env) if env else cache_home() / "audit.log"

@@ -30,7 +30,7 @@ def _coverage_printer(args: argparse.Namespace):
     from medfuse_core.features.coverage import coverage
     from medfuse_core.features.featurize import FeatureSpec
     from medfuse_core.features.labs import LabVocabulary
-    from medfuse_core.train.checkpoint import read_config
+    from medfuse_core.runtime.checkpoint import read_config
 
     folder = Path(args.checkpoint) if args.checkpoint else DEMO_CHECKPOINT
     if not (folder / "config.json").is_file():

@@ -7,38 +7,13 @@ renames it into place, so two dashboard processes starting together cannot see h
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Callable
+
+from medfuse_core.runtime.cache import built_once, cache_home
 
 DEMO_SEED = 2026
 DEMO_SIZE = 40
 DEMO_IMAGE_SIZE = 512
-
-
-def cache_home() -> Path:
-    return Path(os.environ.get("MEDFUSE_LENS_HOME", Path.home() / ".cache" / "medfuse-lens"))
-
-
-def built_once(target: Path, marker: str, build: Callable[[Path], object]) -> Path:
-    """`target`, built by `build(folder)` unless `target/marker` exists. The build writes to a scratch
-    folder renamed into place, so concurrent or interrupted builds never leave half a folder behind."""
-    if (target / marker).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        build(scratch)
-        try:
-            scratch.rename(target)
-        except OSError:
-            if not (target / marker).is_file():  # not a concurrent winner: a real failure
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target
 
 
 def demo_cohort_dir() -> Path:

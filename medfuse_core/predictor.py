@@ -17,17 +17,17 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from medfuse_core.demo import cache_home
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.features.featurize import FeatureSpec, Featurizer, PatientEvidenceIndex
 from medfuse_core.models.baselines import build_model
 from medfuse_core.models.config import ModelConfig
 from medfuse_core.models.model import MedFuseLens
-from medfuse_core.precision import mixed_precision
 from medfuse_core.record import PatientRecord
-from medfuse_core.train import checkpoint as ckpt
-from medfuse_core.train.loop import resolve_device
-from medfuse_core.train.metrics import sigmoid
+from medfuse_core.runtime import checkpoint as ckpt
+from medfuse_core.runtime.cache import cache_home
+from medfuse_core.runtime.calibration import calibrated_probability
+from medfuse_core.runtime.device import resolve_device
+from medfuse_core.runtime.precision import mixed_precision
 
 
 def no_data_reason(hours: float = 48.0) -> str:
@@ -112,7 +112,7 @@ class Predictor:
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities sigmoid(logit / temperature), same shape as `logits`."""
-        return sigmoid(np.asarray(logits, dtype=np.float64) / self.temperature)
+        return calibrated_probability(logits, self.temperature)
 
     def positive(self, logits: np.ndarray) -> np.ndarray:
         """The decisions (bool, same shape): calibrated probability >= the label's validation threshold."""

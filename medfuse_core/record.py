@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medfuse_core.modalities import BUILTIN, REGISTRY
 from medfuse_core.problems import Problem
 
-MODALITIES: tuple[str, ...] = ("labs", "notes", "vitals", "image")
+# The built-in modalities, in the order of the model's tokens (medfuse_core/modalities.py declares them).
+MODALITIES: tuple[str, ...] = tuple(spec.key for spec in BUILTIN)
 
 LAB_COLUMNS: tuple[str, ...] = (
     "time",  # datetime64: when the specimen was charted
@@ -211,6 +213,7 @@ class PatientRecord:
     truth: dict[str, Any] | None = None  # planted evidence, synthetic patients only
     problems: list[Problem] = field(default_factory=list)  # warnings met while loading
     source: str = ""  # folder or table this record was read from
+    extra: dict[str, Any] = field(default_factory=dict)  # other registered modalities' data, by key (None: absent)
 
     def has(self, modality: str) -> bool:
         if modality == "labs":
@@ -221,11 +224,14 @@ class PatientRecord:
             return any(n.text.strip() for n in self.notes)
         if modality == "image":
             return len(self.images) > 0
-        raise KeyError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+        if modality in REGISTRY:  # another registered modality: its data, when loaded and not empty
+            data = self.extra.get(modality)
+            return data is not None and (not hasattr(data, "__len__") or len(data) > 0)
+        raise KeyError(f"unknown modality {modality!r}; expected one of {REGISTRY.keys()}")
 
     @property
     def present_modalities(self) -> tuple[str, ...]:
-        return tuple(m for m in MODALITIES if self.has(m))
+        return tuple(m for m in REGISTRY.keys() if self.has(m))
 
     def hours_since_index(self, times: pd.Series | pd.Timestamp) -> Any:
         """Hours from the index time; NaN where the index time is unknown."""

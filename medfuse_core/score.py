@@ -39,12 +39,12 @@ import pyarrow.parquet as pq
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from medfuse_core.demo import cache_home
+from medfuse_core.runtime.cache import cache_home
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.features.featurize import FeatureSpec, Featurizer
 from medfuse_core.predictor import Predictor, no_data_reason
 from medfuse_core.problems import DataError
-from medfuse_core.record import MODALITIES, PatientRecord
+from medfuse_core.record import PatientRecord
 from medfuse_core.sources.bundle import find_bundles, read_bundle
 
 __all__ = ["BundleDataset", "ScoreSummary", "score_cohort"]
@@ -237,12 +237,13 @@ def _table(scoring: ScoringBatch, logits: np.ndarray | None, predictor: Predicto
     probs = predictor.probabilities(logits) if logits is not None else None
     positive = predictor.positive(logits) if logits is not None else None
     columns: dict[str, list] = {name: [] for name in schema.names}
+    modalities = predictor.featurizer.spec.modalities  # the order of `present` (the built-in four first)
     for row in scoring.rows:
         i = row["index"]
         columns["patient_id"].append(row["patient_id"])
         columns["bundle"].append(row["folder"])
         present = scoring.batch.present[i].tolist() if i is not None else None
-        columns["modalities"].append(",".join(m for m, p in zip(MODALITIES, present) if p) if present else None)
+        columns["modalities"].append(",".join(m for m, p in zip(modalities, present) if p) if present else None)
         for k, name in enumerate(predictor.labels):
             scored = i is not None
             columns[f"{name}_prob"].append(float(probs[i, k]) if scored else None)

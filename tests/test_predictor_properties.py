@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.scoring import score_records
+from medfuse_core.explain.scores import score_records
 from medfuse_core.predictor import NoData, NoDataError, Prediction, Predictor, no_data_reason
 from medfuse_core.record import Labs, PatientRecord, Vitals
 

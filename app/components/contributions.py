@@ -12,20 +12,21 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from app.components.shading import NEGATIVE_RGB, POSITIVE_RGB
-from app.scoring import TOKEN_LABELS, UNCERTAINTY_NAME, PatientScores
+from app.components.wording import TOKEN_LABELS, TOKEN_MODALITY, UNCERTAINTY_NAME
+
+if TYPE_CHECKING:  # the type only: components import no torch
+    from medfuse_core.explain.scores import PatientScores
 
 BASE_NAME = "Base value (no data)"
 OUTPUT_NAME = "Model output"
 TOTAL_RGB = (110, 110, 110)
-TOKEN_MODALITY = {"Labs (specific)": "labs", "Notes (specific)": "notes", "Vitals (specific)": "vitals",
-                  "X-ray (specific)": "image"}
 
 
 def _rgb(rgb: tuple[int, int, int]) -> str:

@@ -7,20 +7,23 @@ the shared token, the same in every lab figure.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from app.disentanglement import TOKEN_KEYS, CohortDiagnostics
-from app.scoring import TOKEN_LABELS
+from app.components.wording import TOKEN_KEYS, TOKEN_LABELS
 from app.components.worklist import short_label
+from medfuse_core.modalities import REGISTRY, SHARED_COLOUR, SHARED_TOKEN
 from medfuse_core.record import MODALITIES
 
-MODALITY_NAMES = {"labs": "Labs", "notes": "Notes", "vitals": "Vitals", "image": "X-ray"}
-MODALITY_COLOURS = {"labs": "#0072B2", "notes": "#E69F00", "vitals": "#009E73", "image": "#CC79A7"}
-SHARED_COLOUR = "#7f7f7f"
-TOKEN_COLOURS = {**{f"specific:{m}": c for m, c in MODALITY_COLOURS.items()}, "shared": SHARED_COLOUR}
+if TYPE_CHECKING:  # the type only: components import no torch
+    from medfuse_core.explain.disentanglement import CohortDiagnostics
+
+MODALITY_NAMES = REGISTRY.display_names()
+MODALITY_COLOURS = {s.key: s.colour for s in REGISTRY}
+TOKEN_COLOURS = {**{s.token_name: s.colour for s in REGISTRY}, SHARED_TOKEN: SHARED_COLOUR}
 
 
 def shares_frame(diag: CohortDiagnostics) -> pd.DataFrame:

@@ -11,9 +11,10 @@ import html
 import pandas as pd
 
 from app.components.worklist import MODALITY_CODES
+from medfuse_core.modalities import REGISTRY
 from medfuse_core.record import MODALITIES, PatientRecord
 
-MODALITY_NAMES = {"labs": "lab results", "notes": "clinical notes", "vitals": "vital signs", "image": "chest X-ray"}
+MODALITY_NAMES = {s.key: s.long_name for s in REGISTRY}  # in running text
 
 
 def demographics_line(record: PatientRecord, extra: dict[str, str] | None = None) -> str:

@@ -13,6 +13,7 @@ import html
 import io
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -20,7 +21,10 @@ from app.components.contributions import (contribution_sentence, contributions_f
                                           predictions_frame, present_by_modality, probability_sentence,
                                           scores_contributions, waterfall_steps)
 from app.components.shading import NEGATIVE_RGB, POSITIVE_RGB
-from app.scoring import UNCERTAINTY_HELP, PatientScores
+from app.components.wording import UNCERTAINTY_HELP
+
+if TYPE_CHECKING:  # the type only: components import no torch
+    from medfuse_core.explain.scores import PatientScores
 
 CSS = """
 body{font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;color:#222;max-width:960px;margin:24px auto;padding:0 16px}

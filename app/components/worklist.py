@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from app.scoring import PatientScores
+from medfuse_core.modalities import REGISTRY
 from medfuse_core.record import MODALITIES, PatientRecord
 
+if TYPE_CHECKING:  # the type only: components import no torch
+    from medfuse_core.explain.scores import PatientScores
+
 # Plain-text codes, not emoji: they render on every machine (a clinic PC may lack an emoji font).
-MODALITY_CODES = {"labs": "LAB", "notes": "NOTE", "vitals": "VIT", "image": "CXR"}
+MODALITY_CODES = {s.key: s.code for s in REGISTRY}
 
 
 def modality_badges(record: PatientRecord) -> str:

@@ -1,6 +1,6 @@
 """Disentanglement lab (researchers): does the model keep modality-specific and shared information apart?
 
-Over the current cohort and checkpoint (app/disentanglement.py computes, app/components/lab.py draws):
+Over the current cohort and checkpoint (medfuse_core/explain/disentanglement.py computes, app/components/lab.py draws):
 per disease, the share of the contribution from each specific token and from the shared token; MI
 estimates (vCLUB between specific and shared, InfoNCE between modalities' shared projections); CKA of
 the shared projections across modalities; a leakage probe; a 2-D PCA of the embeddings. A second
@@ -16,8 +16,9 @@ import streamlit as st
 from app.auth import require_role
 from app.components import lab as LB
 from app.components.worklist import short_label
-from app.disentanglement import CohortDiagnostics, cohort_diagnostics
-from app.scoring import interactive_threads, is_checkpoint
+from medfuse_core.explain.disentanglement import CohortDiagnostics, cohort_diagnostics
+from medfuse_core.runtime.checkpoint import is_checkpoint
+from medfuse_core.runtime.threads import interactive_threads
 from app.state import checkpoint_stamp, current_checkpoint, current_source, load_cohort, predictor_or_reason
 
 require_role("researcher")
@@ -28,7 +29,7 @@ def _diagnostics(source: str, checkpoint: str, stamp: float = 0.0) -> CohortDiag
     predictor, reason = predictor_or_reason(checkpoint)
     if predictor is None:
         raise ValueError(reason)
-    with interactive_threads():  # small batches: one thread is faster on a shared CPU (app/scoring.py)
+    with interactive_threads():  # small batches: one thread is faster on a shared CPU (medfuse_core/runtime/threads.py)
         return cohort_diagnostics(predictor, load_cohort(source))
 
 

@@ -27,9 +27,12 @@ from app.components.worklist import short_label
 from app.components import contributions as C
 from app.components import evidence as E
 from app.components import report as R
-from app.scoring import TOP_SENTENCES, UNCERTAINTY_HELP, UNCERTAINTY_NAME, PatientScores, explain_panels
-from app.state import (checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
+from app.components.wording import UNCERTAINTY_HELP, UNCERTAINTY_NAME
+from app.scoring import TOP_SENTENCES, explain_panels
+from app.state import (planted_evidence, record_by_id, records_by_id, checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
                        predictor_or_reason, scores_or_none)
+from medfuse_core.explain.scores import PatientScores
+from medfuse_core.modalities import REGISTRY
 from medfuse_core.record import PatientRecord
 
 PATIENT_PARAM = "patient"  # ?patient=P00012 makes a review page linkable
@@ -39,13 +42,8 @@ PATIENT_KEY = "patient_id"  # shared with the worklist: the patient last opened
 # ------------------------------------------------------------------------------------------ data
 
 
-@st.cache_resource(show_spinner=False)
-def _records_by_id(source: str) -> dict[str, PatientRecord]:
-    return {r.patient_id: r for r in load_cohort(source)}
-
-
 def _record(source: str, patient_id: str) -> PatientRecord:
-    return _records_by_id(source)[patient_id]
+    return record_by_id(source, patient_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -61,56 +59,10 @@ def _vitals_figure(source: str, patient_id: str, mode: str, disease: str | None 
     record = _record(source, patient_id)
     attribution = None
     if mode == "planted":
-        attribution = _planted(source, patient_id, disease)["vitals"]
+        attribution = planted_evidence(source, patient_id, disease)["vitals"]
     elif mode == "model" and disease:
         attribution = _explained(source, checkpoint, stamp, patient_id, disease)["vitals"]
     return V.vitals_figure(record, attribution or None)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _planted(source: str, patient_id: str, disease: str | None = None) -> dict[str, Any]:
-    """The synthetic cohort's planted evidence in the panels' attribution formats (one disease, or all)."""
-    record = _record(source, patient_id)
-    out: dict[str, Any] = {"labs": {}, "notes": {}, "vitals": {}, "image": {}}
-    evidence = (record.truth or {}).get("evidence", {}) or {}
-    if disease is not None:
-        evidence = {disease: evidence[disease]} if disease in evidence else {}
-    folder = Path(record.source)
-    for item in evidence.values():
-        for lab in item.get("labs", []) or []:
-            name = lab.get("item") or lab.get("label")
-            if name:
-                out["labs"][str(name)] = 1.0
-        for span in item.get("notes", []) or []:
-            for i, note in enumerate(record.notes):
-                if span.get("file") and Path(note.source).name == Path(span["file"]).name:
-                    out["notes"].setdefault(i, []).append((int(span["start"]), int(span["end"]), 1.0))
-        for vit in item.get("vitals", []) or []:
-            lo, hi = (vit.get("hours") or [0, 0])[:2]
-            hours = out["vitals"].setdefault(vit["channel"], {})
-            for h in range(int(np.floor(lo)), int(np.ceil(hi))):
-                hours[h] = 1.0
-        for img in item.get("image", []) or []:
-            for i, image in enumerate(record.images):
-                if Path(image.source).name != Path(img.get("file", "")).name:
-                    continue
-                mask = _read_mask(folder / img["mask"]) if img.get("mask") else None
-                if mask is None or mask.shape != image.pixels.shape:
-                    mask = np.zeros(image.pixels.shape, dtype=np.float32)
-                    x0, y0, x1, y1 = (int(v) for v in img["box"])
-                    mask[y0:y1, x0:x1] = 1.0
-                out["image"][i] = np.maximum(out["image"].get(i, 0), mask)
-    return out
-
-
-def _read_mask(path: Path) -> np.ndarray | None:
-    try:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            return (np.asarray(im.convert("L"), dtype=np.float32) > 127).astype(np.float32)
-    except (OSError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------------------------------- panels
@@ -339,14 +291,14 @@ def _report_content(source: str, checkpoint: str, record: PatientRecord, scores:
         f"{r.item}: {r.value} {r.unit} ({r.flag or 'abnormal'}; reference {r.reference or 'not given'})"
         for r in abnormal.itertuples(index=False)]
     top = ((model_evidence or {}).get("summary") or {}).get("top") or {}
-    names = {"labs": "labs", "notes": "note sentences", "vitals": "vital-sign hours", "image": "X-ray"}
     for route, lines in top.items():
-        evidence[f"Model attribution for {disease}: top {names.get(route, route)} (log-odds)"] = list(lines)
+        unit = REGISTRY[route].evidence_unit if route in REGISTRY else route
+        evidence[f"Model attribution for {disease}: top {unit} (log-odds)"] = list(lines)
     if disease and record.truth is not None:
         planted = ((record.truth or {}).get("evidence", {}) or {}).get(disease)
         if planted:
             evidence[f"Planted evidence for {disease} (synthetic ground truth)"] = [
-                f"{route}: {len(planted.get(route) or [])} item(s)" for route in ("labs", "notes", "vitals", "image")]
+                f"{route}: {len(planted.get(route) or [])} item(s)" for route in REGISTRY.keys()]
     notes = [(N.note_heading(n.time, n.category, record.hours_since_index(n.time)
                              if n.time is not None and pd.notna(n.time) else None), n.text)
              for n in record.notes if n.text.strip()]
@@ -404,11 +356,11 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
                                  "two can be compared.")
     mode = "planted" if planted else ("model" if model_evidence is not None else "none")
     if planted:
-        evidence = _planted(source, patient_id, disease)
+        evidence = planted_evidence(source, patient_id, disease)
     elif model_evidence is not None:
         evidence = model_evidence
     else:
-        evidence = {"labs": None, "notes": None, "vitals": None, "image": None}
+        evidence = dict.fromkeys(REGISTRY.keys())
     _evidence_banner(mode, disease)
     st.divider()
     left, right = st.columns([11, 9], gap="medium")
@@ -462,7 +414,7 @@ def _on_pick() -> None:
 
 source = str(current_source())
 checkpoint = current_checkpoint()
-by_id = _records_by_id(source)
+by_id = records_by_id(source)
 ids = list(by_id)
 
 if not ids:

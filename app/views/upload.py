@@ -10,7 +10,7 @@ explained on the spot, the others' problems still shown. Results are cached by t
 the checkpoint, so switching the disease does not unpack and score again.
 
 A checkpoint is accepted only as config.json + model.safetensors, checked before anything is written
-(medfuse_core/train/checkpoint.py `install_checkpoint`); "Use this checkpoint" sets the sidebar's
+(medfuse_core/runtime/checkpoint.py `install_checkpoint`); "Use this checkpoint" sets the sidebar's
 checkpoint folder (st.session_state["checkpoint_dir"]) in a button callback, before the sidebar is drawn.
 """
 
@@ -27,9 +27,12 @@ from app.bundle_zip import UploadResult, new_session_dir, read_upload, touch
 from app.components import contributions as C
 from app.components import evidence as E
 from app.components import patient_header as H
-from app.scoring import NO_DATA_MESSAGE, UNCERTAINTY_HELP, UNCERTAINTY_NAME, PatientScores, explain_panels, is_checkpoint
+from app.components.wording import NO_DATA_MESSAGE, UNCERTAINTY_HELP, UNCERTAINTY_NAME
+from app.scoring import explain_panels
 from app.state import checkpoint_stamp, current_checkpoint, predictor_or_reason
-from medfuse_core.train.checkpoint import UPLOAD_FILES, install_checkpoint
+from medfuse_core.explain.scores import PatientScores
+from medfuse_core.modalities import REGISTRY
+from medfuse_core.runtime.checkpoint import UPLOAD_FILES, install_checkpoint, is_checkpoint
 
 require_role("researcher")
 
@@ -70,10 +73,9 @@ def upload_evidence(digest: str, checkpoint: str, stamp: float, patient_id: str,
 
 def evidence_rows(evidence: dict) -> list[dict[str, str]]:
     """The top evidence per modality as table rows (st.dataframe shows text as text: nothing is HTML)."""
-    names = {"labs": "Labs", "notes": "Notes", "vitals": "Vitals", "image": "X-ray"}
     top = (evidence.get("summary") or {}).get("top") or {}
-    return [{"modality": names.get(m, m), "evidence (attribution, log-odds)": line}
-            for m in ("labs", "notes", "vitals", "image") for line in top.get(m, [])]
+    return [{"modality": s.display_name, "evidence (attribution, log-odds)": line}
+            for s in REGISTRY for line in top.get(s.key, [])]
 
 
 def _bundle_section() -> None:

@@ -6,12 +6,12 @@ JSON schema (``Explanation.to_dict()``; strict JSON, no NaN)::
     {
       "patient_id": str,
       "labels": [label names explained, in the model's order],
-      "present": {"labs": bool, "notes": bool, "vitals": bool, "image": bool},
+      "present": {"labs": bool, "notes": bool, "vitals": bool, "image": bool, ...},   # the model's modalities
       "temperature": float,
       "evidence": bool,                      # False: the evidence fields below are empty
       "per_label": {                         # keyed by label name, one entry per name in "labels"
         NAME: {
-          "probability": float,              # calibrated: sigmoid(logit / temperature)
+          "probability": float,              # calibrated_probability(logit, temperature)
           "logit": float, "empty_logit": float,   # the model's logit; every fusion token masked
           "threshold": float, "positive": bool,
           "groups": {"specific:labs": f, "specific:notes": f, "specific:vitals": f,
@@ -26,7 +26,9 @@ JSON schema (``Explanation.to_dict()``; strict JSON, no NaN)::
           "image": {"method", "image_index", "film_shape": [rows, cols], "shape": [h, w],
                     "heatmap": [[h x w]], "convergence_delta"} | null,   # heatmap block-averaged to <= 64 px
           "convergence_delta": {"labs", "note_sentences", "note_tokens", "vitals", "image"},
-          "notes_token_level": str          # what the token-level note attribution covered
+          "notes_token_level": str,         # what the token-level note attribution covered
+          KEY: {...}                         # one entry per other registered modality the model reads
+                                             # (medfuse_core/modalities.py): its evidence method's JSON
         }
       }
     }
@@ -54,9 +56,12 @@ from medfuse_core.explain.evidence import (
     LabelEvidence,
     VitalsEvidence,
 )
-from medfuse_core.explain.groups import group_contributions
+from medfuse_core.explain.concurrency import eval_mode
+from medfuse_core.explain.encoding import encode
+from medfuse_core.explain.groups import token_contributions
 from medfuse_core.features.batch import collate
 from medfuse_core.record import MODALITIES, PatientRecord
+from medfuse_core.runtime.calibration import calibrated_probability
 
 __all__ = ["Explanation", "LabelExplanation", "explain", "JSON_HEATMAP_MAX"]
 
@@ -90,6 +95,7 @@ class LabelExplanation:
             "image": _image_json(ev.image),
             "convergence_delta": dict(ev.convergence_delta),
             "notes_token_level": ev.notes_token_level,
+            **{modality: evidence for modality, evidence in ev.extra.items()},  # other registered modalities
         }
 
 
@@ -184,29 +190,27 @@ def explain(record: PatientRecord, predictor, labels: Sequence[str] | None = Non
         raise ValueError(f"unknown label(s) {unknown}; the checkpoint's labels are {names}")
     chosen = [n for n in names if n in set(chosen)]  # model order, no duplicates
 
-    features, index = predictor.featurize([record])
+    modalities = tuple(getattr(model, "modalities", MODALITIES))
+    features, index = predictor.featurize([record])  # featurised once
     f, ix = features[0], index[0]
-    batch = collate([f]).to(predictor.device)
-    if hasattr(model, "fusion"):
-        groups = group_contributions(model, batch)
+    encoding = encode(model, collate([f]).to(predictor.device))  # every encoder once
+    full = encoding.output.logits[0].double().cpu().numpy()
+    empty = values = token_names = None
+    if hasattr(model, "fusion"):  # exact group contributions from the encoded tokens (no encoder runs)
+        with eval_mode(model):
+            groups = token_contributions(model.fusion, encoding.output.tokens, encoding.output.token_mask,
+                                         labels=names, token_names=getattr(model, "token_names", None))
         full = groups.full_logit[0].double().cpu().numpy()
         empty = groups.empty_logit[0].double().cpu().numpy()
-        values = groups.values[0].double().cpu().numpy()  # (K, 5)
+        values = groups.values[0].double().cpu().numpy()  # (K, tokens)
         token_names = groups.token_names
-    else:
-        was = model.training
-        model.eval()
-        with torch.no_grad():
-            full = model(batch).logits[0].double().cpu().numpy()
-        model.train(was)
-        empty = values = token_names = None
 
     explainer = None
     if evidence:
-        has_notes = bool(f.present[MODALITIES.index("notes")])
+        has_notes = bool(f.present[list(modalities).index("notes")])
         backbone = predictor.featurizer.backbone if has_notes else None
         explainer = EvidenceExplainer(model, f, ix, record, backbone, predictor.featurizer.vocabulary,
-                                      hours=float(predictor.featurizer.spec.hours))
+                                      hours=float(predictor.featurizer.spec.hours), encoding=encoding)
 
     per_label = {}
     for name in chosen:
@@ -214,12 +218,12 @@ def explain(record: PatientRecord, predictor, labels: Sequence[str] | None = Non
         logit = float(full[k])
         per_label[name] = LabelExplanation(
             label=name,
-            probability=float(1.0 / (1.0 + math.exp(-logit / predictor.temperature))),
+            probability=float(calibrated_probability(logit, predictor.temperature)),
             logit=logit,
             empty_logit=None if empty is None else float(empty[k]),
             threshold=float(predictor.thresholds[k]),
             groups=None if values is None else {t: float(v) for t, v in zip(token_names, values[k])},
             evidence=explainer.label_evidence(k, image_method=image_method, **evidence_options) if explainer else None,
         )
-    present = {m: bool(f.present[i]) for i, m in enumerate(MODALITIES)}
+    present = {m: bool(f.present[i]) for i, m in enumerate(modalities)}
     return Explanation(f.patient_id, chosen, per_label, present, float(predictor.temperature), bool(evidence))

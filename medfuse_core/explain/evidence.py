@@ -56,7 +56,7 @@ weights are only read.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -65,17 +65,15 @@ import torch
 from torch import nn
 
 from medfuse_core.explain.concurrency import eval_mode, thread_scoped
+from medfuse_core.explain.encoding import Encoding, encode
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.features.featurize import PatientEvidenceIndex
 from medfuse_core.features.labs import FEATURE_NAMES, LabVocabulary
 from medfuse_core.features.vitals import feature_names as vitals_feature_names
+from medfuse_core.models.model import encode_modality
+from medfuse_core.modalities import REGISTRY
 from medfuse_core.record import MODALITIES, PatientRecord
 from medfuse_core.sources.vital_channels import CHANNEL_NAMES
-
-try:  # the model's split at the encoders (models/model.py); absent in older trees
-    from medfuse_core.models.model import encode_modality
-except ImportError:  # pragma: no cover
-    encode_modality = None
 
 __all__ = [
     "ImageEvidence",
@@ -180,6 +178,7 @@ class LabelEvidence:
     image: ImageEvidence | None = None
     convergence_delta: dict[str, float] = field(default_factory=dict)  # per method, |delta| in logit units
     notes_token_level: str = ""  # what the token level covered, in words
+    extra: dict[str, Any] = field(default_factory=dict)  # other registered modalities: their evidence method's JSON
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -222,11 +221,13 @@ def vitals_spans(matrix: np.ndarray, top: int = 5) -> list[VitalsSpan]:
 
 
 def _with(batch: Batch, name: str, value: torch.Tensor) -> Batch:
-    """`batch` (one patient) with field `name` replaced by `value` (n rows), the rest repeated to n rows."""
+    """`batch` (one patient) with input `name` (a Batch field or an extra modality's key) replaced by
+    `value` (n rows), the rest repeated to n rows."""
     n = int(value.shape[0])
-    parts = {f.name: getattr(batch, f.name) for f in fields(batch)}
-    parts = {k: (value if k == name else v.expand(n, *v.shape[1:])) for k, v in parts.items()}
-    return Batch(**parts)
+    out = batch.map(lambda v: v.expand(n, *v.shape[1:]))
+    if name in out.extra:
+        return replace(out, extra={**out.extra, name: value})
+    return replace(out, **{name: value})
 
 
 # ------------------------------------------------------------------------------ the explainer
@@ -242,20 +243,21 @@ class EvidenceExplainer:
 
     def __init__(self, model: nn.Module, features: PatientFeatures, index: PatientEvidenceIndex,
                  record: PatientRecord | None = None, backbone: Any = None, vocabulary: LabVocabulary | None = None,
-                 hours: float = 48.0):
+                 hours: float = 48.0, encoding: Encoding | None = None):
         self.model, self.features, self.index, self.record = model, features, index, record
         self.backbone, self.vocabulary, self.hours = backbone, vocabulary, hours
         self.labels = list(model.labels)
-        device = next(model.parameters()).device
-        self.batch = collate([features]).to(device)
-        self.present = {m: bool(features.present[i]) for i, m in enumerate(MODALITIES)}
-        # The fast path needs the model's split at the encoders (forward_features + encode_modality);
-        # without it every IG step runs the whole model, which gives the same numbers, slower.
+        self.modalities = tuple(getattr(model, "modalities", MODALITIES))
+        self.present = {m: bool(features.present[i]) for i, m in enumerate(self.modalities)}
         self._empty: torch.Tensor | None = None
-        self._fast = encode_modality is not None and hasattr(model, "forward_features")
-        with self._grad(False):
-            self._features = {m: v.detach() for m, v in model.modality_features(self.batch, self.batch.present).items()} if self._fast else {}
-            self.logits = model(self.batch).logits[0].float()
+        # The encoders' outputs for this patient, computed once (or handed over by explain(), which
+        # already has them): IG's steps then run only the encoder being explained, then
+        # model.forward_features, the same function of the attributed input as model(batch).
+        if encoding is None:
+            encoding = encode(model, collate([features]).to(next(model.parameters()).device))
+        self.batch = encoding.batch
+        self._features = encoding.features
+        self.logits = encoding.logits[0]
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -267,15 +269,24 @@ class EvidenceExplainer:
 
     def _has(self, modality: str) -> bool:
         """The patient has the modality and the model has an encoder for it."""
-        return self.present[modality] and (not self._fast or modality in self._features)
+        return self.present.get(modality, False) and modality in self._features
+
+    # the plumbing an evidence method of another registered modality uses (explain/input_attribution.py)
+    has = _has
+
+    def gradients(self):
+        """Context for an attribution: eval mode, gradients on."""
+        return self._grad()
+
+    def forward_of(self, name: str, modality: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Logits (n, K) as a function of input `name` (n rows) of `modality`, the rest of the patient fixed."""
+        return self._forward(name, modality)
 
     def _logits(self, modality: str, batch: Batch) -> torch.Tensor:
         """Logits (n, K) of an n-row batch differing from the patient only in `modality`'s input."""
-        if not self._fast:
-            return self.model(batch).logits.float()
         n = batch.size
         features = {m: v.expand(n, *v.shape[1:]) for m, v in self._features.items()}
-        features[modality] = encode_modality(self.model, modality, batch, batch.present[:, MODALITIES.index(modality)])
+        features[modality] = encode_modality(self.model, modality, batch, batch.present[:, self.modalities.index(modality)])
         return self.model.forward_features(features, batch.present).logits.float()
 
     def _forward(self, name: str, modality: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -499,10 +510,16 @@ class EvidenceExplainer:
         deltas = {"labs": d_labs, "note_sentences": d_sent, "note_tokens": d_tok,
                   "vitals": vitals.convergence_delta if vitals else 0.0,
                   "image": image.convergence_delta if image and image.convergence_delta is not None else 0.0}
+        extra = {}
+        for modality in self.modalities:  # other registered modalities, by their registry entry's method
+            spec = REGISTRY[modality]
+            if modality in MODALITIES or not spec.evidence:
+                continue
+            extra[modality], deltas[modality] = spec.resolve("evidence")(self, k, modality, n_steps)
         scope = (f"LayerIntegratedGradients on the text model's embedding layer for the top {len(explained)} "
                  f"sentence(s) by |attribution| ({token_steps} steps)" if explained else
                  ("none (no text model given)" if sentences else "none (no notes)"))
-        return LabelEvidence(self.labels[k], labs, sentences, tokens, vitals, image, deltas, scope)
+        return LabelEvidence(self.labels[k], labs, sentences, tokens, vitals, image, deltas, scope, extra)
 
 
 def gradcam_ig_product(cam: torch.Tensor, attribution: torch.Tensor, smoothing: float) -> torch.Tensor:

@@ -94,13 +94,13 @@ class GroupContributions:
 
 
 class _TokenGame:
-    """5 players, the fusion tokens; built from tensors only so Captum can expand them row-wise."""
+    """The fusion tokens as players (5 in the built-in model); built from tensors only so Captum can
+    expand them row-wise."""
 
-    n_players = len(TOKEN_NAMES)
-    names = TOKEN_NAMES
-
-    def __init__(self, fusion_fn: FusionFn, tokens: Tensor, token_mask: Tensor):
+    def __init__(self, fusion_fn: FusionFn, tokens: Tensor, token_mask: Tensor, names: Sequence[str] | None = None):
         self.fusion_fn, self.tokens, self.token_mask = fusion_fn, tokens, token_mask.bool()
+        self.n_players = int(tokens.shape[1])
+        self.names = tuple(names) if names is not None else _default_token_names(self.n_players)
 
     @property
     def present(self) -> Tensor:
@@ -121,11 +121,13 @@ class _TokenGame:
 class _ModalityGame:
     """8 players: specific s_m (0..3) and shared c_m (4..7); the shared token is the mean of the kept c_m."""
 
-    n_players = 2 * len(MODALITIES)
-    names = MODALITY_PLAYER_NAMES
-
-    def __init__(self, fusion_fn: FusionFn, specific: Tensor, shared: Tensor, present: Tensor):
+    def __init__(self, fusion_fn: FusionFn, specific: Tensor, shared: Tensor, present: Tensor,
+                 names: Sequence[str] | None = None):
         self.fusion_fn, self.specific, self.shared, self.modality_present = fusion_fn, specific, shared, present.bool()
+        self.n_players = 2 * int(specific.shape[1])
+        self.names = tuple(names) if names is not None else (
+            MODALITY_PLAYER_NAMES if self.n_players == len(MODALITY_PLAYER_NAMES) else
+            tuple(f"specific:{i}" for i in range(self.n_players // 2)) + tuple(f"shared:{i}" for i in range(self.n_players // 2)))
 
     @property
     def present(self) -> Tensor:
@@ -136,7 +138,7 @@ class _ModalityGame:
 
     def evaluate(self, keep: Tensor) -> Tensor:
         b, c, _ = keep.shape
-        m = len(MODALITIES)
+        m = self.n_players // 2
         d = self.specific.shape[-1]
         present = self.modality_present.unsqueeze(1)
         spec_keep = keep[..., :m] & present  # (B, C, 4)
@@ -206,7 +208,14 @@ def _exact(game: _TokenGame | _ModalityGame, labels: Sequence[str] | None, chunk
 
 
 def _sub_game(game: _TokenGame | _ModalityGame, rows: slice) -> _TokenGame | _ModalityGame:
-    return type(game)(game.fusion_fn, *(t[rows] for t in game.tensors()))
+    return type(game)(game.fusion_fn, *(t[rows] for t in game.tensors()), names=game.names)
+
+
+def _default_token_names(n_tokens: int) -> tuple[str, ...]:
+    """The built-in model's token names when there are as many tokens, else positional names."""
+    if n_tokens == len(TOKEN_NAMES):
+        return TOKEN_NAMES
+    return tuple(f"specific:{i}" for i in range(n_tokens - 1)) + ("shared",)
 
 
 def _label_names(labels: Sequence[str] | None, k: int) -> list[str]:
@@ -264,7 +273,8 @@ def _perturbation(method: str, game: _TokenGame | _ModalityGame, labels: Sequenc
 
 
 def _integrated_gradients(fusion_fn: FusionFn, tokens: Tensor, token_mask: Tensor, labels: Sequence[str] | None,
-                          label_index: int | Sequence[int] | None, n_steps: int, internal_batch_size: int | None) -> GroupContributions:
+                          label_index: int | Sequence[int] | None, n_steps: int, internal_batch_size: int | None,
+                          names: Sequence[str]) -> GroupContributions:
     from captum.attr import IntegratedGradients
 
     b, n = token_mask.shape
@@ -284,7 +294,7 @@ def _integrated_gradients(fusion_fn: FusionFn, tokens: Tensor, token_mask: Tenso
             gates, baselines=0.0, target=chosen * b, additional_forward_args=args, n_steps=n_steps,
             internal_batch_size=internal_batch_size, return_convergence_delta=True)
     names = _label_names(labels, full.shape[1])
-    return GroupContributions(attr.detach().reshape(b, reps, n).to(full.dtype), full[:, chosen], base[:, chosen], TOKEN_NAMES,
+    return GroupContributions(attr.detach().reshape(b, reps, n).to(full.dtype), full[:, chosen], base[:, chosen], tuple(names),
                               [names[i] for i in chosen], "integrated_gradients", token_mask.bool(),
                               delta.detach().reshape(b, reps).to(full.dtype))
 
@@ -295,19 +305,20 @@ def _integrated_gradients(fusion_fn: FusionFn, tokens: Tensor, token_mask: Tenso
 def token_contributions(fusion_fn: FusionFn, tokens: Tensor, token_mask: Tensor, *, method: str = "exact",
                         labels: Sequence[str] | None = None, label_index: int | Sequence[int] | None = None,
                         perturbations_per_eval: int = 1, n_steps: int = 50, internal_batch_size: int | None = None,
-                        chunk_rows: int | None = None) -> GroupContributions:
+                        chunk_rows: int | None = None, token_names: Sequence[str] | None = None) -> GroupContributions:
     """The core: contributions of the 5 fusion tokens from precomputed tokens (B, 5, d) and mask (B, 5).
 
     ``fusion_fn`` is anything with the ``FusionHead.forward`` signature (tokens, token_mask) -> (N, K).
     ``label_index`` restricts the Captum methods to some labels (exact always gives all of them).
     """
     _check_method(method)
-    game = _TokenGame(fusion_fn, tokens, token_mask)
+    game = _TokenGame(fusion_fn, tokens, token_mask, token_names)
     if method == "exact":
         with torch.no_grad():
             return _exact(game, labels, chunk_rows)
     if method == "integrated_gradients":
-        return _integrated_gradients(fusion_fn, tokens, token_mask.bool(), labels, label_index, n_steps, internal_batch_size)
+        return _integrated_gradients(fusion_fn, tokens, token_mask.bool(), labels, label_index, n_steps, internal_batch_size,
+                                     game.names)
     return _perturbation(method, game, labels, label_index, perturbations_per_eval)
 
 
@@ -346,7 +357,7 @@ def group_contributions(model, batch, *, method: str = "exact", shared_per_modal
             return modality_contributions(model.fusion, out.specific, out.shared, out.present, method=method,
                                           labels=labels, label_index=label_index, **options)
         return token_contributions(model.fusion, out.tokens, out.token_mask, method=method, labels=labels,
-                                   label_index=label_index, **options)
+                                   label_index=label_index, token_names=getattr(model, "token_names", None), **options)
 
 
 def captum_shapley(model, batch, label_index: int | Sequence[int] | None = None, **options) -> GroupContributions:

@@ -6,7 +6,7 @@ Absent modalities are all-zero inputs with `present[:, m] == False`; the model m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -21,20 +21,21 @@ class PatientFeatures:
     """One patient's model inputs, before batching."""
 
     patient_id: str
-    present: np.ndarray  # bool (4,), order MODALITIES
+    present: np.ndarray  # bool (M,): the featurizer's modalities (FeatureSpec.modalities), the built-in four first
     lab_items: np.ndarray  # int64 (L,), lab vocabulary ids >= 1 (0 is padding)
     lab_values: np.ndarray  # float32 (L, V): per-item value features (see features/labs.py)
     note_embeddings: np.ndarray  # float32 (S, D): one row per note sentence/chunk
     vitals: np.ndarray  # float32 (T, 76): discretized, normalised series
     image: np.ndarray  # float32 (1, H, W): normalised pixels (zeros when absent)
     labels: np.ndarray  # float32 (K,): 0/1, NaN where unknown
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # other registered modalities: fixed-shape inputs
 
 
 @dataclass
 class Batch:
     """A padded batch; every tensor has the batch size as its first dimension."""
 
-    present: torch.Tensor  # bool (B, 4)
+    present: torch.Tensor  # bool (B, M)
     lab_items: torch.Tensor  # int64 (B, L), 0 = padding
     lab_values: torch.Tensor  # float (B, L, V)
     note_embeddings: torch.Tensor  # float (B, S, D)
@@ -42,6 +43,7 @@ class Batch:
     vitals: torch.Tensor  # float (B, T, 76)
     image: torch.Tensor  # float (B, 1, H, W)
     labels: torch.Tensor  # float (B, K), NaN where unknown
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # other registered modalities, (B, ...) each
 
     @property
     def size(self) -> int:
@@ -51,11 +53,16 @@ class Batch:
     def lab_mask(self) -> torch.Tensor:
         return self.lab_items > 0
 
+    def map(self, fn) -> "Batch":
+        """The batch with `fn` applied to every tensor (the extra modalities' included)."""
+        parts = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Batch(**{k: ({m: fn(t) for m, t in v.items()} if k == "extra" else fn(v)) for k, v in parts.items()})
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        return Batch(**{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)})
+        return self.map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> "Batch":
-        return Batch(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
+        return self.map(lambda t: t.pin_memory())
 
 
 def _pad_stack(arrays: list[np.ndarray], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -86,4 +93,5 @@ def collate(items: list[PatientFeatures]) -> Batch:
         vitals=torch.from_numpy(np.stack([f.vitals for f in items]).astype(np.float32)),
         image=torch.from_numpy(np.stack([f.image for f in items]).astype(np.float32)),
         labels=torch.from_numpy(np.stack([f.labels for f in items]).astype(np.float32)),
+        extra={m: torch.from_numpy(np.stack([f.extra[m] for f in items]).astype(np.float32)) for m in items[0].extra},
     )

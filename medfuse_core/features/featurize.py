@@ -18,8 +18,9 @@ from medfuse_core.features.images import image_features
 from medfuse_core.features.labs import LabTokens, LabVocabulary, cohort_lab_features
 from medfuse_core.features.notes import NoteSentence, note_sentences
 from medfuse_core.features.vitals import DiscretizerConfig, Normalizer, discretize_record
-from medfuse_core.models.text_backbone import TextBackbone
-from medfuse_core.record import PatientRecord
+from medfuse_core.features.text_backbone import TextBackbone
+from medfuse_core.modalities import REGISTRY
+from medfuse_core.record import MODALITIES, PatientRecord
 
 
 @dataclass
@@ -35,6 +36,9 @@ class FeatureSpec:
     max_tokens: int = 128
     max_sentences: int = 64
     text_dim: int = 384  # the text model's embedding width (known without loading it)
+    # the modalities featurised, in the model's order: the built-in four, then other registered ones
+    # (medfuse_core/modalities.py), each by its registry entry's featurizer
+    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,8 +84,10 @@ class Featurizer:
     @classmethod
     def fit(cls, records: Sequence[PatientRecord], labels: Sequence[str], *, image_size: int = 128,
             text_model: str = "all-MiniLM-L6-v2", pooling: str = "mean", max_sentences: int = 64,
-            cache_dir: str | Path | None = None, backbone: TextBackbone | None = None) -> "Featurizer":
-        """Fit the lab vocabulary and the vitals normaliser on training records."""
+            cache_dir: str | Path | None = None, backbone: TextBackbone | None = None,
+            modalities: Sequence[str] | None = None) -> "Featurizer":
+        """Fit the lab vocabulary and the vitals normaliser on training records. `modalities`: the
+        registered modalities to featurise (default: every registered one, the built-in four first)."""
         discretizer = DiscretizerConfig()
         normalizer = Normalizer.fit(discretize_record(r, discretizer) for r in records)
         spec = FeatureSpec(
@@ -94,6 +100,7 @@ class Featurizer:
             text_model=text_model,
             pooling=pooling,
             max_sentences=max_sentences,
+            modalities=list(modalities) if modalities is not None else list(REGISTRY.keys()),
         )
         featurizer = cls(spec, cache_dir=cache_dir, backbone=backbone)
         spec.text_dim = int(featurizer.backbone.embedding_dim)
@@ -124,6 +131,7 @@ class Featurizer:
         sentences = [note_sentences(r.notes, self.spec.max_sentences) for r in records]
         flat = [s.text for per_patient in sentences for s in per_patient]
         embeddings = self.embed_sentences(flat)
+        extra_modalities = [m for m in self.spec.modalities if m not in MODALITIES]
         out, evidence = [], []
         offset = 0
         for record, tokens, sents in tqdm(list(zip(records, lab_tokens, sentences)), desc="featurizing",
@@ -133,16 +141,22 @@ class Featurizer:
             discretized = discretize_record(record, self.discretizer)
             vitals = self.normalizer.transform(discretized.values).astype(np.float32)
             image, geometry = image_features(record.images, self.spec.image_size)
-            present = np.array([len(tokens) > 0, len(sents) > 0, bool(discretized.observed.any()), geometry is not None])
+            present = [len(tokens) > 0, len(sents) > 0, bool(discretized.observed.any()), geometry is not None]
+            extra = {}
+            for m in extra_modalities:  # other registered modalities: (fixed-shape input, present)
+                extra[m], has = REGISTRY[m].resolve("featurizer")(record, self.spec)
+                extra[m] = np.asarray(extra[m], dtype=np.float32)
+                present.append(bool(has))
             out.append(PatientFeatures(
                 patient_id=record.patient_id,
-                present=present,
+                present=np.array(present, dtype=bool),
                 lab_items=tokens.item_ids,
                 lab_values=tokens.values,
                 note_embeddings=note_emb.astype(np.float32),
                 vitals=vitals,
                 image=image.astype(np.float32),
                 labels=label_vector(record, self.spec.labels),
+                extra=extra,
             ))
             evidence.append(PatientEvidenceIndex(tokens.keys, tokens.names, sents,
                                                  geometry.index if geometry is not None else None, geometry))

@@ -36,6 +36,7 @@ is `model.config` and is what the checkpoint's config.json records.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from abc import ABC, abstractmethod
 
 import torch
@@ -43,7 +44,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from medfuse_core.features.batch import Batch
-from medfuse_core.models.config import ModelConfig
+from medfuse_core.models.config import LossConfig, ModelConfig
 from medfuse_core.models.disentangle import ModalityVCLUB
 from medfuse_core.models.image_encoder import ImageEncoder
 from medfuse_core.models.lab_encoder import LabEncoder
@@ -51,14 +52,13 @@ from medfuse_core.models.model import MedFuseLens, ModelOutput, encode_modality
 from medfuse_core.models.note_encoder import NoteEncoder
 from medfuse_core.models.vitals_encoder import VitalsEncoder
 from medfuse_core.record import MODALITIES
-from medfuse_core.train.objective import TERMS
 
 SINGLE_VARIANTS: tuple[str, ...] = tuple(f"single:{m}" for m in MODALITIES)
 VARIANTS: tuple[str, ...] = ("medfuse_lens", "no_mi", "early_fusion", "late_fusion", "medfuse_lstm") + SINGLE_VARIANTS
 
 
 # every weight of the objective beyond the label loss (train/objective.py): what `no_mi` turns off
-DISENTANGLEMENT_WEIGHTS: tuple[str, ...] = tuple(f"{term}_weight" for term in TERMS if term != "bce")
+DISENTANGLEMENT_WEIGHTS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(LossConfig) if f.name.endswith("_weight"))
 
 
 def variant_config(config: ModelConfig) -> ModelConfig:

@@ -103,6 +103,10 @@ class ModelConfig:
     # without the InfoNCE / vCLUB losses), "early_fusion", "late_fusion", "medfuse_lstm", or
     # "single:labs" | "single:notes" | "single:vitals" | "single:image" (see models/baselines.py)
     variant: str = "medfuse_lens"
+    # the modalities the model reads, in token order: the four built-in ones (their sections above), then
+    # any other registered modality (medfuse_core/modalities.py), whose encoder config is `extra[key]`
+    modalities: list[str] = field(default_factory=lambda: ["labs", "notes", "vitals", "image"])
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -25,15 +26,17 @@ def _mlp(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
 class Disentangler(nn.Module):
     """Per modality m: s_m = specific_m(h_m), c_m = shared_m(h_m), both of width d_model."""
 
-    def __init__(self, input_dims: dict[str, int], d_model: int, dropout: float = 0.1):
+    def __init__(self, input_dims: dict[str, int], d_model: int, dropout: float = 0.1,
+                 modalities: Sequence[str] = MODALITIES):
         super().__init__()
-        self.specific = nn.ModuleDict({m: _mlp(input_dims[m], d_model, dropout) for m in MODALITIES})
-        self.shared = nn.ModuleDict({m: _mlp(input_dims[m], d_model, dropout) for m in MODALITIES})
+        self.modalities = tuple(modalities)
+        self.specific = nn.ModuleDict({m: _mlp(input_dims[m], d_model, dropout) for m in self.modalities})
+        self.shared = nn.ModuleDict({m: _mlp(input_dims[m], d_model, dropout) for m in self.modalities})
 
     def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """features[m]: (B, input_dims[m]) -> specific (B, 4, d), shared (B, 4, d), in MODALITIES order."""
-        specific = torch.stack([self.specific[m](features[m]) for m in MODALITIES], dim=1)
-        shared = torch.stack([self.shared[m](features[m]) for m in MODALITIES], dim=1)
+        """features[m]: (B, input_dims[m]) -> specific (B, M, d), shared (B, M, d), in `modalities` order."""
+        specific = torch.stack([self.specific[m](features[m]) for m in self.modalities], dim=1)
+        shared = torch.stack([self.shared[m](features[m]) for m in self.modalities], dim=1)
         return specific, shared
 
 
@@ -103,12 +106,13 @@ class VCLUB(nn.Module):
 class ModalityVCLUB(nn.Module):
     """One vCLUB estimator per modality, for I(s_m; c_m) over the patients where m is present."""
 
-    def __init__(self, d_model: int, hidden: int = 128):
+    def __init__(self, d_model: int, hidden: int = 128, modalities: Sequence[str] = MODALITIES):
         super().__init__()
-        self.estimators = nn.ModuleDict({m: VCLUB(d_model, d_model, hidden) for m in MODALITIES})
+        self.modalities = tuple(modalities)
+        self.estimators = nn.ModuleDict({m: VCLUB(d_model, d_model, hidden) for m in self.modalities})
 
     def _pairs(self, specific: torch.Tensor, shared: torch.Tensor, present: torch.Tensor):
-        for i, m in enumerate(MODALITIES):
+        for i, m in enumerate(self.modalities):
             rows = present[:, i]
             if int(rows.sum()) >= 2:
                 yield m, specific[rows, i], shared[rows, i]

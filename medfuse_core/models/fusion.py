@@ -9,14 +9,21 @@ so explanation code evaluates many token coalitions in one batched call of the h
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
 from medfuse_core.models.config import FusionConfig
 from medfuse_core.record import MODALITIES
 
-TOKEN_NAMES: tuple[str, ...] = tuple(f"specific:{m}" for m in MODALITIES) + ("shared",)
-SHARED_TOKEN = len(MODALITIES)
+def token_names(modalities: Sequence[str] = MODALITIES) -> tuple[str, ...]:
+    """The fusion tokens of a model reading `modalities`: one specific token each, then the shared one."""
+    return tuple(f"specific:{m}" for m in modalities) + ("shared",)
+
+
+TOKEN_NAMES: tuple[str, ...] = token_names()  # the built-in model's tokens
+SHARED_TOKEN = len(MODALITIES)  # its shared token's index; in any model the shared token is the last one
 
 
 def pool_shared(shared: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -36,10 +43,11 @@ def build_tokens(specific: torch.Tensor, shared: torch.Tensor, present: torch.Te
 class FusionHead(nn.Module):
     """Transformer over the representation tokens with a [CLS] readout and one logit per label."""
 
-    def __init__(self, d_model: int, n_labels: int, layers: int = 2, heads: int = 4, dropout: float = 0.1):
+    def __init__(self, d_model: int, n_labels: int, layers: int = 2, heads: int = 4, dropout: float = 0.1,
+                 n_tokens: int = len(TOKEN_NAMES)):
         super().__init__()
         self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
-        self.token_type = nn.Parameter(torch.randn(1, len(TOKEN_NAMES), d_model) * 0.02)
+        self.token_type = nn.Parameter(torch.randn(1, n_tokens, d_model) * 0.02)
         layer = nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=2 * d_model, dropout=dropout,
                                            batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
@@ -65,12 +73,12 @@ class AdditiveFusionHead(nn.Module):
     late-fusion baseline (an average of per-modality heads) shows the cost in quality is small.
     """
 
-    def __init__(self, d_model: int, n_labels: int, dropout: float = 0.1):
+    def __init__(self, d_model: int, n_labels: int, dropout: float = 0.1, n_tokens: int = len(TOKEN_NAMES)):
         super().__init__()
         self.terms = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, d_model), nn.GELU(), nn.Dropout(dropout),
                           nn.Linear(d_model, n_labels))
-            for _ in TOKEN_NAMES)
+            for _ in range(n_tokens))
         self.bias = nn.Parameter(torch.zeros(n_labels))
 
     def token_terms(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
@@ -83,10 +91,10 @@ class AdditiveFusionHead(nn.Module):
         return self.bias + self.token_terms(tokens, token_mask).sum(dim=1)
 
 
-def build_fusion_head(config: FusionConfig, n_labels: int) -> nn.Module:
+def build_fusion_head(config: FusionConfig, n_labels: int, n_tokens: int = len(TOKEN_NAMES)) -> nn.Module:
     """The head `config.head` names: "transformer" (attention across tokens) or "additive"."""
     if config.head == "transformer":
-        return FusionHead(config.d_model, n_labels, config.layers, config.heads, config.dropout)
+        return FusionHead(config.d_model, n_labels, config.layers, config.heads, config.dropout, n_tokens)
     if config.head == "additive":
-        return AdditiveFusionHead(config.d_model, n_labels, config.dropout)
+        return AdditiveFusionHead(config.d_model, n_labels, config.dropout, n_tokens)
     raise ValueError(f"fusion.head {config.head!r}: expected 'transformer' or 'additive'")

@@ -34,7 +34,8 @@ from typing import Any
 import pandas as pd
 
 from medfuse_core.problems import DataError, Problem, error, warning
-from medfuse_core.record import ChestImage, ImageMetadata, Labs, Note, PatientRecord, Vitals
+from medfuse_core.modalities import REGISTRY
+from medfuse_core.record import MODALITIES, ChestImage, ImageMetadata, Labs, Note, PatientRecord, Vitals
 from medfuse_core.sources.images import load_image, write_image
 from medfuse_core.sources.labs import check_patient_labs, labs_from_table, to_clock
 from medfuse_core.sources.vitals import vitals_from_table
@@ -91,7 +92,25 @@ def read_bundle(folder: str | Path, films_only: bool = False) -> PatientRecord:
     record.images = (_read_images(folder / IMAGES_DIR, problems, times)
                      if _kept_inside(folder / IMAGES_DIR, folder, problems) else [])
     record.truth = _read_truth(folder / TRUTH_FILE, problems) if _kept_inside(folder / TRUTH_FILE, folder, problems) else None
+    _read_registered(folder, record)
     return record
+
+
+def _read_registered(folder: Path, record: PatientRecord) -> None:
+    """The other registered modalities (medfuse_core/modalities.py), each by its loader
+    `(folder, problems) -> data or None`. A loader that fails costs its modality, never the patient."""
+    for spec in REGISTRY:
+        if spec.key in MODALITIES or not spec.loader:
+            continue
+        try:
+            record.extra[spec.key] = spec.resolve("loader")(folder, record.problems)
+        except DataError as exc:
+            record.problems.append(exc.problem)
+            record.extra[spec.key] = None
+        except (OSError, ValueError) as exc:
+            record.problems.append(error(str(folder / (spec.bundle_files[0] if spec.bundle_files else "")), spec.key,
+                                         f"expected a readable {spec.long_name}: {exc}"))
+            record.extra[spec.key] = None
 
 
 # Relative times: a column of minutes or hours from patient.json's index_time, in place of `time`.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from medfuse_core.demo import built_once
+from medfuse_core.runtime.cache import built_once
 from medfuse_core.problems import DataError, Problem, Severity
 from medfuse_core.record import MODALITIES
 from medfuse_core.sources.bundle import write_bundle

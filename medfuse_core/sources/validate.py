@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medfuse_core.modalities import REGISTRY
 from medfuse_core.problems import DataError, Problem, Severity, error, info, warning
 from medfuse_core.record import PatientRecord
 from medfuse_core.sources import bundle as B
@@ -124,11 +125,18 @@ def find_bundle_folders(root: str | Path) -> list[Path]:
     return sorted(found)
 
 
+def _known_top_level() -> set[str]:
+    """The bundle's entries: the built-in files and every registered modality's (medfuse_core/modalities.py)."""
+    registered = {name.rstrip("/").split("/")[0] for spec in REGISTRY for name in spec.bundle_files}
+    return KNOWN_TOP_LEVEL | registered
+
+
 def _unknown_entries(folder: Path) -> list[Problem]:
+    known = _known_top_level()
     return [
-        warning(str(entry), "", f"unexpected entry ignored; a bundle holds {', '.join(sorted(KNOWN_TOP_LEVEL - {'truth'}))}")
+        warning(str(entry), "", f"unexpected entry ignored; a bundle holds {', '.join(sorted(known - {'truth'}))}")
         for entry in sorted(folder.iterdir())
-        if entry.name not in KNOWN_TOP_LEVEL and not entry.name.startswith(".")
+        if entry.name not in known and not entry.name.startswith(".")
     ]
 
 

@@ -37,10 +37,11 @@ from tqdm.auto import tqdm
 
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.models.model import encode_modality
-from medfuse_core.precision import mixed_precision
+from medfuse_core.runtime.precision import mixed_precision
 from medfuse_core.record import MODALITIES
 from medfuse_core.train.distributed import SINGLE, World, shard_loader
-from medfuse_core.train.metrics import auprc, macro, sigmoid
+from medfuse_core.runtime.calibration import sigmoid
+from medfuse_core.train.metrics import auprc, macro
 
 
 @dataclass
@@ -123,7 +124,7 @@ def pretrain_encoder(model: nn.Module, modality: str, train_set: list[PatientFea
     """Stage 1 for one encoder (in place: `model`'s encoder ends with its best weights).
     `batch_size` is the global batch (each of the `world.size` ranks takes its share). `extra`: more
     (train, val) patients for this encoder alone (see `ExtraRows`)."""
-    index = MODALITIES.index(modality)
+    index = list(getattr(model, "modalities", MODALITIES)).index(modality)
     train_rows = [f for f in train_set if f.present[index]]
     val_rows = [f for f in val_set if f.present[index]]
     if extra is not None:

@@ -12,6 +12,7 @@ import torch
 from medfuse_core.features.batch import Batch, PatientFeatures
 from medfuse_core.models.model import MedFuseLens
 from medfuse_core.record import MODALITIES
+from medfuse_core.runtime.calibration import calibrated_probability
 from medfuse_core.train.loop import predict_logits
 from medfuse_core.train.metrics import (
     best_f1_threshold,
@@ -21,7 +22,6 @@ from medfuse_core.train.metrics import (
     label_metrics,
     macro,
     micro_f1,
-    sigmoid,
 )
 
 MORTALITY = "In-hospital mortality"
@@ -36,7 +36,7 @@ def fit_calibration(model: MedFuseLens, val_set: list[PatientFeatures]) -> dict[
     logits = predict_logits(model, val_set)
     labels = _labels(val_set)
     temperature = fit_temperature(logits, labels)
-    probs = sigmoid(logits / temperature)
+    probs = calibrated_probability(logits, temperature)
     thresholds = [best_f1_threshold(labels[:, k], probs[:, k]) for k in range(labels.shape[1])]
     return {"temperature": temperature, "thresholds": dict(zip(model.labels, thresholds))}
 
@@ -65,8 +65,8 @@ def evaluate(model: MedFuseLens, test_set: list[PatientFeatures], calibration: d
     temperature = float(calibration["temperature"])
     thresholds = np.array([calibration["thresholds"][n] for n in names])
     logits = predict_logits(model, test_set)
-    raw = sigmoid(logits)
-    calibrated = sigmoid(logits / temperature)
+    raw = calibrated_probability(logits)
+    calibrated = calibrated_probability(logits, temperature)
     report = _scores(labels, calibrated, names, thresholds)
     diseases = [k for k, name in enumerate(names) if name != MORTALITY]
     report["ci95"] = bootstrap_macro(labels[:, diseases], calibrated[:, diseases], n_resamples=bootstrap, seed=seed)
@@ -84,15 +84,15 @@ def _subsets(model: MedFuseLens, test_set: list[PatientFeatures], labels: np.nda
     complete = [i for i, f in enumerate(test_set) if f.present.all()]
     if complete:
         logits = predict_logits(model, [test_set[i] for i in complete])
-        subsets["all_present"] = _scores(labels[complete], sigmoid(logits / temperature), names, thresholds)
-    for index, modality in enumerate(MODALITIES):
+        subsets["all_present"] = _scores(labels[complete], calibrated_probability(logits, temperature), names, thresholds)
+    for index, modality in enumerate(getattr(model, "modalities", MODALITIES)):
         def withhold(batch: Batch, index: int = index) -> torch.Tensor:
             present = batch.present.clone()
             present[:, index] = False
             return present
 
         logits = predict_logits(model, test_set, present_override=withhold)
-        subsets[f"without:{modality}"] = _scores(labels, sigmoid(logits / temperature), names, thresholds)
+        subsets[f"without:{modality}"] = _scores(labels, calibrated_probability(logits, temperature), names, thresholds)
     return subsets
 
 

@@ -39,12 +39,14 @@ from tqdm.auto import tqdm
 
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.models.model import MedFuseLens
-from medfuse_core.precision import check_precision, mixed_precision
-from medfuse_core.train import checkpoint as ckpt
+from medfuse_core.runtime.precision import check_precision, mixed_precision
+from medfuse_core.runtime import checkpoint as ckpt
 from medfuse_core.train.distributed import SINGLE, World, padded_order, shard_loader
 from medfuse_core.train.encoder_pretrain import EncoderLog, ExtraRows, pretrain_encoders
 from medfuse_core.train.objective import TERMS, fusion_objective
-from medfuse_core.train.metrics import auprc, macro, sigmoid
+from medfuse_core.runtime.calibration import sigmoid
+from medfuse_core.runtime.device import resolve_device
+from medfuse_core.train.metrics import auprc, macro
 
 
 @dataclass
@@ -66,7 +68,7 @@ class TrainConfig:
     encoder_lr: float = 1e-3
     freeze_encoders: bool = False  # stage 2 on frozen encoders (cached outputs) instead of end to end
     fusion_seed: int | None = None  # stage 2's seed (None: `seed`): another stage 2 on the same stage-1 encoders
-    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU) | "bf16" | "fp32" (precision.py)
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU) | "bf16" | "fp32" (runtime/precision.py)
 
     def __post_init__(self) -> None:
         check_precision(self.precision, "train.precision")
@@ -140,12 +142,6 @@ def freeze_encoders(model: torch.nn.Module) -> None:
     for encoder in model.encoders().values():
         encoder.requires_grad_(False)
         encoder.eval()
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -350,7 +346,7 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
         for batch, features, labels, block_present in _train_batches(train_set, encoded_train, config, epoch, device, world):
             # drawn for the whole global batch (identically on every rank), then this rank's rows
             present = modality_dropout(block_present, loss_config.modality_dropout, dropout_generator)[world.rows]
-            keep = token_dropout(len(block_present), 5, loss_config.token_dropout, dropout_generator, device,
+            keep = token_dropout(len(block_present), block_present.shape[1] + 1, loss_config.token_dropout, dropout_generator, device,
                                  loss_config.shared_token_dropout)[world.rows]
             with mixed_precision(device, config.precision):
                 objective, out = step(batch, features, present, keep, labels)

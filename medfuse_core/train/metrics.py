@@ -14,10 +14,6 @@ import torch
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
-
-
 def _known(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keep = ~np.isnan(y)
     return y[keep].astype(int), p[keep]

@@ -22,7 +22,6 @@ import torch
 
 from medfuse_core.models.config import LossConfig
 from medfuse_core.models.disentangle import cross_correlation, info_nce, partner_alignment
-from medfuse_core.models.fusion import SHARED_TOKEN
 
 TERMS: tuple[str, ...] = ("bce", "infonce", "vclub", "consensus", "decorrelation", "shared_aux", "parsimony")
 
@@ -57,7 +56,7 @@ def fusion_objective(model: torch.nn.Module, out, labels: torch.Tensor, config: 
         terms["decorrelation"] = cross_correlation(specific, shared, out.present)
     if config.shared_aux_weight or config.parsimony_weight:
         shared_only = torch.zeros_like(out.token_mask)
-        shared_only[:, SHARED_TOKEN] = out.token_mask[:, SHARED_TOKEN]
+        shared_only[:, -1] = out.token_mask[:, -1]  # the shared token is the last one
         shared_logits = model.fusion(out.tokens, shared_only)
         terms["shared_aux"] = masked_bce(shared_logits, labels)
         terms["parsimony"] = (out.logits.float() - shared_logits.detach().float()).pow(2).mean()

@@ -21,18 +21,19 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from medfuse_core.demo import cache_home
+from medfuse_core.runtime.cache import cache_home
 from medfuse_core.features.featurize import Featurizer
 from medfuse_core.models.baselines import build_model
 from medfuse_core.models.config import ModelConfig
 from medfuse_core.problems import DataError
 from medfuse_core.record import PatientRecord
 from medfuse_core.sources.bundle import find_bundles, read_bundle
-from medfuse_core.train import checkpoint as ckpt
+from medfuse_core.runtime import checkpoint as ckpt
 from medfuse_core.train import distributed
 from medfuse_core.train.encoder_pretrain import ExtraRows
 from medfuse_core.train.evaluate import fit_calibration
-from medfuse_core.train.loop import TrainConfig, TrainResult, resolve_device, seed_everything, train
+from medfuse_core.runtime.device import resolve_device
+from medfuse_core.train.loop import TrainConfig, TrainResult, seed_everything, train
 
 
 @dataclass
@@ -120,6 +121,7 @@ def build_model_config(run: RunConfig, featurizer: Featurizer, labels: list[str]
     config.notes.text_model = featurizer.spec.text_model
     config.notes.max_sentences = featurizer.spec.max_sentences
     config.image.image_size = featurizer.spec.image_size
+    config.modalities = list(featurizer.spec.modalities)  # the featurised modalities, in the same order
     return config
 
 

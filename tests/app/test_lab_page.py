@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app.disentanglement import (contribution_shares, cka_matrix, leakage_probe, linear_cka, modality_rows,
+from medfuse_core.explain.disentanglement import (contribution_shares, cka_matrix, leakage_probe, linear_cka, modality_rows,
                                  pca_2d)
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")

@@ -14,7 +14,9 @@ from app.components import contributions as C
 from app.components import model_card as M
 from app.components import report as R
 from app.components.worklist import filter_worklist, with_risk, worklist_frame
-from app.scoring import TOKEN_LABELS, PatientScores, is_synthetic_model
+from app.components.wording import TOKEN_LABELS
+from medfuse_core.explain.scores import PatientScores
+from medfuse_core.runtime.checkpoint import is_synthetic_model
 from medfuse_core.record import Note, PatientRecord
 
 LABELS = ["Pneumonia", "Sepsis <b>"]

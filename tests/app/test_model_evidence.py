@@ -150,7 +150,7 @@ def test_labs_only_patient_says_other_modalities_are_absent(with_model: Path) ->
 def test_interactive_threads_sets_and_restores_torch_threads(monkeypatch) -> None:
     import torch
 
-    from app.scoring import interactive_threads
+    from medfuse_core.runtime.threads import interactive_threads
 
     before = torch.get_num_threads()
     monkeypatch.setenv("MEDFUSE_LENS_TORCH_THREADS", "1")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app.scoring import NO_DATA_MESSAGE
+from app.components.wording import NO_DATA_MESSAGE
 from tests.sources.test_bad_corpus import EXPECTED, corpus  # noqa: F401  (the fixture)
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")

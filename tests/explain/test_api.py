@@ -19,7 +19,7 @@ from medfuse_core.models.model import MedFuseLens
 from medfuse_core.predictor import Predictor
 from medfuse_core.record import Labs
 from medfuse_core.sources.bundle import find_bundles
-from medfuse_core.train import checkpoint as ckpt
+from medfuse_core.runtime import checkpoint as ckpt
 from tests.model_fixtures import tiny_config
 
 EVIDENCE_KEYS = {"labs", "note_sentences", "note_tokens", "vitals", "image"}

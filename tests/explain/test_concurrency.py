@@ -2,7 +2,7 @@
 one model): Captum's layer methods hook modules of that shared model, so the parallel results must
 equal the sequential ones exactly, for the layer maps themselves and for plain forward passes and
 text embeddings running beside them; the eval-mode switch must not leak between threads, nor the
-torch thread setting of app/scoring.py's interactive_threads between sessions."""
+torch thread setting of medfuse_core/runtime/threads.py interactive_threads between sessions."""
 
 from __future__ import annotations
 
@@ -179,7 +179,7 @@ def test_interactive_threads_restores_the_setting_only_when_the_last_overlapping
     """torch.set_num_threads is process-wide (the value new threads start with; PyTorch also keeps a
     copy per thread). Session A enters, B enters, A leaves: B and any thread started meanwhile must
     still get 1; when B leaves too, the value from before comes back."""
-    from app.scoring import THREADS_ENV, interactive_threads
+    from medfuse_core.runtime.threads import THREADS_ENV, interactive_threads
 
     monkeypatch.delenv(THREADS_ENV, raising=False)
     before = torch.get_num_threads()
@@ -221,7 +221,7 @@ def test_interactive_threads_saves_the_process_setting_not_a_threads_leftover(mo
     value to restore is the process's, not that copy."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from app.scoring import THREADS_ENV, interactive_threads
+    from medfuse_core.runtime.threads import THREADS_ENV, interactive_threads
 
     monkeypatch.delenv(THREADS_ENV, raising=False)
     before = torch.get_num_threads()
@@ -254,7 +254,7 @@ def test_interactive_threads_saves_the_process_setting_not_a_threads_leftover(mo
 
 
 def test_interactive_threads_under_many_overlapping_sessions_ends_where_it_started(monkeypatch) -> None:
-    from app.scoring import THREADS_ENV, interactive_threads
+    from medfuse_core.runtime.threads import THREADS_ENV, interactive_threads
 
     monkeypatch.setenv(THREADS_ENV, "2")
     before = torch.get_num_threads()

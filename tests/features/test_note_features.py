@@ -144,8 +144,8 @@ class CountingBackbone:
 
 @pytest.fixture(scope="module")
 def tiny_llamas(tmp_path_factory):
-    from medfuse_core.models.text_backbone import TextBackbone
-    from tests.models.test_text_backbone import save_tiny_llama
+    from medfuse_core.features.text_backbone import TextBackbone
+    from tests.features.test_text_backbone import save_tiny_llama
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -199,7 +199,7 @@ def test_cache_sees_shards_written_by_another_instance(tmp_path, tiny_llamas) ->
 
 
 def test_different_model_identity_gives_different_keys(tmp_path, tiny_llamas) -> None:
-    from medfuse_core.models.text_backbone import TextBackbone
+    from medfuse_core.features.text_backbone import TextBackbone
 
     a, b = tiny_llamas
     assert a.identity != b.identity

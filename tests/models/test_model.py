@@ -13,7 +13,7 @@ from medfuse_core.features.batch import collate
 from medfuse_core.models.config import ModelConfig
 from medfuse_core.models.model import MedFuseLens
 from medfuse_core.record import MODALITIES
-from medfuse_core.train import checkpoint as ckpt
+from medfuse_core.runtime import checkpoint as ckpt
 from tests.model_fixtures import tiny_config
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from medfuse_core.runtime.calibration import sigmoid
 from medfuse_core.train.metrics import (
     auroc,
     best_f1_threshold,
     bootstrap_macro,
     expected_calibration_error,
     fit_temperature,
-    sigmoid,
 )
 
 

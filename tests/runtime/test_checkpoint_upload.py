@@ -1,4 +1,4 @@
-"""Uploaded checkpoints (medfuse_core/train/checkpoint.py): only config.json + model.safetensors, the config
+"""Uploaded checkpoints (medfuse_core/runtime/checkpoint.py): only config.json + model.safetensors, the config
 checked key by key, the weights' header against the model the config builds; pickle refused."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from medfuse_core.predictor import Predictor
-from medfuse_core.train.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, check_checkpoint_files, check_config,
+from medfuse_core.runtime.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, check_checkpoint_files, check_config,
                                            install_checkpoint)
 
 

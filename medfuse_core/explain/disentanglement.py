@@ -27,9 +27,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from medfuse_core.models.fusion import TOKEN_NAMES
 from medfuse_core.record import MODALITIES
 
-TOKEN_KEYS = ("specific:labs", "specific:notes", "specific:vitals", "specific:image", "shared")
+TOKEN_KEYS = TOKEN_NAMES  # the fusion tokens, in the model's order
 
 
 # ------------------------------------------------------------------------------------ pure maths
@@ -181,27 +182,26 @@ class CohortDiagnostics:
 def cohort_diagnostics(predictor: Any, records: Sequence[Any], batch_size: int = 64, vclub_repeats: int = 8,
                        seed: int = 0) -> CohortDiagnostics:
     """One forward pass of `predictor.model` over `records` and every diagnostic of the module."""
-    from medfuse_core.explain.groups import group_contributions
+    from medfuse_core.explain.concurrency import eval_mode
+    from medfuse_core.explain.encoding import encode
+    from medfuse_core.explain.groups import token_contributions
     from medfuse_core.features.batch import collate
     from medfuse_core.models.disentangle import info_nce_mi_estimate
 
     model = predictor.model
-    was = model.training
-    model.eval()
     labels = list(predictor.labels)
     specific, shared, present, contributions, ids = [], [], [], [], []
     notes: list[str] = []
-    try:
+    with eval_mode(model), torch.no_grad():  # reference-counted across sessions' threads (concurrency.py)
         for start in range(0, len(records), batch_size):
             chunk = list(records[start:start + batch_size])
             features, _ = predictor.featurize(chunk)
-            batch = collate(list(features)).to(predictor.device)
-            out = model(batch)
+            out = encode(model, collate(list(features)).to(predictor.device)).output  # each encoder once
             specific.append(out.specific.float().cpu())
             shared.append(out.shared.float().cpu())
             present.append(out.present.bool().cpu())
             if hasattr(model, "fusion"):
-                contributions.append(group_contributions(model, batch).values.double().cpu())
+                contributions.append(token_contributions(model.fusion, out.tokens, out.token_mask).values.double().cpu())
             ids += [f.patient_id for f in features]
         s = torch.cat(specific) if specific else torch.zeros(0, len(MODALITIES), 1)
         c = torch.cat(shared) if shared else torch.zeros(0, len(MODALITIES), 1)
@@ -223,8 +223,6 @@ def cohort_diagnostics(predictor: Any, records: Sequence[Any], batch_size: int =
             vclub[m] = float(np.mean(values))
         if estimators is None:
             notes.append("This checkpoint has no vCLUB estimators.")
-    finally:
-        model.train(was)
     s_np, c_np, p_np = s.numpy(), c.numpy(), p.numpy()
     contrib = (torch.cat(contributions).numpy() if contributions
                else np.zeros((len(ids), len(labels), len(TOKEN_KEYS))))

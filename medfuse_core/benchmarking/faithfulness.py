@@ -62,7 +62,7 @@ import torch
 from medfuse_core.explain.api import _finite
 from medfuse_core.explain.evidence import DEFAULT_IMAGE_METHOD, EvidenceExplainer, vitals_channel_index
 from medfuse_core.explain.groups import group_contributions
-from medfuse_core.explain.routes import route_accuracy
+from medfuse_core.benchmarking.routes import route_accuracy
 from medfuse_core.features.batch import PatientFeatures, collate
 from medfuse_core.features.featurize import PatientEvidenceIndex
 from medfuse_core.features.vitals import discretize, feature_names as vitals_feature_names

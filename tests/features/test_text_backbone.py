@@ -15,8 +15,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from medfuse_core.models import text_backbone as tb  # noqa: E402
-from medfuse_core.models.text_backbone import (  # noqa: E402
+from medfuse_core.features import text_backbone as tb  # noqa: E402
+from medfuse_core.features.text_backbone import (  # noqa: E402
     MINILM_NAME,
     MINILM_SHA256,
     TextBackbone,

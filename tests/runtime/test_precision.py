@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medfuse_core.models.model import MedFuseLens
-from medfuse_core.precision import uses_bf16
+from medfuse_core.runtime.precision import uses_bf16
 from medfuse_core.train.loop import TrainConfig, predict_logits, train
 from tests.model_fixtures import tiny_config
 

@@ -2,7 +2,7 @@
 
 Why a choice at all: on CUDA bf16 autocast is the fast path and loses nothing measurable here; on a
 CPU it is slower than fp32 on most machines, so "auto" leaves it off. "bf16" forces it on any device,
-which is how CI (no GPU) runs the exact code path a CUDA training run takes (tests/train/test_precision.py).
+which is how CI (no GPU) runs the exact code path a CUDA training run takes (tests/runtime/test_precision.py).
 """
 
 from __future__ import annotations

@@ -207,7 +207,7 @@ def check_config(config: Any) -> list[Problem]:
     from medfuse_core.features.featurize import FeatureSpec
     from medfuse_core.models.baselines import VARIANTS
     from medfuse_core.models.config import _SECTION_TYPES, ModelConfig
-    from medfuse_core.models.text_backbone import PACKAGED_MODELS
+    from medfuse_core.features.text_backbone import PACKAGED_MODELS
 
     problems: list[Problem] = []
 
@@ -420,3 +420,32 @@ def _weights_match_config(config: dict[str, Any], tensors: dict[str, tuple[str, 
         problems.append(error(WEIGHTS_FILE, "", f"expected only tensors of the model config.json builds; "
                                                 f"{len(unexpected)} unknown, e.g. {', '.join(unexpected[:5])}"))
     return problems
+
+
+# ------------------------------------------------------------------------------- what a folder is
+
+
+def is_checkpoint(folder: str | Path) -> bool:
+    """The folder holds a checkpoint's two files (not checked further; see check_checkpoint_files)."""
+    folder = Path(folder)
+    return (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
+
+
+def is_synthetic_model(config: dict[str, Any], checkpoint: str | Path, demo_model: str | Path) -> bool:
+    """True when the model was trained on synthetic patients: the bundled demo checkpoint, a
+    `data.synthetic` flag, or a training folder that is (or was) a synthetic cohort."""
+    if Path(checkpoint).resolve() == Path(demo_model).resolve():
+        return True
+    data = config.get("data") or {}
+    if data.get("synthetic"):
+        return True
+    path = str(data.get("path") or "")
+    if "demo-cohort" in path or "synth" in Path(path).name:
+        return True
+    cohort = Path(path) / "cohort.json" if path else None
+    if cohort is not None and cohort.is_file():
+        try:
+            return str(json.loads(cohort.read_text()).get("generator_version", "")).startswith("synth")
+        except (OSError, ValueError):
+            return False
+    return False

@@ -16,7 +16,7 @@ from PIL import Image
 from torch import nn
 
 from medfuse_core.explain.evidence import EvidenceExplainer
-from medfuse_core.explain.faithfulness import (
+from medfuse_core.benchmarking.faithfulness import (
     SyntheticCase,
     _blank_vitals_row,
     delete_units,
@@ -30,14 +30,14 @@ from medfuse_core.explain.faithfulness import (
     top_unit,
     vitals_hit,
 )
-from medfuse_core.explain.routes import route_accuracy
+from medfuse_core.benchmarking.routes import route_accuracy
 from medfuse_core.features.batch import PatientFeatures
 from medfuse_core.models.fusion import SHARED_TOKEN
 from medfuse_core.models.model import MedFuseLens
 from medfuse_core.record import Labs, PatientRecord, Vitals
 from medfuse_core.sources.synth import LABEL_NAMES
 from medfuse_core.sources.vital_channels import CHANNEL_NAMES
-from medfuse_core.train import checkpoint as ckpt
+from medfuse_core.runtime import checkpoint as ckpt
 from tests.model_fixtures import tiny_config
 
 
@@ -252,7 +252,7 @@ def test_deletion_of_the_driving_items_beats_random_and_a_bad_ranking_does_not()
     np.testing.assert_allclose(top, [4.0, 6.5, 8.0], atol=1e-5)  # the top-k contributions, exactly
     assert np.all(top > rnd)
     # attributions from the explainer (IG is exact on a linear model) give the same ranking
-    from medfuse_core.explain.faithfulness import _scores
+    from medfuse_core.benchmarking.faithfulness import _scores
 
     explainer = EvidenceExplainer(model, f, type("Ix", (), {"lab_keys": [f"k{i}" for i in range(8)],
                                                            "lab_names": [f"n{i}" for i in range(8)]})())

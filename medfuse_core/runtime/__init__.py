@@ -1,0 +1,12 @@
+"""The runtime layer: what every consumer of a trained model needs, below train/ and explain/.
+
+* checkpoint.py   the checkpoint format (safetensors + JSON), validated uploads, `load_model`
+* device.py       device choice ("auto" -> cuda if available)
+* precision.py    the autocast policy
+* calibration.py  the ONE calibrated-probability function, sigmoid(logit / temperature)
+* cache.py        where the cache lives ($MEDFUSE_LENS_HOME)
+* threads.py      torch intra-op threads for one-patient interactive work
+
+Nothing here imports train/, explain/, the predictor or the app (the import contracts in
+pyproject.toml check it).
+"""
