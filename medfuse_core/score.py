@@ -19,7 +19,9 @@ the same kind of row with the "no data" reason in `error`; that is an outcome, n
 summary counts it apart and the exit status stays 0. Columns: `patient_id`,
 `bundle`, `modalities` (those the model used, comma-separated), per label `<label>_prob`
 (temperature-calibrated), `<label>_logit`, `<label>_positive` (calibrated probability >= the label's
-threshold), `problems` (what reading the bundle reported, "; "-separated) and `error`.
+threshold), per modality `<modality>_given`, `<modality>_read` and `<modality>_not_read` (what the model
+read of the record, features/coverage.py), `not_read_reasons` ("labs: 9 unknown test, 3 unit unknown"),
+`problems` (what reading the bundle reported, "; "-separated) and `error`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from tqdm.auto import tqdm
 
 from medfuse_core.runtime.cache import cache_home
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
+from medfuse_core.features.coverage import COVERAGE_MODALITIES, Coverage
 from medfuse_core.features.featurize import FeatureSpec, Featurizer
 from medfuse_core.predictor import Predictor, no_data_reason
 from medfuse_core.problems import DataError
@@ -183,10 +186,11 @@ class _FeaturizeBatch:
         readable = iter(features)
         for item in items:
             row = {"folder": item.folder, "patient_id": Path(item.folder).name, "problems": "", "error": item.error,
-                   "no_data": False, "index": None}
+                   "no_data": False, "index": None, "coverage": None}
             if item.record is not None:
                 row["patient_id"] = item.record.patient_id
                 row["problems"] = "; ".join(str(p) for p in item.record.problems)
+                row["coverage"] = self._coverage(item.record)
                 result = next(readable)
                 if isinstance(result, _NoData):
                     row["error"], row["no_data"] = result.message, True
@@ -201,6 +205,13 @@ class _FeaturizeBatch:
         del features, kept, records
         _trim_heap()
         return batch
+
+    def _coverage(self, record: PatientRecord) -> Coverage | None:
+        """What the model reads of the record (None if that cannot be worked out: the row still scores)."""
+        try:
+            return self.featurizer.coverage(record)
+        except Exception:  # noqa: BLE001 - a report about the record must not cost its prediction
+            return None
 
     def _featurize(self, records: list[PatientRecord]) -> list[PatientFeatures | _NoData | str]:
         """Features per record (the batch's sentences embedded together), or the error of a record
@@ -228,7 +239,10 @@ def output_schema(labels: Sequence[str]) -> pa.Schema:
     for name in labels:
         columns += [pa.field(f"{name}_prob", pa.float32()), pa.field(f"{name}_logit", pa.float32()),
                     pa.field(f"{name}_positive", pa.bool_())]
-    columns += [pa.field("problems", pa.string()), pa.field("error", pa.string())]
+    for modality in COVERAGE_MODALITIES:  # what the model read (features/coverage.py)
+        columns += [pa.field(f"{modality}_given", pa.int32()), pa.field(f"{modality}_read", pa.int32()),
+                    pa.field(f"{modality}_not_read", pa.int32())]
+    columns += [pa.field("not_read_reasons", pa.string()), pa.field("problems", pa.string()), pa.field("error", pa.string())]
     return pa.schema(columns)
 
 
@@ -249,6 +263,13 @@ def _table(scoring: ScoringBatch, logits: np.ndarray | None, predictor: Predicto
             columns[f"{name}_prob"].append(float(probs[i, k]) if scored else None)
             columns[f"{name}_logit"].append(float(logits[i, k]) if scored else None)
             columns[f"{name}_positive"].append(bool(positive[i, k]) if scored else None)
+        cov = row["coverage"]
+        counts = cov.counts() if cov is not None else {}
+        for modality in COVERAGE_MODALITIES:
+            for what in ("given", "read", "not_read"):
+                columns[f"{modality}_{what}"].append(counts.get(f"{modality}_{what}"))
+        columns["not_read_reasons"].append(None if cov is None else "; ".join(
+            f"{m}: " + ", ".join(f"{n} {r}" for r, n in c.not_read.items()) for m, c in cov.modalities.items() if c.not_read))
         columns["problems"].append(row["problems"])
         columns["error"].append(row["error"])
     return pa.table(columns, schema=schema)

@@ -9,6 +9,9 @@ JSON schema (``Explanation.to_dict()``; strict JSON, no NaN)::
       "present": {"labs": bool, "notes": bool, "vitals": bool, "image": bool, ...},   # the model's modalities
       "temperature": float,
       "evidence": bool,                      # False: the evidence fields below are empty
+      "coverage": {"hours": float, "modalities": {MODALITY: {"modality", "given", "read",
+                   "not_read": {reason: count}, "details": [{"what", "time", "reason"}]}}},
+                                             # what the model read and what not (features/coverage.py)
       "per_label": {                         # keyed by label name, one entry per name in "labels"
         NAME: {
           "probability": float,              # calibrated_probability(logit, temperature)
@@ -22,7 +25,8 @@ JSON schema (``Explanation.to_dict()``; strict JSON, no NaN)::
           "note_sentences": [{"sentence", "note_index", "start", "end", "text", "attribution"}],   # ranked
           "note_tokens": [{"sentence", "note_index", "start", "end", "token", "attribution"}],     # text order
           "vitals": [{"channel", "start_hour", "end_hour", "attribution", "channel_total"}],       # ranked spans
-          "vitals_matrix": {"channels": [17 names], "values": [[hours x 17]]} | null,
+          "vitals_matrix": {"channels": [17 names], "values": [[hours x 17]], "convergence_delta",
+                            "imputed_attribution"} | null,   # 0 on cells of imputed normal values
           "image": {"method", "image_index", "film_shape": [rows, cols], "shape": [h, w],
                     "heatmap": [[h x w]], "convergence_delta"} | null,   # heatmap block-averaged to <= 64 px
           "convergence_delta": {"labs", "note_sentences", "note_tokens", "vitals", "image"},
@@ -60,6 +64,7 @@ from medfuse_core.explain.concurrency import eval_mode
 from medfuse_core.explain.encoding import encode
 from medfuse_core.explain.groups import token_contributions
 from medfuse_core.features.batch import collate
+from medfuse_core.features.coverage import Coverage
 from medfuse_core.record import MODALITIES, PatientRecord
 from medfuse_core.runtime.calibration import calibrated_probability
 
@@ -107,6 +112,7 @@ class Explanation:
     present: dict[str, bool] = field(default_factory=dict)
     temperature: float = 1.0
     evidence: bool = True
+    coverage: Coverage | None = None  # what the model read of the record and what not, with the reason
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -115,6 +121,7 @@ class Explanation:
             "present": dict(self.present),
             "temperature": self.temperature,
             "evidence": self.evidence,
+            "coverage": None if self.coverage is None else self.coverage.to_dict(),
             "per_label": {name: self.per_label[name].to_dict() for name in self.labels},
         }
         return _finite(out)
@@ -160,7 +167,8 @@ def compact_map(values: np.ndarray, longest: int = JSON_HEATMAP_MAX) -> np.ndarr
 def _vitals_json(v: VitalsEvidence | None) -> dict[str, Any] | None:
     if v is None:
         return None
-    return {"channels": list(v.channels), "values": _round(v.matrix), "convergence_delta": v.convergence_delta}
+    return {"channels": list(v.channels), "values": _round(v.matrix), "convergence_delta": v.convergence_delta,
+            "imputed_attribution": v.imputed_attribution}
 
 
 def _image_json(im: ImageEvidence | None) -> dict[str, Any] | None:
@@ -226,4 +234,5 @@ def explain(record: PatientRecord, predictor, labels: Sequence[str] | None = Non
             evidence=explainer.label_evidence(k, image_method=image_method, **evidence_options) if explainer else None,
         )
     present = {m: bool(f.present[i]) for i, m in enumerate(modalities)}
-    return Explanation(f.patient_id, chosen, per_label, present, float(predictor.temperature), bool(evidence))
+    return Explanation(f.patient_id, chosen, per_label, present, float(predictor.temperature), bool(evidence),
+                       predictor.featurizer.coverage(record))

@@ -20,7 +20,10 @@ Per modality (one patient, one label at a time; `evidence_maps` loops over label
   convergence delta. Sentences carry (note index, start, end) character offsets, tokens too.
 * vitals: IntegratedGradients on the (hours x 76) discretized input (baseline 0: the training mean
   of every numeric column, nothing observed), summed over each clinical channel's value and mask
-  columns -> (hours, 17), plus a ranked list of (channel, contiguous hour range) spans.
+  columns -> (hours, 17), plus a ranked list of (channel, contiguous hour range) spans. Only cells
+  holding the patient's own value (observed or carried from an observation) are evidence; the cells
+  of imputed normal values (a channel never measured) are zeroed, their total kept apart
+  (``imputed_attribution``).
 * image, ``image_method="gradcam_ig"`` (the default): LayerGradCam on a late stage of the image
   encoder (``GRADCAM_IG_STAGE``, the one before the last: 8 x 8 at 128 px; ReLU, bilinearly
   upsampled) times IntegratedGradients on the pixels from the film blurred with a Gaussian of sigma =
@@ -153,10 +156,11 @@ class VitalsSpan:
 
 @dataclass
 class VitalsEvidence:
-    matrix: np.ndarray  # float32 (hours, 17), CHANNEL_NAMES order
+    matrix: np.ndarray  # float32 (hours, 17), CHANNEL_NAMES order; 0 where the cell holds no patient value
     channels: list[str]
     top: list[VitalsSpan]
     convergence_delta: float
+    imputed_attribution: float = 0.0  # IG's total on cells of imputed normal values: left out, not evidence
 
 
 @dataclass
@@ -445,7 +449,16 @@ class EvidenceExplainer:
         channel = vitals_channel_index()
         matrix = np.zeros((cols.shape[0], len(CHANNEL_NAMES)), dtype=np.float64)
         np.add.at(matrix, (slice(None), channel), cols)
-        return VitalsEvidence(matrix.astype(np.float32), list(CHANNEL_NAMES), vitals_spans(matrix, top), float(delta.abs().max()))
+        # Evidence never credits data the patient does not have: cells holding a channel's imputed normal
+        # value (a channel never measured, or hours before its first measurement) are IG's baseline
+        # bookkeeping, not evidence; their total is kept apart for researchers.
+        cells = getattr(self.index, "vitals_patient_cells", None)
+        imputed = 0.0
+        if cells is not None and cells.shape == matrix.shape:
+            imputed = float(matrix[~cells].sum())
+            matrix = np.where(cells, matrix, 0.0)
+        return VitalsEvidence(matrix.astype(np.float32), list(CHANNEL_NAMES), vitals_spans(matrix, top),
+                              float(delta.abs().max()), imputed)
 
     # -- image -----------------------------------------------------------------------------------
 

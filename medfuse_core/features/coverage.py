@@ -25,7 +25,9 @@ from medfuse_core.features.vitals import DiscretizerConfig, vitals_row_reasons
 from medfuse_core.problems import Severity
 from medfuse_core.record import MODALITIES, NOT_USED_REASONS, PatientRecord
 
-__all__ = ["REASONS", "ModalityCoverage", "Coverage", "coverage"]
+__all__ = ["COVERAGE_MODALITIES", "REASONS", "ModalityCoverage", "Coverage", "coverage"]
+
+COVERAGE_MODALITIES: tuple[str, ...] = MODALITIES  # the built-in four; another registered modality is not counted
 
 # reason -> the plural words of the summary line ("9 unknown tests")
 REASONS: dict[str, str] = {
@@ -159,10 +161,10 @@ def coverage(record: PatientRecord, vocabulary: LabVocabulary, hours: float = 48
                              dtype=object)
     out["image"] = _from_reasons("image", image_reasons, [PurePath(im.source).name or im.view for im in record.images],
                                  [("" if im.time is None or pd.isna(im.time) else str(im.time)) for im in record.images])
-    for modality in MODALITIES:
+    for modality in COVERAGE_MODALITIES:
         _unreadable(record, modality, out[modality])
         out[modality].not_read = dict(sorted(out[modality].not_read.items(), key=lambda kv: -kv[1]))
-    return Coverage(record.patient_id, float(hours), {m: out[m] for m in MODALITIES})
+    return Coverage(record.patient_id, float(hours), {m: out[m] for m in COVERAGE_MODALITIES})
 
 
 assert set(NOT_USED_REASONS) <= set(REASONS), "every reading-layer reason needs its words here"

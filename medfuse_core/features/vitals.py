@@ -170,6 +170,17 @@ class DiscretizedVitals:
     def names(self) -> list[str]:
         return feature_names(self.config)
 
+    @property
+    def patient_cells(self) -> np.ndarray:
+        """bool (T, 17): the cells that hold the patient's own value: observed, or filled from one of the
+        patient's observations by the imputation ("previous": from an earlier bin; "next": a later one).
+        The others hold the channel's normal value (or nothing) and are no evidence about this patient."""
+        if self.config.impute == "previous":
+            return np.logical_or.accumulate(self.observed, axis=0)
+        if self.config.impute == "next":
+            return np.logical_or.accumulate(self.observed[::-1], axis=0)[::-1]
+        return self.observed.copy()
+
 
 def _channel_ids(channels: pd.Series) -> np.ndarray:
     """Index among the 17 channels, -1 for any other name (hashing each distinct name once)."""
