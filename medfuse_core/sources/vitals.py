@@ -296,7 +296,7 @@ def _numeric_array(name: str, texts: _Texts, rows: np.ndarray, has_unit: np.ndar
         return _as_to_numeric_call(number, integer, candidates)[codes]
     value = texts.numbers(rows)
     guess = np.ones(len(rows), dtype=bool) if has_unit is None else ~has_unit  # a given unit replaces the guess
-    with np.errstate(over="ignore"):  # a huge written number becomes +-inf, then an outlier (dropped)
+    with np.errstate(over="ignore"):  # a huge written number becomes +-inf, then an outlier (not used)
         if name == "Fraction inspired oxygen":
             return np.where(guess & (value > 1.0), value / 100.0, value)
         if name == "Oxygen saturation":
@@ -332,7 +332,7 @@ def _categorical_array(spec: VitalChannel, texts: _Texts, rows: np.ndarray, file
 
 def _numeric_checked(spec: VitalChannel, texts: _Texts, rows: np.ndarray, file: str, units: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Problem]]:
-    """Cleaned values clipped to the valid range, a mask of outlier rows to drop, `not_used` per row
+    """Cleaned values clipped to the valid range, a mask of outlier rows (not used), `not_used` per row
     (a unit that does not convert) and the warnings (units; no number; outliers), for the texts of
     `rows` (all of one numeric channel) and their `units` as written."""
     has_unit = units != ""
@@ -357,7 +357,7 @@ def _numeric_checked(spec: VitalChannel, texts: _Texts, rows: np.ndarray, file: 
 
 def _value_arrays(channels: np.ndarray, texts: pd.Series, file: str, units: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Problem]]:
-    """Value per row, a mask of rows to drop (outliers) and `not_used` per row, channel by channel
+    """Value per row, a mask of outlier rows and `not_used` per row, channel by channel
     (order of first use)."""
     spec = channel_spec()
     n = len(texts)

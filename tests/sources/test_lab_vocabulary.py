@@ -143,6 +143,13 @@ def test_glucose_in_mmol_per_litre_is_read_in_mg_per_decilitre() -> None:
     assert tokens.values[0, 0] == pytest.approx(glucose.normalise(np.array([3.65 * 18.0156]))[()], abs=1e-5)
 
 
+def test_hba1c_in_ifcc_mmol_per_mol_is_read_as_ngsp_percent() -> None:
+    raw = table([{"time": "2131-05-07 09:00", "item": "HbA1c", "value": "93", "unit": "mmol/mol"}])
+    labs, problems = labs_from_table(raw, "P1/labs.csv")
+    assert problems == [] and labs.table.loc[0, "value"] == pytest.approx(0.09148 * 93 + 2.152)  # 10.66 %
+    assert labs.table.loc[0, "value_unit"] == "%"
+
+
 def test_incompatible_unit_is_refused_with_file_field_and_expected_unit() -> None:
     raw = table([{"time": "2131-05-07 09:00", "item": "WBC x 1000", "value": "8.1", "unit": "mg/dL"}])
     labs, problems = labs_from_table(raw, "P1/labs.csv")
