@@ -1,6 +1,6 @@
 """Lab rows -> the tests of the lab vocabulary, in the model's units, with implausible values refused.
 
-Run by `labs_from_table` on every table it reads (bundles, MIMIC, MEDS), so training and review see
+Run by `labs_from_table` (`harmonise_arrays`) on every table it reads (bundles, MIMIC, MEDS), so training and review see
 the same numbers. Per row:
 - the vocabulary test it names (`lab_vocabulary.match_test`: LOINC, then item id, then name); a
   matched row gets the test's MIMIC item id when it had none and its LOINC code when it had none;
@@ -19,6 +19,7 @@ Rows of tests outside the vocabulary keep their number and unit as written (`val
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -45,82 +46,96 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def harmonise_labs(table: pd.DataFrame, file: str) -> tuple[pd.DataFrame, list[Problem]]:
-    """`table` (the Labs contract's columns, `loinc` as given, `value_unit`/`not_used` empty) harmonised."""
-    n = len(table)
-    if n == 0:
-        return table, []
-    table = table.copy()
-    itemid = table["itemid"]
-    item = table["item"].to_numpy(dtype=object)
-    loinc = table["loinc"].to_numpy(dtype=object).copy()
-    unit = table["unit"].to_numpy(dtype=object)
-    value = table["value"].to_numpy(dtype="float64").copy()
-    ref_low = table["ref_low"].to_numpy(dtype="float64").copy()
-    ref_high = table["ref_high"].to_numpy(dtype="float64").copy()
+@dataclass
+class LabArrays:
+    """A labs table's columns as numpy arrays (row-aligned); itemid -1 where unknown."""
+
+    itemid: np.ndarray  # int64
+    item: np.ndarray  # object (str)
+    loinc: np.ndarray
+    unit: np.ndarray
+    value: np.ndarray  # float64
+    value_text: np.ndarray
+    censored: np.ndarray
+    ref_low: np.ndarray
+    ref_high: np.ndarray
+    value_unit: np.ndarray | None = None  # set by harmonise_arrays
+    not_used: np.ndarray | None = None
+
+
+def harmonise_arrays(labs: LabArrays, file: str) -> tuple[LabArrays, list[Problem]]:
+    """The rows harmonised (see the module docstring): new arrays, and the warnings. Plain numpy and a
+    memo per distinct (loinc, itemid, name): bundles are read one small table at a time, where pandas'
+    per-call overhead would dominate."""
+    n = len(labs.value)
+    ids = labs.itemid.copy()
+    no_id = ids < 0
+    loinc = labs.loinc.copy()
+    unit = labs.unit
+    value = labs.value.copy()
+    ref_low = labs.ref_low.copy()
+    ref_high = labs.ref_high.copy()
+    texts = labs.value_text
     value_unit = unit.copy()
     not_used = np.full(n, "", dtype=object)
-    texts = table["value_text"].to_numpy(dtype=object)
     problems: list[Problem] = []
 
-    ids = itemid.astype("Int64")
-    has_id = ids.notna().to_numpy()
-    id_values = ids.fillna(0).to_numpy(dtype="int64")
-    keys = pd.DataFrame({"loinc": loinc, "id": np.where(has_id, id_values, -1), "item": item})
-    codes, distinct = pd.factorize(pd.MultiIndex.from_frame(keys))
-    matched = [match_test(code, None if i < 0 else int(i), name) for code, i, name in distinct]
-    tests: list[LabTest] = list(dict.fromkeys(t for t in matched if t is not None))
-    position = {t.key: k for k, t in enumerate(tests)}
-    test_of_distinct = np.array([-1 if t is None else position[t.key] for t in matched] + [-1], dtype=np.int64)
-    test_of_row = test_of_distinct[codes]
+    tests: list[LabTest] = []
+    position: dict[str, int] = {}
+    memo: dict[tuple, int] = {}
+    test_of_row = np.empty(n, dtype=np.int64)
+    for r, key in enumerate(zip(loinc.tolist(), ids.tolist(), labs.item.tolist())):
+        k = memo.get(key)
+        if k is None:
+            test = match_test(key[0], None if key[1] < 0 else key[1], key[2])
+            if test is None:
+                k = -1
+            else:
+                k = position.setdefault(test.key, len(tests))
+                if k == len(tests):
+                    tests.append(test)
+            memo[key] = k
+        test_of_row[r] = k
 
-    new_ids = ids.copy()
     for k, row_test in enumerate(tests):
         rows = np.flatnonzero(test_of_row == k)
-        fill = rows[~has_id[rows]]
-        if fill.size:
-            new_ids.iloc[fill] = row_test.itemid
+        ids[rows[no_id[rows]]] = row_test.itemid
         loinc[rows[loinc[rows] == ""]] = row_test.primary_loinc
-        problems += _convert_test(row_test, rows, unit, value, ref_low, ref_high, value_unit, not_used, texts,
-                                  table["censored"].to_numpy(dtype=object), file)
+        problems += _convert_test(row_test, rows, unit, value, ref_low, ref_high, value_unit, not_used, texts, file)
 
     candidates = np.flatnonzero(np.isnan(value) & (not_used == ""))  # text results: usually few
-    codes, distinct = pd.factorize(pd.Series(texts[candidates], dtype=object).astype(str))
-    matched = np.array([bool(_NON_FINITE_RE.match(t)) for t in distinct] + [False], dtype=bool)[codes]
-    non_finite = np.zeros(n, dtype=bool)
-    non_finite[candidates[matched]] = True
-    if non_finite.any():
-        not_used[non_finite] = "implausible"
-        problems.append(warning(file, "value", f"expected a finite number; found {_shown(list(texts[non_finite]))} in "
-                                               f"{_rows(int(non_finite.sum()))}; not used by the model"))
-    no_number = np.isnan(value) & (not_used == "")
-    not_used[no_number] = "no number"
-    value[not_used != ""] = np.nan
-    table["itemid"] = new_ids.to_numpy()
-    table["loinc"] = loinc
-    table["value"] = value
-    table["ref_low"] = ref_low
-    table["ref_high"] = ref_high
-    table["value_unit"] = value_unit
-    table["not_used"] = not_used
-    censored = table["censored"].to_numpy(dtype=object).copy()
-    censored[not_used != ""] = ""
-    table["censored"] = censored
-    return table, problems
+    if candidates.size:
+        seen: dict[str, bool] = {}
+        for t in map(str, texts[candidates]):
+            if t not in seen:
+                seen[t] = bool(_NON_FINITE_RE.match(t))
+        non_finite = candidates[np.array([seen[str(t)] for t in texts[candidates]], dtype=bool)]
+        if non_finite.size:
+            not_used[non_finite] = "implausible"
+            problems.append(warning(file, "value", f"expected a finite number; found {_shown(list(texts[non_finite]))} "
+                                                   f"in {_rows(non_finite.size)}; not used by the model"))
+    not_used[np.isnan(value) & (not_used == "")] = "no number"
+    unused = not_used != ""
+    value[unused] = np.nan
+    censored = labs.censored.copy()
+    censored[unused] = ""
+    return LabArrays(itemid=ids, item=labs.item, loinc=loinc, unit=unit, value=value, value_text=texts,
+                     censored=censored, ref_low=ref_low, ref_high=ref_high, value_unit=value_unit,
+                     not_used=not_used), problems
 
 
 def _convert_test(test: LabTest, rows: np.ndarray, unit: np.ndarray, value: np.ndarray, ref_low: np.ndarray,
                   ref_high: np.ndarray, value_unit: np.ndarray, not_used: np.ndarray, texts: np.ndarray,
-                  censored: np.ndarray, file: str) -> list[Problem]:
+                  file: str) -> list[Problem]:
     """Convert the rows of one test in place; the warnings for what could not be used."""
     problems = []
     field = f"{test.name}: unit"
-    numeric = rows[~np.isnan(value[rows])]
-    for given in pd.unique(unit[rows]):
-        at = rows[unit[rows] == given]
-        at = np.intersect1d(at, numeric)  # text results ("HEMOLYZED") need no unit: they are "no number"
-        if not at.size:
-            continue
+    numeric = rows[~np.isnan(value[rows])]  # text results ("HEMOLYZED") need no unit: they are "no number"
+    by_unit: dict[str, list[int]] = {}
+    for r, given in zip(numeric.tolist(), unit[numeric].tolist()):
+        by_unit.setdefault(given, []).append(r)
+    for given, at_list in by_unit.items():
+        at = np.asarray(at_list, dtype=np.int64)
         given_text = str(given).strip()
         ucum = to_ucum(given_text)
         reason, why = "", ""
@@ -145,13 +160,14 @@ def _convert_test(test: LabTest, rows: np.ndarray, unit: np.ndarray, value: np.n
             value_unit[at] = given_text
             problems.append(warning(file, field, f"{why}; not used by the model"))
             continue
-        value[at] = convert(value[at])
-        ref_low[at] = convert(ref_low[at])
-        ref_high[at] = convert(ref_high[at])
+        if convert.scale != 1.0 or convert.offset != 0.0:
+            value[at] = convert(value[at])
+            ref_low[at] = convert(ref_low[at])
+            ref_high[at] = convert(ref_high[at])
         value_unit[at] = test.unit
-    checked = rows[(not_used[rows] == "") & ~np.isnan(value[rows])]
-    implausible = checked[(value[checked] < test.plausible_low) | (value[checked] > test.plausible_high)
-                          | ~np.isfinite(value[checked])]
+    checked = numeric[not_used[numeric] == ""]
+    x = value[checked]
+    implausible = checked[(x < test.plausible_low) | (x > test.plausible_high) | ~np.isfinite(x)]
     if implausible.size:
         not_used[implausible] = "implausible"
         shown = [f"{t} {u}".strip() for t, u in zip(texts[implausible], unit[implausible])]

@@ -25,7 +25,7 @@ from pandas._libs import lib
 
 from medfuse_core.problems import DataError, Problem, info, warning
 from medfuse_core.record import Labs
-from medfuse_core.sources.lab_harmonise import harmonise_labs
+from medfuse_core.sources.lab_harmonise import LabArrays, harmonise_arrays
 from medfuse_core.sources.lab_vocabulary import by_itemid, loinc_code
 
 TIME_EXPECTED = "an ISO date-time like 2131-05-07 14:00"
@@ -559,8 +559,7 @@ def labs_from_table(raw: pd.DataFrame, file: str, clock: datetime.tzinfo | None 
     rows = np.flatnonzero(keep)
     columns, value_problems = _lab_columns(table, rows, times, itemid, item, loinc, file)
     problems += value_problems
-    harmonised, harmonise_problems = harmonise_labs(columns, file)
-    return Labs(harmonised), problems + harmonise_problems
+    return Labs(columns), problems
 
 
 def _lab_columns(
@@ -577,25 +576,33 @@ def _lab_columns(
     order, time_column = sort_by_time(kept_times)
     at = rows[order]
     index = pd.RangeIndex(len(at))
+    unit = _text(table, "unit")[at]
+    ids = itemid[at]
+    harmonised, harmonise_problems = harmonise_arrays(
+        LabArrays(itemid=np.asarray(ids.fillna(-1), dtype="int64"), item=item[at], loinc=loinc[at], unit=unit,
+                  value=value[order], value_text=table["value"].to_numpy(dtype=object)[at], censored=censored[order],
+                  ref_low=ref_low[order], ref_high=ref_high[order]), file)
+    problems += harmonise_problems
 
     def text(values: np.ndarray) -> pd.Series:
         return pd.Series(values, index=index, dtype=object)
 
+    h = harmonised
     out = pd.DataFrame(
         {
             "time": time_column,
-            "itemid": itemid[at],
-            "item": text(item[at]),
-            "value": value[order],
-            "value_text": text(table["value"].to_numpy(dtype=object)[at]),
-            "censored": text(censored[order]),
-            "unit": text(_text(table, "unit")[at]),
-            "ref_low": ref_low[order],
-            "ref_high": ref_high[order],
+            "itemid": pd.arrays.IntegerArray(np.where(h.itemid >= 0, h.itemid, 0), h.itemid < 0),
+            "item": text(h.item),
+            "value": h.value,
+            "value_text": text(h.value_text),
+            "censored": text(h.censored),
+            "unit": text(unit),
+            "ref_low": h.ref_low,
+            "ref_high": h.ref_high,
             "flag": text(_text(table, "flag")[at]),
-            "loinc": text(loinc[at]),
-            "value_unit": text(_text(table, "unit")[at]),
-            "not_used": text(np.full(len(at), "", dtype=object)),
+            "loinc": text(h.loinc),
+            "value_unit": text(h.value_unit),
+            "not_used": text(h.not_used),
         },
         index=index,
     )

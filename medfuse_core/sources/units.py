@@ -143,6 +143,8 @@ def conversion(given_ucum: str, model_ucum: str, molar_mass: float | None = None
     """How to convert values in `given_ucum` to `model_ucum` for one analyte; raises UnitProblem."""
     if (test_key, given_ucum) in _AFFINE:
         return Conversion(*_AFFINE[(test_key, given_ucum)])
+    if given_ucum == model_ucum:  # the common case needs no units registry (building it takes ~1 s)
+        return Conversion(1.0)
     if "[pH]" in (given_ucum, model_ucum):  # pH is a number on its own scale: only pH units match it
         if given_ucum in ("[pH]", "1") and model_ucum in ("[pH]", "1"):
             return Conversion(1.0)
