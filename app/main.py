@@ -78,12 +78,13 @@ def _sidebar() -> None:
 
 _sidebar()
 sidebar_account(viewer)
-if viewer.mode == "dev":
-    st.info(DEV_BANNER, icon=":material/lock_open:")
+# One compact line per kind (info, warning) instead of three tall banners at the top of every page.
+notices = [DEV_BANNER] if viewer.mode == "dev" else []
 if current_source() == demo_dir():
-    st.info("Demo data: every patient here is synthetic, generated with planted ground truth. "
-            "Not for clinical use.", icon=":material/science:")
+    notices.append("Demo data: synthetic patients with planted ground truth, not for clinical use")
+if notices:
+    st.info(" · ".join(notices), icon=":material/science:")
 if model_is_synthetic(current_checkpoint()):
-    st.warning("Demo model: trained on synthetic patients only. Its predictions are illustrations, "
+    st.warning("Demo model: trained on synthetic patients only; its predictions are illustrations, "
                "not clinical estimates.", icon=":material/model_training:")
 st.navigation(pages).run()

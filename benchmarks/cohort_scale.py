@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from medfuse_core.provenance import scrub_paths
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -180,7 +181,7 @@ def main() -> None:
         "meets_requirement": mimic4["peak_rss_mb"] < MAX_RSS_GB * 1024,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cohort_scale.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "cohort_scale.json").write_text(scrub_paths(json.dumps(result, indent=2) + "\n"))
     gen = f"{generated['seconds']:.0f} s, {generated['chartevents_mb']:.0f} MB gz" if generated else "reused"
     lines = [
         "# Reader scale: MIMIC-IV chartevents -> vitals",
@@ -201,7 +202,7 @@ def main() -> None:
                      f"{mimic3['lab_rows_out'] + mimic3['vital_rows_out']:,} | {mimic3['seconds']:.1f} | | | "
                      f"{mimic3['peak_rss_mb']:.0f} |")
     lines += ["", f"Peak RSS under {MAX_RSS_GB:g} GB: {'yes' if result['meets_requirement'] else 'NO'}", ""]
-    (RESULTS / "cohort_scale.md").write_text("\n".join(lines))
+    (RESULTS / "cohort_scale.md").write_text(scrub_paths("\n".join(lines)))
     print("\n".join(lines))
 
 

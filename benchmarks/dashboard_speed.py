@@ -38,6 +38,7 @@ import platform
 import statistics
 import sys
 import time
+from medfuse_core.provenance import scrub_paths
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,7 +140,7 @@ def main() -> None:
         "fragment_rerun_kept_page_header": title_kept,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "dashboard_speed.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / "dashboard_speed.json").write_text(scrub_paths(json.dumps(result, indent=1)))
     ok = lambda b: "yes" if b else "**no**"  # noqa: E731
     md = [
         "# Dashboard speed (patient review page)",
@@ -167,7 +168,7 @@ def main() -> None:
         "",
         "Not included: websocket transfer and the browser drawing the plotly figures.",
     ]
-    (RESULTS / "dashboard_speed.md").write_text("\n".join(md) + "\n")
+    (RESULTS / "dashboard_speed.md").write_text(scrub_paths("\n".join(md) + "\n"))
     print("\n".join(md))
 
 

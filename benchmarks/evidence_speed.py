@@ -37,6 +37,7 @@ from medfuse_core.explain.evidence import DEFAULT_IMAGE_METHOD, IMAGE_METHODS, E
 from medfuse_core.predictor import Predictor  # noqa: E402
 from medfuse_core.record import MODALITIES  # noqa: E402
 from medfuse_core.sources.bundle import find_bundles, read_bundle  # noqa: E402
+from medfuse_core.provenance import scrub_paths
 from timing import latency_stats, timed  # noqa: E402  (benchmarks/timing.py)
 
 TARGET_S = 2.0
@@ -91,7 +92,7 @@ def main() -> None:
         "data": str(args.data),
         "label": label,
         "image_method": args.image_method,
-        "model": {"parameters": sum(p.numel() for p in predictor.model.parameters()), "image_size": cfg["image"]["image_size"],
+        "model": {"parameters": sum(p.numel() for p in predictor.model.parameters()), "image_size": predictor.featurizer.spec.image_size,
                   "image_hidden_sizes": cfg["image"]["hidden_sizes"], "vitals_hidden": cfg["vitals"]["hidden"],
                   "fusion": cfg["fusion"], "text_model": predictor.featurizer.spec.text_model},
         "patients": {"n": len(records),
@@ -108,8 +109,8 @@ def main() -> None:
         "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "evidence_speed.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (RESULTS / "evidence_speed.md").write_text(_markdown(result), encoding="utf-8")
+    (RESULTS / "evidence_speed.json").write_text(scrub_paths(json.dumps(result, indent=2) + "\n"), encoding="utf-8")
+    (RESULTS / "evidence_speed.md").write_text(scrub_paths(_markdown(result)), encoding="utf-8")
     print(_markdown(result))
 
 

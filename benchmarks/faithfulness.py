@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(ROOT))
 
-from medfuse_core.explain.api import _finite  # noqa: E402
+from medfuse_core.numbers import json_safe  # noqa: E402
 from medfuse_core.explain.evidence import DEFAULT_IMAGE_METHOD, IMAGE_METHODS  # noqa: E402
 from medfuse_core.models.baselines import DISENTANGLEMENT_WEIGHTS  # noqa: E402
 from medfuse_core.benchmarking.faithfulness import (  # noqa: E402
@@ -47,6 +47,7 @@ from medfuse_core.benchmarking.faithfulness import (  # noqa: E402
 )
 from medfuse_core.predictor import Predictor  # noqa: E402
 from medfuse_core.record import MODALITIES  # noqa: E402
+from medfuse_core.provenance import scrub_paths
 
 TARGETS = {"single_route": 0.90, "shared_route": 0.80,
            "localisation": {"labs": 0.90, "notes": 0.80, "vitals": 0.80, "image": 0.80}}
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             sweep.append(row)
             print(f"sweep {row['name']}: routes {_pair(row)}", file=sys.stderr)
 
-    result = _finite({
+    result = json_safe({
         "data": str(args.data), "n_patients": len(cases), "max_patients": args.max_patients,
         "targets": TARGETS, "checkpoints": reports, "sweep": sweep if args.sweep_json else [],
         "settings": {"n_steps": args.n_steps, "draws": args.draws, "seed": args.seed, "image_method": args.image_method,
@@ -148,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     })
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    out.write_text(scrub_paths(json.dumps(result, indent=1, allow_nan=False) + "\n"), encoding="utf-8")
     md = Path(args.md) if args.md else out.with_suffix(".md")
-    md.write_text(markdown(result), encoding="utf-8")
+    md.write_text(scrub_paths(markdown(result)), encoding="utf-8")
     print(f"wrote {out} and {md}", file=sys.stderr)
     return 0
 

@@ -49,6 +49,7 @@ from medfuse_core.models.config import (  # noqa: E402
 )
 from medfuse_core.models.model import MedFuseLens  # noqa: E402
 from medfuse_core.sources.synth import LABEL_NAMES  # noqa: E402
+from medfuse_core.provenance import scrub_paths
 
 TARGET_MS = 50.0
 TARGET_SPEEDUP = 10.0
@@ -63,17 +64,16 @@ def demo_model(demo: dict) -> MedFuseLens:
         labs=LabEncoderConfig(vocab_size=VOCAB, **m["labs"]),
         notes=NoteEncoderConfig(max_sentences=demo["max_sentences"]),
         vitals=VitalsEncoderConfig(**m["vitals"]),
-        image=ImageEncoderConfig(image_size=demo["image_size"], **m["image"]),
+        image=ImageEncoderConfig(**m["image"]),
         fusion=FusionConfig(**m["fusion"]),
     )
     torch.manual_seed(0)
     return MedFuseLens(config).eval()
 
 
-def synthetic_patient(model: MedFuseLens, seed: int) -> Batch:
+def synthetic_patient(model: MedFuseLens, seed: int, size: int) -> Batch:
     g = torch.Generator().manual_seed(seed)
     c = model.config
-    size = c.image.image_size
     return Batch(
         present=torch.ones(1, 4, dtype=torch.bool),
         lab_items=torch.randint(1, VOCAB, (1, LAB_ITEMS), generator=g),
@@ -125,7 +125,7 @@ def main() -> None:
 
     demo = json.loads((ROOT / "assets" / "demo_run.json").read_text(encoding="utf-8"))
     model = demo_model(demo)
-    patients = [synthetic_patient(model, 1000 + i) for i in range(args.patients)]
+    patients = [synthetic_patient(model, 1000 + i, int(demo["image_size"])) for i in range(args.patients)]
     for p in patients[: args.warmup]:
         group_contributions(model, p)
         head_only(model, p)()
@@ -170,8 +170,8 @@ def main() -> None:
         "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "group_attribution.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (RESULTS / "group_attribution.md").write_text(_markdown(result), encoding="utf-8")
+    (RESULTS / "group_attribution.json").write_text(scrub_paths(json.dumps(result, indent=2) + "\n"), encoding="utf-8")
+    (RESULTS / "group_attribution.md").write_text(scrub_paths(_markdown(result)), encoding="utf-8")
     print(_markdown(result))
 
 

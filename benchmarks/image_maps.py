@@ -45,17 +45,18 @@ from medfuse_core.explain.evidence import (  # noqa: E402
     IMAGE_BLUR_BASELINE,
     IMAGE_SMOOTHING,
     EvidenceExplainer,
-    _blurred,
+    blurred,
     gradcam_ig_product,
 )
 from medfuse_core.benchmarking.faithfulness import (  # noqa: E402
-    _BY_NAME,
+    DISEASES_BY_NAME,
     load_cases,
     planted_film_mask,
     pointing_hit,
     route_pair,
 )
 from medfuse_core.predictor import Predictor  # noqa: E402
+from medfuse_core.provenance import scrub_paths
 
 SMOOTHING = (0.0, 0.02, 0.04, 0.06, 0.08, IMAGE_SMOOTHING)  # "ig+ mean" at IMAGE_SMOOTHING is smoothed_ig
 PRODUCT_SMOOTHING = (0.02, 0.04, 0.06, 0.08)  # of the IG factor of the Grad-CAM x IG products
@@ -73,7 +74,7 @@ def candidate_maps(explainer: EvidenceExplainer, k: int, n_steps: int) -> dict[s
         forward = explainer._forward("image", "image")
         ig = IntegratedGradients(forward)
         raw = {"black": ig.attribute(x, baselines=torch.zeros_like(x), target=k, n_steps=n_steps, internal_batch_size=8),
-               "blurred": ig.attribute(x, baselines=_blurred(x, IMAGE_BLUR_BASELINE * size), target=k,
+               "blurred": ig.attribute(x, baselines=blurred(x, IMAGE_BLUR_BASELINE * size), target=k,
                                        n_steps=n_steps, internal_batch_size=8)}
         raw = {name: a.detach() for name, a in raw.items()}
         raw["mean"] = (raw["black"] + raw["blurred"]) / 2
@@ -84,7 +85,7 @@ def candidate_maps(explainer: EvidenceExplainer, k: int, n_steps: int) -> dict[s
     for name, attribution in raw.items():
         for sigma in SMOOTHING:
             positive = attribution.clamp(min=0)
-            maps[f"ig+ {name}, smoothing {sigma:g}"] = _blurred(positive, sigma * size) if sigma else positive
+            maps[f"ig+ {name}, smoothing {sigma:g}"] = blurred(positive, sigma * size) if sigma else positive
     for s in range(len(stages)):
         for sigma in PRODUCT_SMOOTHING:
             shipped = s == len(stages) + GRADCAM_IG_STAGE and sigma == GRADCAM_IG_SMOOTHING
@@ -105,7 +106,7 @@ def score_checkpoint(checkpoint: str, data: str, max_patients: int | None, n_ste
             continue
         truth = (case.record.truth or {}).get("evidence", {})
         for k, name in enumerate(labels):
-            if _BY_NAME.get(name) is None or not (f.labels[k] == 1 and positive[b, k]):
+            if DISEASES_BY_NAME.get(name) is None or not (f.labels[k] == 1 and positive[b, k]):
                 continue
             geometry = ix.image_geometry
             mask = planted_film_mask(case, truth.get(name, {}).get("image") or [], ix.image_index,
@@ -158,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"data": args.data, "max_patients": args.max_patients, "n_steps": args.n_steps, "checkpoints": results,
                "seconds": time.perf_counter() - started}
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "image_maps.json").write_text(json.dumps(payload, indent=1) + "\n")
-    (args.out_dir / "image_maps.md").write_text(render(payload))
+    (args.out_dir / "image_maps.json").write_text(scrub_paths(json.dumps(payload, indent=1) + "\n"))
+    (args.out_dir / "image_maps.md").write_text(scrub_paths(render(payload)))
     print(render(payload))
     return 0
 

@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from medfuse_core.provenance import scrub_paths
 from pathlib import Path
 from typing import Any
 
@@ -371,8 +372,8 @@ def main() -> int:
         server_log = log.read_text(errors="replace")
     report = summarise(result, server_log, args.checkpoint, args.sessions, args.timeout)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "load_test.json").write_text(json.dumps(report, indent=1))
-    (args.out_dir / "load_test.md").write_text(markdown(report))
+    (args.out_dir / "load_test.json").write_text(scrub_paths(json.dumps(report, indent=1)))
+    (args.out_dir / "load_test.md").write_text(scrub_paths(markdown(report)))
     print(markdown(report))
     return 0 if report["errors"] == 0 else 1
 

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from medfuse_core.sources.synth import GENERATOR_VERSION, generate_cohort, synthesize
-from medfuse_core.sources.synth.cohort import _workers
+from medfuse_core.sources.synth.cohort import worker_count
+from medfuse_core.provenance import scrub_paths
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REQUIRED_PATIENTS_PER_S = 20.0
@@ -49,7 +50,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     synthesize(args.seed, 0, image_size=64)  # imports and caches warm
-    default_workers = _workers(args.n, None)
+    default_workers = worker_count(args.n, None)
     rows = [
         ("in memory, 1 process", 1, _in_memory(args.n, args.seed, args.image_size), None),
         ("bundles on disk, 1 process", 1, *_to_disk(args.n, args.seed, args.image_size, 1)),
@@ -71,7 +72,7 @@ def main() -> None:
     result["default_patients_per_s"] = result["runs"][-1]["patients_per_s"]
     result["meets_requirement"] = result["default_patients_per_s"] >= REQUIRED_PATIENTS_PER_S
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "synth_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "synth_speed.json").write_text(scrub_paths(json.dumps(result, indent=2) + "\n"))
     lines = [
         f"# Synthetic cohort generation speed ({GENERATOR_VERSION})",
         "",
@@ -85,7 +86,7 @@ def main() -> None:
         mb = "" if run["mb_per_patient"] is None else f"{run['mb_per_patient']:.3f}"
         lines.append(f"| {run['setting']} | {run['workers']} | {run['patients_per_s']:.1f} | {mb} |")
     lines += ["", f"Meets requirement: {'yes' if result['meets_requirement'] else 'NO'}", ""]
-    (RESULTS / "synth_speed.md").write_text("\n".join(lines))
+    (RESULTS / "synth_speed.md").write_text(scrub_paths("\n".join(lines)))
     print("\n".join(lines))
 
 

@@ -6,6 +6,7 @@ Bad data never produces a traceback here: loaders raise `DataError`, which is pr
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -86,6 +87,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     from medfuse_core.sources.importer import import_meds, import_mimic3, import_mimic4
 
+    if args.source == "fhir":
+        from medfuse_core.sources.fhir import import_fhir
+
+        if args.unit is not None:
+            print("error: --unit: a FHIR import writes one bundle per patient file", file=sys.stderr)
+            return 2
+        fhir_summary = import_fhir(args.root, args.out, workers=args.workers, history=args.history,
+                                   limit=args.limit, progress=not args.quiet)
+        print(fhir_summary.describe())
+        return 1 if any(p.severity is Severity.ERROR for p in fhir_summary.problems) else 0
     if args.source != "meds" and args.unit == "subject":
         print("error: --unit: MIMIC records are per admission or per ICU stay", file=sys.stderr)
         return 2
@@ -138,6 +149,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import json
 
     from medfuse_core.predictor import Predictor
+    from medfuse_core.provenance import cohort_command, portable_path
     from medfuse_core.train.evaluate import evaluate
     from medfuse_core.train.run import SplitConfig, read_cohort, split_of
 
@@ -148,7 +160,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         records = [r for r in records if split_of(r.patient_id, split) == args.split]
     features, _ = predictor.featurizer.featurize_many(records, progress=not args.quiet)
     report = evaluate(predictor.model, features, predictor.config["calibration"], bootstrap=args.bootstrap)
-    report = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split, **report}
+    # portable: the report is shipped beside the checkpoint (medfuse_core/provenance.py)
+    report = {"checkpoint": portable_path(args.checkpoint), "data": portable_path(args.data),
+              **({"data_made_by": cohort_command(args.data)} if cohort_command(args.data) else {}),
+              "split": args.split, **report}
     Path(args.out).write_text(json.dumps(report, indent=1, allow_nan=True) + "\n")
     print(f"macro-AUROC {report['macro_auroc']:.4f} {report['ci95']['macro_auroc']}, "
           f"macro-AUPRC {report['macro_auprc']:.4f} {report['ci95']['macro_auprc']}, micro-F1 {report['micro_f1']:.4f}; "
@@ -251,9 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(run=_cmd_validate)
 
     importer = commands.add_parser("import", help="import an EHR extract as patient bundles")
-    importer.add_argument("source", choices=["mimic3", "mimic4", "meds"], help="kind of extract")
+    importer.add_argument("source", choices=["mimic3", "mimic4", "meds", "fhir"], help="kind of extract")
     importer.add_argument("--root", required=True, help="folder of MIMIC-III / MIMIC-IV tables (.csv, .csv.gz; "
-                          "MIMIC-IV also .parquet) or a MEDS dataset (data/*.parquet)")
+                          "MIMIC-IV also .parquet), a MEDS dataset (data/*.parquet) or FHIR R4 Bundle JSON files "
+                          "(one per patient)")
     importer.add_argument("--out", required=True, help="output folder (one bundle per record + cohort.json)")
     importer.add_argument("--unit", choices=["admission", "icustay", "subject"], default=None,
                           help="one record per hospital admission (MIMIC default), per ICU stay (MIMIC), or per "
@@ -261,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--memory-limit", default="2GB", help="DuckDB memory limit (mimic4, meds)")
     importer.add_argument("--limit", type=int, default=None, help="import only the first N records")
     importer.add_argument("--quiet", action="store_true", help="no progress bar")
+    importer.add_argument("--workers", type=int, default=1, help="processes reading FHIR files (fhir)")
+    importer.add_argument("--history", action="store_true", help="fhir: keep every resource, not only those of the "
+                          "index encounter")
     importer.set_defaults(run=_cmd_import)
 
     train = commands.add_parser("train", help="train the fusion model on a folder of bundles")
@@ -341,8 +360,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(quiet: bool = False) -> None:
+    """The library logs (logging.getLogger(__name__)); the CLI shows its progress lines on stderr,
+    warnings only with --quiet. A caller that configured logging itself keeps its configuration."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(message)s", stream=sys.stderr)
+    logging.getLogger("medfuse_core").setLevel(logging.WARNING if quiet else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(quiet=bool(getattr(args, "quiet", False)))
     try:
         return args.run(args)
     except DataError as exc:

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from medfuse_core.features import window
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
 from medfuse_core.features.featurize import FeatureSpec, Featurizer, PatientEvidenceIndex
 from medfuse_core.models.baselines import build_model
@@ -30,7 +31,7 @@ from medfuse_core.runtime.device import resolve_device
 from medfuse_core.runtime.precision import mixed_precision
 
 
-def no_data_reason(hours: float = 48.0) -> str:
+def no_data_reason(hours: float = window.HOURS) -> str:
     """What the pages and the CLI say for a patient without usable data."""
     return (f"no data: nothing the model can use (no labs, notes, vitals or image in the first {hours:g} h "
             "after the index time), so there is no prediction")

@@ -11,7 +11,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights never come from a hub, in tests least of all
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# a git worktree beside the main checkout may point at the shared data with MEDFUSE_LENS_SHARED_DATA
+SHARED_DATA = Path(os.environ.get("MEDFUSE_LENS_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")

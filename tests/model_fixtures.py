@@ -20,6 +20,6 @@ def tiny_config(featurizer: Featurizer) -> ModelConfig:
         labs=LabEncoderConfig(vocab_size=featurizer.vocabulary.size, d_model=16, layers=1, heads=2, output_dim=16),
         notes=NoteEncoderConfig(embedding_dim=featurizer.spec.text_dim, adapter_dim=16, output_dim=16),
         vitals=VitalsEncoderConfig(hidden=16),
-        image=ImageEncoderConfig(image_size=featurizer.spec.image_size, depths=[1, 1], hidden_sizes=[8, 16], embedding_size=8),
+        image=ImageEncoderConfig(depths=[1, 1], hidden_sizes=[8, 16], embedding_size=8),
         fusion=FusionConfig(d_model=16, layers=1, heads=2),
     )

@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from app.components.shading import NEGATIVE_RGB, POSITIVE_RGB
-from app.components.wording import TOKEN_LABELS, TOKEN_MODALITY, UNCERTAINTY_NAME
+from app.components.wording import TOKEN_LABELS, TOKEN_MODALITY, long_name
 
 if TYPE_CHECKING:  # the type only: components import no torch
     from medfuse_core.explain.scores import PatientScores
@@ -27,6 +27,75 @@ if TYPE_CHECKING:  # the type only: components import no torch
 BASE_NAME = "Base value (no data)"
 OUTPUT_NAME = "Model output"
 TOTAL_RGB = (110, 110, 110)
+
+
+# The clinician's names of the fusion tokens (the researcher's view keeps TOKEN_LABELS): each modality's
+# name in running text from the registry ("Chest X-ray", "Lab results"), and the shared token in words.
+SOURCE_NAMES = {**{label: long_name(m)[:1].upper() + long_name(m)[1:] for label, m in TOKEN_MODALITY.items()},
+                **{label: "Signals the sources agree on" for label in TOKEN_LABELS.values()
+                   if label not in TOKEN_MODALITY}}
+NO_DATA_NAME = "Risk with no patient data"
+PATIENT_NAME = "This patient's risk"
+
+
+def strength_word(points: float) -> str:
+    """Plain strength of a move of the risk, in percentage points (|20| or more: strongly)."""
+    size = abs(points)
+    return "strongly" if size >= 20 else "moderately" if size >= 5 else "slightly" if size >= 0.5 else "barely"
+
+
+def source_points(points: Mapping[str, float]) -> dict[str, float]:
+    """{token name: points} (medfuse_core/explain/probability_scale.py `risk_points`) under the clinician's
+    source names ("Chest X-ray", "Signals the sources agree on")."""
+    return {SOURCE_NAMES.get(name, name): float(v) for name, v in points.items()}
+
+
+def risk_sentence(points: Mapping[str, float], present: Mapping[str, bool] | None = None) -> str:
+    """'Chest X-ray raised this patient's risk strongly (+41 points); labs lowered it slightly (-2 points).'"""
+    moved = {k: v for k, v in points.items() if abs(v) >= 0.05}
+    if not moved:
+        return "None of this patient's data moved the risk away from the no-data risk."
+    parts = []
+    for name, value in sorted(moved.items(), key=lambda kv: -abs(kv[1])):
+        verb = "raised" if value > 0 else "lowered"
+        parts.append(f"{name} {verb} it {strength_word(value)} ({value:+.0f} points)")
+    text = "; ".join(parts[:3]) + "."
+    absent = [SOURCE_NAMES[name] for name, m in TOKEN_MODALITY.items() if present is not None and not present.get(m, True)]
+    if absent:
+        text += " Not available, so no effect: " + ", ".join(absent) + "."
+    return text[0].upper() + text[1:]
+
+
+def risk_figure(start: float, points: Mapping[str, float], end: float, height: int = 270) -> go.Figure:
+    """The clinician's chart: from the no-data risk to this patient's risk, one bar per source, in
+    percentage points (orange raises, blue lowers); the exact log-odds chart is the researchers'."""
+    names = [NO_DATA_NAME, *points, PATIENT_NAME]
+    values = [start, *points.values(), end]
+    text = [f"{start:.0f}%", *(f"{v:+.0f} pts" for v in points.values()), f"{end:.0f}%"]
+    fig = go.Figure(go.Waterfall(
+        orientation="h", measure=["absolute"] + ["relative"] * len(points) + ["total"], y=names, x=values,
+        text=text, textposition="outside", base=0,
+        increasing={"marker": {"color": _rgb(POSITIVE_RGB)}}, decreasing={"marker": {"color": _rgb(NEGATIVE_RGB)}},
+        totals={"marker": {"color": _rgb(TOTAL_RGB)}}, connector={"line": {"color": "#999", "dash": "dot", "width": 1}},
+        hovertemplate="%{y}: %{text}<extra></extra>"))
+    fig.update_layout(height=height, showlegend=False, margin={"l": 10, "r": 20, "t": 10, "b": 40},
+                      xaxis={"title": {"text": "risk, % (left: lower, right: higher)"}, "range": [0, 112],
+                             "ticksuffix": "%"},
+                      yaxis={"autorange": "reversed", "automargin": True}, plot_bgcolor="white")
+    return fig
+
+
+def trajectory_figure(hours: list[float], probabilities: list[float], disease: str, height: int = 220) -> go.Figure:
+    """One disease's risk over the stay: the model re-run at each cut-off (medfuse_core/trajectory.py)."""
+    fig = go.Figure(go.Scatter(x=hours, y=[100 * p for p in probabilities], mode="lines+markers",
+                               line={"color": _rgb(POSITIVE_RGB), "shape": "hv"}, marker={"size": 6},
+                               hovertemplate="by %{x:.0f} h: %{y:.0f}%<extra></extra>"))
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 30, "b": 35}, plot_bgcolor="white",
+                      title={"text": html.escape(f"{disease}: risk with the data available by each hour"),
+                             "font": {"size": 13}},
+                      xaxis={"title": {"text": "hours from admission"}, "ticksuffix": " h", "gridcolor": "#eee"},
+                      yaxis={"range": [0, 100], "ticksuffix": "%", "gridcolor": "#eee"})
+    return fig
 
 
 def _rgb(rgb: tuple[int, int, int]) -> str:
@@ -67,12 +136,11 @@ def waterfall_steps(base: float, contributions: Mapping[str, float], logit: floa
 
 def probability_sentence(disease: str, probability: float, threshold: float,
                          low: float | None = None, high: float | None = None) -> str:
-    """'Pneumonia: 43% (calibrated), above the decision threshold of 35%; ...' in plain words."""
+    """'Pneumonia: estimated probability 43%, above the decision threshold of 35%; ...' in plain words."""
     side = "above" if probability >= threshold else "below"
-    text = (f"{disease}: estimated probability {probability:.0%} (calibrated), {side} the decision threshold "
-            f"of {threshold:.0%}")
+    text = f"{disease}: estimated probability {probability:.0%}, {side} the decision threshold of {threshold:.0%}"
     if low is not None and high is not None:
-        text += f"; between {low:.0%} and {high:.0%} with only some of the modalities ({UNCERTAINTY_NAME})"
+        text += f"; {low:.0%} to {high:.0%} if only some of this patient's sources were available"
     return text + "."
 
 
@@ -152,6 +220,17 @@ def predictions_frame(scores: PatientScores) -> pd.DataFrame:
         })
     frame = pd.DataFrame(rows, columns=["disease", "probability", "threshold", "call", "range", "spread"])
     return frame.sort_values("probability", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def predictions_display(scores: PatientScores, disease: str | None = None) -> pd.DataFrame:
+    """The predictions table as a clinician reads it: short disease names (▶ marks `disease`), percent
+    probability and threshold, above/below, and the range over fewer sources, highest first."""
+    from app.components.worklist import short_label
+
+    frame = predictions_frame(scores).drop(columns=["spread"])
+    frame["disease"] = [("▶ " if d == disease else "") + short_label(d) for d in frame["disease"]]
+    frame[["probability", "threshold"]] *= 100  # percent columns read "43%", not "0.43"
+    return frame
 
 
 def contributions_frame(scores: PatientScores) -> pd.DataFrame:

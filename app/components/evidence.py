@@ -16,21 +16,22 @@ arrays (cheap to pickle, so st.cache_data can keep it), in the same shapes the p
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
+from medfuse_core.numbers import finite
+
 VITALS_MIN_SHARE = 0.02  # hours with |attribution| below 2% of the largest are not shaded
 
 
-def _finite(x: float) -> float:
-    x = float(x)
-    return x if math.isfinite(x) else 0.0
+def _weight(x: float) -> float:
+    """A shading weight: the attribution, 0 where it is not a finite number."""
+    return finite(x, 0.0)
 
 
 def empty_evidence() -> dict[str, Any]:
-    return {"labs": {}, "notes": {}, "note_tokens": {}, "vitals": {}, "image": {}, "summary": {}}
+    return {"labs": {}, "labs_read": {}, "notes": {}, "note_tokens": {}, "vitals": {}, "image": {}, "summary": {}}
 
 
 def panel_evidence(evidence: Any, *, min_share: float = VITALS_MIN_SHARE) -> dict[str, Any]:
@@ -40,11 +41,14 @@ def panel_evidence(evidence: Any, *, min_share: float = VITALS_MIN_SHARE) -> dic
         return out
     for lab in evidence.labs:
         # one value per display name; if two item keys share a name, their attributions add up
-        out["labs"][str(lab.name)] = out["labs"].get(str(lab.name), 0.0) + _finite(lab.attribution)
+        out["labs"][str(lab.name)] = out["labs"].get(str(lab.name), 0.0) + _weight(lab.attribution)
+        # the result the model read (its last in the window), which may not be the latest shown
+        out["labs_read"][str(lab.name)] = {"value": str(lab.value_text or ""), "unit": str(lab.unit or ""),
+                                           "time": None if lab.time is None else str(lab.time)}
     for s in evidence.note_sentences:
-        out["notes"].setdefault(int(s.note_index), []).append((int(s.start), int(s.end), _finite(s.attribution)))
+        out["notes"].setdefault(int(s.note_index), []).append((int(s.start), int(s.end), _weight(s.attribution)))
     for t in evidence.note_tokens:
-        out["note_tokens"].setdefault(int(t.note_index), []).append((int(t.start), int(t.end), _finite(t.attribution)))
+        out["note_tokens"].setdefault(int(t.note_index), []).append((int(t.start), int(t.end), _weight(t.attribution)))
     for spans in (*out["notes"].values(), *out["note_tokens"].values()):
         spans.sort()
     vitals = evidence.vitals
@@ -63,20 +67,30 @@ def panel_evidence(evidence: Any, *, min_share: float = VITALS_MIN_SHARE) -> dic
 
 
 def _summary(evidence: Any) -> dict[str, Any]:
-    """Top evidence per modality in words, plus what produced it (for captions and the report)."""
-    lines: dict[str, list[str]] = {}
+    """Top evidence per modality, plus what produced it (for captions, the upload table and the report):
+    `items` {route: [(what, attribution)]} for tables in words, `top` the same as exact text lines."""
+    items: dict[str, list[tuple[str, float]]] = {}
     if evidence.labs:
-        lines["labs"] = [f"{e.name} ({e.value_text or 'no value'} {e.unit}".rstrip() + f"): {e.attribution:+.3f}"
+        items["labs"] = [(f"{e.name} ({e.value_text or 'no value'} {e.unit}".rstrip()
+                          + (f" at {str(e.time)[:16].replace('T', ' ')}" if e.time else "") + ")", _weight(e.attribution))
                          for e in evidence.labs[:3]]
     if evidence.note_sentences:
-        lines["notes"] = [f"\u201c{_clip(e.text)}\u201d: {e.attribution:+.3f}" for e in evidence.note_sentences[:3]]
+        # copy-forward notes repeat a sentence: each text once, its attributions added up
+        by_text: dict[str, float] = {}
+        for e in evidence.note_sentences:
+            key = " ".join(str(e.text).split())
+            by_text[key] = by_text.get(key, 0.0) + _weight(e.attribution)
+        items["notes"] = [(f"\u201c{_clip(text)}\u201d", w)
+                          for text, w in sorted(by_text.items(), key=lambda kv: -abs(kv[1]))[:3]]
     if evidence.vitals is not None and evidence.vitals.top:
-        lines["vitals"] = [f"{s.channel}, hours {s.start_hour}\u2013{s.end_hour}: {s.attribution:+.3f}"
-                           for s in evidence.vitals.top[:3]]
+        items["vitals"] = [(f"{str(s.channel).replace('Glascow', 'Glasgow')}, hours {s.start_hour}\u2013{s.end_hour}",
+                            _weight(s.attribution)) for s in evidence.vitals.top[:3]]
+    lines = {route: [f"{what}: {w:+.3f}" for what, w in rows] for route, rows in items.items()}
     if evidence.image is not None:
         lines["image"] = [f"{IMAGE_METHOD_NAMES.get(evidence.image.method, evidence.image.method)} map of image "
                           f"{(evidence.image.image_index or 0) + 1}"]
-    return {"top": lines, "deltas": {k: _finite(v) for k, v in (evidence.convergence_delta or {}).items()},
+        items["image"] = [(f"evidence map of image {(evidence.image.image_index or 0) + 1}", float("nan"))]
+    return {"top": lines, "items": items, "deltas": {k: _weight(v) for k, v in (evidence.convergence_delta or {}).items()},
             "notes_token_level": str(evidence.notes_token_level or "")}
 
 

@@ -22,6 +22,50 @@ DISPLAY_COLUMNS = ["item", "value", "flag", "reference", "unit", "hours", "time"
 ABNORMAL_FLAGS = {"abnormal", "low", "high", "l", "h", "ll", "hh", "a", "aa", "critical", "panic"}
 ABNORMAL_BACKGROUND = "background-color: #fde2e1; color: #8a1c1c; font-weight: 600"
 
+# Critical (panic) limits for adult patients, from commonly published laboratory critical-value lists
+# (e.g. Kost, "Critical limits for urgent clinician notification at US medical centers", JAMA 1990, and
+# hospital lists derived from it): a value at or beyond a limit is flagged "critical", not just
+# "low"/"high". Keyed by lower-case item name; applied only when the result is in the unit given here,
+# so nothing is compared in the wrong unit. (low limit, high limit, unit); None = no limit that side.
+CRITICAL_LIMITS: dict[str, tuple[float | None, float | None, frozenset[str]]] = {
+    "sodium": (120.0, 160.0, frozenset({"meq/l", "mmol/l"})),
+    "potassium": (2.8, 6.2, frozenset({"meq/l", "mmol/l"})),
+    "glucose": (40.0, 450.0, frozenset({"mg/dl"})),
+    "calcium, total": (6.0, 13.0, frozenset({"mg/dl"})),
+    "calcium": (6.0, 13.0, frozenset({"mg/dl"})),
+    "bicarbonate": (10.0, 40.0, frozenset({"meq/l", "mmol/l"})),
+    "hemoglobin": (7.0, 20.0, frozenset({"g/dl"})),
+    "platelet count": (20.0, 1000.0, frozenset({"k/ul", "10^3/ul", "x10e3/ul"})),
+    "white blood cells": (2.0, 30.0, frozenset({"k/ul", "10^3/ul", "x10e3/ul"})),
+    "ph": (7.2, 7.6, frozenset({"", "units"})),
+    "lactate": (None, 4.0, frozenset({"mmol/l"})),
+}
+CRITICAL_BACKGROUND = "background-color: #f8c9c6; color: #6b0f0f; font-weight: 700"
+# Units that mean "no unit" for a dimensionless result (MIMIC records pH in "units").
+DIMENSIONLESS = {("ph", "units")}
+
+
+def critical(item: str, value: float, unit: str) -> str:
+    """'critical low' / 'critical high' when `value` is at or beyond CRITICAL_LIMITS for the item (in the
+    listed unit), else ''."""
+    limits = CRITICAL_LIMITS.get(str(item).strip().lower())
+    if limits is None or value is None or math.isnan(value):
+        return ""
+    low, high, units = limits
+    if str(unit or "").strip().lower() not in units:
+        return ""
+    if low is not None and value <= low:
+        return "critical low"
+    if high is not None and value >= high:
+        return "critical high"
+    return ""
+
+
+def display_unit(item: str, unit: str) -> str:
+    """The unit as a clinician reads it: '' for pH's 'units' (pH has no unit)."""
+    return "" if (str(item).strip().lower(), str(unit or "").strip().lower()) in DIMENSIONLESS else (unit or "")
+
+
 # Attribution keys: an item name ("Creatinine") shades every row of that item; (item, time) shades one.
 LabKey = str | tuple[str, pd.Timestamp]
 
@@ -58,7 +102,7 @@ def lab_rows(record: PatientRecord) -> pd.DataFrame:
     table = record.labs.table
     columns = DISPLAY_COLUMNS + ["abnormal", "stamp"]
     if table.empty:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=columns + ["critical"])
     rows = []
     for r in table.itertuples(index=False):
         direction = out_of_range(r.value, r.censored, r.ref_low, r.ref_high)
@@ -69,18 +113,22 @@ def lab_rows(record: PatientRecord) -> pd.DataFrame:
             flag = direction  # the lab said "abnormal"; the range says which way
         elif given and direction and direction not in given.lower():
             flag = f"{given} ({direction})"
+        panic = critical(r.item, r.value, r.unit)
+        if panic:
+            flag, abnormal = panic, True
         rows.append({
             "hours": record.hours_since_index(r.time) if pd.notna(r.time) else math.nan,
             "time": r.time.strftime("%Y-%m-%d %H:%M") if pd.notna(r.time) else "",
             "item": r.item,
             "value": r.value_text,
-            "unit": r.unit,
+            "unit": display_unit(r.item, r.unit),
             "reference": _reference(r.ref_low, r.ref_high),
             "flag": flag,
             "abnormal": abnormal,
             "stamp": r.time,
         })
     out = pd.DataFrame(rows, columns=columns)
+    out["critical"] = out["flag"].astype(str).str.startswith("critical")
     # stable on time only: results drawn together keep the lab's own (panel) order
     return out.sort_values("stamp", kind="stable", na_position="last").reset_index(drop=True)
 
@@ -111,6 +159,31 @@ def attribution_column(rows: pd.DataFrame, attribution: Mapping[Any, float] | No
     return pd.Series(values, index=rows.index, dtype="float64")
 
 
+def effect_words(weight: float, scale: float) -> str:
+    """'↑ strong' / '↓ weak': the direction and relative strength of an item's attribution (share of the
+    largest |attribution| of this patient and disease: >= 50 % strong, >= 20 % moderate, else weak)."""
+    if not math.isfinite(weight) or weight == 0 or scale <= 0:
+        return "none"
+    share = abs(weight) / scale
+    size = "strong" if share >= 0.5 else "moderate" if share >= 0.2 else "weak"
+    return ("↑ raises, " if weight > 0 else "↓ lowers, ") + size
+
+
+def read_by_model(latest: pd.DataFrame, read: Mapping[str, Mapping[str, Any]] | None) -> pd.Series:
+    """Per row of the latest-per-item table, the value the model read and its time when that is not the
+    latest value shown ('137 at 01-02 08:00', month-day time); '' where they are the same or the model read none."""
+    out = []
+    for item, value, time in zip(latest["item"], latest["value"], latest["time"]):
+        seen = (read or {}).get(item)
+        if not seen:
+            out.append("")
+            continue
+        seen_time = str(seen.get("time") or "")[:16].replace("T", " ")
+        same = str(seen.get("value") or "") == str(value) and (not seen_time or seen_time == str(time)[:16])
+        out.append("" if same else f"{seen.get('value') or '?'} at {seen_time[5:] or 'unknown time'}")
+    return pd.Series(out, index=latest.index, dtype=object)
+
+
 def style_labs(rows: pd.DataFrame, attribution: Mapping[Any, float] | None = None) -> Styler:
     """Styler for st.dataframe: abnormal rows red-tinted and bold; optional signed attribution column.
 
@@ -124,8 +197,10 @@ def style_labs(rows: pd.DataFrame, attribution: Mapping[Any, float] | None = Non
     scale = max_abs(shown["attribution"]) if has_attr else 0.0
     abnormal = shown["abnormal"].astype(bool) if "abnormal" in shown else pd.Series(False, index=shown.index)
 
+    panic = shown["critical"].astype(bool) if "critical" in shown else pd.Series(False, index=shown.index)
+
     def row_style(row: pd.Series) -> list[str]:
-        base = ABNORMAL_BACKGROUND if abnormal.loc[row.name] else ""
+        base = CRITICAL_BACKGROUND if panic.loc[row.name] else ABNORMAL_BACKGROUND if abnormal.loc[row.name] else ""
         return [base] * len(row)
 
     styler = shown.style.apply(row_style, axis=1)
@@ -134,9 +209,10 @@ def style_labs(rows: pd.DataFrame, attribution: Mapping[Any, float] | None = Non
             lambda w: "" if pd.isna(w) else f"background-color: {signed_rgba(w, scale)}",
             subset=["attribution"],
         )
-    hidden = [c for c in ("abnormal", "stamp") if c in shown.columns]
+    hidden = [c for c in ("abnormal", "stamp", "critical") if c in shown.columns]
     styler = styler.hide(axis="columns", subset=hidden).hide(axis="index")
     formats: dict[str, Any] = {"hours": lambda h: "" if pd.isna(h) else f"{h:+.1f} h"}
     if has_attr:
-        formats["attribution"] = lambda w: "–" if pd.isna(w) else f"{w:+.3f}"  # "" would show as None
+        # words for the clinician; the exact figure is in the researchers' expander below the table
+        formats["attribution"] = lambda w: "–" if pd.isna(w) else effect_words(w, scale)
     return styler.format(formats)

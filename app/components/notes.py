@@ -91,3 +91,16 @@ def note_html(heading: str, text: str, spans: Sequence[Span] = (), *, max_height
         f'font-size:0.82rem;line-height:1.35;padding:8px 10px;max-height:{max_height_px}px;overflow-y:auto;">'
         f"{body}</div></div>"
     )
+
+
+def whole_words(text: str, spans: Sequence[Span]) -> list[Span]:
+    """Word-piece spans ("sy", "sto", "lic") merged into the whole words they belong to ("systolic"),
+    each word's weight the sum of its pieces' weights, so a highlight never splits a word."""
+    merged: dict[tuple[int, int], float] = {}
+    for start, end, weight in _clip_spans(text, spans):
+        while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "'") and text[start].isalnum():
+            start -= 1
+        while end < len(text) and text[end].isalnum() and text[end - 1].isalnum():
+            end += 1
+        merged[(start, end)] = merged.get((start, end), 0.0) + float(weight)
+    return sorted((s, e, w) for (s, e), w in merged.items())

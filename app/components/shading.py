@@ -48,15 +48,16 @@ def diverging_colorscale() -> list[list]:
     ]
 
 
-def legend_html(scale: float, what: str = "attribution") -> str:
-    """A small colour bar: blue (lowers) -> white -> orange (raises), with the scale's end values."""
+def legend_html(scale: float, what: str = "attribution", numbers: bool = True) -> str:
+    """A small colour bar: blue (lowers) -> white -> orange (raises), with the scale's end values
+    (numbers=False: words only, for the clinician view; the exact figures are in the researcher expanders)."""
     (r0, g0, b0), (r1, g1, b1) = NEGATIVE_RGB, POSITIVE_RGB
     bar = (f"linear-gradient(to right, rgba({r0},{g0},{b0},{MAX_ALPHA}), rgba(255,255,255,1), "
            f"rgba({r1},{g1},{b1},{MAX_ALPHA}))")
     return (
         '<div style="display:flex;align-items:center;gap:8px;font-size:0.8rem;color:#444;">'
-        f"<span>{html.escape(what)}:</span><span>lowers risk &minus;{scale:.3g}</span>"
+        f"<span>{html.escape(what)}:</span><span>lowers risk" + (f" &minus;{scale:.3g}" if numbers else "") + "</span>"
         f'<span style="display:inline-block;width:140px;height:12px;background:{bar};'
         'border:1px solid #bbb;border-radius:2px;"></span>'
-        f"<span>+{scale:.3g} raises risk</span></div>"
+        + ("<span>" + (f"+{scale:.3g} " if numbers else "") + "raises risk</span></div>")
     )

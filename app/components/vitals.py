@@ -15,10 +15,11 @@ import numpy as np
 import plotly.graph_objects as go
 
 from app.components.shading import max_abs, signed_rgba
+from medfuse_core.features import window
 from medfuse_core.record import PatientRecord
 from medfuse_core.sources.vital_channels import channel_spec
 
-WINDOW_HOURS = 48  # the model reads the first 48 h in 1-hour bins (MedFuse / mimic3-benchmarks)
+WINDOW_HOURS = window.HOURS  # the model reads the first 48 h in 1-hour bins (medfuse_core/features/window.py)
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,22 @@ def channels_present(record: PatientRecord) -> list[str]:
     return known + sorted(c for c in present if c not in CHANNEL_DISPLAY)
 
 
+def channel_name(channel: str) -> str:
+    """A channel's name as shown: the benchmark resources spell Glasgow "Glascow" (their key is kept)."""
+    return str(channel).replace("Glascow", "Glasgow")
+
+
+def hour_step(span_hours: float, max_ticks: int = 8) -> int:
+    """Tick spacing in hours so a stay of any length gets at most ~`max_ticks` readable labels
+    (12 h for the 48 h window, a day or a week for a long stay)."""
+    for step in (6, 12, 24, 48, 72, 168, 336, 720):
+        if span_hours / step <= max_ticks:
+            return step
+    return int(math.ceil(span_hours / max_ticks / 720.0) * 720)
+
+
 def display_of(channel: str) -> ChannelDisplay:
-    return CHANNEL_DISPLAY.get(channel, ChannelDisplay(channel, "", None))
+    return CHANNEL_DISPLAY.get(channel, ChannelDisplay(channel_name(channel), "", None))
 
 
 def _axis_ref(k: int) -> tuple[str, str]:
@@ -183,7 +198,7 @@ def vitals_figure(record: PatientRecord, attribution: VitalAttribution | None = 
     for k in range(1, len(channels) + 1):
         name = "" if k == 1 else str(k)
         layout[f"xaxis{name}"].update(range=[x_lo, x_hi], showgrid=True, gridcolor="#eee", zeroline=False,
-                                      dtick=12, ticksuffix=" h", showticklabels=k in bottom,
+                                      dtick=hour_step(x_hi - x_lo, 6 if cols > 1 else 10), ticksuffix=" h", showticklabels=k in bottom,
                                       title={"text": "hours from admission"} if k in bottom else None)
         layout[f"yaxis{name}"].update(yaxes[f"yaxis{name}"])
     layout.update(shapes=shapes, height=row_height * rows + 80, margin={"l": 10, "r": 10, "t": 40, "b": 40},

@@ -6,6 +6,7 @@ modality is named the same way on every page and in every export.
 
 from __future__ import annotations
 
+from medfuse_core.features import window
 from medfuse_core.modalities import REGISTRY, SHARED_TOKEN, token_labels
 
 # The clinician-facing names of the fusion tokens, in TOKEN_NAMES order.
@@ -21,7 +22,7 @@ UNCERTAINTY_HELP = ("Lowest and highest calibrated probability when the model se
                     "hinges on one modality. It is not a confidence interval.")
 
 NO_DATA_MESSAGE = ("No data: this patient has no labs, notes, vitals or image that the model can use (in the "
-                   "first 48 h after the index time), so there is no prediction.")
+                   f"first {window.HOURS:g} h after the index time), so there is no prediction.")
 
 
 def display_name(modality: str) -> str:

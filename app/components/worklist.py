@@ -22,6 +22,15 @@ def modality_badges(record: PatientRecord) -> str:
     return " ".join(MODALITY_CODES[m] if record.has(m) else "–" for m in MODALITIES)
 
 
+def data_summary(record: PatientRecord) -> str:
+    """What data the patient has, with counts, in one short column: 'LAB 24 · NOTE 3 · VIT · CXR 1'
+    (absent modalities left out), so the worklist fits 1440 px without hiding the counts."""
+    counts = {"labs": len(record.labs.table) if record.labs.present else 0, "notes": len(record.notes),
+              "image": len(record.images)}  # vitals: a series, its count says little
+    parts = [MODALITY_CODES[m] + (f" {counts[m]}" if counts.get(m) else "") for m in MODALITIES if record.has(m)]
+    return " · ".join(parts) or "no data"
+
+
 def worklist_frame(records: list[PatientRecord]) -> pd.DataFrame:
     """One row per patient: who, what data is there, and how many loading warnings."""
     rows = []
@@ -36,14 +45,23 @@ def worklist_frame(records: list[PatientRecord]) -> pd.DataFrame:
             "notes": len(r.notes),
             "images": len(r.images),
             "warnings": len(r.problems),
+            "data": data_summary(r),
         })
-    columns = ["patient", "age", "sex", "admitted", "modalities", "labs", "notes", "images", "warnings"]
+    columns = ["patient", "age", "sex", "admitted", "modalities", "labs", "notes", "images", "warnings", "data"]
     return pd.DataFrame(rows, columns=columns)
 
 
+# Abbreviations a clinician reads at a glance, for the longest phenotype names (display only).
+ABBREVIATIONS = {"Chronic obstructive pulmonary disease": "COPD"}
+
+
 def short_label(label: str) -> str:
-    """'Pneumonia (except that caused by ...)' -> 'Pneumonia': the worklist's column is narrow."""
-    return label.split(" (")[0].split(";")[0].strip()
+    """'Pneumonia (except that caused by ...)' -> 'Pneumonia': the worklist's column is narrow; the
+    longest names use their usual abbreviation ('COPD and bronchiectasis')."""
+    short = label.split(" (")[0].split(";")[0].strip()
+    for long, abbreviation in ABBREVIATIONS.items():
+        short = short.replace(long, abbreviation)
+    return short
 
 
 def with_risk(frame: pd.DataFrame, scores: Mapping[str, PatientScores], disease: str | None = None) -> pd.DataFrame:

@@ -121,3 +121,14 @@ def metadata_frame(image: ChestImage) -> pd.DataFrame:
         ("transfer syntax", given(m.transfer_syntax)),
     ]
     return pd.DataFrame(facts, columns=["field", "value"])
+
+
+def grey_levels(image: ChestImage) -> int:
+    """The film's own top grey level (2^bits stored - 1: 4095 for a 12-bit DICOM, 255 for PNG/JPEG),
+    so the window sliders run in the image's values rather than 0-1; 255 when the header does not say."""
+    bits = image.metadata.bits_stored if image.metadata is not None else None
+    try:
+        bits = int(bits) if bits else 8
+    except (TypeError, ValueError):
+        bits = 8
+    return 2 ** min(max(bits, 1), 16) - 1

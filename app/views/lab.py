@@ -113,3 +113,24 @@ if second:
                 _render(other, f"B: `{Path(second).name}`", "b")
 else:
     _render(primary, f"Checkpoint `{Path(checkpoint).name}`", "a")
+
+
+def _feedback_section() -> None:
+    """What clinicians said about the predictions, per label, from the audit trail; exportable as CSV."""
+    from medfuse_core.feedback import feedback_by_label, read_feedback
+
+    st.divider()
+    st.subheader("Clinician feedback", anchor=False)
+    feedback = read_feedback()
+    if feedback.empty:
+        st.caption("No feedback yet: clinicians give it on the patient review, under the prediction.")
+        return
+    st.dataframe(feedback_by_label(feedback), hide_index=True, width="stretch", key="feedback_by_label")
+    with st.expander(f"Every feedback entry ({len(feedback)})"):
+        st.dataframe(feedback, hide_index=True, width="stretch", key="feedback_entries")
+    st.download_button("Feedback (CSV)", data=feedback.to_csv(index=False), file_name="feedback.csv", mime="text/csv",
+                       icon=":material/download:", key="feedback_csv", on_click="ignore")
+
+
+_feedback_section()
+

@@ -10,7 +10,17 @@ from pathlib import Path
 import streamlit as st
 
 from app.components import model_card as M
+from medfuse_core.provenance import portable_path
 from app.state import EVAL_REPORT, MODEL_CARD, current_checkpoint, model_is_synthetic, predictor_or_reason
+
+
+
+def _data_words(data: dict) -> str:
+    """Where the training data came from, as a repository-relative folder and the command that made it
+    (never an absolute path of the machine that trained the model: medfuse_core/provenance.py)."""
+    where = f"`{portable_path(data.get('path'))}`" if data.get("path") else "an unrecorded folder"
+    return where + (f" (made by `{data['made_by']}`)" if data.get("made_by") else "")
+
 
 st.title("Model card")
 checkpoint = current_checkpoint()
@@ -30,9 +40,9 @@ else:
     c1.metric("Labels", len(predictor.labels))
     c2.metric("Parameters", f"{int(summary.get('parameters', 0)):,}" if summary.get("parameters") else "–")
     c3.metric("Training patients", data.get("n_train", "–"))
-    c4.metric("Temperature", f"{predictor.temperature:.3f}")
-    st.caption(f"Checkpoint `{checkpoint}` · variant `{model.get('variant', 'medfuse_lens')}` · "
-               f"trained on `{data.get('path', 'unknown')}` · best epoch {summary.get('best_epoch', '–')} · "
+    c4.metric("Best epoch", summary.get("best_epoch", "–"))
+    st.caption(f"Checkpoint `{portable_path(checkpoint)}` · variant `{model.get('variant', 'medfuse_lens')}` · "
+               f"trained on {_data_words(data)} · calibration temperature {predictor.temperature:.3f} · "
                f"device now `{predictor.device}`")
 
 card = Path(MODEL_CARD)
@@ -56,7 +66,7 @@ except (OSError, ValueError) as exc:
 
 st.header("Evaluation", anchor=False)
 st.caption(f"{report.get('n_patients', '?')} patients · split `{report.get('split', '?')}` · data "
-           f"`{report.get('data', '?')}`. Thresholds and temperature were fitted on the validation split.")
+           f"{_data_words({'path': report.get('data'), 'made_by': report.get('data_made_by')})}. Thresholds and temperature were fitted on the validation split.")
 st.dataframe(M.summary_frame(report), hide_index=True, width="stretch",
              column_config={"value": st.column_config.NumberColumn(format="%.3f")}, key="mc_summary")
 left, right = st.columns([3, 2], gap="medium")

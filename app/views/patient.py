@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.auth import audit_event, audited
+from app.auth import DEV_VIEWER, audit_event, audited, current_viewer
 from app.components import labs as L
 from app.components import notes as N
 from app.components import patient_header as H
@@ -29,14 +29,20 @@ from app.components import evidence as E
 from app.components import report as R
 from app.components.wording import UNCERTAINTY_HELP, UNCERTAINTY_NAME
 from app.scoring import TOP_SENTENCES, explain_panels
-from app.state import (planted_evidence, record_by_id, records_by_id, checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
-                       predictor_or_reason, scores_or_none)
+from app.state import (checkpoint_stamp, current_checkpoint, current_source, model_is_synthetic, planted_evidence,
+                       predictor_or_reason, record_by_id, records_by_id, scores_or_none)
 from medfuse_core.explain.scores import PatientScores
+from medfuse_core.explain.probability_scale import risk_points
 from medfuse_core.modalities import REGISTRY
+from app import tables as T
+from medfuse_core.provenance import portable_path
+from medfuse_core.runtime.threads import interactive_threads
 from medfuse_core.record import PatientRecord
 
 PATIENT_PARAM = "patient"  # ?patient=P00012 makes a review page linkable
 PATIENT_KEY = "patient_id"  # shared with the worklist: the patient last opened
+DISEASE_PARAM = "disease"  # ?disease=...: the worklist opens a patient on the disease it was sorted by
+DISEASE_PATIENT_KEY = "disease_patient"  # the patient the selected disease was chosen for
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -94,7 +100,7 @@ def _coverage_line(coverage: dict[str, Any] | None) -> None:
 
 
 def _lab_panel(source: str, record: PatientRecord, attribution: dict | None, mode: str = "none",
-               coverage: dict[str, Any] | None = None) -> None:
+               read: dict | None = None, coverage: dict[str, Any] | None = None) -> None:
     st.subheader("Labs")
     if not record.has("labs"):
         st.info("No lab results in this record." + (" The labs contribute nothing." if mode == "model" else ""))
@@ -114,19 +120,41 @@ def _lab_panel(source: str, record: PatientRecord, attribution: dict | None, mod
         st.caption(f"Latest value of {len(latest)} items · {n_abnormal} abnormal (red) · "
                    "'previous' is the result before it, n the number of results")
         table = latest[["item", "value", "flag", "reference", "unit", "previous", "n", "hours", "time",
-                        "abnormal", "stamp"]]
-        config = {"n": st.column_config.NumberColumn("n", width="small")}
-    small = {c: st.column_config.TextColumn(c, width="small") for c in ("value", "unit", "previous", "flag")}
+                        "abnormal", "stamp", "critical"]].copy()
+        config = {}
+        seen = L.read_by_model(table, read) if mode == "model" and read else None
+        if seen is not None and seen.str.len().gt(0).any():  # only when some value read is not the latest shown
+            table.insert(table.columns.get_loc("hours"), "model read", seen)
+            config["model read"] = {"help": "The result the model read for this item (its last one in the model's "
+                                            f"first {V.WINDOW_HOURS} h), where it is not the latest value shown."}
+    # pixel widths so every column fits 1440 px (issue 18); helper columns (abnormal, stamp, critical) are
+    # left out by column_order
+    widths = {"item": 134, "value": 62, "attribution": 130, "flag": 100, "reference": 86, "unit": 62,
+              "previous": 66, "n": 36, "model read": 112, "hours": 66, "time": 128}
+    shown = [c for c in ("item", "value", "attribution", "flag", "reference", "unit", "previous", "n", "model read",
+                         "hours", "time") if c in table.columns or (c == "attribution" and attribution)]
+    labels = {"hours": "h", "time": "result time", "attribution": "effect on risk"}
+    column_config = {c: st.column_config.Column(labels.get(c, c), width=widths[c]) for c in shown}
+    column_config["attribution"] = st.column_config.Column(
+        "effect on risk", width=widths["attribution"],
+        help="Whether this result raised or lowered the risk of the selected disease, and how strongly compared "
+             "with this patient's other results; – = not read by the model.")
+    for name, setting in config.items():
+        column_config[name] = st.column_config.Column(labels.get(name, name), width=widths.get(name),
+                                                      help=getattr(setting, "get", lambda *_: None)("help"))
     height = min(36 * (len(table) + 1) + 4, 640)  # the latest-per-item view usually fits unscrolled
     st.dataframe(L.style_labs(table, attribution), hide_index=True, width="stretch", height=height,
-                 column_config={**small, "hours": st.column_config.TextColumn("h", width="small"),
-                                "time": st.column_config.TextColumn("time", width="medium"), **config})
+                 column_order=shown, column_config=column_config)
     if attribution:
-        st.html(legend_html(max_abs(attribution.values()), _ATTRIBUTION_WHAT[mode]))
+        st.html(legend_html(max_abs(attribution.values()), _ATTRIBUTION_WHAT[mode], numbers=mode != "model"))
         if mode == "model":
-            st.caption("attribution: Integrated Gradients on each item's value embedding (baseline: every item "
-                       "at its training median), in log-odds; None = not read by the model (the line above the "
-                       "table says why).")
+            with st.expander("For researchers: exact lab attributions and method"):
+                st.caption("Integrated Gradients on each item's value embedding (baseline: every item at its "
+                           "training median), in log-odds of the selected disease; the results the model did not read "
+                           "are listed above the table, each with the reason.")
+                st.dataframe([{"item": k, "attribution (log-odds)": round(float(v), 4)}
+                              for k, v in sorted(attribution.items(), key=lambda kv: -abs(kv[1]))],
+                             hide_index=True, width="stretch")
     elif mode == "model":
         st.caption("The model read none of these results (the line above the table says why): no attribution.")
 
@@ -144,12 +172,14 @@ def _notes_panel(record: PatientRecord, spans_by_note: dict[int, list] | None, m
     if mode == "model" and word_spans is not None and spans_by_note:
         level = st.segmented_control(
             "Highlight", ["Sentences", "Words"], default="Sentences", key="notes_level",
-            help="Sentences: Integrated Gradients on every sentence's embedding. Words: the word pieces of the "
-                 f"top {TOP_SENTENCES} sentences, by Integrated Gradients through the text model (takes a few "
-                 "seconds the first time for each disease).") or "Sentences"
+            help="Sentences: how much each sentence raised or lowered the risk. Words: the words of the "
+                 f"{TOP_SENTENCES} most important sentences (takes a few seconds the first time for each "
+                 "disease).") or "Sentences"
         if level == "Words":
-            spans_by_note = word_spans()
-            st.caption(f"Word pieces of the {TOP_SENTENCES} sentences with the largest attribution; "
+            pieces = word_spans()
+            spans_by_note = {i: N.whole_words(record.notes[i].text, spans) for i, spans in pieces.items()
+                             if 0 <= i < len(record.notes)}
+            st.caption(f"Words of the {TOP_SENTENCES} sentences that moved the risk most; "
                        "the other sentences are not highlighted in this view.")
     query = st.text_input("Find in notes", key="notes_find", placeholder="a word or phrase, e.g. cough")
     hits = sum(len(N.find_spans(n.text, query)) for _, n in notes) if query.strip() else 0
@@ -165,9 +195,9 @@ def _notes_panel(record: PatientRecord, spans_by_note: dict[int, list] | None, m
             blocks.append(N.note_html(heading, note.text, (spans_by_note or {}).get(i, ())))
     if spans_by_note and not query.strip():
         scale = max_abs(w for spans in spans_by_note.values() for _, _, w in spans)
-        st.html(legend_html(scale, _ATTRIBUTION_WHAT[mode]))
+        st.html(legend_html(scale, _ATTRIBUTION_WHAT[mode], numbers=mode != "model"))
     # st.html sanitises again (DOMPurify); our HTML is escaped already, so that is a second guard.
-    with st.container(height=640, border=False):  # as tall as the labs table
+    with st.container(height=480, border=False):
         st.html("".join(blocks))
 
 
@@ -182,7 +212,7 @@ def _vitals_panel(source: str, record: PatientRecord, mode: str = "none", diseas
     shading = {"model": " · background = model attribution per hour (orange raises, blue lowers)",
                "planted": " · background = planted evidence hours"}.get(mode, "")
     st.caption(f"{len(channels)} channels · green band = normal range · red points outside it · "
-               f"dotted lines = the model's first {V.WINDOW_HOURS} h" + shading)
+               f"dotted lines = the model's first {V.WINDOW_HOURS:g} h" + shading)
     fig = _vitals_figure(source, record.patient_id, mode, disease, checkpoint,
                          checkpoint_stamp(checkpoint) if mode == "model" else 0.0)
     st.plotly_chart(fig, width="stretch", key="vitals_chart", config={"displaylogo": False})
@@ -209,9 +239,11 @@ def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None, m
     else:
         st.caption(f"Image {labels[0]}")
     image = record.images[index]
+    top = X.grey_levels(image)  # the sliders run in the film's own grey levels (0-255, 0-4095, ...)
     c1, c2 = st.columns(2)
-    centre = c1.slider("Window centre (level)", 0.0, 1.0, 0.5, 0.01, key="xray_centre")
-    width = c2.slider("Window width", 0.02, 1.0, 1.0, 0.01, key="xray_width")
+    centre = c1.slider(f"Window centre (0-{top})", 0, top, (top + 1) // 2, max(1, top // 255), key="xray_centre")
+    width = c2.slider(f"Window width (1-{top + 1})", 1, top + 1, top + 1, max(1, top // 255), key="xray_width")
+    centre, width = centre / top, width / top
     overlay = (overlays or {}).get(index)
     opacity = 0.5
     if overlay is not None:
@@ -223,9 +255,12 @@ def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None, m
     st.plotly_chart(fig, width="stretch", key="xray_chart",
                     config={"displaylogo": False, "scrollZoom": True})
     st.caption("Drag to zoom, scroll to zoom, double-click to reset."
-               + (" Overlay: where on the film the model found evidence for this disease (Grad-CAM on a late "
-                  "stage of the image encoder x integrated gradients; orange = stronger)."
+               + (" Overlay: where on the film the model found evidence for this disease (orange = stronger)."
                   if overlay is not None and mode == "model" else ""))
+    if overlay is not None and mode == "model":
+        with st.expander("For researchers: how the overlay is made"):
+            st.caption("Grad-CAM on a late stage of the image encoder multiplied by Integrated Gradients on the "
+                       "pixels, for the selected disease's logit.")
     with st.expander("Image details"):
         st.dataframe(X.metadata_frame(image), hide_index=True, width="stretch")
 
@@ -276,38 +311,133 @@ def _default_disease(record: PatientRecord, scores: PatientScores | None, option
 
 
 def _predictions_table(scores: PatientScores, disease: str | None) -> None:
-    frame = C.predictions_frame(scores).drop(columns=["spread"])
-    frame["disease"] = [("▶ " if d == disease else "") + short_label(d) for d in frame["disease"]]
-    frame[["probability", "threshold"]] *= 100  # percent columns read "43%", not "0.43"
-    st.dataframe(
-        frame, hide_index=True, width="stretch", key="predictions_table",
-        height=35 * (len(frame) + 1) + 3,
-        column_config={
-            "disease": st.column_config.TextColumn("disease", width="medium", help="▶ marks the disease explained on the right."),
-            "probability": st.column_config.ProgressColumn(
-                "probability", format="%.0f%%", min_value=0.0, max_value=100.0, width="small",
-                help="Calibrated probability (temperature scaling fitted on validation patients)."),
-            "threshold": st.column_config.NumberColumn(
-                "thr.", format="%.0f%%", width="small",
-                help="Decision threshold (F1-optimal on validation patients)."),
-            "call": st.column_config.TextColumn("vs thr.", width="small"),
-            "range": st.column_config.TextColumn("subset range", width="small",
-                                                 help=f"{UNCERTAINTY_NAME}: {UNCERTAINTY_HELP}"),
-        })
-    st.caption(f"Uncertainty: the {UNCERTAINTY_NAME}. {UNCERTAINTY_HELP}")
+    frame = C.predictions_display(scores, disease)
+    st.dataframe(frame, hide_index=True, width="stretch", key="predictions_table",
+                 height=T.table_height(len(frame)), column_config=T.predictions_columns())
 
 
 def _contribution_chart(scores: PatientScores, disease: str) -> None:
     k = scores.index(disease)
     st.markdown("**" + C.probability_sentence(disease, float(scores.probabilities[k]), float(scores.thresholds[k]),
                                               float(scores.subset_low[k]), float(scores.subset_high[k])) + "**")
-    base, contributions, logit = C.scores_contributions(scores, disease)
-    fig = C.waterfall_figure(base, contributions, logit)
-    st.plotly_chart(fig, width="stretch", key="contrib_chart", config={"displaylogo": False})
-    st.caption(C.contribution_sentence(contributions, C.present_by_modality(scores))
-               + f" Bars start at the base value (every modality hidden) and add up to the model's log-odds "
-                 f"({logit:+.2f}); probability = sigmoid(log-odds / {scores.temperature:.2f}). "
-                 "Orange raises the risk, blue lowers it.")
+    start, shares, end = risk_points(scores, disease)
+    points = C.source_points(shares)
+    st.plotly_chart(C.risk_figure(start, points, end), width="stretch", key="risk_chart",
+                    config={"displaylogo": False})
+    st.caption(C.risk_sentence(points, C.present_by_modality(scores))
+               + " Orange raised the risk, blue lowered it; the points add up to this patient's risk.")
+    with st.expander("For researchers: exact contributions (log-odds), formula and methods"):
+        base, contributions, logit = C.scores_contributions(scores, disease)
+        st.plotly_chart(C.waterfall_figure(base, contributions, logit), width="stretch", key="contrib_chart",
+                        config={"displaylogo": False})
+        st.caption(C.contribution_sentence(contributions, C.present_by_modality(scores)))
+        st.markdown(
+            f"Exact Shapley values of the fusion tokens (four modality-specific tokens and the shared token), on the "
+            f"logit: base value {base:+.3f} (every modality hidden) + contributions = {logit:+.3f}; probability = "
+            f"sigmoid(log-odds / {scores.temperature:.2f}) (temperature scaling fitted on validation patients). "
+            "The percentage points above are the Shapley values of that calibrated probability over the same tokens "
+            "(medfuse_core/explain/probability_scale.py). The range in the table is the "
+            f"{UNCERTAINTY_NAME}: {UNCERTAINTY_HELP}")
+
+
+@st.cache_data(show_spinner="Re-running the model on the data available at each point of the stay...", max_entries=64)
+def _trajectory(source: str, checkpoint: str, stamp: float, patient_id: str) -> Any:
+    """medfuse_core.trajectory.risk_trajectory, cached per patient and checkpoint."""
+    from medfuse_core.trajectory import risk_trajectory
+
+    predictor, _ = predictor_or_reason(checkpoint)
+    with interactive_threads():
+        return risk_trajectory(predictor, _record(source, patient_id))
+
+
+@st.cache_resource(show_spinner="Preparing the reference patients (first time only)...", max_entries=4)
+def _reference_bank(source: str, checkpoint: str, stamp: float) -> tuple[Any, str]:
+    """The next test's reference patients: for a model trained on a `synth` cohort, the first
+    REFERENCE_PATIENTS of that very training cohort regenerated in memory (the generator is deterministic);
+    otherwise the patients of the current source. (bank, what it is in words)."""
+    from medfuse_core.next_test import build_reference_bank
+    from medfuse_core.sources.synth import generate_patient
+
+    predictor, _ = predictor_or_reason(checkpoint)
+    made_by = str(((predictor.config.get("data") or {}).get("made_by")) or "")
+    words = made_by.split()
+    with interactive_threads():
+        if words[:1] == ["synth"] and "--seed" in words:
+            seed = int(words[words.index("--seed") + 1])
+            size = int(words[words.index("--image-size") + 1]) if "--image-size" in words else \
+                int(predictor.featurizer.spec.image_size)
+            records = [generate_patient(seed, i, image_size=size) for i in range(REFERENCE_PATIENTS)]
+            return build_reference_bank(predictor, records), (f"{REFERENCE_PATIENTS} patients of the model's training "
+                                                              f"cohort (`{made_by}`)")
+        return build_reference_bank(predictor, load_cohort(source)), "the patients of the current source"
+
+
+REFERENCE_PATIENTS = 150
+NEXT_TEST_K = 20
+
+
+def _over_time_and_next_test(source: str, checkpoint: str, patient_id: str, scores: PatientScores,
+                             disease: str) -> None:
+    """Risk over time and the next test, each behind a switch (both run the model again)."""
+    c1, c2 = st.columns(2)
+    over_time = c1.toggle("Risk over time", key="show_trajectory",
+                          help="The model re-run on the data available at 6, 12, 24, 36 and 48 h and at each note "
+                               "and film: how this disease's risk built up, and what moved it.")
+    next_test = c2.toggle("What a missing test could change", key="show_next_test",
+                          help="For each source this patient lacks: the range its probability could move to, "
+                               "estimated from the most similar reference patients who had it.")
+    stamp = checkpoint_stamp(checkpoint)
+    if over_time:
+        trajectory = _trajectory(source, checkpoint, stamp, patient_id)
+        hours, probs = trajectory.series(disease)
+        st.plotly_chart(C.trajectory_figure(hours, probs, short_label(disease)), width="stretch",
+                        key="trajectory_chart", config={"displaylogo": False})
+        moves = trajectory.biggest_moves(disease)
+        st.caption(("What moved it: " + "; ".join(moves) + ".") if moves else
+                   "No arrival moved this risk by 5 points or more.")
+    if next_test:
+        from medfuse_core.next_test import next_test_for_record
+
+        bank, what = _reference_bank(source, checkpoint, stamp)
+        with interactive_threads():
+            ranges = next_test_for_record(predictor_or_reason(checkpoint)[0], _record(source, patient_id), bank,
+                                          k=NEXT_TEST_K)
+        k = scores.index(disease)
+        if not ranges:
+            st.caption("This patient has every source the model reads: no test is missing.")
+        for r in ranges:
+            st.markdown(f"- {H.MODALITY_NAMES[r.modality][:1].upper() + H.MODALITY_NAMES[r.modality][1:]} could move {short_label(disease)} from "
+                        f"{r.now[k]:.0%} to **{r.low[k]:.0%}–{r.high[k]:.0%}**")
+        st.caption(f"Estimated from the {NEXT_TEST_K} reference patients most like this one ({what}): their "
+                   "results for the missing source completed this patient's data; the range holds 90 % of the "
+                   "resulting probabilities (benchmarks/results/next_test.md: coverage on held-out patients).")
+
+
+def _feedback_form(checkpoint: str, patient_id: str, disease: str, evidence: dict[str, Any] | None) -> None:
+    """Agree / disagree / implausible, with an optional comment, on the prediction or one piece of its
+    evidence; kept in the audit trail (medfuse_core/feedback.py). A form: nothing reruns until it is sent."""
+    from medfuse_core import audit
+    from medfuse_core.feedback import MAX_COMMENT, PREDICTION_TARGET, VERDICTS, record_feedback
+
+    items = ((evidence or {}).get("summary") or {}).get("items") or {}
+    targets = [PREDICTION_TARGET] + [f"{REGISTRY[route].display_name if route in REGISTRY else route}: {what}"
+                                     for route, rows in items.items() for what, _ in rows]
+    with st.expander("Feedback on this prediction or its evidence"):
+        with st.form(f"feedback_{patient_id}", clear_on_submit=True, border=False):
+            target = st.selectbox("About", targets, key="feedback_target")
+            verdict = st.radio("Your view", VERDICTS, horizontal=True, key="feedback_verdict",
+                               format_func=str.capitalize)
+            comment = st.text_area("Comment (optional)", key="feedback_comment", max_chars=MAX_COMMENT, height=68)
+            sent = st.form_submit_button("Send feedback")
+        if sent:
+            viewer = current_viewer() or DEV_VIEWER
+            try:
+                record_feedback(verdict, user=viewer.name, role=viewer.role, patient_id=patient_id,
+                                checkpoint=checkpoint, label=disease, target=target, comment=comment)
+            except (ValueError, audit.AuditError) as exc:
+                st.error(f"The feedback was not saved: {exc}")
+            else:
+                st.success(f"Saved: {verdict} on {target[:60]} (audit trail).", icon=":material/check_circle:")
 
 
 def _report_content(source: str, checkpoint: str, record: PatientRecord, scores: PatientScores | None,
@@ -316,9 +446,6 @@ def _report_content(source: str, checkpoint: str, record: PatientRecord, scores:
     latest, _ = _lab_tables(source, record.patient_id)
     evidence: dict[str, list[str]] = {}
     abnormal = latest[latest["abnormal"]] if not latest.empty else latest
-    evidence["Abnormal lab results (latest value)"] = [
-        f"{r.item}: {r.value} {r.unit} ({r.flag or 'abnormal'}; reference {r.reference or 'not given'})"
-        for r in abnormal.itertuples(index=False)]
     top = ((model_evidence or {}).get("summary") or {}).get("top") or {}
     for route, lines in top.items():
         unit = REGISTRY[route].evidence_unit if route in REGISTRY else route
@@ -331,17 +458,39 @@ def _report_content(source: str, checkpoint: str, record: PatientRecord, scores:
     notes = [(N.note_heading(n.time, n.category, record.hours_since_index(n.time)
                              if n.time is not None and pd.notna(n.time) else None), n.text)
              for n in record.notes if n.text.strip()]
+    image = overlay = None
+    caption = ""
+    if record.images:
+        maps = (model_evidence or {}).get("image") or {}
+        index = next(iter(maps), len(record.images) - 1) if maps else len(record.images) - 1
+        index = index if 0 <= index < len(record.images) else 0
+        film = record.images[index]
+        image, overlay = film.pixels, maps.get(index)
+        caption = X.image_label(index, film, record.hours_since_index(film.time) if film.time is not None else None)
+    vitals = {}
+    table = record.vitals.table
+    for channel in V.channels_present(record)[:6]:
+        rows = table[table["channel"] == channel]
+        shown = V.display_of(channel)
+        vitals[f"{shown.label} ({shown.unit})" if shown.unit else shown.label] = (
+            record.hours_since_index(rows["time"]).to_numpy(dtype=float), rows["value"].to_numpy(dtype=float))
+    labs = [{"item": r.item, "value": r.value, "unit": r.unit, "flag": r.flag or "abnormal",
+             "reference": r.reference, "time": f"{r.time} ({r.hours:+.1f} h)" if pd.notna(r.hours) else r.time}
+            for r in abnormal.itertuples(index=False)]
     return R.ReportContent(
         patient_id=record.patient_id, demographics=H.demographics_line(record, V.body_size(record)),
         modalities=", ".join(H.MODALITY_NAMES[m] for m in record.present_modalities) or "none",
-        scores=scores, disease=disease, checkpoint=checkpoint, synthetic_model=model_is_synthetic(checkpoint),
-        synthetic_data=record.truth is not None, evidence=evidence, notes=notes)
+        scores=scores, disease=disease, checkpoint=portable_path(checkpoint),
+        synthetic_model=model_is_synthetic(checkpoint), synthetic_data=record.truth is not None, evidence=evidence,
+        notes=notes, image=image, overlay=overlay, image_caption=caption, vitals=vitals, labs=labs,
+        coverage=R.coverage_lines(record, V.WINDOW_HOURS, H.MODALITY_NAMES),
+        risk=risk_points(scores, disease) if scores is not None and disease else None)
 
 
 def _downloads(source: str, checkpoint: str, record: PatientRecord, scores: PatientScores | None,
                disease: str | None, model_evidence: dict[str, Any] | None = None) -> None:
     content = _report_content(source, checkpoint, record, scores, disease, model_evidence)
-    c1, c2, _ = st.columns([1, 1, 3])
+    c1, c2 = st.columns(2)
     patient = record.patient_id  # each download is logged when the file is made (app/auth.py audited)
     html_report = audited(lambda: R.report_html(content), "export_report", patient, format="html", disease=disease)
     pdf_report = audited(lambda: R.report_pdf(content), "export_report", patient, format="pdf", disease=disease)
@@ -358,24 +507,35 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
     scores = (scores_or_none(source, checkpoint) or {}).get(patient_id)
     options = _disease_options(record, scores)
     disease = None
-    if options:
-        if st.session_state.get("disease") not in options:
-            st.session_state["disease"] = _default_disease(record, scores, options)
+    wanted = st.query_params.get(DISEASE_PARAM)
+    opened = (patient_id, wanted)  # what the disease choice below was made for
+    if options and (st.session_state.get("disease") not in options
+                    or st.session_state.get(DISEASE_PATIENT_KEY) != opened):
+        # a newly opened patient opens on the disease the worklist was sorted by, else on its own top
+        # disease, never on the previous patient's choice
+        st.session_state["disease"] = wanted if wanted in options else _default_disease(record, scores, options)
+        st.session_state[DISEASE_PATIENT_KEY] = opened
     if scores is not None:
         st.subheader("Predictions")
-        left, right = st.columns([6, 5], gap="medium")
+        left, right = st.columns([3, 2], gap="medium")
         with right:
             disease = st.selectbox("Disease", options, key="disease", format_func=short_label,
                                    help="The disease whose contributions and evidence are shown.")
             _contribution_chart(scores, disease)
-        with left:
+            _feedback_form(checkpoint, patient_id, disease, _model_evidence(source, checkpoint, patient_id, disease))
+        with left:  # the report buttons, risk over time and the next test sit under the table, beside the chart
             _predictions_table(scores, disease)
+            if disease:
+                _downloads(source, checkpoint, record, scores, disease, _model_evidence(source, checkpoint,
+                                                                                       patient_id, disease))
+                _over_time_and_next_test(source, checkpoint, patient_id, scores, disease)
     elif options:
         disease = st.selectbox("Disease (for the planted evidence)", options, key="disease")
     model_evidence = None
     if scores is not None and disease:
         model_evidence = _model_evidence(source, checkpoint, patient_id, disease)
-    _downloads(source, checkpoint, record, scores, disease, model_evidence)
+    if scores is None or not disease:
+        _downloads(source, checkpoint, record, scores, disease, model_evidence)
 
     planted = False
     if record.truth is not None:
@@ -391,14 +551,17 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
     else:
         evidence = dict.fromkeys(REGISTRY.keys())
     _evidence_banner(mode, disease)
+    if planted and not any(evidence.get(route) for route in ("labs", "notes", "vitals", "image")):
+        st.info(f"Nothing was planted for {short_label(disease or '')} in this synthetic patient: the generator put "
+                "no evidence for it in any panel, so none is shaded.", icon=":material/info:")
     st.divider()
-    left, right = st.columns([11, 9], gap="medium")
+    # the labs table full width: at 1440 px every column (previous value, n, hours, result time) fits
     coverage = _coverage(source, checkpoint, checkpoint_stamp(checkpoint), patient_id) if checkpoint else {}
-    with left:
-        _lab_panel(source, record, evidence["labs"] or None, mode, coverage.get("labs"))
-    with right:
-        _notes_panel(record, evidence["notes"] or None, mode,
-                     (lambda: _word_spans(source, checkpoint, patient_id, disease)) if mode == "model" else None)
+    _lab_panel(source, record, evidence["labs"] or None, mode,
+               (model_evidence or {}).get("labs_read") if mode == "model" else None, coverage.get("labs"))
+    st.divider()
+    _notes_panel(record, evidence["notes"] or None, mode,
+                 (lambda: _word_spans(source, checkpoint, patient_id, disease)) if mode == "model" else None)
     st.divider()
     left, right = st.columns([3, 2], gap="medium")
     with left:
@@ -440,6 +603,7 @@ def _on_pick() -> None:
     pid = st.session_state["patient_picker"]
     st.session_state[PATIENT_KEY] = pid
     st.query_params[PATIENT_PARAM] = pid
+    st.query_params.pop(DISEASE_PARAM, None)  # the worklist's disease was for the patient opened from it
 
 
 source = str(current_source())

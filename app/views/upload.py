@@ -29,8 +29,11 @@ from app.components import evidence as E
 from app.components import patient_header as H
 from app.components.wording import NO_DATA_MESSAGE, UNCERTAINTY_HELP, UNCERTAINTY_NAME
 from app.scoring import explain_panels
+from app.components.worklist import short_label
+from app import tables as T
 from app.state import checkpoint_stamp, current_checkpoint, predictor_or_reason
 from medfuse_core.explain.scores import PatientScores
+from medfuse_core.explain.probability_scale import risk_points
 from medfuse_core.modalities import REGISTRY
 from medfuse_core.runtime.checkpoint import UPLOAD_FILES, install_checkpoint, is_checkpoint
 
@@ -71,11 +74,28 @@ def upload_evidence(digest: str, checkpoint: str, stamp: float, patient_id: str,
     return explain_panels(_record, predictor, disease)
 
 
+EVIDENCE_NAMES = {s.key: s.display_name for s in REGISTRY}  # the registry's names (Labs, Notes, Vitals, X-ray)
+
+
 def evidence_rows(evidence: dict) -> list[dict[str, str]]:
-    """The top evidence per modality as table rows (st.dataframe shows text as text: nothing is HTML)."""
+    """The top evidence per modality with exact attributions, for researchers (st.dataframe shows text as
+    text: nothing is HTML). Each note sentence appears once (summed over copies)."""
     top = (evidence.get("summary") or {}).get("top") or {}
     return [{"modality": s.display_name, "evidence (attribution, log-odds)": line}
             for s in REGISTRY for line in top.get(s.key, [])]
+
+
+def evidence_words(evidence: dict) -> list[dict[str, str]]:
+    """The same evidence in a clinician's words: what, and whether it raised or lowered the risk (strength
+    relative to the strongest item of this patient and disease)."""
+    from app.components.labs import effect_words
+
+    items = (evidence.get("summary") or {}).get("items") or {}
+    weights = [abs(w) for rows in items.values() for _, w in rows if w == w]
+    scale = max(weights, default=0.0)
+    return [{"source": EVIDENCE_NAMES.get(m, m), "evidence": what,
+             "effect on risk": "shown on the film" if w != w else effect_words(w, scale)}
+            for m in EVIDENCE_NAMES for what, w in items.get(m, [])]
 
 
 def _bundle_section() -> None:
@@ -133,31 +153,39 @@ def _bundle_section() -> None:
 @st.fragment
 def _explained(scores: PatientScores, digest: str, checkpoint: str, pid: str, record) -> None:
     """Disease selector and waterfall: switching the disease reruns only this part."""
-    left, right = st.columns([1, 1], gap="medium")
+    left, right = st.columns([3, 2], gap="medium")
     with right:
-        disease = st.selectbox("Disease", scores.labels, index=scores.top, key="upload_disease")
+        disease = st.selectbox("Disease", scores.labels, index=scores.top, key="upload_disease", format_func=short_label)
         k = scores.index(disease)
         st.markdown("**" + C.probability_sentence(disease, float(scores.probabilities[k]), float(scores.thresholds[k]),
                                                   float(scores.subset_low[k]), float(scores.subset_high[k])) + "**")
+        start, shares, end = risk_points(scores, disease)
+        points = C.source_points(shares)
+        st.plotly_chart(C.risk_figure(start, points, end), width="stretch", key="upload_risk_chart",
+                        config={"displaylogo": False})
+        st.caption(C.risk_sentence(points, C.present_by_modality(scores)))
+    with left:
+        # the review page's table and column settings (app/tables.py): short names, percent columns
+        frame = C.predictions_display(scores, disease)
+        st.dataframe(frame, hide_index=True, width="stretch", key="upload_predictions",
+                     height=T.table_height(len(frame)), column_config=T.predictions_columns())
+    evidence = upload_evidence(digest, checkpoint, checkpoint_stamp(checkpoint), pid, disease, record)
+    words = evidence_words(evidence)
+    st.markdown(f"**Evidence for {short_label(disease)}**: what raised or lowered the risk most, per source.")
+    if words:
+        st.dataframe(words, hide_index=True, width="stretch", key="upload_evidence_words")
+    else:
+        st.caption("No evidence-level attribution for this patient.")
+    with st.expander("For researchers: exact contributions (log-odds) and attributions"):
         base, contributions, logit = C.scores_contributions(scores, disease)
         st.plotly_chart(C.waterfall_figure(base, contributions, logit), width="stretch", key="upload_contrib_chart",
                         config={"displaylogo": False})
-        st.caption(C.contribution_sentence(contributions, C.present_by_modality(scores)))
-    with left:
-        frame = C.predictions_frame(scores).drop(columns=["spread"])
-        st.dataframe(frame, hide_index=True, width="stretch", key="upload_predictions", column_config={
-            "probability": st.column_config.ProgressColumn("probability", format="percent", min_value=0.0, max_value=1.0),
-            "threshold": st.column_config.NumberColumn("threshold", format="percent"),
-            "call": st.column_config.TextColumn("vs threshold"),
-            "range": st.column_config.TextColumn(UNCERTAINTY_NAME, help=UNCERTAINTY_HELP)})
-        st.caption(f"Uncertainty: the {UNCERTAINTY_NAME}. {UNCERTAINTY_HELP}")
-    rows = evidence_rows(upload_evidence(digest, checkpoint, checkpoint_stamp(checkpoint), pid, disease, record))
-    st.markdown(f"**Evidence for {disease}**: the top items per modality by Captum attribution "
-                "(positive raises the risk).")
-    if rows:
-        st.dataframe(rows, hide_index=True, width="stretch", key="upload_evidence")
-    else:
-        st.caption("No evidence-level attribution for this patient.")
+        st.caption(C.contribution_sentence(contributions, C.present_by_modality(scores))
+                   + f" Probability = sigmoid(log-odds / {scores.temperature:.2f}). Range: the {UNCERTAINTY_NAME}. "
+                   + UNCERTAINTY_HELP)
+        rows = evidence_rows(evidence)
+        if rows:
+            st.dataframe(rows, hide_index=True, width="stretch", key="upload_evidence")
 
 
 def _use_checkpoint(folder: str) -> None:

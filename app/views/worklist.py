@@ -24,6 +24,7 @@ if not records:
 
 frame = worklist_frame(records)
 scores = scores_or_none(str(source), checkpoint)
+disease = None
 if scores is None:
     st.info(predictor_or_reason(checkpoint)[1], icon=":material/info:")
     c1, c2 = st.columns([1, 1])
@@ -41,11 +42,11 @@ else:
     shown = filter_worklist(with_risk(frame, scores, disease), min_risk, modalities)
     risk_config = {
         "risk": st.column_config.ProgressColumn(
-            "risk", format="percent", min_value=0.0, max_value=1.0,
+            "risk", format="percent", min_value=0.0, max_value=1.0, width=110,
             help="Calibrated probability: the patient's highest over all diseases, or of the chosen disease."),
-        "for": st.column_config.TextColumn("for", help="The disease the risk is for."),
+        "for": st.column_config.TextColumn("for", width=205, help="The disease the risk is for."),
         "above threshold": st.column_config.NumberColumn(
-            "above thr.", help="How many diseases are above their decision threshold."),
+            "above thr.", width=72, help="How many diseases are above their decision threshold."),
     }
     if disease:
         st.caption(f"Sorted by the probability of {short_label(disease)}.")
@@ -54,16 +55,22 @@ st.caption(f"{len(shown)} of {len(frame)} patients shown · select a row to open
 if shown.empty:
     st.warning("No patient matches the filters.")
     st.stop()
+# Column order and widths chosen so every column fits 1440 px beside the sidebar (issue 18):
+# the `data` column holds the modalities with their counts (the `modalities` column stays for filtering).
 event = st.dataframe(
     shown,
     hide_index=True,
     width="stretch",
+    column_order=[c for c in ("patient", "risk", "for", "above threshold", "age", "sex", "admitted", "data",
+                              "warnings") if c in shown.columns],
     column_config={
-        "age": st.column_config.NumberColumn("age", format="%d"),
-        "admitted": st.column_config.DatetimeColumn("admitted", format="YYYY-MM-DD HH:mm"),
-        "modalities": st.column_config.TextColumn("modalities", help="LAB labs · NOTE notes · VIT vitals · "
-                                                  "CXR chest X-ray; – absent"),
-        "labs": st.column_config.NumberColumn("lab results"),
+        "patient": st.column_config.TextColumn("patient", width=72),
+        "age": st.column_config.NumberColumn("age", format="%d", width=48),
+        "sex": st.column_config.TextColumn("sex", width=40),
+        "admitted": st.column_config.DatetimeColumn("admitted", format="YYYY-MM-DD HH:mm", width=132),
+        "data": st.column_config.TextColumn("data", width=178, help="LAB lab results · NOTE notes · VIT vitals · "
+                                            "CXR chest X-rays, with how many; absent ones are left out"),
+        "warnings": st.column_config.NumberColumn("warnings", width=70, help="Loading warnings of this bundle."),
         **risk_config,
     },
     on_select="rerun",
@@ -73,4 +80,7 @@ event = st.dataframe(
 if event.selection.rows:  # one click opens the review; the page reads ?patient= / session state
     patient_id = str(shown.iloc[event.selection.rows[0]]["patient"])
     st.session_state["patient_id"] = patient_id
-    st.switch_page("views/patient.py", query_params={"patient": patient_id})
+    wanted = {"patient": patient_id}
+    if scores is not None and disease:  # sorted by a disease: the review opens on it
+        wanted["disease"] = disease
+    st.switch_page("views/patient.py", query_params=wanted)

@@ -49,6 +49,7 @@ JSON (``FaithfulnessReport.to_dict()``, strict JSON, NaN -> null)::
 
 from __future__ import annotations
 
+import logging
 import json
 import re
 import time
@@ -59,7 +60,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from medfuse_core.explain.api import _finite
+from medfuse_core.features import window
+from medfuse_core.numbers import json_safe
 from medfuse_core.explain.evidence import DEFAULT_IMAGE_METHOD, EvidenceExplainer, vitals_channel_index
 from medfuse_core.explain.groups import group_contributions
 from medfuse_core.benchmarking.routes import route_accuracy
@@ -69,6 +71,8 @@ from medfuse_core.features.vitals import discretize, feature_names as vitals_fea
 from medfuse_core.record import MODALITIES, PatientRecord, Vitals
 from medfuse_core.sources.synth.diseases import DISEASES
 from medfuse_core.sources.vital_channels import CHANNEL_NAMES
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_KS",
@@ -100,7 +104,7 @@ UNIT_NAMES = {"labs": "lab item", "notes": "sentence", "vitals": "channel", "ima
 
 _MASK_COLUMNS = np.array([n.startswith("mask->") for n in vitals_feature_names()])
 _CHANNEL_OF_COLUMN = vitals_channel_index()
-_BY_NAME = {d.name: d for d in DISEASES}
+DISEASES_BY_NAME = {d.name: d for d in DISEASES}
 
 
 # ------------------------------------------------------------------------------------ the cohort
@@ -413,7 +417,7 @@ class FaithfulnessReport:
     loss: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite({
+        return json_safe({
             "checkpoint": self.checkpoint, "variant": self.variant, "loss": dict(self.loss),
             "n_patients": self.n_patients, "labels": list(self.labels), "route_accuracy": self.route_accuracy,
             "localisation": {m: v.to_dict() for m, v in self.localisation.items()},
@@ -506,7 +510,7 @@ def faithfulness(predictor, cases: Sequence[SyntheticCase], *, n_steps: int = 32
         truth = (case.record.truth or {}).get("evidence", {})
         tasks = []
         for k, name in enumerate(labels):
-            disease = _BY_NAME.get(name)
+            disease = DISEASES_BY_NAME.get(name)
             if disease is None or not (f.labels[k] == 1 and positive[b, k]):
                 continue
             planted = truth.get(name, {})
@@ -520,7 +524,7 @@ def faithfulness(predictor, cases: Sequence[SyntheticCase], *, n_steps: int = 32
         explainer = EvidenceExplainer(model, f, ix, case.record, predictor.featurizer.backbone if has_notes else None,
                                       predictor.featurizer.vocabulary, hours=hours)
         for k, name, planted, scored in tasks:
-            disease = _BY_NAME[name]
+            disease = DISEASES_BY_NAME[name]
             for m in scored:
                 scores = _scores(explainer, m, k, n_steps, image_method, f, ix, patch)
                 if scores is None:
@@ -535,9 +539,7 @@ def faithfulness(predictor, cases: Sequence[SyntheticCase], *, n_steps: int = 32
                     drops[m][0].append(top)
                     drops[m][1].append(rnd)
         if progress:
-            print(f"\rfaithfulness: {b + 1}/{len(cases)} patients", end="", flush=True)
-    if progress:
-        print()
+            logger.info("faithfulness: %d/%d patients", b + 1, len(cases))
 
     deletion = {m: summarise_curve(m, steps[m], np.array(drops[m][0]).reshape(-1, len(steps[m])),
                                    np.array(drops[m][1]).reshape(-1, len(steps[m]))) for m in MODALITIES}
@@ -586,7 +588,7 @@ def _scores(explainer: EvidenceExplainer, m: str, k: int, n_steps: int, image_me
 
 
 def _localise(acc: Localisation, m: str, disease: str, planted: list[dict], evidence: Any, case: SyntheticCase,
-              features: PatientFeatures, ix: PatientEvidenceIndex, hours: float = 48.0) -> None:
+              features: PatientFeatures, ix: PatientEvidenceIndex, hours: float = window.HOURS) -> None:
     """Score one (true positive, modality) against the planted truth, if the model could see it."""
     if m == "labs":
         visible = [e for e in planted if any(lab_hit(key, name, [e]) for key, name in zip(ix.lab_keys, ix.lab_names))]

@@ -45,7 +45,6 @@ vitals matrix); only the JSON is compacted. Models without fusion tokens (the ba
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -65,6 +64,7 @@ from medfuse_core.explain.encoding import encode
 from medfuse_core.explain.groups import token_contributions
 from medfuse_core.features.batch import collate
 from medfuse_core.features.coverage import Coverage
+from medfuse_core.numbers import json_safe
 from medfuse_core.record import MODALITIES, PatientRecord
 from medfuse_core.runtime.calibration import calibrated_probability
 
@@ -124,28 +124,13 @@ class Explanation:
             "coverage": None if self.coverage is None else self.coverage.to_dict(),
             "per_label": {name: self.per_label[name].to_dict() for name in self.labels},
         }
-        return _finite(out)
+        return json_safe(out)
 
     def to_json(self, indent: int | None = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
 
 # ---------------------------------------------------------------------------------- JSON helpers
-
-
-def _finite(x: Any) -> Any:
-    """Plain JSON types; NaN/inf -> None, numpy scalars -> Python."""
-    if isinstance(x, dict):
-        return {str(k): _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return float(x) if math.isfinite(float(x)) else None
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
 
 
 def _round(a: np.ndarray, digits: int = 5) -> list:

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from medfuse_core.features import window
 from medfuse_core.features.batch import PatientFeatures
 from medfuse_core.features.coverage import Coverage, coverage
 from medfuse_core.features.embedding_cache import EmbeddingCache
@@ -29,8 +30,8 @@ class FeatureSpec:
     labels: list[str]
     lab_vocabulary: dict[str, Any]
     vitals_normalizer: dict[str, Any]
-    hours: float = 48.0
-    timestep: float = 1.0
+    hours: float = window.HOURS
+    timestep: float = window.TIMESTEP
     image_size: int = 128
     text_model: str = "all-MiniLM-L6-v2"
     pooling: str = "mean"

@@ -42,6 +42,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from medfuse_core.features import window
 from medfuse_core.record import Labs, PatientRecord
 
 __all__ = [
@@ -274,7 +275,7 @@ def _window(table: pd.DataFrame, index_time: pd.Timestamp | None, hours: float) 
     return ((t >= start) & (t <= start + pd.Timedelta(hours=float(hours)))).to_numpy()
 
 
-def lab_row_reasons(labs: Labs, index_time: pd.Timestamp | None, vocab: LabVocabulary, hours: float = 48.0) -> np.ndarray:
+def lab_row_reasons(labs: Labs, index_time: pd.Timestamp | None, vocab: LabVocabulary, hours: float = window.HOURS) -> np.ndarray:
     """Per row of `labs.table`, why the model does not read it ("" = it does), first reason that applies:
     the reading layer's `not_used` ("unit unknown", "implausible", "duplicate", ...), "no number", "unknown
     test" (not in this checkpoint's vocabulary), "outside window". Exactly the rows `lab_features` reads
@@ -292,12 +293,12 @@ def lab_row_reasons(labs: Labs, index_time: pd.Timestamp | None, vocab: LabVocab
     return reasons
 
 
-def cohort_lab_features(records: Sequence[PatientRecord], vocab: LabVocabulary, hours: float = 48.0) -> list[LabTokens]:
+def cohort_lab_features(records: Sequence[PatientRecord], vocab: LabVocabulary, hours: float = window.HOURS) -> list[LabTokens]:
     """`lab_features` of every record, computed on one concatenated table (use for large cohorts)."""
     return _tokens([r.labs for r in records], [r.index_time for r in records], vocab, hours)
 
 
-def lab_features(labs: Labs, index_time: pd.Timestamp | None, vocab: LabVocabulary, hours: float = 48.0) -> LabTokens:
+def lab_features(labs: Labs, index_time: pd.Timestamp | None, vocab: LabVocabulary, hours: float = window.HOURS) -> LabTokens:
     """One patient's lab tokens over [index_time, index_time + hours] (all rows without an index time)."""
     return _tokens([labs], [index_time], vocab, hours)[0]
 

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medfuse_core.features import window
 from medfuse_core.record import PatientRecord, Vitals
 from medfuse_core.sources.vital_channels import CHANNEL_NAMES, VitalChannel, channel_spec
 
@@ -58,8 +59,8 @@ N_CHANNELS = len(CHANNEL_NAMES)
 class DiscretizerConfig:
     """The reference's `Discretizer` arguments MedFuse varies; masks are always stored."""
 
-    timestep: float = 1.0  # hours per bin
-    hours: float = 48.0  # the reference's `end` with start_time="zero"
+    timestep: float = window.TIMESTEP  # hours per bin
+    hours: float = window.HOURS  # the reference's `end` with start_time="zero"
     impute: str = "previous"  # one of IMPUTE_STRATEGIES
 
     def __post_init__(self) -> None:

@@ -47,15 +47,12 @@ class VitalsEncoderConfig:
     hidden: int = 256
     layers: int = 2
     dropout: float = 0.3
-    hours: float = 48.0
-    timestep: float = 1.0
 
 
 @dataclass
 class ImageEncoderConfig:
     """A ResNet from `transformers`, trained from scratch unless `pretrained_path` is given."""
 
-    image_size: int = 224
     depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])  # ResNet-18
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     embedding_size: int = 64
@@ -118,16 +115,27 @@ class ModelConfig:
         for name, value in data.items():
             if name not in sections:
                 raise ValueError(f"config.json: {name}: unknown section; expected one of {sorted(sections)}")
-            section_type = _SECTION_TYPES.get(name)
+            section_type = SECTION_TYPES.get(name)
+            if section_type is not None:
+                value = {k: v for k, v in value.items() if k not in RETIRED_FIELDS.get(name, {})}
             kwargs[name] = section_type(**value) if section_type is not None else value
         return cls(**kwargs)
 
 
-_SECTION_TYPES = {
+SECTION_TYPES = {
     "labs": LabEncoderConfig,
     "notes": NoteEncoderConfig,
     "vitals": VitalsEncoderConfig,
     "image": ImageEncoderConfig,
     "fusion": FusionConfig,
     "loss": LossConfig,
+}
+
+# Fields older checkpoints wrote that no model part reads: each setting has one owner (the feature spec),
+# so they are dropped when an old config.json is read (the shipped demo's included) and refused in a run
+# config, with the owner named.
+RETIRED_FIELDS: dict[str, dict[str, str]] = {
+    "image": {"image_size": "the top-level image_size of the run config (features.image_size in a checkpoint)"},
+    "vitals": {"hours": "the observation window (features.hours; medfuse_core/features/window.py)",
+               "timestep": "the observation window (features.timestep; medfuse_core/features/window.py)"},
 }

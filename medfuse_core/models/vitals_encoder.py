@@ -22,6 +22,8 @@ in_l = hidden after that; for the default (76, 256, 2 layers): 342,016 + 526,336
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -66,10 +68,16 @@ class VitalsEncoder(nn.Module):
         """vitals (B, T, input_dim); lengths (B,) valid steps per row (optional) -> (B, hidden)."""
         if vitals.ndim != 3 or vitals.shape[-1] != self.config.input_dim:
             raise ValueError(f"expected vitals of shape (B, T, {self.config.input_dim}), got {tuple(vitals.shape)}")
-        if lengths is not None:
-            lengths = torch.as_tensor(lengths, dtype=torch.int64).cpu().clamp(1, vitals.shape[1])
-            packed = pack_padded_sequence(vitals, lengths, batch_first=True, enforce_sorted=False)
-            _, (h, _) = self.lstm(packed)  # h is returned in the original batch order
-        else:
-            _, (h, _) = self.lstm(vitals)
+        # oneDNN has no bf16 LSTM primitive on CPUs without AVX-512 BF16 (an AVX2-only EPYC raises "could not
+        # create a primitive descriptor"), so under CPU autocast the recurrence runs in fp32; CUDA autocast
+        # (cuDNN) keeps it in bf16. The layers around it stay under autocast either way.
+        cpu_autocast = vitals.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        with torch.autocast("cpu", enabled=False) if cpu_autocast else contextlib.nullcontext():
+            vitals = vitals.float() if cpu_autocast else vitals
+            if lengths is not None:
+                lengths = torch.as_tensor(lengths, dtype=torch.int64).cpu().clamp(1, vitals.shape[1])
+                packed = pack_padded_sequence(vitals, lengths, batch_first=True, enforce_sorted=False)
+                _, (h, _) = self.lstm(packed)  # h is returned in the original batch order
+            else:
+                _, (h, _) = self.lstm(vitals)
         return self.dropout(h[-1])

@@ -206,7 +206,7 @@ def check_config(config: Any) -> list[Problem]:
 
     from medfuse_core.features.featurize import FeatureSpec
     from medfuse_core.models.baselines import VARIANTS
-    from medfuse_core.models.config import _SECTION_TYPES, ModelConfig
+    from medfuse_core.models.config import RETIRED_FIELDS, SECTION_TYPES, ModelConfig
     from medfuse_core.features.text_backbone import PACKAGED_MODELS
 
     problems: list[Problem] = []
@@ -237,8 +237,10 @@ def check_config(config: Any) -> list[Problem]:
     for name, value in model.items():
         if name not in sections:
             bad(f"model.{name}", f"unknown section; expected one of {', '.join(sorted(sections))}")
-        elif name in _SECTION_TYPES:
-            _check_fields(value, _SECTION_TYPES[name], f"model.{name}", bad)
+        elif name in SECTION_TYPES:
+            retired = RETIRED_FIELDS.get(name, {})
+            current = {k: v for k, v in value.items() if k not in retired} if isinstance(value, dict) else value
+            _check_fields(current, SECTION_TYPES[name], f"model.{name}", bad)
     if "variant" in model and model["variant"] not in VARIANTS:
         bad("model.variant", f"expected one of {', '.join(VARIANTS)}, found {model['variant']!r}")
     image = model.get("image")

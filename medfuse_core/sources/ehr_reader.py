@@ -130,6 +130,8 @@ class ReaderStats:
         return {
             "icd10_rows": len(self.icd10_codes),
             "icd10_examples": examples(self.icd10_codes),
+            "icd10_unmapped_rows": len(self.icd10_codes),  # this reader does not map ICD-10
+            "icd10_unmapped_examples": examples(self.icd10_codes),
             "unknown_icd9_rows": len(self.unknown_codes),
             "unknown_icd9_examples": examples(self.unknown_codes),
         }

@@ -91,8 +91,11 @@ class ImportSummary:
             lines.append(f"chest X-rays: {s.image_rows} in the metadata, {s.image_rows_linked} in a record's stay, "
                          f"{s.images_missing} of those without a readable file")
         if not hasattr(s, "summary_lines"):
-            lines.append(f"diagnoses: {s.diagnosis_rows} rows; ICD-10 not mapped: {unmapped['icd10_rows']}"
-                         + (f" (e.g. {', '.join(unmapped['icd10_examples'])})" if unmapped["icd10_rows"] else "")
+            mapped = unmapped["icd10_rows"] - unmapped["icd10_unmapped_rows"]
+            lines.append(f"diagnoses: {s.diagnosis_rows} rows; ICD-10: {unmapped['icd10_rows']} rows, {mapped} mapped to "
+                         f"ICD-9 by the CMS GEM, {unmapped['icd10_unmapped_rows']} not mapped"
+                         + (f" (e.g. {', '.join(unmapped['icd10_unmapped_examples'])})"
+                            if unmapped["icd10_unmapped_rows"] else "")
                          + f"; ICD-9 in no CCS group: {unmapped['unknown_icd9_rows']}"
                          + (f" (e.g. {', '.join(unmapped['unknown_icd9_examples'])})"
                             if unmapped["unknown_icd9_rows"] else ""))

@@ -22,7 +22,7 @@ Codes, split on "//" (the first part, the prefix, decides):
 | `VITALS//<channel>` | a vitals row on that channel (any name `vitals_from_table` knows: "Heart Rate", "HR", ...) |
 | `MEASUREMENT//<itemid>[//<unit>]` | a vitals row when the itemid is in the MIMIC-IV map (`resources/mimic4_vitals_itemids.csv`) or the mimic3-benchmarks map; otherwise unknown |
 | `NOTE//<category>` | a note: category, text_value as the text |
-| `DIAGNOSIS//ICD//9//<code>` | phenotype labels (`phenotypes.py`); `DIAGNOSIS//ICD//10//<code>` counted as unmapped |
+| `DIAGNOSIS//ICD//9//<code>`, `DIAGNOSIS//ICD//10//<code>` | phenotype labels (`phenotypes.py`; ICD-10 through the CMS GEM, codes it does not map counted) |
 | `MEDS_DEATH` | "In-hospital mortality" 1 for the record it falls in (subject mode: any death) |
 | `MEDS_BIRTH` | birth time: age at the index time |
 | `GENDER//F`, `GENDER//M` | sex |
@@ -92,7 +92,8 @@ class MedsStats:
     vital_rows: int = 0
     note_rows: int = 0
     diagnosis_rows: int = 0
-    icd10_codes: Counter = field(default_factory=Counter)
+    icd10_codes: Counter = field(default_factory=Counter)  # every ICD-10 diagnosis code seen
+    icd10_unmapped: Counter = field(default_factory=Counter)  # those the CMS GEM does not map
     unknown_codes: Counter = field(default_factory=Counter)  # ICD-9 in no CCS group
     other_codes: Counter = field(default_factory=Counter)  # prefix -> rows of codes this reader does not use
     other_examples: list[str] = field(default_factory=list)
@@ -101,6 +102,8 @@ class MedsStats:
         return {
             "icd10_rows": sum(self.icd10_codes.values()),
             "icd10_examples": [c for c, _ in self.icd10_codes.most_common(_EXAMPLES)],
+            "icd10_unmapped_rows": sum(self.icd10_unmapped.values()),
+            "icd10_unmapped_examples": [c for c, _ in self.icd10_unmapped.most_common(_EXAMPLES)],
             "unknown_icd9_rows": sum(self.unknown_codes.values()),
             "unknown_icd9_examples": [c for c, _ in self.unknown_codes.most_common(_EXAMPLES)],
             "unknown_code_rows": sum(self.other_codes.values()),
@@ -112,7 +115,8 @@ class MedsStats:
         return [
             f"event rows: {self.rows} read, {self.rows_unplaced} in no record; labs {self.lab_rows}, "
             f"vitals {self.vital_rows}, notes {self.note_rows}, diagnoses {self.diagnosis_rows}",
-            f"diagnoses: ICD-10 not mapped: {u['icd10_rows']}; ICD-9 in no CCS group: {u['unknown_icd9_rows']}; "
+            f"diagnoses: ICD-10: {u['icd10_rows']} rows, {u['icd10_unmapped_rows']} not mapped by the CMS GEM; "
+            f"ICD-9 in no CCS group: {u['unknown_icd9_rows']}; "
             f"other codes not used: {u['unknown_code_rows']} {u['unknown_code_prefixes'] or ''}",
         ]
 
@@ -167,11 +171,11 @@ class MedsReader(RecordReader):
             self.problems.append(warning(str(self.root / "data"), "code", (
                 f"{sum(self.stats.other_codes.values())} rows with codes not used, by prefix "
                 f"{dict(self.stats.other_codes.most_common(_EXAMPLES))}, e.g. {', '.join(self.stats.other_examples)}")))
-        icd10 = sum(self.stats.icd10_codes.values())
-        if icd10:
+        unmapped = sum(self.stats.icd10_unmapped.values())
+        if unmapped:
             self.problems.append(warning(str(self.root / "data"), "code", (
-                f"{icd10} ICD-10 codes not mapped (the phenotypes are ICD-9 groups), e.g. "
-                f"{', '.join(c for c, _ in self.stats.icd10_codes.most_common(5))}")))
+                f"{unmapped} of {sum(self.stats.icd10_codes.values())} ICD-10 diagnosis rows not mapped (no CMS GEM "
+                f"entry to ICD-9), e.g. {', '.join(c for c, _ in self.stats.icd10_unmapped.most_common(5))}")))
 
     def records(self) -> list[PatientRecord]:
         return list(self)
@@ -322,8 +326,9 @@ class MedsReader(RecordReader):
         self.stats.diagnosis_rows += len(icd)
         versions = icd.str[2].fillna("")
         codes = icd.map(lambda p: "//".join(p[3:]))
-        match = match_phenotypes(codes, versions, self.definitions)
+        match = match_phenotypes(codes, versions, self.definitions, map_icd10=True)
         self.stats.icd10_codes.update(match.icd10)
+        self.stats.icd10_unmapped.update(match.icd10_unmapped)
         self.stats.unknown_codes.update(match.unknown)
         return match.labels
 

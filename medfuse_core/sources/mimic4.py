@@ -34,9 +34,10 @@ folders down, so `hosp/labevents.csv.gz`, `icu/chartevents.parquet`, `note/disch
   files are looked up at `<cxr_root>/files/p<first 2 digits>/p<subject_id>/s<study_id>/<dicom_id>.jpg`
   (or `.dcm`), `cxr_root` defaulting to the folder of the metadata file. A missing or unreadable image
   file is a warning on the record.
-- Labels: the 25 benchmark phenotypes from diagnoses_icd rows with icd_version 9 (`phenotypes.py`);
-  ICD-10 rows are counted as unmapped (no mapping is guessed). "In-hospital mortality" from
-  admissions.hospital_expire_flag.
+- Labels: the 25 benchmark phenotypes from diagnoses_icd (`phenotypes.py`): ICD-9 rows directly,
+  ICD-10 rows through the CMS ICD-10-CM -> ICD-9-CM GEM (`icd10_gem.py`); ICD-10 codes the GEM does
+  not map are counted and reported (the MIMIC-IV demo: 17 of 2,313 ICD-10 rows, codes newer than the
+  2018 GEM). "In-hospital mortality" from admissions.hospital_expire_flag.
 
 As in `mimic3.py`: a missing optional table means the modality (or label set) is absent, with one
 warning on `Mimic4Reader.problems`; an optional table without a column it needs is an error problem
@@ -61,6 +62,7 @@ from medfuse_core.problems import DataError, Problem, error, warning
 from medfuse_core.record import ChestImage, Labs, Note, PatientRecord, Vitals
 from medfuse_core.sources import duck
 from medfuse_core.sources.duck import RecordRows
+from medfuse_core.sources.icd10_gem import GEM_SOURCE, icd10_to_ccs
 from medfuse_core.sources.images import load_image
 from medfuse_core.sources.labs import labs_from_table
 from medfuse_core.sources.ehr_reader import LAB_KEYS, MAX_AGE, VITAL_KEYS, ReaderStats, RecordReader, align_rows, empty_table
@@ -154,8 +156,10 @@ def _empty() -> Iterator[pd.DataFrame]:
 class Mimic4Stats(ReaderStats):
     """ReaderStats plus counted (not listed) unmapped codes and the chest X-ray linkage."""
 
-    icd10_rows: int = 0
+    icd10_rows: int = 0  # ICD-10 diagnosis rows, mapped or not
     icd10_top: list[str] = field(default_factory=list)
+    icd10_unmapped_rows: int = 0  # ICD-10 rows whose code the GEM does not map
+    icd10_unmapped_top: list[str] = field(default_factory=list)
     unknown_icd9_rows: int = 0
     unknown_icd9_top: list[str] = field(default_factory=list)
     image_rows: int = 0  # rows of the CXR metadata
@@ -167,6 +171,10 @@ class Mimic4Stats(ReaderStats):
         return {
             "icd10_rows": self.icd10_rows,
             "icd10_examples": self.icd10_top,
+            "icd10_mapped_rows": self.icd10_rows - self.icd10_unmapped_rows,
+            "icd10_unmapped_rows": self.icd10_unmapped_rows,
+            "icd10_unmapped_examples": self.icd10_unmapped_top,
+            "icd10_mapping": GEM_SOURCE,
             "unknown_icd9_rows": self.unknown_icd9_rows,
             "unknown_icd9_examples": self.unknown_icd9_top,
         }
@@ -411,14 +419,16 @@ class Mimic4Reader(RecordReader):
         versions = counts["version"].astype(str)
         icd10 = versions.str.startswith("10") | (~versions.str.startswith("9") & counts["code"].map(looks_like_icd10))
         unknown = ~icd10 & ~counts["code"].isin(set(self.definitions.code_to_group))
+        unmapped = icd10 & counts["code"].map(lambda c: icd10_to_ccs(c, self.definitions.code_to_group) is None)
         for rows, count_attr, top_attr in ((counts[icd10], "icd10_rows", "icd10_top"),
+                                           (counts[unmapped], "icd10_unmapped_rows", "icd10_unmapped_top"),
                                            (counts[unknown], "unknown_icd9_rows", "unknown_icd9_top")):
             per_code = rows.groupby("code")["n"].sum().sort_index()
             setattr(self.stats, count_attr, int(per_code.sum()))
             setattr(self.stats, top_attr, list(per_code.sort_values(ascending=False, kind="stable").index[:_EXAMPLES]))
-        if self.stats.icd10_rows:
-            message = (f"{self.stats.icd10_rows} ICD-10 codes not mapped (the phenotypes are ICD-9 groups), "
-                       f"e.g. {', '.join(self.stats.icd10_top[:5])}")
+        if self.stats.icd10_unmapped_rows:
+            message = (f"{self.stats.icd10_unmapped_rows} of {self.stats.icd10_rows} ICD-10 diagnosis rows not mapped "
+                       f"(no CMS GEM entry to ICD-9), e.g. {', '.join(self.stats.icd10_unmapped_top[:5])}")
             self.problems.append(warning(self._file("diagnoses_icd"), "icd_code", message))
 
     def _image_sql(self) -> str:
@@ -669,7 +679,8 @@ class Mimic4Reader(RecordReader):
                                         f"{where}: no diagnoses; phenotype labels set to 0"))
                 labels.update({name: 0 for name in self.definitions.benchmark})
             else:
-                labels.update(match_phenotypes(diagnoses["code"], diagnoses["version"], self.definitions).labels)
+                labels.update(match_phenotypes(diagnoses["code"], diagnoses["version"], self.definitions,
+                                               map_icd10=True).labels)
         flag = str(unit.get("hospital_expire_flag", "") or "").strip()
         if flag in ("0", "1"):
             labels[MORTALITY] = int(flag)

@@ -10,9 +10,11 @@ match of the ICD-9 code as written in MIMIC-III DIAGNOSES_ICD.ICD9_CODE (no dots
 kept: "0389", "V5861", "E8798"). Here codes are also stripped, upper-cased and un-dotted first, so
 "428.0" matches "4280". ICD-10 codes (a version column says 10, or the code cannot be ICD-9: longer
 than 5 characters, a first letter other than V/E, or a letter after the first character) are never
-matched against ICD-9 groups; they are reported as unmapped. The benchmark also drops diagnoses whose
-code is missing from D_ICD_DIAGNOSES (an inner join); that is not done here: every coded diagnosis
-counts.
+matched against ICD-9 groups. By default they are reported as unmapped; with `map_icd10=True`
+(the MIMIC-IV and FHIR readers) they are taken to CCS groups through the CMS ICD-10-CM -> ICD-9-CM
+GEM (`icd10_gem.py`, which documents the rule), and only codes the GEM does not map are reported.
+The benchmark also drops diagnoses whose code is missing from D_ICD_DIAGNOSES (an inner join); that
+is not done here: every coded diagnosis counts.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from medfuse_core.problems import DataError
+from medfuse_core.sources.icd10_gem import icd10_to_ccs
 
 MORTALITY = "In-hospital mortality"
 DEFINITIONS_FILE = "hcup_ccs_2015_definitions.yaml"
@@ -115,8 +118,10 @@ class PhenotypeMatch:
     """Phenotype labels for one stay's diagnoses, and the codes that could not be used."""
 
     labels: dict[str, int]
-    groups: dict[str, str] = field(default_factory=dict)  # code -> CCS group (any group) for matched codes
-    icd10: list[str] = field(default_factory=list)  # ICD-10 codes: not mapped (the groups are ICD-9)
+    groups: dict[str, str] = field(default_factory=dict)  # code -> CCS group (any group) for matched ICD-9 codes
+    icd10: list[str] = field(default_factory=list)  # ICD-10 codes seen
+    icd10_unmapped: list[str] = field(default_factory=list)  # ICD-10 codes not mapped (all of them unless map_icd10)
+    icd10_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # mapped ICD-10 code -> CCS groups
     unknown: list[str] = field(default_factory=list)  # ICD-9-looking codes in no CCS group
 
 
@@ -124,8 +129,12 @@ def match_phenotypes(
     codes: Iterable[str],
     versions: Iterable[object] | None = None,
     definitions: PhenotypeDefinitions | None = None,
+    map_icd10: bool = False,
 ) -> PhenotypeMatch:
-    """Map diagnosis codes to the benchmark phenotypes; `versions` (9/10 per code) where known."""
+    """Map diagnosis codes to the benchmark phenotypes; `versions` (9/10 per code) where known.
+
+    ICD-10 codes go through the CMS GEM when `map_icd10` (see `icd10_gem.py`), else they are unmapped.
+    """
     definitions = definitions or _vendored_definitions()
     codes = [normalise_icd_code(c) for c in codes if c is not None and str(c).strip()]
     version_list = [str(v).strip() for v in versions] if versions is not None else [""] * len(codes)
@@ -135,6 +144,13 @@ def match_phenotypes(
     for code, version in zip(codes, version_list):
         if version.startswith("10") or (not version.startswith("9") and looks_like_icd10(code)):
             out.icd10.append(code)
+            mapped = icd10_to_ccs(code, definitions.code_to_group) if map_icd10 else None
+            if mapped is None:
+                out.icd10_unmapped.append(code)
+                continue
+            out.icd10_groups[code] = tuple(sorted(mapped))
+            for group in mapped & benchmark:
+                labels[group] = 1
             continue
         group = definitions.code_to_group.get(code)
         if group is None:

@@ -22,6 +22,7 @@ validates and broadcasts the score, so every rank keeps the same best weights.
 
 from __future__ import annotations
 
+import logging
 import json
 import math
 import time
@@ -42,6 +43,8 @@ from medfuse_core.record import MODALITIES
 from medfuse_core.train.distributed import SINGLE, World, shard_loader
 from medfuse_core.runtime.calibration import sigmoid
 from medfuse_core.train.metrics import auprc, macro
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -173,7 +176,7 @@ def pretrain_encoder(model: nn.Module, modality: str, train_set: list[PatientFea
         train_bce = float(world.mean(np.array([total / max(n, 1)]), device)[0])
         logs.append(EncoderLog(modality, epoch, train_bce, score, time.perf_counter() - started))
         if progress:
-            print(f"{modality} encoder epoch {epoch + 1}: bce {train_bce:.4f} val macro-AUPRC {score:.4f}")
+            logger.info("%s encoder epoch %d: bce %.4f val macro-AUPRC %.4f", modality, epoch + 1, train_bce, score)
         if score > best:
             best, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}

@@ -24,6 +24,7 @@ then see the rank's rows, not the global batch: the usual data-parallel approxim
 
 from __future__ import annotations
 
+import logging
 import json
 import math
 import random
@@ -47,6 +48,8 @@ from medfuse_core.train.objective import TERMS, fusion_objective
 from medfuse_core.runtime.calibration import sigmoid
 from medfuse_core.runtime.device import resolve_device
 from medfuse_core.train.metrics import auprc, macro
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,8 +78,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        """The config of `data`; a key TrainConfig does not have is an error naming it (never ignored)."""
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"train.{unknown[0]}: unknown setting; expected some of {sorted(cls.__dataclass_fields__)}")
+        return cls(**data)
 
 
 @dataclass
@@ -373,8 +379,8 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
                        time.perf_counter() - started, terms)
         history.append(log)
         if config.progress and world.is_main:
-            print(f"epoch {epoch + 1}: loss {log.train_loss:.4f} (bce {log.train_bce:.4f}, infonce {log.train_infonce:.3f}, "
-                  f"vclub {log.train_vclub:.3f}) val macro-AUPRC {score:.4f} [{log.seconds:.1f} s]")
+            logger.info("epoch %d: loss %.4f (bce %.4f, infonce %.3f, vclub %.3f) val macro-AUPRC %.4f [%.1f s]",
+                        epoch + 1, log.train_loss, log.train_bce, log.train_infonce, log.train_vclub, score, log.seconds)
         if epoch >= config.selection_start and score > best_score:
             best_epoch, best_score = epoch, score
             if world.is_main:

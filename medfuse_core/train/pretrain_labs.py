@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from medfuse_core.features import window
 from medfuse_core.features.labs import N_FEATURES, LabTokens, LabVocabulary, cohort_lab_features
 from medfuse_core.models.config import LabEncoderConfig
 from medfuse_core.models.lab_encoder import LabEncoder, LabMAE, random_token_mask
@@ -131,7 +132,7 @@ def _default_device(device: str | torch.device | None) -> torch.device:
 
 def pretrain_labs(records_train: Sequence[PatientRecord], records_val: Sequence[PatientRecord], vocab: LabVocabulary,
                   config: LabEncoderConfig | None = None, epochs: int = 20, batch_size: int = 64, lr: float = 1e-3,
-                  seed: int = 0, device: str | torch.device | None = None, *, hours: float = 48.0,
+                  seed: int = 0, device: str | torch.device | None = None, *, hours: float = window.HOURS,
                   weight_decay: float = 0.01, mask_repeats: int = 4, log=None) -> PretrainResult:
     """MAE-pretrain a `LabEncoder` on the training records; score it against the per-item mean on val."""
     config = dataclasses.replace(config or LabEncoderConfig(), vocab_size=vocab.size, value_features=N_FEATURES)
@@ -234,7 +235,7 @@ def load_pretrained_lab_encoder(folder: str | Path) -> tuple[LabEncoder, LabVoca
 
 def run_pretrain_labs(data_dir: str | Path, out_dir: str | Path, *, epochs: int = 20, batch_size: int = 64,
                       lr: float = 1e-3, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                      hours: float = 48.0,
+                      hours: float = window.HOURS,
                       max_items: int = 128, min_count: int = 5, config: LabEncoderConfig | None = None,
                       device: str | None = None, log=print) -> PretrainResult:
     """Bundles under `data_dir` -> pretrained lab encoder + vocabulary + metrics in `out_dir`."""

@@ -12,6 +12,7 @@ of every batch (train/distributed.py); rank 0 alone fits the calibration and wri
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -24,8 +25,9 @@ from tqdm.auto import tqdm
 from medfuse_core.runtime.cache import cache_home
 from medfuse_core.features.featurize import Featurizer
 from medfuse_core.models.baselines import build_model
-from medfuse_core.models.config import ModelConfig
+from medfuse_core.models.config import RETIRED_FIELDS, SECTION_TYPES, ModelConfig
 from medfuse_core.problems import DataError
+from medfuse_core.provenance import data_provenance
 from medfuse_core.record import PatientRecord
 from medfuse_core.sources.bundle import find_bundles, read_bundle
 from medfuse_core.runtime import checkpoint as ckpt
@@ -34,6 +36,8 @@ from medfuse_core.train.encoder_pretrain import ExtraRows
 from medfuse_core.train.evaluate import fit_calibration
 from medfuse_core.runtime.device import resolve_device
 from medfuse_core.train.loop import TrainConfig, TrainResult, seed_everything, train
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,7 +72,50 @@ class RunConfig:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise DataError(str(path), sorted(unknown)[0], f"unknown key; expected some of {sorted(cls.__dataclass_fields__)}")
-        return cls(**data)
+        run = cls(**data)
+        problem = run.unread_setting()
+        if problem is not None:
+            raise DataError(str(path), *problem)
+        return run
+
+    def unread_setting(self) -> tuple[str, str] | None:
+        """(field, message) of the first setting the run would not read (unknown, or owned by another
+        setting and overwritten), else None: a setting that is silently ignored is an error."""
+        for name, value in sorted(self.model.items()):
+            if name in RUN_DERIVED:
+                return f"model.{name}", f"set by the run from {RUN_DERIVED[name]}; remove it"
+            if name not in MODEL_SECTIONS:
+                return f"model.{name}", f"unknown section; expected some of {sorted(MODEL_SECTIONS)}"
+            section = SECTION_TYPES.get(name)
+            if section is None or not isinstance(value, dict):
+                continue
+            known = set(section.__dataclass_fields__)
+            for key in sorted(value):
+                where = f"model.{name}.{key}"
+                if where in RUN_DERIVED:
+                    return where, f"set by the run from {RUN_DERIVED[where]}; remove it"
+                if key in RETIRED_FIELDS.get(name, {}):
+                    return where, f"not read by the model; set {RETIRED_FIELDS[name][key]}"
+                if key not in known:
+                    return where, f"unknown setting; expected some of {sorted(known)}"
+        for name, config_type in (("train", TrainConfig), ("split", SplitConfig)):
+            unknown = sorted(set(getattr(self, name)) - set(config_type.__dataclass_fields__))
+            if unknown:
+                return f"{name}.{unknown[0]}", f"unknown setting; expected some of {sorted(config_type.__dataclass_fields__)}"
+        return None
+
+
+# model settings a run derives from the data and the feature spec (build_model_config): a value in the
+# run config would be overwritten, so it is refused and the owner named
+RUN_DERIVED = {
+    "labels": "the cohort's labels (cohort.json or patient.json)",
+    "modalities": "the registered modalities (medfuse_core/modalities.py)",
+    "model.labs.vocab_size": "the lab vocabulary fitted on the training split",
+    "model.notes.embedding_dim": "the text model (top-level text_model)",
+    "model.notes.text_model": "the top-level text_model",
+    "model.notes.max_sentences": "the top-level max_sentences",
+}
+MODEL_SECTIONS = set(ModelConfig.__dataclass_fields__)
 
 
 def split_of(patient_id: str, split: SplitConfig) -> str:
@@ -90,7 +137,7 @@ def read_cohort(data_dir: str | Path, progress: bool = True, films_only: bool = 
         try:
             records.append(read_bundle(folder, films_only))
         except DataError as exc:
-            print(f"skipped: {exc}")
+            logger.warning("skipped: %s", exc)
     if not records:
         raise DataError(str(data_dir), "", "expected patient bundles (folders with patient.json); found none")
     return records
@@ -120,7 +167,6 @@ def build_model_config(run: RunConfig, featurizer: Featurizer, labels: list[str]
     config.notes.embedding_dim = featurizer.spec.text_dim
     config.notes.text_model = featurizer.spec.text_model
     config.notes.max_sentences = featurizer.spec.max_sentences
-    config.image.image_size = featurizer.spec.image_size
     config.modalities = list(featurizer.spec.modalities)  # the featurised modalities, in the same order
     return config
 
@@ -208,9 +254,9 @@ def _run_training(data_dir: str | Path, out_dir: Path, run: RunConfig, train_con
             "model": model_config.to_dict(),
             "features": featurizer.spec.to_dict(),
             "split": asdict(split),
-            "data": {"path": str(data.data_dir), "n_train": len(parts["train"]), "n_val": len(parts["val"]),
+            "data": {**data_provenance(data.data_dir), "n_train": len(parts["train"]), "n_val": len(parts["val"]),
                      "n_test": len(parts["test"]), "synthetic": _is_synthetic(data.data_dir),
-                     **({"image_encoder_data": {"path": str(image_encoder_data), "n_train": len(films.train),
+                     **({"image_encoder_data": {**data_provenance(image_encoder_data), "n_train": len(films.train),
                                                 "n_val": len(films.val)}} if films else {})},
             "train": asdict(train_config),
             "calibration": calibration,

@@ -186,3 +186,59 @@ def test_review_switches_disease_without_exception(dashboard_url: str, tmp_path:
         assert page.locator("[data-testid='stException']").count() == 0
         page.screenshot(path=str(shots / "review_pneumonia.png"), full_page=True)
         browser.close()
+
+
+# ------------------------------------------------------------------------- issue 18: 1440 px wide
+
+_CLIPPED_GRIDS_JS = """() => Array.from(document.querySelectorAll("[data-testid='stDataFrame']")).map(grid => {
+    const scroller = grid.querySelector('.dvn-scroller');
+    return scroller ? {clipped: scroller.scrollWidth - scroller.clientWidth, width: scroller.clientWidth} : null;
+}).filter(x => x !== null)"""
+
+
+def _grids_fit(page) -> list[dict]:
+    """Every table on the page and how many pixels of it are cut off on the right (0: all columns shown)."""
+    page.wait_for_timeout(800)  # the grids lay out their columns after the script has finished
+    return page.evaluate(_CLIPPED_GRIDS_JS)
+
+
+def test_nothing_is_clipped_at_1440_px_and_the_sorted_worklist_opens_on_its_disease(dashboard_url: str,
+                                                                                   tmp_path: Path) -> None:
+    """Issue 18: at 1440 px the worklist, the lab table and the predictions table show every column; a
+    patient opened from the list sorted by a disease opens on that disease. Screenshots are kept in
+    $MEDFUSE_LENS_SCREENSHOTS for a person to look at."""
+    from playwright.sync_api import sync_playwright
+
+    shots = _shots(tmp_path)
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.goto(dashboard_url)
+        _wait_idle(page)
+        page.locator("[data-testid='stDataFrame']").wait_for(timeout=60_000)
+        grids = _grids_fit(page)
+        page.screenshot(path=str(shots / "worklist_1440.png"), full_page=True)
+        assert page.get_by_text("Deploy", exact=True).count() == 0  # client.toolbarMode = "viewer"
+        assert grids and all(g["clipped"] <= 1 for g in grids), grids
+
+        box = page.locator("[data-testid='stSelectbox']").filter(has_text="Risk for").first
+        box.click()
+        page.get_by_role("option", name="Pneumonia").first.click()
+        page.get_by_text("Sorted by the probability of Pneumonia", exact=False).wait_for(timeout=30_000)
+        _wait_idle(page)
+        page.wait_for_timeout(800)
+        grid = page.locator("[data-testid='stDataFrame']").first.bounding_box()
+        page.mouse.click(grid["x"] + 18, grid["y"] + 35 + 35 + 17)  # the second row's selection marker
+        page.wait_for_selector("h1:has-text('Patient P')", timeout=60_000)
+        _wait_idle(page)
+        assert "disease=Pneumonia" in page.url.replace("+", " ").replace("%20", " ")
+        page.get_by_text("Pneumonia (except that caused by tuberculosis or sexually transmitted disease): "
+                         "estimated probability", exact=False).first.wait_for(timeout=60_000)
+        page.get_by_role("heading", name="Labs").wait_for(timeout=60_000)
+        page.set_viewport_size({"width": 1440, "height": 2600})  # the page scrolls inside: a tall window shows it all
+        _wait_idle(page)
+        grids = _grids_fit(page)
+        page.screenshot(path=str(shots / "review_1440.png"), full_page=True)
+        assert len(grids) >= 2 and all(g["clipped"] <= 1 for g in grids), grids  # predictions and labs
+        assert page.locator("[data-testid='stException']").count() == 0
+        browser.close()

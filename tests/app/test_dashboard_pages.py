@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app.components.worklist import short_label
 from medfuse_core.sources.bundle import find_bundles
 from tests.app.test_patient_page import write_hostile_bundle
 
@@ -99,7 +100,7 @@ def test_review_shows_predictions_and_switches_disease_and_patient(with_model: P
     table = _frame(at, "call")
     assert len(table) == 11 and set(table["call"]) <= {"above", "below"}
     first = at.selectbox(key="disease").value
-    assert table["disease"][0] == "▶ " + first.split(" (")[0].split(";")[0]  # default: the highest risk
+    assert table["disease"][0] == "▶ " + short_label(first)  # default: the highest risk
     sentence = _text(at.markdown)
     assert "estimated probability" in sentence and "modality-subset range" in sentence
 
@@ -108,11 +109,34 @@ def test_review_shows_predictions_and_switches_disease_and_patient(with_model: P
     assert "Pneumonia (except" in _text(at.markdown) and at.selectbox(key="disease").value == PNEUMONIA
     assert any(d.startswith("▶ Pneumonia") for d in _frame(at, "call")["disease"])
 
+    labels = json.loads((with_model / "config.json").read_text())["model"]["labels"]
+    lowest = _frame(_page("views/patient.py", patient="P00026"), "call")["disease"].iloc[-1]
+    at.selectbox(key="disease").select(next(d for d in labels if short_label(d) == lowest)).run()
     at.selectbox(key="patient_picker").select("P00026").run()  # labs only
     _ok(at)
     assert at.title[0].value == "Patient P00026"
-    assert at.selectbox(key="disease").value == PNEUMONIA  # the disease choice carries over
+    # a newly picked patient opens on its own top disease, not the previous patient's choice (issue 18)
+    table = _frame(at, "call")
+    top = at.selectbox(key="disease").value
+    assert table["disease"][0] == "▶ " + short_label(top)
     assert "Absent, so contributing nothing" in _text(at.caption)
+
+
+def test_review_opens_on_the_disease_the_worklist_was_sorted_by(with_model: Path) -> None:
+    """The worklist sorted by a disease opens the review with ?disease=; a later pick opens on the top one."""
+    plain = _page("views/patient.py", patient="P00025")
+    top = plain.selectbox(key="disease").value
+    labels = json.loads((with_model / "config.json").read_text())["model"]["labels"]
+    other = next(d for d in labels if d != top)
+    at = _page("views/patient.py", patient="P00025", disease=other)
+    _ok(at)
+    assert at.selectbox(key="disease").value == other
+    assert any(d.startswith("▶ " + short_label(other)) for d in _frame(at, "call")["disease"])
+    at.selectbox(key="patient_picker").select("P00026").run()
+    _ok(at)
+    assert "disease" not in at.query_params
+    table = _frame(at, "call")
+    assert table["disease"][0] == "▶ " + short_label(at.selectbox(key="disease").value)
 
 
 def test_planted_evidence_follows_the_disease(with_model: Path) -> None:
@@ -128,6 +152,38 @@ def test_planted_evidence_follows_the_disease(with_model: Path) -> None:
     assert not [s for s in at.slider if s.key == "xray_opacity"]
 
 
+def test_planted_truth_for_mortality_says_nothing_was_planted(with_model: Path) -> None:
+    at = _page("views/patient.py", patient="P00003")
+    at.selectbox(key="disease").select("In-hospital mortality").run()
+    at.toggle(key="show_planted").set_value(True).run()
+    _ok(at)
+    assert "Nothing was planted for In-hospital mortality" in _text(at.info)
+    at.selectbox(key="disease").select("Congestive heart failure; nonhypertensive").run()  # planted: no such note
+    _ok(at)
+    assert "Nothing was planted" not in _text(at.info)
+
+
+def test_clinician_view_has_no_log_odds_jargon_outside_the_researcher_expander(with_model: Path) -> None:
+    at = _page("views/patient.py", patient="P00004")
+    _ok(at)
+    outside = " ".join(str(e.value) for kind in ("markdown", "caption", "info", "warning")
+                       for e in getattr(at.main, kind) if not _inside_expander(at, e))
+    for jargon in ("log-odds", "sigmoid", "Base value", "Shared across modalities", "subset range",
+                   "Integrated Gradients", "Grad-CAM", "Temperature"):
+        assert jargon not in outside, jargon
+    assert "points" in _text(at.caption)  # how much each source moved the risk
+    researcher = next(e for e in at.expander if e.label.startswith("For researchers: exact contributions"))
+    assert "sigmoid" in _text(researcher.markdown) and "log-odds" in _text(researcher.caption)
+
+
+def _inside_expander(at: AppTest, element) -> bool:
+    for expander in at.expander:
+        for kind in ("markdown", "caption", "info", "warning"):
+            if any(e is element for e in getattr(expander, kind)):
+                return True
+    return False
+
+
 # ------------------------------------------------------------------------------ model card
 
 
@@ -140,6 +196,10 @@ def test_model_card_shows_the_evaluation(with_model: Path) -> None:
     assert len(_frame(at, "label")) == 11
     assert "Calibration" in [s.value for s in at.subheader]
     assert not any("no reliability data" in i.value for i in at.info)
+    from medfuse_core.provenance import absolute_paths
+
+    shown = _text(at.caption) + _text(at.markdown)
+    assert "trained on" in shown and not absolute_paths(shown)  # no path of the machine that built it
 
 
 # ------------------------------------------------------------------------------ upload
@@ -170,6 +230,10 @@ def test_upload_good_bundle_is_scored(with_model: Path) -> None:
     assert not at.error, [e.value for e in at.error]
     assert at.header[0].value == "Patient P00004"
     assert len(_frame(at, "call")) == 11
+    table = _frame(at, "call")  # the probabilities are there, as on the review page (issue 18)
+    assert {"probability", "threshold", "range"} <= set(table.columns) and table["probability"].max() > 1
+    words = _frame(at, "effect on risk")
+    assert words["evidence"].is_unique  # a copied-forward note sentence is listed once
     column = "evidence (attribution, log-odds)"
     before = _frame(at, column)
     assert set(before["modality"]) <= {"Labs", "Notes", "Vitals", "X-ray"} and len(before) >= 3
@@ -203,3 +267,48 @@ def test_upload_bad_zips_show_errors(with_model: Path, tmp_path: Path) -> None:
     _ok(at)
     assert "the path would leave the upload folder" in " ".join(_frame(at, "message")["message"])
     assert not (tmp_path.parent / "escape.txt").exists()
+
+
+# ------------------------------------------------------------------------------ feedback
+
+
+def test_feedback_from_the_review_reaches_the_audit_trail_and_the_lab(with_model: Path, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    from medfuse_core import audit
+    from medfuse_core.feedback import read_feedback
+
+    log = tmp_path / "audit.log"
+    monkeypatch.setenv("MEDFUSE_LENS_AUDIT_LOG", str(log))
+    at = _page("views/patient.py", patient="P00004")
+    _ok(at)
+    disease = at.selectbox(key="disease").value
+    at.radio(key="feedback_verdict").set_value("implausible")
+    at.text_area(key="feedback_comment").input("boilerplate <i>sentence</i> as evidence")
+    next(b for b in at.button if "Send feedback" in str(b.label)).click().run()
+    _ok(at)
+    assert "Saved: implausible" in _text(at.success)
+    frame = read_feedback(log)
+    assert len(frame) == 1 and frame["patient_id"][0] == "P00004" and frame["label"][0] == disease
+    assert frame["user"][0] == "dev" and frame["checkpoint"][0] and audit.verify(log).ok
+
+    lab = _page("views/lab.py")
+    _ok(lab)
+    per_label = _frame(lab, "implausible")
+    assert per_label.set_index("label").loc[disease, "implausible"] == 1
+    assert any(b.label == "Feedback (CSV)" for b in lab.get("download_button"))
+
+
+def test_risk_over_time_and_the_next_test_on_the_review(with_model: Path) -> None:
+    at = _page("views/patient.py", patient="P00026")  # labs only: notes, vitals and X-ray are missing
+    _ok(at)
+    charts = len(at.get("plotly_chart"))
+    at.toggle(key="show_trajectory").set_value(True).run()
+    _ok(at)
+    assert len(at.get("plotly_chart")) == charts + 1  # the trajectory, drawn only when asked for
+    assert any("risk with the data available" in c.proto.spec for c in at.get("plotly_chart"))
+    assert any("What moved it" in c.value or "No arrival moved" in c.value for c in at.caption)
+    at.toggle(key="show_next_test").set_value(True).run()
+    _ok(at)
+    said = _text(at.markdown)
+    assert "Chest X-ray could move" in said and "Clinical notes could move" in said and "Vital signs could" in said
+    assert "reference patients most like this one" in _text(at.caption)

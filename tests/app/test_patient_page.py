@@ -105,8 +105,8 @@ def test_timeline_toggle_planted_evidence_and_window_sliders() -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert any("<mark" in h.value for h in at.html)  # planted note spans shown through the highlight path
     assert at.slider(key="xray_opacity").value == pytest.approx(0.45)  # the image overlay is on
-    at.slider(key="xray_centre").set_value(0.3).run()
-    at.slider(key="xray_width").set_value(0.2).run()
+    at.slider(key="xray_centre").set_value(80).run()  # grey levels of the film (0-255 here)
+    at.slider(key="xray_width").set_value(50).run()
     assert not at.exception
     at.text_input(key="notes_find").input("sepsis").run()
     assert not at.exception

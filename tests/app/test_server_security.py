@@ -24,6 +24,12 @@ def test_the_project_config_pins_the_agent_api_off() -> None:
     assert config["server"]["enableAgentApi"] is False
 
 
+def test_the_toolbar_shows_no_deploy_button() -> None:
+    """Issue 18: clinicians see the app, not Streamlit's Deploy button or developer options."""
+    config = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["toolbarMode"] == "viewer"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

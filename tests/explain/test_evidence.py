@@ -250,7 +250,7 @@ def test_image_ig_option_adds_up(tiny) -> None:
 def test_blur_is_a_normalised_gaussian() -> None:
     from scipy.ndimage import gaussian_filter
 
-    from medfuse_core.explain.evidence import _blurred
+    from medfuse_core.explain.evidence import blurred as _blurred
 
     image = torch.from_numpy(np.random.default_rng(1).random((1, 1, 40, 40)).astype(np.float32))
     ours = _blurred(image, 3.0)[0, 0].numpy()
@@ -262,7 +262,8 @@ def test_blur_is_a_normalised_gaussian() -> None:
 def test_gradcam_ig_is_the_default_and_the_product_of_its_two_factors(tiny) -> None:
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 
-    from medfuse_core.explain.evidence import GRADCAM_IG_SMOOTHING, GRADCAM_IG_STAGE, IMAGE_BLUR_BASELINE, _blurred
+    from medfuse_core.explain.evidence import GRADCAM_IG_SMOOTHING, GRADCAM_IG_STAGE, IMAGE_BLUR_BASELINE
+    from medfuse_core.explain.evidence import blurred as _blurred
 
     record, f, ix = _with_film(tiny, 90, 50)
     ex = EvidenceExplainer(tiny[4], f, ix, record)
@@ -292,14 +293,15 @@ def test_gradcam_ig_is_the_default_and_the_product_of_its_two_factors(tiny) -> N
 
 
 def test_unit_max_keeps_an_all_zero_map() -> None:
-    from medfuse_core.explain.evidence import _unit_max
+    from medfuse_core.explain.evidence import unit_max as _unit_max
 
     assert float(_unit_max(torch.zeros(1, 1, 4, 4)).abs().max()) == 0.0
     np.testing.assert_allclose(_unit_max(torch.tensor([[0.5, 2.0]])).numpy(), [[0.25, 1.0]])
 
 
 def test_smoothed_ig_is_smooth_nonnegative_and_on_the_film(tiny) -> None:
-    from medfuse_core.explain.evidence import IMAGE_SMOOTHING, _blurred
+    from medfuse_core.explain.evidence import IMAGE_SMOOTHING
+    from medfuse_core.explain.evidence import blurred as _blurred
 
     record, f, ix = _with_film(tiny, 90, 50)
     ex = EvidenceExplainer(tiny[4], f, ix, record)

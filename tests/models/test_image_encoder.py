@@ -29,7 +29,7 @@ def test_resnet18_config_matches_the_standard_trunk():
 
 def test_tiny_forward_shapes_gradients_and_last_stage():
     torch.manual_seed(0)
-    encoder = ImageEncoder(ImageEncoderConfig(image_size=64, **TINY))
+    encoder = ImageEncoder(ImageEncoderConfig(**TINY))
     assert encoder.feature_dim == 16
     captured = {}
     handle = encoder.last_stage.register_forward_hook(lambda m, i, o: captured.setdefault("out", o))
@@ -53,7 +53,7 @@ def test_pretrained_three_channel_checkpoint_is_loaded_and_summed(tmp_path):
     rgb.save_pretrained(folder)
     assert (folder / "model.safetensors").is_file()
 
-    config = ImageEncoderConfig(image_size=64, pretrained_path=str(folder))  # default ResNet-18 fields ignored
+    config = ImageEncoderConfig(pretrained_path=str(folder))  # default ResNet-18 fields ignored
     encoder = ImageEncoder(config)
     assert encoder.training and encoder.feature_dim == 16
     saved, loaded = rgb.state_dict(), encoder.model.state_dict()

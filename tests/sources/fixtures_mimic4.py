@@ -171,7 +171,7 @@ MEDS_SCHEMA = pa.schema([("subject_id", pa.int64()), ("time", pa.timestamp("us")
 MEDS_DISCHARGE = "Discharge diagnosis: heart failure."
 
 
-def _meds_rows(rows: list[tuple]) -> pa.Table:
+def meds_rows(rows: list[tuple]) -> pa.Table:
     columns = list(zip(*rows))
     return pa.table([pa.array(list(c), type=f.type) for c, f in zip(columns, MEDS_SCHEMA)], schema=MEDS_SCHEMA)
 
@@ -213,7 +213,7 @@ def write_meds_tree(root: Path) -> Path:
     for split, rows in (("train", train), ("held_out", held_out)):
         folder = root / "data" / split
         folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(_meds_rows(rows), folder / "0.parquet")
+        pq.write_table(meds_rows(rows), folder / "0.parquet")
     (root / "metadata").mkdir(parents=True, exist_ok=True)
     codes = pa.table({"code": ["LAB//50912//mg/dL", "LAB//51006//mg/dL"],
                       "description": ["Creatinine", "Urea Nitrogen"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -14,11 +15,12 @@ from medfuse_core.cli import main
 from medfuse_core.problems import DataError
 from medfuse_core.sources.importer import import_meds
 from medfuse_core.sources.meds import MedsReader
-from tests.sources.fixtures_mimic4 import MEDS_DISCHARGE, write_meds_tree
+from tests.sources.fixtures_mimic4 import MEDS_DISCHARGE, meds_rows, write_meds_tree
 
 MORTALITY = "In-hospital mortality"
 CHF = "Congestive heart failure; nonhypertensive"
 SEPSIS = "Septicemia (except in labor)"
+HYPERTENSION = "Essential hypertension"
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,8 @@ def test_one_record_per_subject_across_shards(subjects) -> None:
     assert (p1.sex, p1.index_time, p1.age) == ("F", pd.Timestamp("2160-01-01 08:00"), 60.0)
     assert (p2.sex, p2.age) == ("M", 69.58)
     assert len(p1.labs.table) == 3 and len(p1.vitals.table) == 3 and len(p1.notes) == 1
-    assert positives(p1) == {CHF, SEPSIS, MORTALITY} and positives(p2) == set()
+    # ICD-10 I10 through the CMS GEM: essential hypertension
+    assert positives(p1) == {CHF, SEPSIS, MORTALITY, HYPERTENSION} and positives(p2) == set()
     assert p2.labels[MORTALITY] == 0
 
 
@@ -68,10 +71,10 @@ def test_codes_mapped_by_prefix(subjects) -> None:
 def test_unknown_codes_counted_and_reported(subjects) -> None:
     reader = subjects[0]
     assert dict(reader.stats.other_codes) == {"PROCEDURE": 1, "FOO": 1}
-    assert reader.stats.unmapped()["icd10_rows"] == 1
+    assert reader.stats.unmapped()["icd10_rows"] == 1 and reader.stats.unmapped()["icd10_unmapped_rows"] == 0
     messages = [p.message for p in reader.problems]
     assert any("codes not used" in m and "FOO//BAR" in m for m in messages)
-    assert any("ICD-10" in m for m in messages)
+    assert not any("ICD-10" in m for m in messages)  # the one ICD-10 code (I10) is mapped
     assert (reader.stats.rows, reader.stats.rows_unplaced) == (19, 0)
 
 
@@ -81,7 +84,7 @@ def test_admissions_delimited_by_admission_and_discharge_codes(admissions) -> No
     first, second = records["H1001"], records["H1002"]
     assert (first.index_time, second.index_time) == (pd.Timestamp("2160-01-01 08:00"), pd.Timestamp("2161-05-01 07:00"))
     assert len(first.labs.table) == 2  # the lab between the stays is in neither
-    assert positives(first) == {CHF} and positives(second) == {SEPSIS, MORTALITY}
+    assert positives(first) == {CHF, HYPERTENSION} and positives(second) == {SEPSIS, MORTALITY}
     assert second.vitals.table["value"].tolist() == [100.0] and not second.labs.present
     assert reader.stats.rows_unplaced == 4  # the lab between stays, subject 2's three events
 
@@ -116,3 +119,15 @@ def test_import_meds_and_cli(tmp_path: Path, tree: Path, capsys) -> None:
                  "--quiet"]) == 0
     assert "2 admission records" in capsys.readouterr().out
     assert main(["import", "meds", "--root", str(tree), "--out", str(tmp_path / "c"), "--unit", "icustay"]) == 2
+
+
+def test_icd10_codes_the_gem_does_not_map_are_counted_and_reported(tmp_path: Path, tree: Path) -> None:
+    shutil.copytree(tree, tmp_path / "meds")
+    extra = meds_rows([(1, pd.Timestamp("2160-01-03 12:00"), "DIAGNOSIS//ICD//10//E7800", None, None, 1001)])
+    pq.write_table(extra, tmp_path / "meds" / "data" / "train" / "1.parquet")
+    reader = MedsReader(tmp_path / "meds")
+    records = {r.patient_id: r for r in reader}
+    unmapped = reader.stats.unmapped()
+    assert (unmapped["icd10_rows"], unmapped["icd10_unmapped_rows"], unmapped["icd10_unmapped_examples"]) == (2, 1, ["E7800"])
+    assert any("1 of 2 ICD-10 diagnosis rows not mapped" in p.message and "E7800" in p.message for p in reader.problems)
+    assert records["P1"].labels[HYPERTENSION] == 1

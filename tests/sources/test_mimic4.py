@@ -39,6 +39,8 @@ CHF = "Congestive heart failure; nonhypertensive"
 RENAL = "Acute and unspecified renal failure"
 DYSRHYTHMIA = "Cardiac dysrhythmias"
 SEPSIS = "Septicemia (except in labor)"
+HYPERTENSION = "Essential hypertension"
+DIABETES = "Diabetes mellitus without complication"
 
 
 @pytest.fixture(scope="module")
@@ -147,16 +149,18 @@ def test_notes_from_discharge_and_radiology(admissions) -> None:
 
 def test_phenotypes_from_icd9_and_icd10_counted(admissions) -> None:
     reader, records = admissions
-    assert positives(records[f"H{H1}"]) == {CHF, RENAL}
-    assert positives(records[f"H{H2}"]) == {DYSRHYTHMIA}
+    # ICD-10 I10 and E11.9 through the CMS GEM: essential hypertension, diabetes without complication
+    assert positives(records[f"H{H1}"]) == {CHF, RENAL, HYPERTENSION}
+    assert positives(records[f"H{H2}"]) == {DYSRHYTHMIA, DIABETES}
     assert positives(records[f"H{H3}"]) == {SEPSIS, MORTALITY}
     assert positives(records[f"H{H4}"]) == set() and records[f"H{H4}"].labels[MORTALITY] == 0
     assert len(records[f"H{H1}"].labels) == 26
     unmapped = reader.stats.unmapped()
     assert (unmapped["icd10_rows"], sorted(unmapped["icd10_examples"])) == (2, ["E119", "I10"])
+    assert (unmapped["icd10_mapped_rows"], unmapped["icd10_unmapped_rows"]) == (2, 0)
     assert (unmapped["unknown_icd9_rows"], unmapped["unknown_icd9_examples"]) == (1, ["0000"])
     assert reader.stats.diagnosis_rows == 7
-    assert any("ICD-10" in p.message for p in reader.problems)
+    assert not any("ICD-10" in p.message for p in reader.problems)  # every ICD-10 code mapped: nothing to report
     assert any("no diagnoses" in p.message for p in records[f"H{H4}"].problems)
 
 
@@ -279,7 +283,7 @@ def test_import_mimic4_writes_bundles_and_cohort(tmp_path: Path, tree: Path) -> 
     assert (cohort["source"], cohort["n"], cohort["unit"]) == ("mimic4", 4, "admission")
     assert cohort["modality_counts"] == {"labs": 4, "notes": 2, "vitals": 2, "image": 1}
     assert cohort["row_counts"]["image"] == 1
-    assert cohort["unmapped_codes"]["icd10_rows"] == 2
+    assert cohort["unmapped_codes"]["icd10_rows"] == 2 and cohort["unmapped_codes"]["icd10_unmapped_rows"] == 0
     bundle = read_bundle(tmp_path / "out" / f"H{H1}")
     vitals = bundle.vitals.table  # the outlier HR 400 is kept for display, marked, not used
     assert len(bundle.images) == 1 and len(vitals) == 8 and (vitals["not_used"] == "").sum() == 7

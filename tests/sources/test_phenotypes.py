@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from medfuse_core.problems import DataError
+from medfuse_core.sources.icd10_gem import icd10_to_ccs
 from medfuse_core.sources.phenotypes import (
     MORTALITY,
     benchmark_phenotypes,
@@ -91,3 +92,43 @@ def test_malformed_definitions_raise_data_error(tmp_path: Path) -> None:
     bad.write_text('"Shock":\n  codes: ["78551"]\n', encoding="utf-8")
     with pytest.raises(DataError, match="use_in_benchmark"):
         load_phenotype_definitions(bad)
+
+
+# ------------------------------------------------------------------ ICD-10 through the CMS GEM
+
+
+@pytest.mark.parametrize("code,groups", [
+    ("I10", {"Essential hypertension"}),  # 401.1/401.9 essential, 401.0 malignant (complications): majority
+    ("E119", {"Diabetes mellitus without complication"}),
+    ("E1122", {"Diabetes mellitus with complications"}),
+    ("N179", {"Acute and unspecified renal failure"}),
+    ("J449", {"Chronic obstructive pulmonary disease and bronchiectasis"}),  # 2 of 3 alternatives (1 asthma)
+    ("A021", {"Septicemia (except in labor)"}),  # combination: 003.1 + 995.91
+])
+def test_icd10_codes_map_to_ccs_groups_through_the_gem(code: str, groups: set[str]) -> None:
+    definitions = load_phenotype_definitions()
+    assert icd10_to_ccs(code, definitions.code_to_group) == groups
+
+
+def test_icd10_tie_keeps_every_tied_group() -> None:
+    # I25.10 -> 414.01 (coronary atherosclerosis) or 429.2 (other heart disease): one each
+    groups = icd10_to_ccs("I2510", load_phenotype_definitions().code_to_group)
+    assert groups == {"Coronary atherosclerosis and other heart disease", "Other and ill-defined heart disease"}
+
+
+def test_icd10_codes_the_gem_does_not_map_are_none() -> None:
+    code_to_group = load_phenotype_definitions().code_to_group
+    assert icd10_to_ccs("R402130", code_to_group) is None  # a no_map row of the GEM
+    assert icd10_to_ccs("E7800", code_to_group) is None  # created after the 2018 GEM
+    assert icd10_to_ccs("XYZ", code_to_group) is None
+
+
+def test_match_phenotypes_maps_icd10_only_when_asked() -> None:
+    codes, versions = ["I10", "E78.00", "4280"], [10, 10, 9]
+    plain = match_phenotypes(codes, versions)
+    assert plain.icd10 == plain.icd10_unmapped == ["I10", "E7800"] and plain.labels["Essential hypertension"] == 0
+    mapped = match_phenotypes(codes, versions, map_icd10=True)
+    assert mapped.icd10 == ["I10", "E7800"] and mapped.icd10_unmapped == ["E7800"]
+    assert mapped.icd10_groups == {"I10": ("Essential hypertension",)}
+    assert mapped.labels["Essential hypertension"] == 1 and mapped.labels["Congestive heart failure; nonhypertensive"] == 1
+    assert sum(mapped.labels.values()) == 2

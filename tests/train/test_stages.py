@@ -177,7 +177,11 @@ def test_image_encoder_data_adds_films_to_the_image_encoder_only(tiny_cohort, tm
     run_training(tiny_cohort, tmp_path / "plain", config, overrides)
     run_training(tiny_cohort, tmp_path / "more", config, overrides, image_encoder_data=films)
     recorded = json.loads((tmp_path / "more" / "config.json").read_text())["data"]["image_encoder_data"]
-    assert recorded["path"] == str(films) and recorded["n_train"] > 0
+    # recorded without the machine's absolute path: the folder as a portable path and the command that made it
+    from medfuse_core.provenance import portable_path
+
+    assert recorded["path"] == portable_path(films) and recorded["n_train"] > 0
+    assert recorded["made_by"] == "synth --n 16 --seed 12" and not recorded["path"].startswith("/")
     assert "image_encoder_data" not in json.loads((tmp_path / "plain" / "config.json").read_text())["data"]
     for modality, same in (("labs", True), ("notes", True), ("vitals", True), ("image", False)):
         a = load_file(str(tmp_path / "plain" / "encoders" / f"{modality}.safetensors"))

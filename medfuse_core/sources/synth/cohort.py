@@ -7,11 +7,11 @@ its own child stream, so e.g. the image size never changes the labs.
 
 from __future__ import annotations
 
+import logging
 import json
 import multiprocessing as mp
 import os
 import shutil
-import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +32,8 @@ from medfuse_core.sources.synth.plan import make_plan
 from medfuse_core.sources.synth.truth import build_truth
 from medfuse_core.sources.synth.vitals import make_vitals
 from medfuse_core.sources.synth.workers import limit_blas_threads
+
+logger = logging.getLogger(__name__)
 
 COHORT_FILE = "cohort.json"
 _STREAMS = ("plan", "labs", "vitals", "notes", "images")
@@ -147,7 +149,7 @@ def _make_and_write(args: tuple[int, int, Path, int]) -> tuple[dict[str, int], d
     return dict(record.labels or {}), {m: record.has(m) for m in MODALITIES}
 
 
-def _workers(n: int, workers: int | None) -> int:
+def worker_count(n: int, workers: int | None) -> int:
     """Processes to use. By default several only for larger cohorts, and never from a process that
     already runs other threads (a dashboard server): forking those can deadlock on their locks."""
     if workers is not None:
@@ -166,7 +168,7 @@ def generate_cohort(n: int, seed: int, out_dir: Path, *, image_size: int = 512, 
     jobs = [(seed, i, out_dir, image_size) for i in range(n)]
     label_counts = {name: 0 for name in LABEL_NAMES}
     modality_counts = {m: 0 for m in MODALITIES}
-    n_workers = _workers(n, workers)
+    n_workers = worker_count(n, workers)
     pool = None
     if n_workers > 1:
         pool = ProcessPoolExecutor(n_workers, mp_context=mp.get_context("fork"), initializer=limit_blas_threads)
@@ -178,7 +180,7 @@ def generate_cohort(n: int, seed: int, out_dir: Path, *, image_size: int = 512, 
             for m, has in present.items():
                 modality_counts[m] += int(has)
             if progress and (done % 10 == 0 or done == n):
-                print(f"\rsynth: {done}/{n} patients", end="" if done < n else "\n", file=sys.stderr, flush=True)
+                logger.info("synth: %d/%d patients", done, n)
     finally:
         if pool:
             pool.shutdown()

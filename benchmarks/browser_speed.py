@@ -1,0 +1,185 @@
+"""Dashboard speed in a real browser: from a click to the page settled, warm server, demo cohort.
+
+One `streamlit run app/main.py` (development mode, the demo cohort, `--checkpoint`) and Debian's
+Chromium driven by Playwright. "Settled" means what a person waits for: the new content is on the
+screen (the heading, the sentence of the new disease, the table, the charts) and Streamlit reports
+the script as not running (`[data-testid='stApp'][data-test-script-state='notRunning']`). Every
+action is done once untimed first (warm server: cohort read, model loaded, cohort scored, evidence of
+the patients and diseases used explained once), then `--repeats` times timed. Goals (issue 18):
+
+| action | goal (p50) |
+| --- | --- |
+| disease switch on the review | <= 0.3 s |
+| patient open from the worklist | <= 1.0 s |
+| worklist (Patients page from the menu) | <= 1.0 s |
+| disentanglement lab (from the menu) | <= 2.0 s |
+| upload of a bundle zip | <= 2.0 s |
+
+Writes benchmarks/results/browser_speed.json and .md. Timings on a shared machine are noise; the
+lead runs it on a quiet one:
+
+    python benchmarks/browser_speed.py --checkpoint assets/demo_model --repeats 9
+    python benchmarks/browser_speed.py --repeats 1 --out-dir /tmp/browser_speed   # a quick check that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from load_test import start_server  # noqa: E402  (one way to start the server for every benchmark)
+
+from medfuse_core.provenance import portable_path, scrub_paths  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SETTLED = "[data-testid='stApp'][data-test-script-state='notRunning']"
+GOALS = {"disease_switch": 0.3, "patient_open": 1.0, "worklist": 1.0, "lab": 2.0, "upload": 2.0}
+PATIENTS = ["P00002", "P00004", "P00007", "P00011"]
+
+
+def _settled(page, timeout_ms: float = 120_000) -> None:
+    page.wait_for_timeout(50)  # let the click reach the server before asking whether the script runs
+    page.wait_for_selector(SETTLED, timeout=timeout_ms)
+
+
+def _menu(page, name: str) -> None:
+    page.locator("[data-testid='stSidebarNav'] a").filter(has_text=name).first.click()
+
+
+def _bundle_zip(patient: str) -> bytes:
+    from medfuse_core.demo import demo_cohort_dir
+
+    folder = demo_cohort_dir() / patient
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                z.write(path, f"{patient}/{path.relative_to(folder)}")
+    return buffer.getvalue()
+
+
+def measure(url: str, repeats: int, zip_path: Path) -> dict[str, list[float]]:
+    from playwright.sync_api import sync_playwright
+
+    times: dict[str, list[float]] = {k: [] for k in GOALS}
+    first: dict[str, list[float]] = {k: [] for k in GOALS}  # the warm-up round: first visit of each view
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+
+        def timed(key: str, action, done, warm: bool) -> None:
+            start = time.perf_counter()
+            action()
+            done()
+            _settled(page)
+            (first if warm else times)[key].append(time.perf_counter() - start)
+
+        for round_ in range(repeats + 1):
+            warm = round_ == 0  # the first round warms the server's caches and is not counted
+            # worklist: the Patients page from the menu, until its table is drawn
+            page.goto(f"{url}/lab") if round_ else page.goto(url)
+            _settled(page)
+            timed("worklist", lambda: _menu(page, "Patients"),
+                  lambda: page.locator("[data-testid='stDataFrame']").first.wait_for(timeout=120_000), warm)
+            # patient open: click a row of the worklist, until the review's predictions are drawn
+            page.wait_for_timeout(300)
+            grid = page.locator("[data-testid='stDataFrame']").first.bounding_box()
+            row = 0  # the same patient and diseases every round: the timed rounds find them explained
+            timed("patient_open", lambda: page.mouse.click(grid["x"] + 18, grid["y"] + 35 + 35 * row + 17),
+                  lambda: (page.wait_for_selector("h1:has-text('Patient P')", timeout=120_000),
+                           page.get_by_role("heading", name="Labs").wait_for(timeout=120_000)), warm)
+            # disease switch: pick another disease, until its sentence is shown
+            for option_index in (1, 2):
+                box = page.locator("[data-testid='stSelectbox']").filter(has_text="Disease").first
+                box.click()
+                option = page.get_by_role("option").nth(option_index)
+                name = option.inner_text().strip()
+                sentence = re.compile("^" + re.escape(name) + r".*: estimated probability")
+                timed("disease_switch", option.click,
+                      lambda: page.get_by_text(sentence).first.wait_for(timeout=120_000), warm)
+            # disentanglement lab from the menu, until its first chart is drawn
+            timed("lab", lambda: _menu(page, "Disentanglement lab"),
+                  lambda: page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 1",
+                                                 timeout=300_000), warm)
+            # upload: the bundle zip, until the uploaded patient's predictions are shown
+            _menu(page, "Upload a patient")
+            _settled(page)
+            chooser = page.locator("[data-testid='stFileUploaderDropzoneInput']").first
+            timed("upload", lambda: chooser.set_input_files(str(zip_path)),
+                  lambda: page.get_by_role("heading", name="Predictions").wait_for(timeout=120_000), warm)
+        browser.close()
+    return times, first
+
+
+def summarise(times: dict[str, list[float]], checkpoint: str, repeats: int,
+              first: dict[str, list[float]] | None = None) -> dict:
+    rows = {}
+    for key, values in times.items():
+        p50 = statistics.median(values) if values else float("nan")
+        rows[key] = {"n": len(values), "p50_s": p50, "p90_s": sorted(values)[max(0, int(0.9 * len(values)) - 1)]
+                     if values else float("nan"), "max_s": max(values) if values else float("nan"),
+                     "goal_s": GOALS[key], "meets_goal": bool(values) and p50 <= GOALS[key], "all_s": values,
+                     "first_visit_s": (first or {}).get(key, [])}
+    return {"checkpoint": portable_path(checkpoint), "repeats": repeats, "viewport": "1440x1000",
+            "browser": "Debian chromium (Playwright)", "cpus": os.cpu_count(), "python": platform.python_version(),
+            "actions": rows}
+
+
+def markdown(result: dict) -> str:
+    lines = ["# Dashboard speed in a real browser (click to page settled, warm server, demo cohort)", "",
+             "Warm: the patient, its diseases and the zip were opened once before the timed rounds (that "
+             "first visit is in the JSON as `first_visit_s`).", "",
+             f"Checkpoint `{result['checkpoint']}`, {result['repeats']} timed rounds after one warm-up round, "
+             f"{result['viewport']}, {result['browser']}, {result['cpus']} CPUs.", "",
+             "| action | n | p50 | p90 | max | goal (p50) | met |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for key, r in result["actions"].items():
+        lines.append(f"| {key.replace('_', ' ')} | {r['n']} | {r['p50_s']:.2f} s | {r['p90_s']:.2f} s | "
+                     f"{r['max_s']:.2f} s | {r['goal_s']:.1f} s | {'yes' if r['meets_goal'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=str(ROOT / "assets" / "demo_model"))
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="browser-speed-") as tmp:
+        home = Path(tmp)
+        os.environ["MEDFUSE_LENS_HOME"] = str(home)  # the demo cohort the server and the zip share
+        zip_path = home / "bundle.zip"
+        zip_path.write_bytes(_bundle_zip(PATIENTS[1]))
+        proc, url = start_server(home, args.checkpoint, home / "server.log")
+        try:
+            times, first = measure(url, args.repeats, zip_path)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    result = summarise(times, args.checkpoint, args.repeats, first)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "browser_speed.json").write_text(scrub_paths(json.dumps(result, indent=1) + "\n"))
+    (args.out_dir / "browser_speed.md").write_text(scrub_paths(markdown(result)))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
