@@ -205,9 +205,18 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from medfuse_core.audit import default_log_path, format_entry, tail, verify
+    from medfuse_core.audit import AuditError, default_log_path, format_entry, rotate_key, tail, verify
 
     log = Path(args.log) if args.log else default_log_path()
+    if args.action == "rotate-key":
+        try:
+            entry = rotate_key(log, user=os.environ.get("USER", "admin"))
+        except AuditError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{log}: new key {entry['detail']['new_key_id']} (the rotation is entry seq {entry['seq']}, "
+              f"signed with the old key {entry['detail']['old_key_id']})")
+        return 0
     if args.action == "verify":
         result = verify(log)
         print(result.describe(), file=sys.stdout if result.ok else sys.stderr)
@@ -338,8 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(run=_cmd_explain)
 
     audit = commands.add_parser("audit", help="check or show the dashboard's audit log")
-    audit.add_argument("action", choices=["verify", "tail"],
-                       help="verify: check the hash chain; tail: print the last entries")
+    audit.add_argument("action", choices=["verify", "tail", "rotate-key"],
+                       help="verify: check the keyed chain and its anchor; tail: print the last entries; rotate-key: start signing with a new key (logged)")
     audit.add_argument("--log", help="the log file (default: $MEDFUSE_LENS_AUDIT_LOG, else audit.log in the cache "
                        "home)")
     audit.add_argument("-n", type=int, default=10, help="tail: number of entries")

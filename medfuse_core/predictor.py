@@ -80,13 +80,17 @@ class Predictor:
         self.thresholds = np.array([thresholds.get(n, 0.5) for n in model.labels], dtype=np.float64)
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "auto", cache_dir: str | Path | None = None) -> "Predictor":
+    def load(cls, run_dir: str | Path, device: str = "auto", cache_dir: str | Path | None = None,
+             text_device_map: str | None = None) -> "Predictor":
+        """`text_device_map` ("auto"): let accelerate place a notes model too large for one device."""
         config = ckpt.read_config(run_dir)
         model = build_model(ModelConfig.from_dict(config["model"]))
         ckpt.load_weights(model, run_dir)
         model.to(resolve_device(device))
+        # run_dir: a fine-tuned notes model's weights live there (features/text_finetune.py)
         featurizer = Featurizer(FeatureSpec.from_dict(config["features"]),
-                                cache_dir=cache_dir if cache_dir is not None else cache_home() / "embeddings")
+                                cache_dir=cache_dir if cache_dir is not None else cache_home() / "embeddings",
+                                run_dir=run_dir, text_device_map=text_device_map)
         return cls(model, featurizer, config)
 
     @property

@@ -234,7 +234,18 @@ class PatientRecord:
         return tuple(m for m in REGISTRY.keys() if self.has(m))
 
     def hours_since_index(self, times: pd.Series | pd.Timestamp) -> Any:
-        """Hours from the index time; NaN where the index time is unknown."""
-        if self.index_time is None:
-            return times - times + np.nan if isinstance(times, pd.Series) else np.nan
-        return (times - self.index_time) / pd.Timedelta(hours=1)
+        """Hours from the index time (float); NaN where the index time or the time is unknown.
+
+        Computed on nanosecond integers as floats, not as a Timedelta: two valid timestamps can be further
+        apart than a Timedelta holds (292 years, e.g. a lab dated 1900 in a cohort shifted to 2200)."""
+        index = self.index_time
+        if isinstance(times, pd.Series):
+            if index is None or pd.isna(index):
+                return pd.Series(np.nan, index=times.index, dtype=float)
+            stamps = pd.to_datetime(times, errors="coerce")
+            ns = stamps.to_numpy(dtype="datetime64[ns]").astype("int64").astype(float)
+            ns[stamps.isna().to_numpy()] = np.nan
+            return pd.Series((ns - float(pd.Timestamp(index).value)) / 3.6e12, index=times.index)
+        if index is None or pd.isna(index) or times is None or pd.isna(times):
+            return np.nan
+        return (float(pd.Timestamp(times).value) - float(pd.Timestamp(index).value)) / 3.6e12

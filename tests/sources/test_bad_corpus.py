@@ -275,3 +275,29 @@ def test_cli_on_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "expected an existing folder" in result.stdout
+
+
+def test_messages_quote_only_a_short_excerpt(tmp_path: Path) -> None:
+    """A long hostile value never reaches a message whole (Problem cuts every message and field)."""
+    from medfuse_core.problems import MAX_MESSAGE_CHARS, warning
+
+    problem = warning("labs.csv", "x" * 1000, "found " + "A" * 100_000)
+    assert len(problem.message) < MAX_MESSAGE_CHARS + 40 and problem.message.endswith("(cut; 100,006 characters)")
+    assert len(problem.field) < 250
+    folder = tmp_path / "P"
+    folder.mkdir()
+    (folder / "patient.json").write_text('{"patient_id": "P"}')
+    (folder / "vitals.csv").write_text("time,channel,value\n2131-05-07 09:00:00," + "Z" * 100_000 + ",80\n")
+    report, record = validate_bundle(folder)  # an unknown channel named by 100,000 characters
+    assert record is not None and report.problems
+    assert all(len(p.message) < MAX_MESSAGE_CHARS + 40 and len(p.field) < 250 for p in report.problems)
+
+
+def test_cli_survives_deep_json_without_traceback(corpus: dict[str, Path]) -> None:
+    """`validate` on 100,000 nested brackets in patient.json and truth.json: one line each, no RecursionError."""
+    folders = [str(corpus["patient_json_deep_nesting"]), str(corpus["truth_json_deep_nesting"])]
+    for folder in folders:
+        result = subprocess.run([sys.executable, "-m", "medfuse_core", "validate", folder],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+        assert "expected JSON nested at most 64 levels deep" in result.stdout
