@@ -14,6 +14,8 @@ from pathlib import Path
 from medfuse_core.problems import DataError, Severity
 from medfuse_core.users import ROLES
 
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo_model"  # validate's default coverage model
+
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from medfuse_core.sources.synth import generate_cohort
@@ -23,10 +25,40 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _coverage_printer(args: argparse.Namespace):
+    """A validate_tree callback printing each patient's coverage under the checkpoint's feature settings
+    (one line; every unread row with -v); None when there is no checkpoint to measure against."""
+    from medfuse_core.features.coverage import coverage
+    from medfuse_core.features.featurize import FeatureSpec
+    from medfuse_core.features.labs import LabVocabulary
+    from medfuse_core.runtime.checkpoint import read_config
+
+    folder = Path(args.checkpoint) if args.checkpoint else DEMO_CHECKPOINT
+    if not (folder / "config.json").is_file():
+        if args.checkpoint:
+            print(f"error: --checkpoint: expected a run folder with config.json, found {folder}", file=sys.stderr)
+        return None
+    spec = FeatureSpec.from_dict(read_config(folder)["features"])
+    vocabulary = LabVocabulary.from_dict(spec.lab_vocabulary)
+
+    def show(report, record) -> None:
+        cov = coverage(record, vocabulary, spec.hours, spec.timestep, spec.max_sentences)
+        print(f"coverage: {cov.summary_line()}")
+        if args.verbose:
+            for modality in cov.modalities.values():
+                if modality.unread:
+                    print(f"  {modality.modality}: {modality.summary(spec.hours)}")
+                for d in modality.details:
+                    print(f"    {modality.modality}: {d['what']}{' at ' + d['time'] if d['time'] else ''}: {d['reason']}")
+
+    return show
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from medfuse_core.sources.validate import validate_tree
 
-    reports = validate_tree(args.path)
+    show = None if args.errors_only else _coverage_printer(args)
+    reports = validate_tree(args.path, on_record=show)
     n_errors = n_warnings = n_info = 0
     for report in reports:
         for problem in report.problems:
@@ -262,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a bundle or a folder of bundles")
     validate.add_argument("path")
     validate.add_argument("--errors-only", action="store_true", help="print errors only")
+    validate.add_argument("--checkpoint", help="run folder whose feature settings the coverage lines use "
+                                               "(default: the demo model)")
+    validate.add_argument("-v", "--verbose", action="store_true",
+                          help="list every value the model does not read, with the reason")
     validate.set_defaults(run=_cmd_validate)
 
     importer = commands.add_parser("import", help="import an EHR extract as patient bundles")

@@ -23,23 +23,39 @@ LAB_COLUMNS: tuple[str, ...] = (
     "time",  # datetime64: when the specimen was charted
     "itemid",  # Int64: MIMIC D_LABITEMS id where known, else <NA>
     "item",  # str: lab name as shown to a clinician ("Creatinine")
-    "value",  # float64: parsed number, NaN when the text holds none ("NEG", "HEMOLYZED")
+    "value",  # float64: the number in `value_unit`, NaN when the text holds none ("NEG") or `not_used` says why not
     "value_text",  # str: the raw value text, always kept
     "censored",  # str: "" | "below" ("<0.5": true value below 0.5) | "above" (">1000")
-    "unit",  # str: unit as given ("mg/dL"), "" when unknown
-    "ref_low",  # float64: lower reference limit, NaN when unknown
-    "ref_high",  # float64: upper reference limit, NaN when unknown
+    "unit",  # str: unit as given ("mmol/L"), "" when unknown
+    "ref_low",  # float64: lower reference limit in `value_unit`, NaN when unknown
+    "ref_high",  # float64: upper reference limit in `value_unit`, NaN when unknown
     "flag",  # str: abnormal flag as given ("abnormal", "low", "high", "delta"), "" when none
+    "loinc",  # str: LOINC code as given or of the vocabulary test the row matched, "" when unknown
+    "value_unit",  # str: unit of `value`: the model's unit for a vocabulary test (converted), else `unit`
+    "not_used",  # str: why the model may not read this row (NOT_USED_REASONS), "" when it may
 )
+
+# Why a lab or vitals row is not read by the model (the `not_used` column). Where the reading layer
+# decides; the features layer adds "unknown test" and "outside window" (features/coverage.py).
+NOT_USED_REASONS: dict[str, str] = {
+    "no number": "a text result with no number",
+    "unit missing": "no unit, and the test's values mean different things in different units",
+    "unit unknown": "a unit this reader does not know",
+    "unit incompatible": "a unit that does not convert to the model's unit",
+    "implausible": "a value outside the range a living patient can have (or not a finite number)",
+    "duplicate": "an exact copy of an earlier row",
+}
 
 VITAL_COLUMNS: tuple[str, ...] = (
     "time",  # datetime64
     "channel",  # str: one of the 17 mimic3-benchmarks channels, or another name kept for display
     "value",  # float64: number; for categorical channels (GCS, capillary refill) the mapped score
     "value_text",  # str: the raw value text ("4 Spontaneously", "98")
+    "unit",  # str: unit as given (vitals.csv `unit` column), "" when none
+    "not_used",  # str: why the model may not read this row (NOT_USED_REASONS), "" when it may; value is NaN then
 )
 
-_STR_COLUMNS = {"item", "value_text", "censored", "unit", "flag", "channel"}
+_STR_COLUMNS = {"item", "value_text", "censored", "unit", "flag", "channel", "loinc", "value_unit", "not_used"}
 _FLOAT_COLUMNS = {"value", "ref_low", "ref_high"}
 
 

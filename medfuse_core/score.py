@@ -23,7 +23,9 @@ threshold), `<label>_low` / `<label>_high` (the conformal interval; null when th
 `<label>_state` ("above threshold" | "below threshold" | "uncertain"), `status` ("out of domain" |
 "uncertain" | "ok"; "insufficient data" on a row without a prediction because every modality was out of
 domain), `needs_review`, `out_of_domain` (modalities unlike the training data, comma-separated; left out
-of the prediction), `domain_reason` (the same in plain words), `problems` (what reading the bundle
+of the prediction), `domain_reason` (the same in plain words), per modality `<modality>_given`, `<modality>_read` and
+`<modality>_not_read` (what the model read of the record, features/coverage.py), `not_read_reasons`
+("labs: 9 unknown test, 3 unit unknown"), `problems` (what reading the bundle
 reported, "; "-separated) and `error`.
 """
 
@@ -46,6 +48,7 @@ from tqdm.auto import tqdm
 
 from medfuse_core.runtime.cache import cache_home
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
+from medfuse_core.features.coverage import COVERAGE_MODALITIES, Coverage
 from medfuse_core.features.featurize import FeatureSpec, Featurizer
 from medfuse_core.predictor import Assessment, Predictor, all_out_of_domain_reason, no_data_reason
 from medfuse_core.runtime.trust import INSUFFICIENT
@@ -189,10 +192,11 @@ class _FeaturizeBatch:
         readable = iter(features)
         for item in items:
             row = {"folder": item.folder, "patient_id": Path(item.folder).name, "problems": "", "error": item.error,
-                   "no_data": False, "index": None}
+                   "no_data": False, "index": None, "coverage": None}
             if item.record is not None:
                 row["patient_id"] = item.record.patient_id
                 row["problems"] = "; ".join(str(p) for p in item.record.problems)
+                row["coverage"] = self._coverage(item.record)
                 result = next(readable)
                 if isinstance(result, _NoData):
                     row["error"], row["no_data"] = result.message, True
@@ -207,6 +211,13 @@ class _FeaturizeBatch:
         del features, kept, records
         _trim_heap()
         return batch
+
+    def _coverage(self, record: PatientRecord) -> Coverage | None:
+        """What the model reads of the record (None if that cannot be worked out: the row still scores)."""
+        try:
+            return self.featurizer.coverage(record)
+        except Exception:  # noqa: BLE001 - a report about the record must not cost its prediction
+            return None
 
     def _featurize(self, records: list[PatientRecord]) -> list[PatientFeatures | _NoData | str]:
         """Features per record (the batch's sentences embedded together), or the error of a record
@@ -236,7 +247,11 @@ def output_schema(labels: Sequence[str]) -> pa.Schema:
                     pa.field(f"{name}_positive", pa.bool_()), pa.field(f"{name}_low", pa.float32()),
                     pa.field(f"{name}_high", pa.float32()), pa.field(f"{name}_state", pa.string())]
     columns += [pa.field("status", pa.string()), pa.field("needs_review", pa.bool_()), pa.field("out_of_domain", pa.string()),
-                pa.field("domain_reason", pa.string()), pa.field("problems", pa.string()), pa.field("error", pa.string())]
+                pa.field("domain_reason", pa.string())]
+    for modality in COVERAGE_MODALITIES:  # what the model read (features/coverage.py)
+        columns += [pa.field(f"{modality}_given", pa.int32()), pa.field(f"{modality}_read", pa.int32()),
+                    pa.field(f"{modality}_not_read", pa.int32())]
+    columns += [pa.field("not_read_reasons", pa.string()), pa.field("problems", pa.string()), pa.field("error", pa.string())]
     return pa.schema(columns)
 
 
@@ -266,6 +281,13 @@ def _table(scoring: ScoringBatch, assessment: Assessment | None, predictor: Pred
         columns["needs_review"].append((trust.needs_review or not scored) if trust is not None else None)
         columns["out_of_domain"].append(",".join(trust.domain.flagged) if trust is not None else None)
         columns["domain_reason"].append(trust.reason if trust is not None else None)
+        cov = row["coverage"]
+        counts = cov.counts() if cov is not None else {}
+        for modality in COVERAGE_MODALITIES:
+            for what in ("given", "read", "not_read"):
+                columns[f"{modality}_{what}"].append(counts.get(f"{modality}_{what}"))
+        columns["not_read_reasons"].append(None if cov is None else "; ".join(
+            f"{m}: " + ", ".join(f"{n} {r}" for r, n in c.not_read.items()) for m, c in cov.modalities.items() if c.not_read))
         columns["problems"].append(row["problems"])
         error = row["error"]
         if trust is not None and not scored:

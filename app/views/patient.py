@@ -75,12 +75,38 @@ def _vitals_figure(source: str, patient_id: str, mode: str, disease: str | None 
 # ---------------------------------------------------------------------------------------- panels
 
 
+@st.cache_data(show_spinner=False, max_entries=128)
+def _coverage(source: str, checkpoint: str, stamp: float, patient_id: str) -> dict[str, dict[str, Any]]:
+    """Per modality, the model's coverage of the record (medfuse_core.features.coverage): the summary line
+    and the unread rows with the reason; empty without a model."""
+    predictor, _ = predictor_or_reason(checkpoint)
+    if predictor is None:
+        return {}
+    try:
+        cov = predictor.featurizer.coverage(_record(source, patient_id))
+    except Exception:  # noqa: BLE001 - the coverage line must never take the review page down
+        return {}
+    return {m: {"summary": c.summary(cov.hours), "unread": c.unread, "details": c.details}
+            for m, c in cov.modalities.items()}
+
+
+def _coverage_line(coverage: dict[str, Any] | None) -> None:
+    """"12 of 52 lab results not used: 9 unknown tests, 3 unknown units", expandable to the list."""
+    if not coverage or not coverage["unread"]:
+        return
+    st.caption(coverage["summary"])
+    with st.expander("Not used by the model, and why"):
+        st.dataframe(pd.DataFrame(coverage["details"], columns=["what", "time", "reason"]), hide_index=True,
+                     width="stretch")
+
+
 def _lab_panel(source: str, record: PatientRecord, attribution: dict | None, mode: str = "none",
-               read: dict | None = None) -> None:
+               read: dict | None = None, coverage: dict[str, Any] | None = None) -> None:
     st.subheader("Labs")
     if not record.has("labs"):
         st.info("No lab results in this record." + (" The labs contribute nothing." if mode == "model" else ""))
         return
+    _coverage_line(coverage)
     latest, rows = _lab_tables(source, record.patient_id)
     n_abnormal = int(latest["abnormal"].sum())
     timeline = st.toggle("Full timeline", key="labs_timeline",
@@ -125,13 +151,13 @@ def _lab_panel(source: str, record: PatientRecord, attribution: dict | None, mod
         if mode == "model":
             with st.expander("For researchers: exact lab attributions and method"):
                 st.caption("Integrated Gradients on each item's value embedding (baseline: every item at its "
-                           "training median), in log-odds of the selected disease; items outside the model's "
-                           f"first {V.WINDOW_HOURS} h are not read.")
+                           "training median), in log-odds of the selected disease; the results the model did not read "
+                           "are listed above the table, each with the reason.")
                 st.dataframe([{"item": k, "attribution (log-odds)": round(float(v), 4)}
                               for k, v in sorted(attribution.items(), key=lambda kv: -abs(kv[1]))],
                              hide_index=True, width="stretch")
     elif mode == "model":
-        st.caption("The model read none of these results (all outside its window): no attribution.")
+        st.caption("The model read none of these results (the line above the table says why): no attribution.")
 
 
 _ATTRIBUTION_WHAT = {"model": "model attribution", "planted": "planted truth", "none": "attribution"}
@@ -177,11 +203,12 @@ def _notes_panel(record: PatientRecord, spans_by_note: dict[int, list] | None, m
 
 
 def _vitals_panel(source: str, record: PatientRecord, mode: str = "none", disease: str | None = None,
-                  checkpoint: str = "") -> None:
+                  checkpoint: str = "", coverage: dict[str, Any] | None = None) -> None:
     st.subheader("Vital signs")
     if not record.has("vitals"):
         st.info("No vital signs in this record." + (" The vitals contribute nothing." if mode == "model" else ""))
         return
+    _coverage_line(coverage)
     channels = V.channels_present(record)
     shading = {"model": " · background = model attribution per hour (orange raises, blue lowers)",
                "planted": " · background = planted evidence hours"}.get(mode, "")
@@ -546,15 +573,16 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
                 "no evidence for it in any panel, so none is shaded.", icon=":material/info:")
     st.divider()
     # the labs table full width: at 1440 px every column (previous value, n, hours, result time) fits
+    coverage = _coverage(source, checkpoint, checkpoint_stamp(checkpoint), patient_id) if checkpoint else {}
     _guarded("lab results", _lab_panel, source, record, evidence["labs"] or None, mode,
-             (model_evidence or {}).get("labs_read") if mode == "model" else None)
+             (model_evidence or {}).get("labs_read") if mode == "model" else None, coverage.get("labs"))
     st.divider()
     _guarded("notes", _notes_panel, record, evidence["notes"] or None, mode,
              (lambda: _word_spans(source, checkpoint, patient_id, disease)) if mode == "model" else None)
     st.divider()
     left, right = st.columns([3, 2], gap="medium")
     with left:
-        _guarded("vital signs", _vitals_panel, source, record, mode, disease, checkpoint)
+        _guarded("vital signs", _vitals_panel, source, record, mode, disease, checkpoint, coverage.get("vitals"))
     with right:
         _guarded("chest X-ray", _xray_panel, record, evidence["image"] or None, mode)
 

@@ -13,6 +13,9 @@ JSON schema (``Explanation.to_dict()``; strict JSON, no NaN)::
                 "left_out": [modality], "reason": str,   # present but out of domain: left out, in plain words
                 "intervals": {"level", "method"} | null},
       "evidence": bool,                      # False: the evidence fields below are empty
+      "coverage": {"hours": float, "modalities": {MODALITY: {"modality", "given", "read",
+                   "not_read": {reason: count}, "details": [{"what", "time", "reason"}]}}},
+                                             # what the model read and what not (features/coverage.py)
       "per_label": {                         # keyed by label name, one entry per name in "labels"
         NAME: {
           "probability": float,              # calibrated_probability(logit, the checkpoint's calibration)
@@ -28,7 +31,8 @@ JSON schema (``Explanation.to_dict()``; strict JSON, no NaN)::
           "note_sentences": [{"sentence", "note_index", "start", "end", "text", "attribution"}],   # ranked
           "note_tokens": [{"sentence", "note_index", "start", "end", "token", "attribution"}],     # text order
           "vitals": [{"channel", "start_hour", "end_hour", "attribution", "channel_total"}],       # ranked spans
-          "vitals_matrix": {"channels": [17 names], "values": [[hours x 17]]} | null,
+          "vitals_matrix": {"channels": [17 names], "values": [[hours x 17]], "convergence_delta",
+                            "imputed_attribution"} | null,   # 0 on cells of imputed normal values
           "image": {"method", "image_index", "film_shape": [rows, cols], "shape": [h, w],
                     "heatmap": [[h x w]], "convergence_delta"} | null,   # heatmap block-averaged to <= 64 px
           "convergence_delta": {"labs", "note_sentences", "note_tokens", "vitals", "image"},
@@ -66,6 +70,7 @@ from medfuse_core.explain.encoding import encode_checked
 from medfuse_core.explain.scores import describe_calibration
 from medfuse_core.explain.groups import token_contributions
 from medfuse_core.features.batch import collate
+from medfuse_core.features.coverage import Coverage
 from medfuse_core.numbers import json_safe
 from medfuse_core.predictor import NoDataError, all_out_of_domain_reason, no_data_reason
 from medfuse_core.record import MODALITIES, PatientRecord
@@ -120,6 +125,7 @@ class Explanation:
     calibration: str = ""
     evidence: bool = True
     trust: dict[str, Any] | None = None  # PatientTrust.to_dict()
+    coverage: Coverage | None = None  # what the model read of the record and what not, with the reason
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -129,6 +135,7 @@ class Explanation:
             "calibration": self.calibration,
             "trust": self.trust,
             "evidence": self.evidence,
+            "coverage": None if self.coverage is None else self.coverage.to_dict(),
             "per_label": {name: self.per_label[name].to_dict() for name in self.labels},
         }
         return json_safe(out)
@@ -159,7 +166,8 @@ def compact_map(values: np.ndarray, longest: int = JSON_HEATMAP_MAX) -> np.ndarr
 def _vitals_json(v: VitalsEvidence | None) -> dict[str, Any] | None:
     if v is None:
         return None
-    return {"channels": list(v.channels), "values": _round(v.matrix), "convergence_delta": v.convergence_delta}
+    return {"channels": list(v.channels), "values": _round(v.matrix), "convergence_delta": v.convergence_delta,
+            "imputed_attribution": v.imputed_attribution}
 
 
 def _image_json(im: ImageEvidence | None) -> dict[str, Any] | None:
@@ -234,4 +242,4 @@ def explain(record: PatientRecord, predictor, labels: Sequence[str] | None = Non
         )
     present = {m: bool(f.present[i]) for i, m in enumerate(modalities)}
     return Explanation(f.patient_id, chosen, per_label, present, describe_calibration(predictor.calibration),
-                       bool(evidence), trust.to_dict())
+                       bool(evidence), trust.to_dict(), predictor.featurizer.coverage(record))

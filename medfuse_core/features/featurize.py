@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from medfuse_core.features import window
 from medfuse_core.features.batch import PatientFeatures
+from medfuse_core.features.coverage import Coverage, coverage
 from medfuse_core.features.embedding_cache import EmbeddingCache
 from medfuse_core.features.images import image_features
 from medfuse_core.features.labs import LabTokens, LabVocabulary, cohort_lab_features
@@ -65,6 +66,9 @@ class PatientEvidenceIndex:
     sentences: list[NoteSentence] = field(default_factory=list)
     image_index: int | None = None
     image_geometry: Any = None
+    # bool (T, 17): vitals cells holding the patient's own value (DiscretizedVitals.patient_cells); the
+    # others are imputed normal values, which evidence must never credit. None: not known (all cells count).
+    vitals_patient_cells: np.ndarray | None = None
 
 
 def label_vector(record: PatientRecord, labels: Sequence[str]) -> np.ndarray:
@@ -153,6 +157,10 @@ class Featurizer:
         features, index = self.featurize_many([record], progress=False)
         return features[0], index[0]
 
+    def coverage(self, record: PatientRecord) -> Coverage:
+        """What this featurizer reads of `record` and what not, with the reason (features/coverage.py)."""
+        return coverage(record, self.vocabulary, self.spec.hours, self.spec.timestep, self.spec.max_sentences)
+
     def featurize_many(self, records: Sequence[PatientRecord], progress: bool = True
                        ) -> tuple[list[PatientFeatures], list[PatientEvidenceIndex]]:
         """Features for many records; note sentences of the whole batch are embedded together."""
@@ -188,5 +196,6 @@ class Featurizer:
                 extra=extra,
             ))
             evidence.append(PatientEvidenceIndex(tokens.keys, tokens.names, sents,
-                                                 geometry.index if geometry is not None else None, geometry))
+                                                 geometry.index if geometry is not None else None, geometry,
+                                                 discretized.patient_cells))
         return out, evidence

@@ -22,10 +22,12 @@ notes it; the dashboard escapes it). Images must be chest radiographs (see `load
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from medfuse_core.problems import DataError, Problem, error, warning
 from medfuse_core.modalities import REGISTRY
 from medfuse_core.record import MODALITIES, ChestImage, ImageMetadata, Labs, Note, PatientRecord, Vitals
 from medfuse_core.sources.images import load_image, write_image
-from medfuse_core.sources.labs import check_patient_labs, labs_from_table
+from medfuse_core.sources.labs import check_patient_labs, labs_from_table, to_clock
 from medfuse_core.sources.vitals import vitals_from_table
 
 PATIENT_FILE = "patient.json"
@@ -77,18 +79,21 @@ def read_bundle(folder: str | Path, films_only: bool = False) -> PatientRecord:
     `films_only`: patient.json and the images, nothing else (what the image encoder's stage 1 needs
     from another cohort; about 5x faster than the whole bundle on the synthetic cohort)."""
     folder = Path(folder)
-    record = _read_patient_json(folder)
+    record, clock = _read_patient_json(folder)
     problems = record.problems
+    times = _BundleTimes(record.index_time, clock)
     if films_only:
-        record.images = (_read_images(folder / IMAGES_DIR, problems)
+        record.images = (_read_images(folder / IMAGES_DIR, problems, times)
                          if _kept_inside(folder / IMAGES_DIR, folder, problems) else [])
         return record
-    labs = _read_table(folder / LABS_FILE, labs_from_table, Labs, problems, folder, _LABS_EXPECTED)
+    labs = _read_table(folder / LABS_FILE, labs_from_table, Labs, problems, folder, _LABS_EXPECTED, times)
     record.labs, found = check_patient_labs(labs, str(folder / LABS_FILE))
     problems.extend(found)
-    record.vitals = _read_table(folder / VITALS_FILE, vitals_from_table, Vitals, problems, folder, _VITALS_EXPECTED)
-    record.notes = _read_notes(folder / NOTES_DIR, problems) if _kept_inside(folder / NOTES_DIR, folder, problems) else []
-    record.images = (_read_images(folder / IMAGES_DIR, problems)
+    record.vitals = _read_table(folder / VITALS_FILE, vitals_from_table, Vitals, problems, folder, _VITALS_EXPECTED,
+                                times)
+    record.notes = (_read_notes(folder / NOTES_DIR, problems, times)
+                    if _kept_inside(folder / NOTES_DIR, folder, problems) else [])
+    record.images = (_read_images(folder / IMAGES_DIR, problems, times)
                      if _kept_inside(folder / IMAGES_DIR, folder, problems) else [])
     record.truth = _read_truth(folder / TRUTH_FILE, problems) if _kept_inside(folder / TRUTH_FILE, folder, problems) else None
     _read_registered(folder, record)
@@ -110,6 +115,38 @@ def _read_registered(folder: Path, record: PatientRecord) -> None:
             record.problems.append(error(str(folder / (spec.bundle_files[0] if spec.bundle_files else "")), spec.key,
                                          f"expected a readable {spec.long_name}: {exc}"))
             record.extra[spec.key] = None
+
+
+# Relative times: a column of minutes or hours from patient.json's index_time, in place of `time`.
+RELATIVE_TIME_COLUMNS = {"offset_minutes": 60, "offset_hours": 3600}  # seconds per unit
+
+
+@dataclass(frozen=True)
+class _BundleTimes:
+    """The bundle's time rule for every file: its index time and its clock (the index time's UTC
+    offset, None when it has none); see `labs.parse_times`."""
+
+    index_time: pd.Timestamp | None
+    clock: datetime.tzinfo | None
+
+    def absolute(self, table: pd.DataFrame, file: str, problems: list[Problem]) -> pd.DataFrame:
+        """`table` with a `time` column made from a relative-time column when it has no `time` column."""
+        columns = {str(c).replace("\ufeff", "").strip().lower(): c for c in table.columns}
+        relative = next((c for c in RELATIVE_TIME_COLUMNS if c in columns), None)
+        if "time" in columns or relative is None:
+            return table
+        if self.index_time is None:
+            problems.append(warning(file, relative, "expected an index_time in patient.json to place times given "
+                                                    "relative to it; these rows have no time"))
+            return table.assign(time="")
+        seconds = pd.to_numeric(table[columns[relative]].astype(str).str.strip(), errors="coerce")
+        seconds = (seconds * RELATIVE_TIME_COLUMNS[relative]).round()
+        seconds = seconds.where(seconds.abs() < 200 * 365 * 86400)  # beyond any stay: left to the time checks
+        stamps = self.index_time + pd.to_timedelta(seconds, unit="s")
+        return table.assign(time=stamps.dt.strftime("%Y-%m-%d %H:%M:%S").fillna(table[columns[relative]].astype(str)))
+
+    def stamp(self, value: Any, file: str, field: str, problems: list[Problem]) -> pd.Timestamp | None:
+        return _timestamp(value, file, field, problems, self.clock)
 
 
 def _outside(path: Path, folder: Path) -> bool:
@@ -158,7 +195,7 @@ def _kept_inside(path: Path, folder: Path, problems: list[Problem]) -> bool:
     return False
 
 
-def _read_patient_json(folder: Path) -> PatientRecord:
+def _read_patient_json(folder: Path) -> tuple[PatientRecord, datetime.tzinfo | None]:
     path = folder / PATIENT_FILE
     if path.is_symlink():
         raise DataError(str(path), "", _link_message(path, "file", folder))
@@ -183,16 +220,26 @@ def _read_patient_json(folder: Path) -> PatientRecord:
         raise DataError(str(path), "patient_id", f"expected printable characters only (no line breaks or control "
                                                  f"characters); found {excerpt(patient_id)}")
     problems: list[Problem] = []
+    clock = _clock(meta.get("index_time"))
     record = PatientRecord(
         patient_id=str(patient_id).strip(),
         age=_age(meta.get("age"), str(path), problems),
         sex=_sex(meta.get("sex"), str(path), problems),
-        index_time=_timestamp(meta.get("index_time"), str(path), "index_time", problems),
+        index_time=_timestamp(meta.get("index_time"), str(path), "index_time", problems, clock),
         labels=_labels(meta.get("labels"), str(path), problems),
         problems=problems,
         source=str(folder),
     )
-    return record
+    return record, clock
+
+
+def _clock(value: Any) -> datetime.tzinfo | None:
+    """The UTC offset the index time is written with, None when it has none (or is unusable)."""
+    try:
+        stamp = pd.Timestamp(value) if isinstance(value, str) and value.strip() else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None if stamp is None or pd.isna(stamp) else stamp.tzinfo
 
 
 def _age(value: Any, file: str, problems: list[Problem]) -> float | None:
@@ -221,7 +268,8 @@ def _sex(value: Any, file: str, problems: list[Problem]) -> str | None:
     return sex
 
 
-def _timestamp(value: Any, file: str, field: str, problems: list[Problem]) -> pd.Timestamp | None:
+def _timestamp(value: Any, file: str, field: str, problems: list[Problem],
+               clock: datetime.tzinfo | None = None) -> pd.Timestamp | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
@@ -231,7 +279,10 @@ def _timestamp(value: Any, file: str, field: str, problems: list[Problem]) -> pd
     if pd.isna(stamp):
         problems.append(warning(file, field, f"expected an ISO date-time like 2131-05-07 14:00, found {value!r}"))
         return None
-    return stamp.tz_localize(None) if stamp.tzinfo is not None else stamp
+    if stamp.tzinfo is not None and clock is None:
+        problems.append(warning(file, field, f"{value!r} carries a UTC offset but patient.json's index_time has "
+                                             "none; the offset was dropped and the local clock time kept"))
+    return to_clock(stamp, clock)
 
 
 def _labels(value: Any, file: str, problems: list[Problem]) -> dict[str, int] | None:
@@ -326,7 +377,8 @@ def _without_long_lines(text: str, path: Path, problems: list[Problem]) -> str:
     return "".join(kept)
 
 
-def _read_table(path: Path, parse, empty_type, problems: list[Problem], folder: Path, expected: str):
+def _read_table(path: Path, parse, empty_type, problems: list[Problem], folder: Path, expected: str,
+                times: _BundleTimes | None = None):
     if not _kept_inside(path, folder, problems) or not path.is_file():
         return empty_type()
     raw = _read_csv_text(path, problems)
@@ -336,8 +388,10 @@ def _read_table(path: Path, parse, empty_type, problems: list[Problem], folder: 
         problems.append(warning(str(path), "", f"expected a header line with columns {expected}, then rows; "
                                                "the file is empty, so nothing was read from it"))
         return empty_type()
+    if times is not None:
+        raw = times.absolute(raw, str(path), problems)
     try:
-        table, found = parse(raw, str(path))
+        table, found = parse(raw, str(path), times.clock if times is not None else None)
     except DataError as exc:
         problems.append(exc.problem)
         return empty_type()
@@ -369,7 +423,7 @@ def _read_index(folder: Path, problems: list[Problem], required_suffixes: tuple[
     return index
 
 
-def _indexed_files(folder: Path, suffixes: tuple[str, ...], kind: str, problems: list[Problem]):
+def _indexed_files(folder: Path, suffixes: tuple[str, ...], kind: str, problems: list[Problem], times: _BundleTimes):
     """(row number, index row, file path, index path) for every index row naming a file in `folder`;
     a row naming no existing file inside the folder is an error problem and is skipped."""
     if not folder.is_dir():
@@ -378,6 +432,7 @@ def _indexed_files(folder: Path, suffixes: tuple[str, ...], kind: str, problems:
     if index is None:
         return
     where = str(folder / INDEX_FILE)
+    index = times.absolute(index, where, problems)
     for row_number, row in enumerate(index.to_dict("records"), start=1):
         name = str(row.get("file", "")).strip()
         path = _inside(folder, name)
@@ -426,15 +481,15 @@ def _decode_note(raw: bytes, cut: bool, path: Path, problems: list[Problem]) -> 
         return raw.decode("utf-8", errors="replace")
 
 
-def _read_notes(folder: Path, problems: list[Problem]) -> list[Note]:
+def _read_notes(folder: Path, problems: list[Problem], times: _BundleTimes) -> list[Note]:
     notes = []
-    for row_number, row, path, where in _indexed_files(folder, (".txt",), "note", problems):
+    for row_number, row, path, where in _indexed_files(folder, (".txt",), "note", problems, times):
         text = read_note_text(path, problems)
         if not text.strip():
             problems.append(warning(str(path), "text", "expected note text; the file is empty; note left out"))
             continue
         notes.append(Note(
-            time=_timestamp(row.get("time"), where, f"row {row_number}: time", problems),
+            time=times.stamp(row.get("time"), where, f"row {row_number}: time", problems),
             category=str(row.get("category", "")).strip(),
             text=text.replace("\r\n", "\n"),
             source=str(path),
@@ -442,9 +497,10 @@ def _read_notes(folder: Path, problems: list[Problem]) -> list[Note]:
     return notes
 
 
-def _read_images(folder: Path, problems: list[Problem]) -> list[ChestImage]:
+def _read_images(folder: Path, problems: list[Problem], times: _BundleTimes) -> list[ChestImage]:
     images = []
-    for row_number, row, path, where in _indexed_files(folder, (".dcm", ".dicom", ".png", ".jpg", ".jpeg"), "image", problems):
+    for row_number, row, path, where in _indexed_files(folder, (".dcm", ".dicom", ".png", ".jpg", ".jpeg"), "image",
+                                                       problems, times):
         try:
             loaded = load_image(path, radiograph=True)
         except DataError as exc:
@@ -453,7 +509,7 @@ def _read_images(folder: Path, problems: list[Problem]) -> list[ChestImage]:
         problems.extend(loaded.problems)
         view = str(row.get("view", "")).strip() or (loaded.metadata.view_position or "")
         images.append(ChestImage(
-            time=_timestamp(row.get("time"), where, f"row {row_number}: time", problems),
+            time=times.stamp(row.get("time"), where, f"row {row_number}: time", problems),
             view=view,
             pixels=loaded.pixels,
             source=str(path),

@@ -7,6 +7,7 @@ are written for a person: file, field, what was expected.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,15 +66,23 @@ def validate_bundle(folder: str | Path) -> tuple[BundleReport, PatientRecord | N
     return report, record
 
 
-def validate_tree(root: str | Path) -> list[BundleReport]:
-    """Validate `root` (one bundle, or a folder of bundles); duplicate patient ids are errors."""
+def validate_tree(root: str | Path,
+                  on_record: Callable[[BundleReport, PatientRecord], None] | None = None) -> list[BundleReport]:
+    """Validate `root` (one bundle, or a folder of bundles); duplicate patient ids are errors.
+    `on_record` is called with each readable bundle's report and record as it is read (the CLI's
+    coverage report), so records need not be kept."""
     root = Path(root)
     if not root.exists():
         return [BundleReport(root, problems=[error(str(root), "", "expected an existing folder")])]
     folders = find_bundle_folders(root)
     if not folders:
         return [BundleReport(root, problems=[error(str(root), "", "expected a bundle (a folder with patient.json) or a folder of bundles; found none")])]
-    reports = [validate_bundle(f)[0] for f in folders]
+    reports = []
+    for folder in folders:
+        report, record = validate_bundle(folder)
+        if on_record is not None and record is not None:
+            on_record(report, record)
+        reports.append(report)
     for report, problem in duplicate_id_problems(reports, root):
         report.problems.append(problem)
     return reports

@@ -69,9 +69,47 @@ def _labs_text_values(record) -> None:
 
 
 def _labs_unit_conflict(record) -> None:
+    """Glucose in mg/dL and mmol/L: the mmol/L row is converted (x 18.0156, glucose 180.156 g/mol), not dropped."""
     t = record.labs.table
     assert list(t["unit"]) == ["mg/dL", "mmol/L", "mg/dL"] and list(t["value_text"]) == ["110", "6.1", "140"]
-    assert t["value"].iloc[0] == 110.0 and np.isnan(t["value"].iloc[1]) and t["value"].iloc[2] == 140.0
+    assert t["value"].tolist() == pytest.approx([110.0, 6.1 * 18.0156, 140.0])
+    assert list(t["value_unit"]) == ["mg/dL"] * 3 and list(t["not_used"]) == [""] * 3
+    assert t["ref_low"].iloc[1] == pytest.approx(3.9 * 18.0156)
+
+
+def _labs_second_unit_unknown_test(record) -> None:
+    t = record.labs.table  # bilirubin is not in the lab vocabulary: no molar mass, so no conversion
+    assert t["value"].iloc[0] == 1.0 and np.isnan(t["value"].iloc[1]) and t["value"].iloc[2] == 1.4
+    assert list(t["not_used"]) == ["", "unit incompatible", ""]
+
+
+def _labs_duplicate_rows(record) -> None:
+    t = record.labs.table
+    assert list(t["not_used"]) == ["", "duplicate", "", "duplicate"] and t["value"].isna().tolist() == [
+        False, True, False, True]
+
+
+def _labs_implausible_values(record) -> None:
+    t = record.labs.table.set_index("item")
+    assert (t["not_used"] == "implausible").sum() == 5 and t["value"].isna().sum() == 5
+    assert t.loc["Chloride", "value"] == 101.0 and t.loc["Chloride", "not_used"] == ""
+
+
+def _labs_incompatible_unit(record) -> None:
+    t = record.labs.table.set_index("item")
+    assert t["not_used"].to_dict() == {"Glucose": "unit incompatible", "WBC x 1000": "unit incompatible",
+                                       "Hgb": "unit unknown", "Creatinine": "unit missing", "BUN": ""}
+    assert t.loc["BUN", "value"] == 14.0 and t.loc["BUN", "itemid"] == 51006
+
+
+def _vitals_outlier(record) -> None:
+    t = record.vitals.table  # the outlier is kept for display, marked, and has no value the model could read
+    assert list(t["not_used"]) == ["", "implausible"] and t["value"].iloc[0] == 88.0 and np.isnan(t["value"].iloc[1])
+
+
+def _vitals_out_of_range_low(record) -> None:
+    t = record.vitals.table
+    assert list(t["not_used"]) == ["", "implausible", "implausible"] and t["value"].isna().sum() == 2
 
 
 def _vitals_irregular_times(record) -> None:
@@ -120,7 +158,13 @@ def _image_huge(record) -> None:
 CHECKS = {
     "labs_text_values": _labs_text_values,
     "labs_unit_conflict": _labs_unit_conflict,
+    "labs_second_unit_unknown_test": _labs_second_unit_unknown_test,
+    "labs_duplicate_rows": _labs_duplicate_rows,
+    "labs_implausible_values": _labs_implausible_values,
+    "labs_incompatible_unit": _labs_incompatible_unit,
     "vitals_irregular_times": _vitals_irregular_times,
+    "vitals_outlier": _vitals_outlier,
+    "vitals_out_of_range_low": _vitals_out_of_range_low,
     "vitals_time_zones": _vitals_time_zones,
     "notes_html_script": _notes_html,
     "notes_utf16": _notes_utf16,
