@@ -24,8 +24,9 @@ from typing import Any
 
 import streamlit as st
 
+from app import binding
 from medfuse_core import audit
-from medfuse_core.throttle import SIGN_IN_THROTTLE
+from medfuse_core.throttle import FAILED_SIGN_IN_AUDIT, SIGN_IN_THROTTLE
 from medfuse_core.users import ROLES, USERS_ENV, UsersFileError, authenticate, load_users, role_allows
 
 DEV_ENV = "MEDFUSE_LENS_DEV"
@@ -135,18 +136,32 @@ def _dev_viewer() -> Viewer:
     return DEV_VIEWER
 
 
+def _browser_token() -> str | None:
+    """This browser's binding cookie, as sent on the websocket now attached to the session (app/binding.py)."""
+    try:
+        return st.context.cookies.get(binding.COOKIE)
+    except Exception:  # no server context (bare script runs)
+        return None
+
+
 def _local_viewer(users_path: str) -> Viewer:
     try:
         users = load_users(users_path)
     except UsersFileError as exc:
         st.error(f"Sign-in is not available: the users file cannot be used. {exc}", icon=":material/error:")
         st.stop()
-    viewer = current_viewer()
+    bound = binding.gate_active()
+    token = _browser_token() if bound else None
+    # Bound (app/server.py): the sign-in belongs to the browser's HttpOnly cookie, looked up on every run, so a
+    # websocket presenting someone's session id without their cookie is not them; a reload keeps the cookie.
+    # Unbound (AppTest, `streamlit run app/main.py`): it lives in the session's state.
+    viewer = binding.BROWSER_SESSIONS.viewer_for(token) if bound else current_viewer()
     if viewer is not None and viewer.mode == "local":
         user = users.get(viewer.name)
         if user is not None:  # the role is re-read from the file on every run, so changes apply at once
             return Viewer(user.name, user.role, "local")
-        st.session_state.pop(VIEWER_KEY, None)  # removed from the file: signed out
+        binding.BROWSER_SESSIONS.sign_out(token)  # removed from the file: signed out
+    st.session_state.pop(VIEWER_KEY, None)
     st.title("MEDFuse Lens", anchor=False)
     st.caption("Sign in to see patient data.")
     with st.form("sign_in", clear_on_submit=True):
@@ -155,21 +170,55 @@ def _local_viewer(users_path: str) -> Viewer:
                                  autocomplete="current-password")
         submitted = st.form_submit_button("Sign in", type="primary", key="sign_in_submit")
     if submitted:
-        wait = SIGN_IN_THROTTLE.retry_after(name)
-        if wait > 0:  # the password is not even checked while the name waits
-            _log_quietly("login_throttled", name.strip()[:64], None, {"mode": "local", "wait_s": round(wait)})
+        # wait check, password check and the record of the outcome are one atomic step per user name
+        user, wait = SIGN_IN_THROTTLE.attempt(name, lambda: authenticate(users, name, password))
+        if wait > 0:  # the password was not even checked while the name waits
+            _log_failure("login_throttled", name, {"mode": "local", "wait_s": round(wait)})
             st.error(TOO_MANY_TRIES.format(seconds=math.ceil(wait)), icon=":material/lock_clock:")
             st.stop()
-        user = authenticate(users, name, password)
         if user is None:
-            SIGN_IN_THROTTLE.failed(name)
-            _log_quietly("login_failed", name.strip()[:64], None, {"mode": "local"})
+            _log_failure("login_failed", name, {"mode": "local"})
             st.error(WRONG_LOGIN, icon=":material/error:")
+        elif bound:
+            _bind_browser(Viewer(user.name, user.role, "local"), token)
         else:
-            SIGN_IN_THROTTLE.succeeded(name)
             _signed_in(Viewer(user.name, user.role, "local"))
             st.rerun()
     st.stop()
+
+
+def _bind_browser(viewer: Viewer, token: str | None) -> None:
+    """Log the sign-in, then send the browser to app/binding.py's BIND_PATH with a one-time ticket: it rotates
+    the cookie, records the viewer against the new one and comes back to this page (query kept: ?patient=)."""
+    if not binding.BROWSER_SESSIONS.valid(token):
+        st.error("This browser did not send the dashboard's session cookie (cookies blocked?). Allow cookies "
+                 "for this site and reload the page.", icon=":material/cookie:")
+        st.stop()
+    _signed_in(viewer)
+    ticket = binding.BROWSER_SESSIONS.ticket(viewer, token, _this_page())
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    from streamlit.url_util import make_url_path
+
+    msg = ForwardMsg()
+    msg.auth_redirect.url = make_url_path(st.get_option("server.baseUrlPath") or "", binding.BIND_PATH) + f"?ticket={ticket}"
+    ctx = get_script_run_ctx()
+    if ctx is not None:
+        ctx.enqueue(msg)
+    st.caption("Signed in; opening the dashboard...")
+    st.stop()
+
+
+def _this_page() -> str:
+    """The path and query of the page being viewed (where the browser returns after signing in)."""
+    from urllib.parse import urlencode, urlparse
+
+    try:
+        path = urlparse(st.context.url or "").path or "/"
+    except Exception:
+        path = "/"
+    query = urlencode({k: v for k, v in st.query_params.to_dict().items()})
+    return binding.safe_next(path + (f"?{query}" if query else ""))
 
 
 def _oidc_viewer() -> Viewer:
@@ -223,6 +272,8 @@ def _sign_out() -> None:
     viewer = current_viewer()
     if viewer is not None:
         _log_quietly("logout", viewer.name, viewer.role, {"mode": viewer.mode})
+    if binding.gate_active():
+        binding.BROWSER_SESSIONS.sign_out(_browser_token())
     for key in (VIEWER_KEY, AUDITED_KEY):
         st.session_state.pop(key, None)
     if viewer is not None and viewer.mode == "oidc":
@@ -236,6 +287,8 @@ def sidebar_account(viewer: Viewer) -> None:
         sb.caption(f"User **{viewer.name}** ({viewer.role}), development mode: no sign-in")
         return
     sb.caption(f"Signed in as **{viewer.name}** ({viewer.role})")
+    if viewer.mode == "local" and not binding.gate_active():
+        sb.caption("This session is not bound to the browser: serve with `streamlit run app/server.py`.")
     sb.button("Sign out", key="sign_out", icon=":material/logout:", on_click=_sign_out)
 
 
@@ -250,6 +303,14 @@ def require_role(role: str) -> Viewer:
 
 
 # ---------------------------------------------------------------------------------------- audit
+
+
+def _log_failure(action: str, name: str, detail: dict[str, Any]) -> None:
+    """A failed or throttled sign-in, within the process's budget (FAILED_SIGN_IN_AUDIT): past it, attempts
+    are counted and the count is written with the next entry that passes (`left_out`)."""
+    allowed, left_out = FAILED_SIGN_IN_AUDIT.take()
+    if allowed:
+        _log_quietly(action, name.strip()[:64], None, {**detail, **({"left_out": left_out} if left_out else {})})
 
 
 def _log_quietly(action: str, user: str, role: str | None, detail: dict[str, Any]) -> None:

@@ -34,11 +34,13 @@ import pandas as pd
 from medfuse_core.explain.scores import PatientScores, score_records
 from medfuse_core.problems import Problem, error
 from medfuse_core.record import PatientRecord
-from medfuse_core.sources.validate import find_bundle_folders, validate_bundle
+from medfuse_core.sources.validate import duplicate_id_problems, find_bundle_folders, validate_bundle
 
 MAX_MEMBERS = 5000
 MAX_TOTAL_BYTES = 512 * 1024**2  # uncompressed, all members together
 MAX_MEMBER_BYTES = 256 * 1024**2
+MAX_NAME_BYTES = 255  # one file or folder name (NAME_MAX on Linux, macOS and Windows)
+MAX_PATH_BYTES = 1024
 CHUNK = 1024**2
 
 
@@ -65,6 +67,46 @@ def _safe_name(name: str) -> PurePosixPath | None:
     if any(part == ".." for part in path.parts):
         return None
     return path
+
+
+def _name_problem(rel: PurePosixPath) -> str:
+    """Why this path cannot be written on this machine ('' when it can)."""
+    for part in rel.parts:
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            return (f"refused: a file or folder name is {len(part.encode('utf-8', 'surrogateescape')):,} bytes long; "
+                    f"expected at most {MAX_NAME_BYTES}")
+    if len(str(rel).encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        return f"refused: the path is longer than {MAX_PATH_BYTES:,} bytes"
+    return ""
+
+
+def _layout_conflicts(infos: list[zipfile.ZipInfo]) -> tuple[list[str], set[str]]:
+    """(paths given by two or more members, file members whose path is also a folder in the zip).
+    Both make the result depend on the order of writing, so they are refused, never resolved in silence."""
+    seen: dict[str, int] = {}
+    folders: set[str] = set()
+    for info in infos:
+        rel = _safe_name(info.filename)
+        if rel is None or not rel.parts:
+            continue
+        key = rel.as_posix()
+        seen[key] = seen.get(key, 0) + 1
+        folders.update(p.as_posix() for p in rel.parents if p.parts)
+        if info.is_dir():
+            folders.add(key)
+    duplicates = sorted(k for k, n in seen.items() if n > 1)
+    files_as_folders = {i.filename for i in infos if not i.is_dir() and (rel := _safe_name(i.filename)) is not None
+                        and rel.parts and rel.as_posix() in folders}
+    return duplicates, files_as_folders
+
+
+def _remove_quietly(path: Path) -> None:
+    """Remove a half-written file; never raises (the path may be a folder, or gone)."""
+    try:
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+    except OSError:
+        pass
 
 
 def _is_link_or_special(info: zipfile.ZipInfo) -> bool:
@@ -98,28 +140,47 @@ def unpack_zip(data: bytes, target: str | Path, label: str = "upload.zip", *, ma
                                                  f"declares {declared / 1024**2:.0f} MB"))
             out.fatal = True
             return out
+        duplicates, files_as_folders = _layout_conflicts(infos)
+        if duplicates:
+            shown = ", ".join(repr(d[:80]) for d in duplicates[:5]) + (", ..." if len(duplicates) > 5 else "")
+            out.problems.append(error(label, "", f"refused: {len(duplicates)} path(s) appear more than once in the zip "
+                                                 f"({shown}); which copy is meant cannot be told"))
+            out.fatal = True
+            return out
         written = 0
         for info in infos:
             rel = _safe_name(info.filename)
             if rel is None:
                 out.problems.append(error(label, info.filename, "refused: the path would leave the upload folder"))
                 continue
+            why = _name_problem(rel)
+            if why:
+                out.problems.append(error(label, _short(info.filename), why))
+                continue
+            if info.filename in files_as_folders:
+                out.problems.append(error(label, info.filename, "refused: a file with the same path as a folder in the "
+                                                                "zip (a file and a folder cannot share a name)"))
+                continue
             if _is_link_or_special(info):
                 out.problems.append(error(label, info.filename, "refused: links and special files are not allowed"))
                 continue
             if rel.parts and rel.parts[0] == "__MACOSX":
                 continue  # macOS resource forks: not part of the bundle
-            dest = (root / Path(*rel.parts)).resolve()
+            try:
+                dest = (root / Path(*rel.parts)).resolve()
+            except (OSError, RuntimeError, ValueError) as exc:
+                out.problems.append(error(label, _short(info.filename), f"could not be unpacked ({_reason(exc)}); left out"))
+                continue
             if dest != root and root not in dest.parents:
                 out.problems.append(error(label, info.filename, "refused: the path would leave the upload folder"))
                 continue
-            if info.is_dir():
-                dest.mkdir(parents=True, exist_ok=True)
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
             size = 0
             try:
-                with archive.open(info) as src, open(dest, "wb") as dst:
+                if info.is_dir():
+                    dest.mkdir(parents=True, exist_ok=True)
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(info) as src, open(dest, "xb") as dst:
                     while chunk := src.read(CHUNK):
                         size += len(chunk)
                         written += len(chunk)
@@ -127,20 +188,34 @@ def unpack_zip(data: bytes, target: str | Path, label: str = "upload.zip", *, ma
                             raise _TooBig(size > max_member)
                         dst.write(chunk)
             except _TooBig as big:
-                dest.unlink(missing_ok=True)
+                _remove_quietly(dest)
                 limit = f"{max_member // 1024**2} MB per file" if big.member else f"{max_total // 1024**2} MB in all"
                 out.problems.append(error(label, info.filename, f"refused: more than {limit} unpacked"))
                 out.fatal = True
                 return out
+            except FileExistsError:  # written already (as a file or folder) by an earlier member: never overwritten
+                out.problems.append(error(label, info.filename, "refused: another member already wrote this path"))
+                continue
             except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError, zlib.error) as exc:
-                dest.unlink(missing_ok=True)  # a half-written file must not be read as part of the bundle
-                out.problems.append(error(label, info.filename, f"could not be unpacked ({exc}); left out"))
+                _remove_quietly(dest)  # a half-written file must not be read as part of the bundle
+                out.problems.append(error(label, _short(info.filename), f"could not be unpacked ({_reason(exc)}); left out"))
                 continue
             out.files.append(dest)
     if not out.files and not out.problems:
         out.problems.append(error(label, "", "expected the files of a patient bundle; the zip is empty"))
         out.fatal = True
     return out
+
+
+def _short(name: str, limit: int = 120) -> str:
+    return name if len(name) <= limit else name[:limit] + "..."
+
+
+def _reason(exc: BaseException) -> str:
+    """An OSError's words without the temporary path it names (which means nothing to the user)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__ if not str(exc) else str(exc)[:200]
 
 
 class _TooBig(Exception):
@@ -172,6 +247,7 @@ class UploadResult:
     scores: dict[str, PatientScores] = field(default_factory=dict)
     fatal: str = ""  # why nothing could be used, when that is the case
     score_error: str = ""  # why there are no scores (no model, or scoring failed)
+    duplicates: int = 0  # bundles left out because another bundle in the zip has the same patient id
 
 
 def _problem_rows(problems: list[Problem], root: Path, bundle: str = "") -> list[dict[str, str]]:
@@ -198,13 +274,18 @@ def read_upload(data: bytes, name: str, predictor: Any | None, no_model_reason: 
             return UploadResult(pd.DataFrame(rows, columns=PROBLEM_COLUMNS),
                                 fatal="No patient bundle in the zip: expected a folder (or the zip's top level) "
                                       "with patient.json.")
-        for folder in folders:
-            report, record = validate_bundle(folder)
-            rows += _problem_rows(report.problems, root, relative_problem_file(str(folder), root))
-            if record is not None:
+        validated = [validate_bundle(folder) for folder in folders]
+        refused = {id(report): problem for report, problem in duplicate_id_problems([r for r, _ in validated], root)}
+        for report, record in validated:
+            folder = report.folder
+            problems = report.problems + ([refused[id(report)]] if id(report) in refused else [])
+            rows += _problem_rows(problems, root, relative_problem_file(str(folder), root))
+            if record is not None and id(report) not in refused:  # two bundles, one id: neither is shown
                 record.source = ""  # the folder is deleted on return; nothing may read it later
                 records.append(record)
         result = UploadResult(pd.DataFrame(rows, columns=PROBLEM_COLUMNS), records)
+        if refused:
+            result.duplicates = len(refused)
         if not records:
             result.fatal = "No bundle in the zip could be read; see the problems below."
             return result

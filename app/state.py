@@ -8,6 +8,10 @@ a checkpoint loaded once, and a cohort scored once per (source, checkpoint).
 from __future__ import annotations
 
 import os
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +26,8 @@ from medfuse_core.demo import demo_cohort_dir
 from medfuse_core.runtime.cache import cache_home
 from medfuse_core.predictor import Predictor
 from medfuse_core.record import MODALITIES, PatientRecord
-from medfuse_core.sources.bundle import find_bundles
+from medfuse_core.sources.cohort import CohortLoad, read_cohort
 from medfuse_core.sources.importer import imported_mimic3_dir
-from medfuse_core.sources.validate import validate_bundle
 from medfuse_core.runtime.device import resolve_device
 
 
@@ -34,14 +37,14 @@ def demo_dir() -> Path:
 
 
 @st.cache_resource(show_spinner="Reading patient bundles...")
+def load_cohort_report(root: str) -> CohortLoad:
+    """Every readable bundle under `root`, and every folder that could not be used with why (never raises)."""
+    return read_cohort(root)
+
+
 def load_cohort(root: str) -> list[PatientRecord]:
-    """Every readable bundle under `root`; unreadable ones are skipped (their problems shown elsewhere)."""
-    records = []
-    for folder in find_bundles(Path(root)):
-        _, record = validate_bundle(folder)
-        if record is not None:
-            records.append(record)
-    return records
+    """Every readable bundle under `root` with a unique patient id (the others: `load_cohort_report`)."""
+    return load_cohort_report(root).records
 
 
 @st.cache_resource(show_spinner=False)
@@ -190,7 +193,7 @@ def planted_evidence(source: str, patient_id: str, disease: str | None = None) -
             for i, image in enumerate(record.images):
                 if Path(image.source).name != Path(img.get("file", "")).name:
                     continue
-                mask = read_mask(folder / img["mask"]) if img.get("mask") else None
+                mask = read_mask(folder, str(img["mask"])) if img.get("mask") else None
                 if mask is None or mask.shape != image.pixels.shape:
                     mask = np.zeros(image.pixels.shape, dtype=np.float32)
                     x0, y0, x1, y1 = (int(v) for v in img["box"])
@@ -199,8 +202,20 @@ def planted_evidence(source: str, patient_id: str, disease: str | None = None) -
     return out
 
 
-def read_mask(path: Path) -> np.ndarray | None:
-    """A planted-region mask image as 0/1 float32, or None when it cannot be read."""
+def read_mask(folder: Path, name: str) -> np.ndarray | None:
+    """A planted-region mask image (truth.json names it, relative to the bundle) as 0/1 float32, or None when
+    it cannot be read, lies outside the bundle or is reached through a link (truth.json is input too)."""
+    path = folder / name
+    try:
+        if not path.resolve().is_relative_to(folder.resolve()):
+            return None
+        here = folder
+        for part in Path(name).parts:
+            here = here / part
+            if here.is_symlink():
+                return None
+    except (OSError, ValueError):
+        return None
     try:
         from PIL import Image
 
@@ -208,3 +223,100 @@ def read_mask(path: Path) -> np.ndarray | None:
             return (np.asarray(im.convert("L"), dtype=np.float32) > 127).astype(np.float32)
     except (OSError, ValueError):
         return None
+
+
+# ------------------------------------------------------------------------------ shared explanations
+
+
+def approx_bytes(value: Any, _depth: int = 0) -> int:
+    """Rough memory of a result made of dicts, lists, tuples, numpy arrays, strings and numbers."""
+    if _depth > 8:
+        return 64
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes) + 112
+    if isinstance(value, (str, bytes)):
+        return len(value) + 49
+    if isinstance(value, dict):
+        return 232 + sum(approx_bytes(k, _depth + 1) + approx_bytes(v, _depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple, set)):
+        return 56 + 8 * len(value) + sum(approx_bytes(v, _depth + 1) for v in value)
+    return sys.getsizeof(value, 64)
+
+
+class SharedResults:
+    """A process-wide cache of results every session may read: computed once per key per server, even when
+    several sessions ask for it at the same moment (the others wait for the first), least recently used
+    dropped past `max_entries` or `max_bytes`. Values are shared, not copied: callers must not change them.
+
+    Why not st.cache_data: it pickles each result in and copies it out for every reader, and two sessions
+    asking at once both compute; with 20 clinicians on a ward the same patient's explanation was computed
+    several times and held in several copies."""
+
+    def __init__(self, max_entries: int = 256, max_bytes: int = 512 * 1024**2,
+                 sizeof: Callable[[Any], int] = approx_bytes) -> None:
+        self.max_entries, self.max_bytes, self.sizeof = max_entries, max_bytes, sizeof
+        self._values: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._computing: dict[Hashable, threading.Lock] = {}
+        self.computed = self.hits = 0
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._values
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._values)
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return self._bytes
+
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        """The cached value (counted as a hit), or `default`; never computes."""
+        with self._lock:
+            if key not in self._values:
+                return default
+            self._values.move_to_end(key)
+            self.hits += 1
+            return self._values[key][0]
+
+    def get_or_compute(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                self.hits += 1
+                return self._values[key][0]
+            gate = self._computing.setdefault(key, threading.Lock())
+        with gate:  # one computation per key; the others wait here, then find the value
+            with self._lock:
+                if key in self._values:
+                    self._values.move_to_end(key)
+                    self.hits += 1
+                    return self._values[key][0]
+            try:
+                value = compute()
+            finally:
+                with self._lock:
+                    self._computing.pop(key, None)
+            size = self.sizeof(value)
+            with self._lock:
+                self.computed += 1
+                if size <= self.max_bytes:
+                    self._values[key] = (value, size)
+                    self._bytes += size
+                    while len(self._values) > self.max_entries or self._bytes > self.max_bytes:
+                        _, (_, dropped) = self._values.popitem(last=False)
+                        self._bytes -= dropped
+            return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+            self._bytes = 0
+
+
+# Model explanations per (source, checkpoint, weights mtime, patient, disease, words), for every session.
+EXPLANATIONS = SharedResults(max_entries=1024, max_bytes=512 * 1024**2)  # ~1 MB each (the film map): ~480 fit

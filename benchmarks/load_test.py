@@ -1,28 +1,29 @@
-"""Load test: N browser sessions at once against one `streamlit run app/main.py` process.
+"""Load test: N concurrent sessions for a stretch of time against one dashboard server process.
 
 The dashboard serves every session from one Python process (one model, one set of caches; each
-session's script runs in its own thread), so this checks that concurrent sessions get correct pages
-(no exception, no failed explanation, no HTTP or console error) and how long a page takes when
-N people use it at the same time. It is the real stack: the Streamlit server started as a subprocess
-(dev mode on loopback, demo cohort, the checkpoint below), Debian's Chromium driven by Playwright
-(one browser, one context per session, asyncio).
+session's script runs in its own thread), so this checks that concurrent clinicians get correct pages
+(no exception, no failed explanation or panel, no HTTP or console error), how long a page takes to
+settle, and that the server's memory stays bounded and flat. It is the real stack: the server started
+as a subprocess (`streamlit run app/main.py`, dev mode on loopback, demo cohort, the checkpoint below).
 
-Before the timed part, one session opens the worklist alone (warm-up: the demo cohort is generated,
-the model loaded and the cohort scored; reported as `cold worklist`). Then every session, all
-started together:
-1. opens the worklist (`/`);
-2. opens a patient review (`/patient?patient=P000NN`, a different patient per session, so each one
-   runs its own explanation: Captum on the shared model, from N threads at once);
-3. switches the Disease selectbox to another disease (a fragment rerun and a new explanation).
-A step's time runs from the navigation or click until the page's own content is there (the worklist's
-table; the review's heading, predictions and probability sentence of the selected disease) and
-Streamlit reports the script finished (`[data-testid='stApp'][data-test-script-state='notRunning']`).
+Two kinds of session, all started together after a warm-up (one session opens the worklist alone on
+the cold server: demo cohort made, model loaded, cohort scored; reported as `cold worklist`):
+- websocket sessions (N - B of them; benchmarks/ws_client.py speaks Streamlit's protocol, no browser):
+  each opens the worklist, then until the time is up opens patient reviews, a different patient each
+  time (session i starts at P{i}), each with the next disease (`?patient=...&disease=...`), so patients and
+  diseases overlap across sessions the way a ward's clinicians would. A step's time is from the request
+  to the script's end (`script_finished`);
+- browser sessions (B; Debian's Chromium via Playwright): worklist, a patient review, a switch of the
+  Disease selectbox, repeated until the time is up. A step ends when the page's own content is there and
+  Streamlit reports the script finished.
+The server's resident memory is sampled every `--sample` seconds; `memory slope` is the least-squares
+slope over the second half of the run (flat: close to 0 MiB/min).
 
-Errors, counted per session: an exception box (`stException`) or the review's "evidence could not be
-computed" warning on the page, a step timing out, an HTTP response >= 400 or a failed request, a
-JavaScript error or a console error, and tracebacks in the server's log.
+Errors: an exception on the page, "could not be computed" or "could not be shown" on the page, a step
+timing out, a run that does not finish, an HTTP response >= 400 or a failed request, a JavaScript or
+console error (browser sessions), and tracebacks in the server's log.
 
-    python benchmarks/load_test.py [--sessions 20] [--out-dir benchmarks/results] [--checkpoint DIR]
+    python benchmarks/load_test.py [--sessions 20] [--browsers 3] [--duration 600] [--out-dir benchmarks/results]
 
 Writes load_test.json and load_test.md to --out-dir.
 """
@@ -42,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from medfuse_core.provenance import scrub_paths
 from pathlib import Path
@@ -52,6 +54,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 EVIDENCE_FAILED = "evidence could not be computed"
+PANEL_FAILED = "could not be shown"
 STEPS = ("worklist", "patient review", "disease switch")
 # Streamlit's frontend on /patient first looks for the server under /patient/ (a proxy's path prefix):
 # these two 404s per page load are that probe, not a failure; counted apart.
@@ -109,7 +112,7 @@ class Session:
 
     def __init__(self, name: str, timeout_s: float):
         self.name, self.timeout_ms = name, timeout_s * 1000
-        self.times: dict[str, float] = {}
+        self.times: dict[str, list[float]] = {}
         self.errors: list[str] = []
         self.probes = 0  # Streamlit's base-path probes (BASE_PATH_PROBE), not errors
         self.ping_retries: list[float] = []  # seconds each failed connection ping had waited
@@ -147,6 +150,8 @@ class Session:
     async def check(self, page, step: str) -> None:
         if await page.locator("[data-testid='stException']").count():
             self.errors.append(f"{step}: exception on the page: {(await page.locator('[data-testid=stException]').first.inner_text())[:300]}")
+        if await page.get_by_text(PANEL_FAILED, exact=False).count():
+            self.errors.append(f"{step}: {(await page.get_by_text(PANEL_FAILED, exact=False).first.inner_text())[:300]}")
         if await page.get_by_text(EVIDENCE_FAILED, exact=False).count():
             self.errors.append(f"{step}: {(await page.get_by_text(EVIDENCE_FAILED, exact=False).first.inner_text())[:300]}")
 
@@ -160,7 +165,7 @@ class Session:
         except Exception as exc:  # a timeout or a closed page: an error of this session, the others go on
             self.errors.append(f"{step}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
             return False
-        self.times[step] = time.perf_counter() - start
+        self.times.setdefault(step, []).append(time.perf_counter() - start)
         await self.check(page, step)
         return True
 
@@ -210,19 +215,82 @@ async def switch_disease(page, s: Session) -> bool:
     return ok
 
 
-async def run_session(browser, url: str, patient: str, s: Session, start: asyncio.Event) -> None:
-    context = await browser.new_context(viewport={"width": 1400, "height": 1800})
-    context.set_default_timeout(s.timeout_ms)  # clicks and waits alike (Playwright's default is 30 s)
-    page = await context.new_page()
-    s.watch(page)
-    s.details["patient"] = patient
+async def run_session(browser, url: str, patients: list[str], s: Session, start: asyncio.Event,
+                      until: list[float]) -> None:
+    """A browser session: worklist, a review, a disease switch; again with the next patient until the time is up."""
     await start.wait()
+    for patient in patients:
+        if time.perf_counter() >= until[0]:
+            break
+        context = await browser.new_context(viewport={"width": 1400, "height": 1800})
+        context.set_default_timeout(s.timeout_ms)  # clicks and waits alike (Playwright's default is 30 s)
+        page = await context.new_page()
+        s.watch(page)
+        s.details["patients"] = s.details.get("patients", 0) + 1
+        try:
+            if await worklist(page, url, s) and await review(page, url, patient, s):
+                await switch_disease(page, s)
+            await page.wait_for_timeout(500)  # late console or network errors of the last step
+        finally:
+            await context.close()
+
+
+async def run_ws_session(url: str, index: int, patients: list[str], labels: list[str], s: Session,
+                         start: asyncio.Event, until: list[float]) -> None:
+    """A websocket session: the worklist once, then reviews of one patient after another, each with the next
+    disease, until the time is up."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.ws_client import StreamlitSession
+
+    timeout = s.timeout_ms / 1000
+    await start.wait()
+    async with StreamlitSession(url) as client:
+        result = await client.run("", "", timeout)
+        _record_ws(s, "worklist", result, "Patients")
+        k = 0
+        while time.perf_counter() < until[0]:
+            patient = patients[(index + k * 7) % len(patients)]
+            disease = labels[(index + k) % len(labels)]
+            query = urllib.parse.urlencode({"patient": patient, "disease": disease})
+            result = await client.run("patient", query, timeout)
+            _record_ws(s, "patient review", result, f"Patient {patient}")
+            k += 1
+        s.details["patients"] = k
+
+
+def _record_ws(s: Session, step: str, result, expect: str) -> None:
+    if not result.finished:
+        s.errors.append(f"{step}: the run did not finish within {s.timeout_ms / 1000:.0f} s")
+        return
+    s.times.setdefault(step, []).append(result.seconds)
+    for error in result.exceptions:
+        s.errors.append(f"{step}: exception on the page: {error[:300]}")
+    for text in result.texts:
+        if EVIDENCE_FAILED in text or PANEL_FAILED in text:
+            s.errors.append(f"{step}: {text[:300]}")
+    if expect not in result.text:
+        s.errors.append(f"{step}: expected {expect!r} on the page")
+
+
+def _rss_mib(pid: int) -> float:
     try:
-        if await worklist(page, url, s) and await review(page, url, patient, s):
-            await switch_disease(page, s)
-        await page.wait_for_timeout(500)  # late console or network errors of the last step
-    finally:
-        await context.close()
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return float("nan")
+
+
+async def sample_memory(pid: int, every_s: float, began: float, samples: list[tuple[float, float]],
+                        stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        samples.append((time.perf_counter() - began, _rss_mib(pid)))
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every_s)
+        except asyncio.TimeoutError:
+            pass
+    samples.append((time.perf_counter() - began, _rss_mib(pid)))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -234,36 +302,64 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
-async def drive(url: str, sessions: int, timeout_s: float, server_pid: int) -> dict[str, Any]:
+async def drive(url: str, sessions: int, browsers: int, duration_s: float, timeout_s: float, server_pid: int,
+                labels: list[str], patients: list[str], sample_s: float) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"])
+        browser = None
+        if browsers:
+            browser = await pw.chromium.launch(
+                executable_path=CHROMIUM,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                      "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"])
         warm = Session("warm-up", timeout_s * 2)
-        context = await browser.new_context(viewport={"width": 1400, "height": 1800})
-        context.set_default_timeout(warm.timeout_ms)
-        page = await context.new_page()
-        warm.watch(page)
-        await worklist(page, url, warm)
-        await context.close()
+        sys.path.insert(0, str(ROOT))
+        from benchmarks.ws_client import StreamlitSession
 
-        start = asyncio.Event()
-        runs = [Session(f"session {i + 1}", timeout_s) for i in range(sessions)]
-        tasks = [asyncio.create_task(run_session(browser, url, f"P{i:05d}", s, start)) for i, s in enumerate(runs)]
-        await asyncio.sleep(1.0)  # every context and page created
+        async with StreamlitSession(url) as client:
+            _record_ws(warm, "worklist", await client.run("", "", timeout_s * 2), "Patients")
+
+        start, stop = asyncio.Event(), asyncio.Event()
+        until = [float("inf")]
+        runs = [Session(f"{'browser' if i < browsers else 'websocket'} session {i + 1}", timeout_s)
+                for i in range(sessions)]
+        tasks = []
+        for i, s in enumerate(runs):
+            order = patients[i % len(patients):] + patients[:i % len(patients)]
+            if i < browsers:
+                tasks.append(asyncio.create_task(run_session(browser, url, order * 100, s, start, until)))
+            else:
+                tasks.append(asyncio.create_task(run_ws_session(url, i, patients, labels, s, start, until)))
+        await asyncio.sleep(1.0)  # every task waiting
         began, cpu = time.perf_counter(), _cpu_seconds(server_pid)
+        samples: list[tuple[float, float]] = []
+        sampler = asyncio.create_task(sample_memory(server_pid, sample_s, began, samples, stop))
+        until[0] = began + duration_s
         start.set()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         wall, cpu = time.perf_counter() - began, _cpu_seconds(server_pid) - cpu
+        stop.set()
+        await sampler
         for s, outcome in zip(runs, outcomes):
             if isinstance(outcome, BaseException):
                 s.errors.append(f"session crashed: {type(outcome).__name__}: {outcome}")
-        version = browser.version
-        await browser.close()
-    return {"warm": warm, "sessions": runs, "wall_s": wall, "server_cpu_s": cpu, "chromium": version}
+        version = browser.version if browser else ""
+        if browser:
+            await browser.close()
+    return {"warm": warm, "sessions": runs, "wall_s": wall, "server_cpu_s": cpu, "chromium": version,
+            "memory": samples}
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope (per second) of (t, y) points; NaN with fewer than 3."""
+    points = [(t, y) for t, y in points if y == y]
+    if len(points) < 3:
+        return float("nan")
+    mt = sum(t for t, _ in points) / len(points)
+    my = sum(y for _, y in points) / len(points)
+    den = sum((t - mt) ** 2 for t, _ in points)
+    return sum((t - mt) * (y - my) for t, y in points) / den if den else float("nan")
 
 
 # ------------------------------------------------------------------------------------- report
@@ -276,21 +372,38 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[int(rank) - 1]
 
 
-def summarise(result: dict[str, Any], server_log: str, checkpoint: str, sessions: int, timeout_s: float) -> dict[str, Any]:
+def _shown_path(path: str) -> str:
+    """A path inside the repository as repo-relative (no build machine's absolute path in a result)."""
+    try:
+        return Path(path).resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+def summarise(result: dict[str, Any], server_log: str, checkpoint: str, sessions: int, browsers: int,
+              duration_s: float, timeout_s: float) -> dict[str, Any]:
     runs: list[Session] = result["sessions"]
     steps = {}
     for step in STEPS:
-        values = [s.times[step] for s in runs if step in s.times]
+        values = [t for s in runs for t in s.times.get(step, [])]
         steps[step] = {"n": len(values), "p50_s": statistics.median(values) if values else None,
                        "p95_s": _percentile(values, 95) if values else None, "max_s": max(values) if values else None}
     tracebacks = server_log.count("Traceback (most recent call last)")
     errors = sum(len(s.errors) for s in runs) + len(result["warm"].errors) + tracebacks
+    memory = result["memory"]
+    half = [p for p in memory if p[0] >= result["wall_s"] / 2]
     return {
         "sessions": sessions,
+        "browser_sessions": browsers,
+        "duration_s": duration_s,
         "steps": steps,
-        "cold_worklist_s": result["warm"].times.get("worklist"),
+        "cold_worklist_s": (result["warm"].times.get("worklist") or [None])[0],
         "wall_s": result["wall_s"],
         "server_cpu_s": result["server_cpu_s"],
+        "memory_mib": {"start": memory[0][1] if memory else None, "peak": max((m for _, m in memory), default=None),
+                       "end": memory[-1][1] if memory else None,
+                       "slope_second_half_mib_per_min": _slope(half) * 60,
+                       "samples": [[round(t, 1), round(m, 1)] for t, m in memory]},
         "errors": errors,
         "server_tracebacks": tracebacks,
         "base_path_probes_not_errors": sum(s.probes for s in runs) + result["warm"].probes,
@@ -300,9 +413,10 @@ def summarise(result: dict[str, Any], server_log: str, checkpoint: str, sessions
         "error_list": ([f"warm-up: {e}" for e in result["warm"].errors]
                        + [f"{s.name}: {e}" for s in runs for e in s.errors]),
         "per_session": [{"name": s.name, **s.details, "times_s": s.times, "errors": s.errors} for s in runs],
-        "setup": {"checkpoint": checkpoint, "page_timeout_s": timeout_s, "server": "one `streamlit run app/main.py` "
+        "setup": {"checkpoint": _shown_path(checkpoint), "page_timeout_s": timeout_s, "server": "one `streamlit run app/main.py` "
                   "process serves every session (scripts in threads of that process, one shared model)",
-                  "browser": f"Chromium {result['chromium']} via Playwright, one browser, one context per session"},
+                  "browser": (f"Chromium {result['chromium']} via Playwright, one context per browser session"
+                              if browsers else "no browser sessions")},
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
                     "load_avg_1min_at_end": os.getloadavg()[0]},
     }
@@ -310,13 +424,16 @@ def summarise(result: dict[str, Any], server_log: str, checkpoint: str, sessions
 
 def markdown(report: dict[str, Any]) -> str:
     m, setup = report["machine"], report["setup"]
-    intro = (f"{report['sessions']} browser sessions at once against **one** `streamlit run app/main.py` process "
+    intro = (f"{report['sessions']} sessions at once ({report['browser_sessions']} in a real browser, the others "
+             f"websocket clients) for {report['duration_s']:.0f} s against **one** `streamlit run app/main.py` process "
              f"(it serves every session: scripts in threads, one shared model), on {m['cpu_count']} CPU cores "
-             f"(shared machine; 1-min load {m['load_avg_1min_at_end']:.1f} at the end) that also run the browser. "
-             f"{setup['browser']}. Checkpoint `{setup['checkpoint']}`, demo cohort, dev mode. Each session: "
-             f"worklist, then its own patient's review (P00000, P00001, ...), then a switch of the Disease "
-             f"selectbox. A step ends when the page's content is there and the script has finished; p95 is the "
-             f"nearest rank over sessions. Produced by `python benchmarks/load_test.py --sessions {report['sessions']}`.")
+             f"(1-min load {m['load_avg_1min_at_end']:.1f} at the end; the clients run on the same machine). "
+             f"{setup['browser']}. Checkpoint `{setup['checkpoint']}`, demo cohort, dev mode. Websocket sessions open "
+             f"the worklist, then one patient review after another, each with the next disease; browser sessions "
+             f"repeat worklist, review, Disease switch. A step ends when the script has finished (and, in the "
+             f"browser, the page's content is there); p95 is the nearest rank over every step of every session. "
+             f"Produced by `python benchmarks/load_test.py --sessions {report['sessions']} --browsers "
+             f"{report['browser_sessions']} --duration {report['duration_s']:.0f}`.")
     errors = (f"Errors: **{report['errors']}** (exceptions or failed explanations on the page, timeouts at "
               f"{setup['page_timeout_s']:.0f} s a step, HTTP >= 400 or failed requests, JavaScript and console "
               f"errors, {report['server_tracebacks']} tracebacks in the server log). Not counted: "
@@ -341,6 +458,11 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {step} | {s['n']} | {s['p50_s']:.1f} s | {s['p95_s']:.1f} s | {s['max_s']:.1f} s |")
         else:
             lines.append(f"| {step} | 0 | | | |")
+    mem = report["memory_mib"]
+    if mem["start"] is not None:
+        wall += (f" Server memory (resident): {mem['start']:.0f} MiB at the start, peak {mem['peak']:.0f} MiB, "
+                 f"{mem['end']:.0f} MiB at the end; slope over the second half {mem['slope_second_half_mib_per_min']:+.1f} "
+                 f"MiB/min ({len(mem['samples'])} samples).")
     lines += ["", errors, "", wall]
     if report["error_list"]:
         lines += ["", "## Errors", ""] + [f"- {e}" for e in report["error_list"][:50]]
@@ -349,12 +471,15 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sessions", type=int, default=20, help="concurrent browser sessions (default 20)")
+    parser.add_argument("--sessions", type=int, default=20, help="concurrent sessions in all (default 20)")
+    parser.add_argument("--browsers", type=int, default=3, help="of which real browser sessions (default 3)")
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds the sessions keep going (default 600)")
+    parser.add_argument("--sample", type=float, default=5.0, help="seconds between memory samples")
     parser.add_argument("--out-dir", type=Path, default=RESULTS, help="where load_test.json and .md go")
     parser.add_argument("--checkpoint", default=str(ROOT / "assets" / "demo_model"))
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds allowed for one step of one session")
     args = parser.parse_args()
-    if not Path(CHROMIUM).exists():
+    if args.browsers and not Path(CHROMIUM).exists():
         print(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="medfuse_load_") as tmp:
@@ -362,7 +487,10 @@ def main() -> int:
         log = home / "server.log"
         proc, url = start_server(home, args.checkpoint, log)
         try:
-            result = asyncio.run(drive(url, args.sessions, args.timeout, proc.pid))
+            labels = json.loads((Path(args.checkpoint) / "config.json").read_text())["model"]["labels"]
+            patients = [f"P{i:05d}" for i in range(40)]  # the demo cohort
+            result = asyncio.run(drive(url, args.sessions, min(args.browsers, args.sessions), args.duration,
+                                       args.timeout, proc.pid, labels, patients, args.sample))
         finally:
             proc.terminate()
             try:
@@ -370,7 +498,8 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
         server_log = log.read_text(errors="replace")
-    report = summarise(result, server_log, args.checkpoint, args.sessions, args.timeout)
+    report = summarise(result, server_log, args.checkpoint, args.sessions, min(args.browsers, args.sessions),
+                       args.duration, args.timeout)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "load_test.json").write_text(scrub_paths(json.dumps(report, indent=1)))
     (args.out_dir / "load_test.md").write_text(scrub_paths(markdown(report)))

@@ -180,7 +180,8 @@ def scoring(checkpoint: str, cohorts: list[Path], batch_size: int, workers: int,
     return runs
 
 
-def training(checkpoint: str, cohort: Path, n_patients: int, device: str) -> dict[str, Any]:
+def training(checkpoint: str, cohort: Path, n_patients: int, device: str, batch_size: int | None = None) -> dict[str, Any]:
+    """`batch_size`: instead of the checkpoint's training batch (a GPU is filled by larger ones)."""
     from medfuse_core.models.baselines import build_model
     from medfuse_core.models.config import ModelConfig
     from medfuse_core.train.loop import TrainConfig, train
@@ -196,7 +197,8 @@ def training(checkpoint: str, cohort: Path, n_patients: int, device: str) -> dic
         model = build_model(ModelConfig.from_dict(config["model"]))
         model.load_state_dict(predictor.model.state_dict())
         train_config = TrainConfig.from_dict({**config.get("train", {}), "epochs": 1, "encoder_epochs": 0,
-                                              "freeze_encoders": freeze, "progress": False, "device": device})
+                                              "freeze_encoders": freeze, "progress": False, "device": device,
+                                              **({"batch_size": batch_size} if batch_size else {})})
         with tempfile.TemporaryDirectory() as run_dir:
             result = train(model, train_set, val_set, train_config, Path(run_dir))
         seconds = result.history[-1].seconds
@@ -303,6 +305,9 @@ def markdown(r: dict[str, Any]) -> str:
              f"Checkpoint `{r['checkpoint']}` ({r['parameters']:,} parameters) on {m['device']} "
              f"({m['device_name']}), {m['threads']} CPU thread(s), torch {m['torch']}, {m['platform']}. "
              f"Measured {r['measured']}.", ""]
+    if r.get("sections_from_earlier_runs"):
+        lines += [f"Sections {', '.join(r['sections_from_earlier_runs'])} are kept from the run of "
+                  f"{r['earlier_run_measured']} (this run re-measured the others).", ""]
     if "latency" in r:
         lat = r["latency"]
         first = next(iter(lat.values()))
@@ -400,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="scoring: DataLoader workers")
     parser.add_argument("--train-patients", type=int, default=512)
+    parser.add_argument("--train-batch-size", type=int, default=None, help="training: batch size (default: the checkpoint's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
@@ -430,6 +436,17 @@ def main(argv: list[str] | None = None) -> int:
             if len(records) >= max(args.patients, args.batch_size):
                 break
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    previous_file = args.out_dir / "performance.json"
+    if set(sections) != set(SECTIONS) and previous_file.exists():
+        # a partial re-run keeps the other sections' figures (each carries the run it came from in "measured_by")
+        previous = json.loads(previous_file.read_text())
+        for name in set(SECTIONS) - set(sections):
+            for key in (name, f"{name}_settings"):
+                if key in previous:
+                    result[key] = previous[key]
+        result["sections_from_earlier_runs"] = sorted(
+            {n for n in set(SECTIONS) - set(sections) if n in previous} | set(previous.get("sections_from_earlier_runs", [])) - set(sections))
+        result["earlier_run_measured"] = previous.get("earlier_run_measured", previous.get("measured"))
 
     def save() -> None:
         result["targets"] = targets(result)
@@ -443,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         result["reference"] = reference(predictor, records, args.batch_size, args.repeats)
         save()
     if "training" in sections:
-        result["training"] = training(args.checkpoint, args.cohort[0], args.train_patients, str(device))
+        result["training"] = training(args.checkpoint, args.cohort[0], args.train_patients, str(device), args.train_batch_size)
         save()
     if "captum" in sections:
         result["captum"] = captum(args.threads)

@@ -11,7 +11,7 @@ resume point with the same run config resumes instead of starting over; `--fresh
 
 Columns of the table (diseases only, mortality apart, as in the eval report):
 macro-AUROC and macro-AUPRC with the bootstrap 95% interval, micro-F1 at the validation thresholds,
-mortality AUROC, ECE after temperature scaling (all labels), and macro-AUROC with the image withheld
+mortality AUROC, ECE after the per-label calibration (all labels), and macro-AUROC with the image withheld
 over the diseases whose route is not image-only (9 of the synthetic 10) and with the notes withheld
 over the diseases whose route is not notes-only (9 of 10). Routes come from the synthetic cohort's
 `DISEASES`; labels it does not know count as neither (all diseases are then used).
@@ -90,7 +90,7 @@ def summarise(variant: str, report: dict[str, Any], run_config: dict[str, Any], 
         "macro_auprc": report["macro_auprc"], "macro_auprc_ci95": report["ci95"]["macro_auprc"],
         "micro_f1": report["micro_f1"],
         "mortality_auroc": (report.get("mortality") or {}).get("auroc", float("nan")),
-        "ece_after_scaling": report["ece"]["after_scaling"],
+        "ece_calibrated": report["ece"]["calibrated"],
         "macro_auroc_without_image": without_image, "n_diseases_without_image": len(image_names),
         "drop_without_image": with_image - without_image,
         "macro_auroc_without_notes": without_notes, "n_diseases_without_notes": len(note_names),
@@ -159,12 +159,12 @@ def markdown(results: dict[str, Any]) -> str:
               "(`train --image-encoder-data`)" if meta.get("encoder_films") else "") + ".", ""]
           if meta.get("shared_encoders") else []),
         "Macro figures over the diseases (mortality apart); 95% bootstrap intervals over patients "
-        f"({meta['bootstrap']} resamples). ECE after temperature scaling, all labels. 'no image' / 'no notes': "
+        f"({meta['bootstrap']} resamples). ECE after the per-label calibration fitted on validation, all labels. 'no image' / 'no notes': "
         f"macro-AUROC with that modality withheld from every patient, over the {n_img} diseases whose route is "
         f"not image-only / the {n_note} whose route is not notes-only; in brackets the drop from the same "
         "diseases' macro-AUROC with every modality given.",
         "",
-        "| variant | macro-AUROC [95% CI] | macro-AUPRC [95% CI] | micro-F1 | mortality AUROC | ECE (scaled) "
+        "| variant | macro-AUROC [95% CI] | macro-AUPRC [95% CI] | micro-F1 | mortality AUROC | ECE (calibrated) "
         "| AUROC, no image (drop) | AUROC, no notes (drop) | best epoch | parameters |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -172,7 +172,7 @@ def markdown(results: dict[str, Any]) -> str:
         best = "n/a" if r["best_epoch"] is None else f"{r['best_epoch'] + 1}/{r['epochs_run']}"
         lines.append(
             f"| {r['variant']} | {_ci(r['macro_auroc'], r['macro_auroc_ci95'])} | {_ci(r['macro_auprc'], r['macro_auprc_ci95'])} "
-            f"| {_f(r['micro_f1'])} | {_f(r['mortality_auroc'])} | {_f(r['ece_after_scaling'])} "
+            f"| {_f(r['micro_f1'])} | {_f(r['mortality_auroc'])} | {_f(r['ece_calibrated'])} "
             f"| {_f(r['macro_auroc_without_image'])} ({_f(r.get('drop_without_image'))}) "
             f"| {_f(r['macro_auroc_without_notes'])} ({_f(r.get('drop_without_notes'))}) | {best} "
             f"| {r['parameters'] if r['parameters'] is not None else 'n/a'} |")

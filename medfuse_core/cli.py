@@ -14,6 +14,8 @@ from pathlib import Path
 from medfuse_core.problems import DataError, Severity
 from medfuse_core.users import ROLES
 
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo_model"  # validate's default coverage model
+
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from medfuse_core.sources.synth import generate_cohort
@@ -23,10 +25,40 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _coverage_printer(args: argparse.Namespace):
+    """A validate_tree callback printing each patient's coverage under the checkpoint's feature settings
+    (one line; every unread row with -v); None when there is no checkpoint to measure against."""
+    from medfuse_core.features.coverage import coverage
+    from medfuse_core.features.featurize import FeatureSpec
+    from medfuse_core.features.labs import LabVocabulary
+    from medfuse_core.runtime.checkpoint import read_config
+
+    folder = Path(args.checkpoint) if args.checkpoint else DEMO_CHECKPOINT
+    if not (folder / "config.json").is_file():
+        if args.checkpoint:
+            print(f"error: --checkpoint: expected a run folder with config.json, found {folder}", file=sys.stderr)
+        return None
+    spec = FeatureSpec.from_dict(read_config(folder)["features"])
+    vocabulary = LabVocabulary.from_dict(spec.lab_vocabulary)
+
+    def show(report, record) -> None:
+        cov = coverage(record, vocabulary, spec.hours, spec.timestep, spec.max_sentences)
+        print(f"coverage: {cov.summary_line()}")
+        if args.verbose:
+            for modality in cov.modalities.values():
+                if modality.unread:
+                    print(f"  {modality.modality}: {modality.summary(spec.hours)}")
+                for d in modality.details:
+                    print(f"    {modality.modality}: {d['what']}{' at ' + d['time'] if d['time'] else ''}: {d['reason']}")
+
+    return show
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from medfuse_core.sources.validate import validate_tree
 
-    reports = validate_tree(args.path)
+    show = None if args.errors_only else _coverage_printer(args)
+    reports = validate_tree(args.path, on_record=show)
     n_errors = n_warnings = n_info = 0
     for report in reports:
         for problem in report.problems:
@@ -139,6 +171,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from medfuse_core.train.refit import calibrate_checkpoint
+
+    if not Path(args.checkpoint, "config.json").is_file():
+        print(f"error: --checkpoint {args.checkpoint}: not a run folder (no config.json)", file=sys.stderr)
+        return 2
+    config = calibrate_checkpoint(args.checkpoint, args.data, progress=not args.quiet, device=args.device,
+                                  domain=args.domain, false_alarm_rate=args.false_alarm_rate,
+                                  intervals_data=args.intervals_data, level=args.level)
+    calibration = config["calibration"]
+    methods = [entry["chosen"] for entry in calibration["selection"].values()]
+    print(f"calibration refitted on {calibration['fitted_on']['patients']} validation patients "
+          f"({methods.count('temperature')} label(s) by temperature, {methods.count('isotonic')} isotonic); "
+          f"written to {Path(args.checkpoint) / 'config.json'}")
+    if args.intervals_data:
+        print(f"conformal intervals at {args.level:.0%} fitted on {config['uncertainty']['fitted_on']['patients']} patients")
+    for modality, entry in (config.get("domain") or {}).get("modalities", {}).items() if args.domain else ():
+        print(f"domain of {modality}: {entry['n_train']} training patients, threshold {entry['threshold']:.2f} "
+              f"({entry.get('val_flagged', float('nan')):.1%} of {entry['n_val']} validation patients flagged)")
+    return 0
+
+
 def _cmd_pretrain_labs(args: argparse.Namespace) -> int:
     from medfuse_core.train.pretrain_labs import run_pretrain_labs
 
@@ -148,7 +202,7 @@ def _cmd_pretrain_labs(args: argparse.Namespace) -> int:
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from medfuse_core.explain import explain
-    from medfuse_core.predictor import Predictor
+    from medfuse_core.predictor import NoDataError, Predictor
     from medfuse_core.sources.bundle import is_bundle, read_bundle
 
     for flag, path in (("--checkpoint", Path(args.checkpoint)), ("--patient", Path(args.patient))):
@@ -163,8 +217,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         print(f"error: --label {args.label!r}: the checkpoint's labels are {', '.join(predictor.labels)}", file=sys.stderr)
         return 2
     record = read_bundle(args.patient)
-    explanation = explain(record, predictor, labels=None if args.label is None else [args.label],
-                          evidence=not args.no_evidence, image_method=args.image_method)
+    try:
+        explanation = explain(record, predictor, labels=None if args.label is None else [args.label],
+                              evidence=not args.no_evidence, image_method=args.image_method)
+    except NoDataError as exc:  # nothing usable (or every modality out of the model's domain): no prediction
+        print(str(exc), file=sys.stderr)
+        return 1
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(explanation.to_json() + "\n", encoding="utf-8")
@@ -173,9 +231,18 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from medfuse_core.audit import default_log_path, format_entry, tail, verify
+    from medfuse_core.audit import AuditError, default_log_path, format_entry, rotate_key, tail, verify
 
     log = Path(args.log) if args.log else default_log_path()
+    if args.action == "rotate-key":
+        try:
+            entry = rotate_key(log, user=os.environ.get("USER", "admin"))
+        except AuditError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{log}: new key {entry['detail']['new_key_id']} (the rotation is entry seq {entry['seq']}, "
+              f"signed with the old key {entry['detail']['old_key_id']})")
+        return 0
     if args.action == "verify":
         result = verify(log)
         print(result.describe(), file=sys.stdout if result.ok else sys.stderr)
@@ -227,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a bundle or a folder of bundles")
     validate.add_argument("path")
     validate.add_argument("--errors-only", action="store_true", help="print errors only")
+    validate.add_argument("--checkpoint", help="run folder whose feature settings the coverage lines use "
+                                               "(default: the demo model)")
+    validate.add_argument("-v", "--verbose", action="store_true",
+                          help="list every value the model does not read, with the reason")
     validate.set_defaults(run=_cmd_validate)
 
     importer = commands.add_parser("import", help="import an EHR extract as patient bundles")
@@ -269,6 +340,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(run=_cmd_eval)
 
+    calibrate = commands.add_parser("calibrate", help="refit a checkpoint's per-label calibration and thresholds on "
+                                    "the validation split of its training cohort (no retraining)")
+    calibrate.add_argument("--checkpoint", required=True, help="run folder written by train (its config.json is updated)")
+    calibrate.add_argument("--data", required=True, help="the cohort the checkpoint was trained on (its validation "
+                           "split, by the checkpoint's own split rule, is used)")
+    calibrate.add_argument("--domain", action="store_true", help="also fit the applicability domain per modality "
+                           "(encoder outputs of the training split; thresholds on the validation split)")
+    calibrate.add_argument("--false-alarm-rate", type=float, default=0.05,
+                           help="--domain: the share of validation patients a modality's threshold may flag")
+    calibrate.add_argument("--intervals-data", help="also fit the conformal intervals on every patient of this cohort "
+                           "(another cohort than --data, e.g. the validation cohort synth --n 500 --seed 3000)")
+    calibrate.add_argument("--level", type=float, default=0.9, help="--intervals-data: the intervals' coverage level")
+    calibrate.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
+    calibrate.set_defaults(run=_cmd_calibrate)
+
     score = commands.add_parser("score", help="score a folder of bundles with a checkpoint into a Parquet file")
     score.add_argument("--checkpoint", required=True, help="run folder written by train")
     score.add_argument("--data", required=True, help="folder of patient bundles")
@@ -302,8 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(run=_cmd_explain)
 
     audit = commands.add_parser("audit", help="check or show the dashboard's audit log")
-    audit.add_argument("action", choices=["verify", "tail"],
-                       help="verify: check the hash chain; tail: print the last entries")
+    audit.add_argument("action", choices=["verify", "tail", "rotate-key"],
+                       help="verify: check the keyed chain and its anchor; tail: print the last entries; rotate-key: start signing with a new key (logged)")
     audit.add_argument("--log", help="the log file (default: $MEDFUSE_LENS_AUDIT_LOG, else audit.log in the cache "
                        "home)")
     audit.add_argument("-n", type=int, default=10, help="tail: number of entries")

@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+MAX_MESSAGE_CHARS = 600  # a message quotes what it read only as a short excerpt: a field of a hostile file can be
+MAX_FIELD_CHARS = 200  # 100,000 characters long (or /etc/passwd); longer texts are cut here, for every reader
+
 
 class Severity(str, Enum):
     INFO = "info"  # nothing is wrong or lost, but a person should know (e.g. HTML in a note, kept as text)
@@ -25,6 +28,12 @@ class Problem:
     file: str
     field: str
     message: str
+
+    def __post_init__(self) -> None:
+        for name, limit in (("message", MAX_MESSAGE_CHARS), ("field", MAX_FIELD_CHARS)):
+            text = getattr(self, name)
+            if len(text) > limit:
+                object.__setattr__(self, name, text[:limit] + f"... (cut; {len(text):,} characters)")
 
     def __str__(self) -> str:
         where = f"{self.file}: {self.field}" if self.field else self.file

@@ -23,23 +23,39 @@ LAB_COLUMNS: tuple[str, ...] = (
     "time",  # datetime64: when the specimen was charted
     "itemid",  # Int64: MIMIC D_LABITEMS id where known, else <NA>
     "item",  # str: lab name as shown to a clinician ("Creatinine")
-    "value",  # float64: parsed number, NaN when the text holds none ("NEG", "HEMOLYZED")
+    "value",  # float64: the number in `value_unit`, NaN when the text holds none ("NEG") or `not_used` says why not
     "value_text",  # str: the raw value text, always kept
     "censored",  # str: "" | "below" ("<0.5": true value below 0.5) | "above" (">1000")
-    "unit",  # str: unit as given ("mg/dL"), "" when unknown
-    "ref_low",  # float64: lower reference limit, NaN when unknown
-    "ref_high",  # float64: upper reference limit, NaN when unknown
+    "unit",  # str: unit as given ("mmol/L"), "" when unknown
+    "ref_low",  # float64: lower reference limit in `value_unit`, NaN when unknown
+    "ref_high",  # float64: upper reference limit in `value_unit`, NaN when unknown
     "flag",  # str: abnormal flag as given ("abnormal", "low", "high", "delta"), "" when none
+    "loinc",  # str: LOINC code as given or of the vocabulary test the row matched, "" when unknown
+    "value_unit",  # str: unit of `value`: the model's unit for a vocabulary test (converted), else `unit`
+    "not_used",  # str: why the model may not read this row (NOT_USED_REASONS), "" when it may
 )
+
+# Why a lab or vitals row is not read by the model (the `not_used` column). Where the reading layer
+# decides; the features layer adds "unknown test" and "outside window" (features/coverage.py).
+NOT_USED_REASONS: dict[str, str] = {
+    "no number": "a text result with no number",
+    "unit missing": "no unit, and the test's values mean different things in different units",
+    "unit unknown": "a unit this reader does not know",
+    "unit incompatible": "a unit that does not convert to the model's unit",
+    "implausible": "a value outside the range a living patient can have (or not a finite number)",
+    "duplicate": "an exact copy of an earlier row",
+}
 
 VITAL_COLUMNS: tuple[str, ...] = (
     "time",  # datetime64
     "channel",  # str: one of the 17 mimic3-benchmarks channels, or another name kept for display
     "value",  # float64: number; for categorical channels (GCS, capillary refill) the mapped score
     "value_text",  # str: the raw value text ("4 Spontaneously", "98")
+    "unit",  # str: unit as given (vitals.csv `unit` column), "" when none
+    "not_used",  # str: why the model may not read this row (NOT_USED_REASONS), "" when it may; value is NaN then
 )
 
-_STR_COLUMNS = {"item", "value_text", "censored", "unit", "flag", "channel"}
+_STR_COLUMNS = {"item", "value_text", "censored", "unit", "flag", "channel", "loinc", "value_unit", "not_used"}
 _FLOAT_COLUMNS = {"value", "ref_low", "ref_high"}
 
 
@@ -218,7 +234,18 @@ class PatientRecord:
         return tuple(m for m in REGISTRY.keys() if self.has(m))
 
     def hours_since_index(self, times: pd.Series | pd.Timestamp) -> Any:
-        """Hours from the index time; NaN where the index time is unknown."""
-        if self.index_time is None:
-            return times - times + np.nan if isinstance(times, pd.Series) else np.nan
-        return (times - self.index_time) / pd.Timedelta(hours=1)
+        """Hours from the index time (float); NaN where the index time or the time is unknown.
+
+        Computed on nanosecond integers as floats, not as a Timedelta: two valid timestamps can be further
+        apart than a Timedelta holds (292 years, e.g. a lab dated 1900 in a cohort shifted to 2200)."""
+        index = self.index_time
+        if isinstance(times, pd.Series):
+            if index is None or pd.isna(index):
+                return pd.Series(np.nan, index=times.index, dtype=float)
+            stamps = pd.to_datetime(times, errors="coerce")
+            ns = stamps.to_numpy(dtype="datetime64[ns]").astype("int64").astype(float)
+            ns[stamps.isna().to_numpy()] = np.nan
+            return pd.Series((ns - float(pd.Timestamp(index).value)) / 3.6e12, index=times.index)
+        if index is None or pd.isna(index) or times is None or pd.isna(times):
+            return np.nan
+        return (float(pd.Timestamp(times).value) - float(pd.Timestamp(index).value)) / 3.6e12

@@ -18,8 +18,15 @@ exits 1). A patient whose bundle reads fine but holds nothing the model can use 
 the same kind of row with the "no data" reason in `error`; that is an outcome, not a failure: the
 summary counts it apart and the exit status stays 0. Columns: `patient_id`,
 `bundle`, `modalities` (those the model used, comma-separated), per label `<label>_prob`
-(temperature-calibrated), `<label>_logit`, `<label>_positive` (calibrated probability >= the label's
-threshold), `problems` (what reading the bundle reported, "; "-separated) and `error`.
+(calibrated per label), `<label>_logit`, `<label>_positive` (calibrated probability >= the label's
+threshold), `<label>_low` / `<label>_high` (the conformal interval; null when the checkpoint has none),
+`<label>_state` ("above threshold" | "below threshold" | "uncertain"), `status` ("out of domain" |
+"uncertain" | "ok"; "insufficient data" on a row without a prediction because every modality was out of
+domain), `needs_review`, `out_of_domain` (modalities unlike the training data, comma-separated; left out
+of the prediction), `domain_reason` (the same in plain words), per modality `<modality>_given`, `<modality>_read` and
+`<modality>_not_read` (what the model read of the record, features/coverage.py), `not_read_reasons`
+("labs: 9 unknown test, 3 unit unknown"), `problems` (what reading the bundle
+reported, "; "-separated) and `error`.
 """
 
 from __future__ import annotations
@@ -41,8 +48,10 @@ from tqdm.auto import tqdm
 
 from medfuse_core.runtime.cache import cache_home
 from medfuse_core.features.batch import Batch, PatientFeatures, collate
+from medfuse_core.features.coverage import COVERAGE_MODALITIES, Coverage
 from medfuse_core.features.featurize import FeatureSpec, Featurizer
-from medfuse_core.predictor import Predictor, no_data_reason
+from medfuse_core.predictor import Assessment, Predictor, all_out_of_domain_reason, no_data_reason
+from medfuse_core.runtime.trust import INSUFFICIENT
 from medfuse_core.problems import DataError
 from medfuse_core.record import PatientRecord
 from medfuse_core.sources.bundle import find_bundles, read_bundle
@@ -183,10 +192,11 @@ class _FeaturizeBatch:
         readable = iter(features)
         for item in items:
             row = {"folder": item.folder, "patient_id": Path(item.folder).name, "problems": "", "error": item.error,
-                   "no_data": False, "index": None}
+                   "no_data": False, "index": None, "coverage": None}
             if item.record is not None:
                 row["patient_id"] = item.record.patient_id
                 row["problems"] = "; ".join(str(p) for p in item.record.problems)
+                row["coverage"] = self._coverage(item.record)
                 result = next(readable)
                 if isinstance(result, _NoData):
                     row["error"], row["no_data"] = result.message, True
@@ -201,6 +211,13 @@ class _FeaturizeBatch:
         del features, kept, records
         _trim_heap()
         return batch
+
+    def _coverage(self, record: PatientRecord) -> Coverage | None:
+        """What the model reads of the record (None if that cannot be worked out: the row still scores)."""
+        try:
+            return self.featurizer.coverage(record)
+        except Exception:  # noqa: BLE001 - a report about the record must not cost its prediction
+            return None
 
     def _featurize(self, records: list[PatientRecord]) -> list[PatientFeatures | _NoData | str]:
         """Features per record (the batch's sentences embedded together), or the error of a record
@@ -227,30 +244,55 @@ def output_schema(labels: Sequence[str]) -> pa.Schema:
     columns = [pa.field("patient_id", pa.string()), pa.field("bundle", pa.string()), pa.field("modalities", pa.string())]
     for name in labels:
         columns += [pa.field(f"{name}_prob", pa.float32()), pa.field(f"{name}_logit", pa.float32()),
-                    pa.field(f"{name}_positive", pa.bool_())]
-    columns += [pa.field("problems", pa.string()), pa.field("error", pa.string())]
+                    pa.field(f"{name}_positive", pa.bool_()), pa.field(f"{name}_low", pa.float32()),
+                    pa.field(f"{name}_high", pa.float32()), pa.field(f"{name}_state", pa.string())]
+    columns += [pa.field("status", pa.string()), pa.field("needs_review", pa.bool_()), pa.field("out_of_domain", pa.string()),
+                pa.field("domain_reason", pa.string())]
+    for modality in COVERAGE_MODALITIES:  # what the model read (features/coverage.py)
+        columns += [pa.field(f"{modality}_given", pa.int32()), pa.field(f"{modality}_read", pa.int32()),
+                    pa.field(f"{modality}_not_read", pa.int32())]
+    columns += [pa.field("not_read_reasons", pa.string()), pa.field("problems", pa.string()), pa.field("error", pa.string())]
     return pa.schema(columns)
 
 
-def _table(scoring: ScoringBatch, logits: np.ndarray | None, predictor: Predictor, schema: pa.Schema) -> pa.Table:
+def _table(scoring: ScoringBatch, assessment: Assessment | None, predictor: Predictor, schema: pa.Schema) -> pa.Table:
     """One row per bundle of the batch; nulls in the prediction columns where it was not scored."""
-    probs = predictor.probabilities(logits) if logits is not None else None
-    positive = predictor.positive(logits) if logits is not None else None
+    logits = assessment.logits if assessment is not None else None
+    probs = assessment.probabilities if assessment is not None else None
     columns: dict[str, list] = {name: [] for name in schema.names}
-    modalities = predictor.featurizer.spec.modalities  # the order of `present` (the built-in four first)
     for row in scoring.rows:
         i = row["index"]
+        trust = assessment.trust(i, predictor.thresholds, predictor.level) if i is not None else None
+        # every modality out of domain: no prediction, said as such (the row keeps its domain columns)
+        scored = i is not None and bool(assessment.used[i].any())
         columns["patient_id"].append(row["patient_id"])
         columns["bundle"].append(row["folder"])
-        present = scoring.batch.present[i].tolist() if i is not None else None
-        columns["modalities"].append(",".join(m for m, p in zip(modalities, present) if p) if present else None)
+        used = assessment.used[i].tolist() if scored else None
+        columns["modalities"].append(",".join(m for m, p in zip(assessment.modalities, used) if p) if used else None)
         for k, name in enumerate(predictor.labels):
-            scored = i is not None
             columns[f"{name}_prob"].append(float(probs[i, k]) if scored else None)
             columns[f"{name}_logit"].append(float(logits[i, k]) if scored else None)
-            columns[f"{name}_positive"].append(bool(positive[i, k]) if scored else None)
+            columns[f"{name}_positive"].append(bool(probs[i, k] >= predictor.thresholds[k]) if scored else None)
+            has_interval = scored and trust.low is not None
+            columns[f"{name}_low"].append(float(trust.low[k]) if has_interval else None)
+            columns[f"{name}_high"].append(float(trust.high[k]) if has_interval else None)
+            columns[f"{name}_state"].append(trust.states[k] if scored else None)
+        columns["status"].append((trust.status if scored else INSUFFICIENT) if trust is not None else None)
+        columns["needs_review"].append((trust.needs_review or not scored) if trust is not None else None)
+        columns["out_of_domain"].append(",".join(trust.domain.flagged) if trust is not None else None)
+        columns["domain_reason"].append(trust.reason if trust is not None else None)
+        cov = row["coverage"]
+        counts = cov.counts() if cov is not None else {}
+        for modality in COVERAGE_MODALITIES:
+            for what in ("given", "read", "not_read"):
+                columns[f"{modality}_{what}"].append(counts.get(f"{modality}_{what}"))
+        columns["not_read_reasons"].append(None if cov is None else "; ".join(
+            f"{m}: " + ", ".join(f"{n} {r}" for r, n in c.not_read.items()) for m, c in cov.modalities.items() if c.not_read))
         columns["problems"].append(row["problems"])
-        columns["error"].append(row["error"])
+        error = row["error"]
+        if trust is not None and not scored:
+            error = f"{row['patient_id']}: {all_out_of_domain_reason(trust.domain)}"
+        columns["error"].append(error)
     return pa.table(columns, schema=schema)
 
 
@@ -280,8 +322,8 @@ def score_cohort(checkpoint: str | Path, data_dir: str | Path, out_path: str | P
     with pq.ParquetWriter(partial, schema) as writer, \
             tqdm(total=len(folders), desc="scoring", unit="patient", disable=not progress) as bar:
         for scoring in loader:
-            logits = predictor.batch_logits(scoring.batch) if scoring.batch is not None else None
-            writer.write_table(_table(scoring, logits, predictor, schema))
+            assessment = predictor.assess(scoring.batch) if scoring.batch is not None else None
+            writer.write_table(_table(scoring, assessment, predictor, schema))
             summary.row_groups += 1
             summary.scored += sum(row["index"] is not None for row in scoring.rows)
             summary.failed += [(row["folder"], row["error"]) for row in scoring.rows
@@ -290,7 +332,7 @@ def score_cohort(checkpoint: str | Path, data_dir: str | Path, out_path: str | P
             summary.cache_hits += scoring.cache_hits
             summary.cache_misses += scoring.cache_misses
             bar.update(len(scoring.rows))
-            del scoring, logits
+            del scoring, assessment
             _trim_heap()
     os.replace(partial, out_path)
     summary.seconds = time.perf_counter() - started

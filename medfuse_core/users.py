@@ -21,6 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from medfuse_core import bounded_json
 from medfuse_core.problems import DataError
 
 USERS_ENV = "MEDFUSE_LENS_USERS"
@@ -106,9 +107,10 @@ def load_users(path: str | Path) -> dict[str, LocalUser]:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsersFileError(str(path), "", f"cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsersFileError(str(path), "", f"not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        data = bounded_json.loads(text, max_bytes=4 * 1024**2, max_depth=8)
+    except bounded_json.JsonLimitError as exc:
+        where = f"{exc.field}: " if exc.field else ""
+        raise UsersFileError(str(path), "", f"not valid JSON ({where}{exc.message})") from None
     if not isinstance(data, dict) or not isinstance(data.get("users"), dict):
         raise UsersFileError(str(path), "users", 'expected {"users": {"NAME": {"role": ..., "password": ...}}}')
     users = {}

@@ -51,7 +51,10 @@ def test_intact_chain_verifies(tmp_path: Path) -> None:
     first = json.loads(_lines(log)[0])
     assert set(first) == set(audit.FIELDS)
     assert first["time"].endswith("+00:00") and first["patient_id"] == "P00001" and first["detail"] == {"i": 1}
-    assert first["hash"] == audit.entry_hash(first)
+    ring = audit.load_keys(audit.key_path_for(log))
+    assert first["key_id"] == ring.current
+    assert first["hash"] == audit.entry_hash(first, ring.keys[ring.current])  # HMAC-SHA256 under the key
+    assert first["hash"] != audit.entry_hash(first)  # not the unkeyed SHA-256 anyone could recompute
 
 
 def test_changed_line_is_named(tmp_path: Path) -> None:
@@ -63,7 +66,8 @@ def test_changed_line_is_named(tmp_path: Path) -> None:
     assert "hash does not match" in result.problem
 
 
-def test_changed_line_with_recomputed_hash_breaks_the_next_link(tmp_path: Path) -> None:
+def test_changed_line_with_recomputed_hash_is_named(tmp_path: Path) -> None:
+    """Without the key a recomputed hash is just SHA-256, which the keyed chain refuses at that very line."""
     log = tmp_path / "audit.log"
     _write(log)
     lines = _lines(log)
@@ -73,7 +77,7 @@ def test_changed_line_with_recomputed_hash_breaks_the_next_link(tmp_path: Path) 
     lines[2] = json.dumps(forged) + "\n"
     _rewrite(log, lines)
     result = audit.verify(log)
-    assert result.bad_line == 4 and "prev_hash" in result.problem
+    assert result.bad_line == 3 and "HMAC with the audit key" in result.problem
 
 
 def test_deleted_line_is_named(tmp_path: Path) -> None:
@@ -247,3 +251,140 @@ def test_cli_as_a_process(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "medfuse_core", "audit", "verify", "--log", str(log)],
                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert bad.returncode == 1 and "line 2:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------------- keyed chain, anchor, rotation
+
+
+def _recompute_unkeyed(lines: list[str]) -> list[str]:
+    """What an attacker without the key can do after deleting a line: renumber and rechain with SHA-256."""
+    out, prev = [], audit.GENESIS
+    for seq, line in enumerate(lines, start=1):
+        entry = json.loads(line)
+        entry["seq"], entry["prev_hash"] = seq, prev
+        entry["hash"] = prev = audit.entry_hash(entry)
+        out.append(json.dumps(entry) + "\n")
+    return out
+
+
+def test_truncation_is_reported_from_the_anchor(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    _write(log)
+    _rewrite(log, _lines(log)[:3])
+    result = audit.verify(log)
+    assert not result.ok and result.bad_line == 0 and result.entries == 3
+    assert result.describe() == (f"{log}: 3 entries, chain intact, but the anchor records 5: the last 2 entries "
+                                 "were cut off the end")
+
+
+def test_emptied_log_is_reported(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    _write(log)
+    log.write_text("")
+    result = audit.verify(log)
+    assert not result.ok and result.problem == "the log is empty, but the anchor records 5 entries (the log was emptied)"
+
+
+def test_deleted_log_is_reported(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    _write(log)
+    log.unlink()
+    result = audit.verify(log)
+    assert not result.ok and result.problem == "the log is missing (deleted?); the anchor records 5 entries"
+
+
+def test_deleted_entry_with_recomputed_chain_is_reported(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    _write(log)
+    lines = _lines(log)
+    del lines[2]
+    _rewrite(log, _recompute_unkeyed(lines))
+    result = audit.verify(log)
+    assert not result.ok and result.bad_line == 1
+    assert "HMAC with the audit key" in result.problem
+
+
+def test_forged_appended_entry_is_reported(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    entries = _write(log, 3)
+    forged = {**entries[-1], "seq": 4, "user": "mallory", "action": "view_patient", "prev_hash": entries[-1]["hash"]}
+    forged["hash"] = audit.entry_hash(forged)  # a correct SHA-256, the best one can do without the key
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(forged) + "\n")
+    result = audit.verify(log)
+    assert (result.bad_line, result.entries) == (4, 3) and "HMAC with the audit key" in result.problem
+    unkeyed = {k: v for k, v in forged.items() if k != "key_id"}  # the legacy (pre-key) line format
+    unkeyed["hash"] = audit.entry_hash(unkeyed)
+    _rewrite(log, _lines(log)[:3] + [json.dumps(unkeyed) + "\n"])
+    result = audit.verify(log)
+    assert result.bad_line == 4 and "an unkeyed entry after keyed ones" in result.problem
+
+
+def test_changed_or_missing_anchor_is_reported(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    _write(log)
+    anchor = audit.anchor_path_for(log)
+    body = json.loads(anchor.read_text())
+    anchor.write_text(json.dumps({**body, "entries": 3}))
+    assert "was changed (its signature does not match)" in audit.verify(log).problem
+    anchor.unlink()
+    result = audit.verify(log)
+    assert not result.ok and "anchor file audit.log.anchor is missing" in result.problem
+
+
+def test_key_file_is_private_and_refused_when_readable_by_others(tmp_path: Path) -> None:
+    import stat
+
+    log = tmp_path / "audit.log"
+    _write(log, 1)
+    key = audit.key_path_for(log)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and key.read_text().strip() not in log.read_text()
+    key.chmod(0o644)
+    with pytest.raises(audit.AuditError, match="readable by other accounts"):
+        audit.append("login", user="x", role="clinician", path=log)
+    assert "readable by other accounts" in audit.verify(log).problem
+
+
+def test_rotation_is_logged_and_binds_the_new_key(tmp_path: Path, capsys) -> None:
+    log = tmp_path / "audit.log"
+    _write(log, 2)
+    old = audit.load_keys(audit.key_path_for(log))
+    assert main(["audit", "rotate-key", "--log", str(log)]) == 0
+    assert "new key" in capsys.readouterr().out
+    new = audit.load_keys(audit.key_path_for(log))
+    assert new.current != old.current and set(old.keys) < set(new.keys)
+    rotation = json.loads(_lines(log)[2])
+    assert rotation["action"] == "key_rotated" and rotation["key_id"] == old.current
+    assert rotation["detail"] == {"new_key_id": new.current, "old_key_id": old.current}
+    after = audit.append("login", user="x", role="clinician", path=log)
+    assert after["key_id"] == new.current
+    assert audit.verify(log).ok and audit.verify(log).entries == 4
+    # someone holding only the retired key cannot sign after the rotation
+    forged = {**after, "seq": 5, "prev_hash": after["hash"], "key_id": old.current}
+    forged["hash"] = audit.entry_hash(forged, old.keys[old.current])
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(forged) + "\n")
+    result = audit.verify(log)
+    assert result.bad_line == 5 and "a retired key was used" in result.problem
+
+
+def test_legacy_unkeyed_prefix_still_verifies(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    prev, lines = audit.GENESIS, []
+    for seq in (1, 2):  # as the unkeyed version of this module wrote them
+        entry = {"seq": seq, "time": "2026-01-01T00:00:00+00:00", "user": "u", "role": "clinician",
+                 "action": "login", "patient_id": None, "detail": {}, "prev_hash": prev}
+        entry["hash"] = prev = audit.entry_hash(entry)
+        lines.append(json.dumps(entry) + "\n")
+    _rewrite(log, lines)
+    audit.append("login", user="x", role="clinician", path=log)
+    result = audit.verify(log)
+    assert result.ok and result.entries == 3 and result.legacy == 2
+    assert "2 older unkeyed entries" in result.describe()
+
+
+def test_huge_values_are_cut_so_a_line_stays_small(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    entry = audit.append("view_patient", user="u", role="clinician", patient_id="X" * 10_000_000, path=log)
+    assert len(entry["patient_id"]) < 400 and "cut; 10,000,000 characters" in entry["patient_id"]
+    assert log.stat().st_size < 2000 and audit.verify(log).ok

@@ -14,6 +14,7 @@ import pytest
 from medfuse_core.cli import main
 from medfuse_core.predictor import Predictor
 from medfuse_core.record import MODALITIES
+from medfuse_core.runtime.calibration import sigmoid
 from medfuse_core.score import score_cohort
 from medfuse_core.sources.bundle import find_bundles, read_bundle
 
@@ -42,7 +43,8 @@ def expected(demo_checkpoint: Path, cohort: Path) -> tuple[Predictor, dict]:
 @pytest.mark.parametrize("workers", [0, 2])
 def test_parquet_matches_predictor_and_streams_row_groups(demo_checkpoint, cohort, expected, tmp_path, workers) -> None:
     predictor, by_id = expected
-    assert abs(predictor.temperature - 1.0) > 1e-3  # so the calibrated probabilities differ from sigmoid(logit)
+    z = np.linspace(-3, 3, 7)[:, None].repeat(len(predictor.labels), 1)
+    assert not np.allclose(predictor.probabilities(z), sigmoid(z))  # so calibrated probabilities differ from sigmoid
     out = tmp_path / "preds.parquet"
     summary = score_cohort(demo_checkpoint, cohort, out, batch_size=5, workers=workers, device="cpu", progress=False)
     n = len(find_bundles(cohort))  # 13: 12 readable + the broken one

@@ -107,3 +107,10 @@ def test_cli_users_add_prompts_twice(tmp_path: Path, monkeypatch, capsys) -> Non
     monkeypatch.setenv("MEDFUSE_LENS_USERS", str(path))  # --file defaults to the dashboard's users file
     assert main(["users", "add", "alice", "--role", "clinician"]) == 0
     assert authenticate(load_users(path), "alice", "same-password") is not None
+
+
+def test_deeply_nested_users_file_is_refused_before_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "users.json"
+    path.write_text('{"users": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(UsersFileError, match="nested at most 8 levels deep"):
+        load_users(path)

@@ -206,19 +206,23 @@ def present_by_modality(scores: PatientScores) -> dict[str, bool]:
 
 
 def predictions_frame(scores: PatientScores) -> pd.DataFrame:
-    """One row per label: calibrated probability, threshold, above/below, modality-subset range."""
+    """One row per label: calibrated probability, its uncertainty interval (when the checkpoint has one),
+    threshold, above/below ("uncertain" when the interval straddles the threshold), modality-subset range."""
     rows = []
+    low, high = getattr(scores, "interval_low", None), getattr(scores, "interval_high", None)
+    states = tuple(getattr(scores, "states", ()) or ())
     for k, label in enumerate(scores.labels):
         p, t = float(scores.probabilities[k]), float(scores.thresholds[k])
         rows.append({
             "disease": label,
             "probability": p,
+            "interval": f"{low[k]:.0%}–{high[k]:.0%}" if low is not None and high is not None else "",
             "threshold": t,
-            "call": "above" if p >= t else "below",
+            "call": "uncertain" if states and states[k] == "uncertain" else ("above" if p >= t else "below"),
             "range": f"{scores.subset_low[k]:.0%}–{scores.subset_high[k]:.0%}",
             "spread": float(scores.subset_high[k] - scores.subset_low[k]),
         })
-    frame = pd.DataFrame(rows, columns=["disease", "probability", "threshold", "call", "range", "spread"])
+    frame = pd.DataFrame(rows, columns=["disease", "probability", "interval", "threshold", "call", "range", "spread"])
     return frame.sort_values("probability", ascending=False, kind="stable").reset_index(drop=True)
 
 

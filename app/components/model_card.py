@@ -36,7 +36,10 @@ def summary_frame(report: dict[str, Any]) -> pd.DataFrame:
     if report.get("mortality"):
         rows.append({"metric": "mortality AUROC", "value": _num(report["mortality"].get("auroc")), "95% interval": ""})
     ece = report.get("ece") or {}
-    if "after_scaling" in ece:
+    if "calibrated" in ece:  # per-label calibration (this release)
+        rows.append({"metric": "calibration error (ECE), all labels, after per-label calibration",
+                     "value": _num(ece["calibrated"]), "95% interval": f"before: {_num(ece.get('uncalibrated')):.3f}"})
+    elif "after_scaling" in ece:  # a report of an older release: one temperature
         rows.append({"metric": "calibration error (ECE) after temperature scaling", "value": _num(ece["after_scaling"]),
                      "95% interval": f"before: {_num(ece.get('before_scaling')):.3f}"})
     return pd.DataFrame(rows, columns=["metric", "value", "95% interval"])
@@ -66,7 +69,8 @@ def subsets_frame(report: dict[str, Any]) -> pd.DataFrame:
 
 
 def reliability_figure(rows: list[dict[str, Any]], height: int = 380) -> go.Figure | None:
-    """Reliability diagram: mean predicted vs observed frequency per bin (marker size ~ count)."""
+    """Reliability diagram: mean predicted vs observed frequency per bin (marker size ~ count), with the
+    observed frequency's 95% interval as error bars when the report has them."""
     rows = [r for r in rows or [] if not math.isnan(_num(r.get("predicted"))) and not math.isnan(_num(r.get("observed")))]
     if not rows:
         return None
@@ -75,11 +79,21 @@ def reliability_figure(rows: list[dict[str, Any]], height: int = 380) -> go.Figu
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
                              line={"color": "#999", "dash": "dot"}, hoverinfo="skip"))
+    observed = [_num(r["observed"]) for r in rows]
+    lows = [_num(r.get("observed_low")) for r in rows]
+    highs = [_num(r.get("observed_high")) for r in rows]
+    has_intervals = not any(math.isnan(v) for v in lows + highs)
     fig.add_trace(go.Scatter(
-        x=[_num(r["predicted"]) for r in rows], y=[_num(r["observed"]) for r in rows], mode="lines+markers",
+        x=[_num(r["predicted"]) for r in rows], y=observed, mode="lines+markers",
         name="model (calibrated)", line={"color": "rgb({}, {}, {})".format(*NEGATIVE_RGB)},
-        marker={"size": [8 + 22 * (c / biggest) ** 0.5 for c in counts]}, customdata=counts,
-        hovertemplate="predicted %{x:.2f}<br>observed %{y:.2f}<br>%{customdata} predictions<extra></extra>"))
+        marker={"size": [8 + 22 * (c / biggest) ** 0.5 for c in counts]},
+        # the observed frequency's 95% interval: a bin of a few predictions says little
+        error_y={"type": "data", "symmetric": False, "array": [h - o for h, o in zip(highs, observed)],
+                 "arrayminus": [o - lo for o, lo in zip(observed, lows)], "thickness": 1} if has_intervals else None,
+        customdata=[[c, lo, hi] for c, lo, hi in zip(counts, lows, highs)],
+        hovertemplate=("predicted %{x:.2f}<br>observed %{y:.2f}"
+                       + (" (95% interval %{customdata[1]:.2f}-%{customdata[2]:.2f})" if has_intervals else "")
+                       + "<br>%{customdata[0]} predictions<extra></extra>")))
     fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 10, "b": 40}, plot_bgcolor="white",
                       xaxis={"title": {"text": "mean predicted probability"}, "range": [0, 1], "gridcolor": "#eee"},
                       yaxis={"title": {"text": "observed frequency"}, "range": [0, 1], "gridcolor": "#eee"},

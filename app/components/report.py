@@ -152,7 +152,10 @@ def report_html(content: ReportContent) -> str:
         frame = predictions_frame(s).drop(columns=["spread"]).rename(
             columns={"range": "range with fewer sources (modality-subset range)"})
         parts.append("<h2>Predictions</h2>" + _table(frame, percent=("probability", "threshold"))
-                     + f"<p class='muted'>Estimated probabilities (calibrated on validation patients). Range with "
+                     + (f"<p><strong>{_e(s.reason)}</strong></p>" if getattr(s, "reason", "") else "")
+                     + f"<p class='muted'>Estimated probabilities (calibrated on validation patients). Interval: "
+                       f"where the outcome could lie for patients like this one; 'uncertain' when it crosses the "
+                       f"threshold. Range with "
                        f"fewer sources: {_e(UNCERTAINTY_HELP)}</p>")
         if c.disease:
             k = s.index(c.disease)
@@ -169,8 +172,8 @@ def report_html(content: ReportContent) -> str:
             parts.append(contributions_svg(waterfall_steps(base, contributions, logit)))
             parts.append(f"<p class='muted'>{_e(contribution_sentence(contributions, present_by_modality(s)))} "
                          "The bars add up from the base value (no data) to the model output on the log-odds "
-                         f"scale (exact Shapley values of the fusion tokens); probability = sigmoid(log-odds / "
-                         f"{s.temperature:.3g}).</p>")
+                         f"scale (exact Shapley values of the fusion tokens); probability: the log-odds "
+                         f"{_e(s.calibration)}.</p>")
         parts.append(_table(contributions_frame(s), signed=tuple(contributions_frame(s).columns[1:])))
     if c.evidence:
         parts.append("<h2>Evidence summary</h2>")

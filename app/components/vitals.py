@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 
 from app.components.shading import max_abs, signed_rgba
@@ -20,6 +21,10 @@ from medfuse_core.record import PatientRecord
 from medfuse_core.sources.vital_channels import channel_spec
 
 WINDOW_HOURS = window.HOURS  # the model reads the first 48 h in 1-hour bins (medfuse_core/features/window.py)
+# The x axis spans at most this far before/after admission: one row 17 years away would otherwise stretch
+# it over 144,000 hours of 12-hour ticks (a browser froze for over a minute). Rows beyond are said, not drawn.
+AXIS_LIMIT_HOURS = 30 * 24
+MAX_TICKS = 24
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,36 @@ def body_size(record: PatientRecord) -> dict[str, str]:
     return out
 
 
+def drawable_hours(record: PatientRecord) -> tuple[np.ndarray, np.ndarray]:
+    """(hours from the index time for every vitals row, whether the row is drawn): rows with no
+    usable time, or beyond AXIS_LIMIT_HOURS, are not."""
+    hours = np.asarray(record.hours_since_index(record.vitals.table["time"]), dtype=float)
+    return hours, np.isfinite(hours) & (np.abs(hours) <= AXIS_LIMIT_HOURS)
+
+
+def not_drawn_note(record: PatientRecord) -> str:
+    """What the vitals figure leaves out, in words ('' when it draws every row)."""
+    table = record.vitals.table
+    rows = ~table["channel"].isin(BODY_SIZE_CHANNELS).to_numpy()
+    if not rows.any():
+        return ""
+    if record.index_time is None or pd.isna(record.index_time):
+        return ("The admission (index) time is unknown, so the vital signs cannot be placed in hours from "
+                "admission: none are drawn. Fix index_time in patient.json.")
+    hours, drawn = drawable_hours(record)
+    missing = int((rows & ~np.isfinite(hours)).sum())
+    far = int((rows & np.isfinite(hours) & ~drawn).sum())
+    parts = []
+    if far:
+        extreme = float(np.nanmax(np.abs(hours[rows & np.isfinite(hours) & ~drawn])))
+        parts.append(f"{far} observation{'s' if far != 1 else ''} more than {AXIS_LIMIT_HOURS // 24} days from "
+                     f"admission (up to {extreme / 24 / 365.25:.1f} years) {'are' if far != 1 else 'is'} not drawn")
+    if missing:
+        parts.append(f"{missing} observation{'s' if missing != 1 else ''} without a usable time "
+                     f"{'are' if missing != 1 else 'is'} not drawn")
+    return "; ".join(parts) + "." if parts else ""
+
+
 def vitals_figure(record: PatientRecord, attribution: VitalAttribution | None = None, *,
                   columns: int = 2, row_height: int = 150) -> go.Figure:
     """Small multiples of the record's vital-sign time series (one subplot per channel present);
@@ -131,14 +166,14 @@ def vitals_figure(record: PatientRecord, attribution: VitalAttribution | None = 
     if not channels:
         return go.Figure()
     table = record.vitals.table
-    hours_all = record.hours_since_index(table["time"]).to_numpy(dtype=float)
+    hours_all, drawn = drawable_hours(record)
     spec = channel_spec()
     cols = min(columns, len(channels))
     rows = math.ceil(len(channels) / cols)
     titles = [f"{display_of(c).label} ({display_of(c).unit})" if display_of(c).unit else display_of(c).label
               for c in channels]
     layout = _grid_layout(rows, cols, titles, vertical_spacing=min(0.3 / rows, 0.08), horizontal_spacing=0.08)
-    finite = hours_all[np.isfinite(hours_all)]
+    finite = hours_all[drawn]
     x_lo = min(0.0, float(finite.min()) if finite.size else 0.0) - 1
     x_hi = max(float(WINDOW_HOURS), float(finite.max()) if finite.size else 0.0) + 1
     scale = max_abs(w for ws in (attribution or {}).values() for w in _hour_weights(ws).values())
@@ -149,7 +184,7 @@ def vitals_figure(record: PatientRecord, attribution: VitalAttribution | None = 
     for k, channel in enumerate(channels, start=1):
         row, col = (k - 1) // cols + 1, (k - 1) % cols + 1
         xref, yref = _axis_ref(k)
-        mask = (table["channel"] == channel).to_numpy()
+        mask = (table["channel"] == channel).to_numpy() & drawn
         x, y = hours_all[mask], table["value"].to_numpy(dtype=float)[mask]
         text = table["value_text"].to_numpy()[mask]
         order = np.argsort(x, kind="stable")

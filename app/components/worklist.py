@@ -66,29 +66,53 @@ def short_label(label: str) -> str:
 
 def with_risk(frame: pd.DataFrame, scores: Mapping[str, PatientScores], disease: str | None = None) -> pd.DataFrame:
     """Adds `risk` (highest calibrated probability, or that of `disease`), `for` (which disease),
-    `above` (how many labels are above their decision threshold); sorted by risk, highest first.
-    Patients without scores (no usable data: see medfuse_core.predictor.NoData) keep NaN, say "no data"
-    and sort last."""
-    risk, which, above = [], [], []
+    `above` (how many labels are above their decision threshold), `interval` (the risk's uncertainty
+    interval, when the checkpoint has one) and `review` (why the patient needs review: a modality out of
+    domain, an uncertain decision for the risk's disease; "" when none); patients needing review first,
+    then by risk, highest first. Patients without scores (no usable data: see
+    medfuse_core.predictor.NoData) keep NaN, say "no data" and sort last."""
+    risk, which, above, interval, review = [], [], [], [], []
     for pid in frame["patient"]:
         s = scores.get(pid)
         if s is None:
-            risk.append(float("nan")), which.append("no data"), above.append(0)
+            risk.append(float("nan")), which.append("no data"), above.append(0), interval.append(""), review.append("")
             continue
         k = s.index(disease) if disease else s.top
         risk.append(float(s.probabilities[k]))
         which.append(short_label(s.labels[k]))
         above.append(int((s.probabilities >= s.thresholds).sum()))
+        low, high = getattr(s, "interval_low", None), getattr(s, "interval_high", None)
+        interval.append(f"{low[k]:.0%}–{high[k]:.0%}" if low is not None and high is not None else "")
+        review.append(review_reason(s, k))
     out = frame.copy()
     out.insert(1, "risk", risk)
     out.insert(2, "for", which)
     out.insert(3, "above threshold", above)
-    return out.sort_values("risk", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    out.insert(4, "interval", interval)
+    out.insert(5, "review", review)
+    out["_first"] = out["review"] != ""
+    out = out.sort_values(["_first", "risk"], ascending=[False, False], na_position="last", kind="stable")
+    return out.drop(columns="_first").reset_index(drop=True)
 
 
-def filter_worklist(frame: pd.DataFrame, min_risk: float = 0.0, modalities: Sequence[str] = ()) -> pd.DataFrame:
-    """Rows with risk >= min_risk (when there is a risk column) and every modality in `modalities`."""
+def review_reason(scores: PatientScores, k: int) -> str:
+    """Why a patient needs review, in words, for the label at index k ("" when it does not)."""
+    left_out = tuple(getattr(scores, "left_out", ()) or ())
+    if left_out:
+        return "needs review: " + ", ".join("film" if m == "image" else m for m in left_out) + " unlike training data"
+    states = tuple(getattr(scores, "states", ()) or ())
+    if states and states[k] == "uncertain":
+        return "needs review: uncertain"
+    return ""
+
+
+def filter_worklist(frame: pd.DataFrame, min_risk: float = 0.0, modalities: Sequence[str] = (),
+                    needs_review: bool = False) -> pd.DataFrame:
+    """Rows with risk >= min_risk (when there is a risk column), every modality in `modalities`, and (with
+    `needs_review`, when there is a review column) a reason to review."""
     keep = pd.Series(True, index=frame.index)
+    if needs_review and "review" in frame:
+        keep &= frame["review"] != ""
     if "risk" in frame and min_risk > 0:
         keep &= frame["risk"].fillna(-1) >= min_risk
     for m in modalities:

@@ -7,6 +7,12 @@ folder (`python -m medfuse_core eval --out <checkpoint>/eval_report.json`); eith
 import json
 from pathlib import Path
 
+
+def predictor_calibration_words(predictor) -> str:
+    methods = list(predictor.calibration.methods.values())
+    return (f"calibration per label ({methods.count('isotonic')} isotonic, {methods.count('temperature')} temperature)"
+            if (predictor.config.get("calibration") or {}).get("per_label") else "calibration: one temperature")
+
 import streamlit as st
 
 from app.components import model_card as M
@@ -42,7 +48,7 @@ else:
     c3.metric("Training patients", data.get("n_train", "–"))
     c4.metric("Best epoch", summary.get("best_epoch", "–"))
     st.caption(f"Checkpoint `{portable_path(checkpoint)}` · variant `{model.get('variant', 'medfuse_lens')}` · "
-               f"trained on {_data_words(data)} · calibration temperature {predictor.temperature:.3f} · "
+               f"trained on {_data_words(data)} · {predictor_calibration_words(predictor)} · "
                f"device now `{predictor.device}`")
 
 card = Path(MODEL_CARD)
@@ -66,7 +72,7 @@ except (OSError, ValueError) as exc:
 
 st.header("Evaluation", anchor=False)
 st.caption(f"{report.get('n_patients', '?')} patients · split `{report.get('split', '?')}` · data "
-           f"{_data_words({'path': report.get('data'), 'made_by': report.get('data_made_by')})}. Thresholds and temperature were fitted on the validation split.")
+           f"{_data_words({'path': report.get('data'), 'made_by': report.get('data_made_by')})}. Thresholds and the per-label calibration were fitted on the validation split.")
 st.dataframe(M.summary_frame(report), hide_index=True, width="stretch",
              column_config={"value": st.column_config.NumberColumn(format="%.3f")}, key="mc_summary")
 left, right = st.columns([3, 2], gap="medium")

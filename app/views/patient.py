@@ -25,12 +25,13 @@ from app.components import xray as X
 from app.components.shading import legend_html, max_abs
 from app.components.worklist import short_label
 from app.components import contributions as C
+from app.components.plain import markdown_escape
 from app.components import evidence as E
 from app.components import report as R
 from app.components.wording import UNCERTAINTY_HELP, UNCERTAINTY_NAME
 from app.scoring import TOP_SENTENCES, explain_panels
-from app.state import (checkpoint_stamp, current_checkpoint, current_source, model_is_synthetic, planted_evidence,
-                       predictor_or_reason, record_by_id, records_by_id, scores_or_none)
+from app.state import (EXPLANATIONS, checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
+                       planted_evidence, predictor_or_reason, record_by_id, records_by_id, scores_or_none)
 from medfuse_core.explain.scores import PatientScores
 from medfuse_core.explain.probability_scale import risk_points
 from medfuse_core.modalities import REGISTRY
@@ -74,12 +75,38 @@ def _vitals_figure(source: str, patient_id: str, mode: str, disease: str | None 
 # ---------------------------------------------------------------------------------------- panels
 
 
+@st.cache_data(show_spinner=False, max_entries=128)
+def _coverage(source: str, checkpoint: str, stamp: float, patient_id: str) -> dict[str, dict[str, Any]]:
+    """Per modality, the model's coverage of the record (medfuse_core.features.coverage): the summary line
+    and the unread rows with the reason; empty without a model."""
+    predictor, _ = predictor_or_reason(checkpoint)
+    if predictor is None:
+        return {}
+    try:
+        cov = predictor.featurizer.coverage(_record(source, patient_id))
+    except Exception:  # noqa: BLE001 - the coverage line must never take the review page down
+        return {}
+    return {m: {"summary": c.summary(cov.hours), "unread": c.unread, "details": c.details}
+            for m, c in cov.modalities.items()}
+
+
+def _coverage_line(coverage: dict[str, Any] | None) -> None:
+    """"12 of 52 lab results not used: 9 unknown tests, 3 unknown units", expandable to the list."""
+    if not coverage or not coverage["unread"]:
+        return
+    st.caption(coverage["summary"])
+    with st.expander("Not used by the model, and why"):
+        st.dataframe(pd.DataFrame(coverage["details"], columns=["what", "time", "reason"]), hide_index=True,
+                     width="stretch")
+
+
 def _lab_panel(source: str, record: PatientRecord, attribution: dict | None, mode: str = "none",
-               read: dict | None = None) -> None:
+               read: dict | None = None, coverage: dict[str, Any] | None = None) -> None:
     st.subheader("Labs")
     if not record.has("labs"):
         st.info("No lab results in this record." + (" The labs contribute nothing." if mode == "model" else ""))
         return
+    _coverage_line(coverage)
     latest, rows = _lab_tables(source, record.patient_id)
     n_abnormal = int(latest["abnormal"].sum())
     timeline = st.toggle("Full timeline", key="labs_timeline",
@@ -124,13 +151,13 @@ def _lab_panel(source: str, record: PatientRecord, attribution: dict | None, mod
         if mode == "model":
             with st.expander("For researchers: exact lab attributions and method"):
                 st.caption("Integrated Gradients on each item's value embedding (baseline: every item at its "
-                           "training median), in log-odds of the selected disease; items outside the model's "
-                           f"first {V.WINDOW_HOURS} h are not read.")
+                           "training median), in log-odds of the selected disease; the results the model did not read "
+                           "are listed above the table, each with the reason.")
                 st.dataframe([{"item": k, "attribution (log-odds)": round(float(v), 4)}
                               for k, v in sorted(attribution.items(), key=lambda kv: -abs(kv[1]))],
                              hide_index=True, width="stretch")
     elif mode == "model":
-        st.caption("The model read none of these results (all outside its window): no attribution.")
+        st.caption("The model read none of these results (the line above the table says why): no attribution.")
 
 
 _ATTRIBUTION_WHAT = {"model": "model attribution", "planted": "planted truth", "none": "attribution"}
@@ -176,18 +203,26 @@ def _notes_panel(record: PatientRecord, spans_by_note: dict[int, list] | None, m
 
 
 def _vitals_panel(source: str, record: PatientRecord, mode: str = "none", disease: str | None = None,
-                  checkpoint: str = "") -> None:
+                  checkpoint: str = "", coverage: dict[str, Any] | None = None) -> None:
     st.subheader("Vital signs")
     if not record.has("vitals"):
         st.info("No vital signs in this record." + (" The vitals contribute nothing." if mode == "model" else ""))
         return
+    _coverage_line(coverage)
     channels = V.channels_present(record)
     shading = {"model": " · background = model attribution per hour (orange raises, blue lowers)",
                "planted": " · background = planted evidence hours"}.get(mode, "")
     st.caption(f"{len(channels)} channels · green band = normal range · red points outside it · "
                f"dotted lines = the model's first {V.WINDOW_HOURS:g} h" + shading)
-    fig = _vitals_figure(source, record.patient_id, mode, disease, checkpoint,
-                         checkpoint_stamp(checkpoint) if mode == "model" else 0.0)
+    left_out = V.not_drawn_note(record)
+    if left_out:
+        st.warning(left_out, icon=":material/warning:")
+    try:
+        fig = _vitals_figure(source, record.patient_id, mode, disease, checkpoint,
+                             checkpoint_stamp(checkpoint) if mode == "model" else 0.0)
+    except Exception as exc:  # one panel must never take the page down
+        st.warning(f"The vital signs could not be drawn ({type(exc).__name__}).", icon=":material/warning:")
+        return
     st.plotly_chart(fig, width="stretch", key="vitals_chart", config={"displaylogo": False})
 
 
@@ -241,15 +276,24 @@ def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None, m
 # ------------------------------------------------------------------------------ the model's view
 
 
-@st.cache_data(show_spinner="Explaining the prediction...", max_entries=128)
+_MISSING = object()
+
+
 def _explained(source: str, checkpoint: str, stamp: float, patient_id: str, disease: str,
                words: bool = False) -> dict[str, Any]:
-    """`explain_panels` cached per (source, checkpoint and its weights' mtime, patient, disease, words):
-    word-level note attribution is computed only when the notes panel is switched to "Words"."""
+    """`explain_panels` per (source, checkpoint and its weights' mtime, patient, disease, words), computed once
+    per server for every session (app/state.py EXPLANATIONS; shared: never changed here): word-level note
+    attribution only when the notes panel is switched to "Words"."""
     predictor, _ = predictor_or_reason(checkpoint)
     if predictor is None:
         return E.empty_evidence()
-    return explain_panels(_record(source, patient_id), predictor, disease, words)
+    key = (source, checkpoint, stamp, patient_id, disease, words)
+    cached = EXPLANATIONS.get(key, _MISSING)
+    if cached is not _MISSING:
+        return cached
+    with st.spinner("Explaining the prediction..."):
+        return EXPLANATIONS.get_or_compute(
+            key, lambda: explain_panels(_record(source, patient_id), predictor, disease, words))
 
 
 def _word_spans(source: str, checkpoint: str, patient_id: str, disease: str) -> dict[int, list]:
@@ -307,7 +351,7 @@ def _contribution_chart(scores: PatientScores, disease: str) -> None:
         st.markdown(
             f"Exact Shapley values of the fusion tokens (four modality-specific tokens and the shared token), on the "
             f"logit: base value {base:+.3f} (every modality hidden) + contributions = {logit:+.3f}; probability = "
-            f"sigmoid(log-odds / {scores.temperature:.2f}) (temperature scaling fitted on validation patients). "
+            f"the log-odds {scores.calibration}. "
             "The percentage points above are the Shapley values of that calibrated probability over the same tokens "
             "(medfuse_core/explain/probability_scale.py). The range in the table is the "
             f"{UNCERTAINTY_NAME}: {UNCERTAINTY_HELP}")
@@ -529,17 +573,28 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
                 "no evidence for it in any panel, so none is shaded.", icon=":material/info:")
     st.divider()
     # the labs table full width: at 1440 px every column (previous value, n, hours, result time) fits
-    _lab_panel(source, record, evidence["labs"] or None, mode,
-               (model_evidence or {}).get("labs_read") if mode == "model" else None)
+    coverage = _coverage(source, checkpoint, checkpoint_stamp(checkpoint), patient_id) if checkpoint else {}
+    _guarded("lab results", _lab_panel, source, record, evidence["labs"] or None, mode,
+             (model_evidence or {}).get("labs_read") if mode == "model" else None, coverage.get("labs"))
     st.divider()
-    _notes_panel(record, evidence["notes"] or None, mode,
-                 (lambda: _word_spans(source, checkpoint, patient_id, disease)) if mode == "model" else None)
+    _guarded("notes", _notes_panel, record, evidence["notes"] or None, mode,
+             (lambda: _word_spans(source, checkpoint, patient_id, disease)) if mode == "model" else None)
     st.divider()
     left, right = st.columns([3, 2], gap="medium")
     with left:
-        _vitals_panel(source, record, mode, disease, checkpoint)
+        _guarded("vital signs", _vitals_panel, source, record, mode, disease, checkpoint, coverage.get("vitals"))
     with right:
-        _xray_panel(record, evidence["image"] or None, mode)
+        _guarded("chest X-ray", _xray_panel, record, evidence["image"] or None, mode)
+
+
+def _guarded(what: str, panel: Callable[..., None], *args: Any) -> None:
+    """Draw one panel; if it fails, say so in its place and let the other panels draw (no traceback:
+    Streamlit's own stop/rerun signals are BaseExceptions and pass through)."""
+    try:
+        panel(*args)
+    except Exception as exc:
+        st.warning(f"The {what} could not be shown ({type(exc).__name__}); the rest of the page is unaffected.",
+                   icon=":material/warning:")
 
 
 def _evidence_banner(mode: str, disease: str | None) -> None:
@@ -566,8 +621,9 @@ def _escape(text: str) -> str:
 
 def _requested_patient(ids: list[str]) -> str:
     wanted = st.query_params.get(PATIENT_PARAM) or st.session_state.get(PATIENT_KEY)
-    if wanted and wanted not in ids:
-        st.warning(f"Patient {wanted!r} is not in this source; showing {ids[0]}.")
+    if wanted and wanted not in ids:  # the URL's value is shown as text, never as markdown
+        st.warning(f"Patient {markdown_escape(repr(wanted), 90)} is not in this source; showing "
+                   f"{markdown_escape(ids[0])}.")
     return wanted if wanted in ids else ids[0]
 
 
@@ -598,7 +654,7 @@ if st.query_params.get(PATIENT_PARAM) != pid:
     st.query_params[PATIENT_PARAM] = pid
 record = by_id[pid]
 audit_event("view_patient", patient_id=pid, once=True, required=True, source=source)
-title_col.title(f"Patient {pid}", anchor=False)
+title_col.title(f"Patient {markdown_escape(pid)}", anchor=False)
 st.text(H.demographics_line(record, V.body_size(record)))
 st.html(H.modality_badges_html(record))
 if record.problems:

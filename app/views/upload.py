@@ -23,6 +23,7 @@ from pathlib import Path
 import streamlit as st
 
 from app.auth import audit_event, require_role
+from app.components.plain import markdown_escape, plain_text
 from app.bundle_zip import UploadResult, new_session_dir, read_upload, touch
 from app.components import contributions as C
 from app.components import evidence as E
@@ -111,15 +112,23 @@ def _bundle_section() -> None:
     data = upload.getvalue()
     digest = hashlib.sha256(data).hexdigest()
     checkpoint = current_checkpoint()
-    result = process_upload(digest, upload.name, checkpoint, checkpoint_stamp(checkpoint), _data=data,
-                            _workdir=str(session_dir()))
-    st.caption(f"`{upload.name}` · {len(data) / 1024:.0f} KB · sha256 {digest[:12]}")
+    try:
+        result = process_upload(digest, upload.name, checkpoint, checkpoint_stamp(checkpoint), _data=data,
+                                _workdir=str(session_dir()))
+    except Exception as exc:  # the zip must never take the page (and the checkpoint section below) down
+        st.error(f"The zip could not be read ({type(exc).__name__}); nothing from it was used.", icon=":material/error:")
+        return
+    st.text(f"{plain_text(upload.name, 120)} · {len(data) / 1024:.0f} KB · sha256 {digest[:12]}")
 
     problems = result.problems
     n_errors = int((problems["severity"] == "error").sum()) if not problems.empty else 0
     n_info = int((problems["severity"] == "info").sum()) if not problems.empty else 0
     if result.fatal:
         st.error(result.fatal, icon=":material/error:")
+    if result.duplicates:
+        st.warning(f"{result.duplicates} bundles share a patient id with another bundle in the zip and are not "
+                   "shown (a choice must open one definite patient); see the rows on patient_id below.",
+                   icon=":material/warning:")
     if not problems.empty:
         show = st.error if n_errors else st.warning if len(problems) > n_info else st.info
         show(f"{len(problems)} problem(s) found ({n_errors} error(s)): each row says the file, the field and what was "
@@ -135,7 +144,7 @@ def _bundle_section() -> None:
     by_id = {r.patient_id: r for r in result.records}
     pid = st.selectbox("Patient", list(by_id), key="upload_patient") if len(by_id) > 1 else next(iter(by_id))
     record = by_id[pid]
-    st.header(f"Patient {pid}", anchor=False)
+    st.header(f"Patient {markdown_escape(pid)}", anchor=False)
     st.text(H.demographics_line(record))
     st.html(H.modality_badges_html(record))
     if result.score_error:
@@ -181,7 +190,7 @@ def _explained(scores: PatientScores, digest: str, checkpoint: str, pid: str, re
         st.plotly_chart(C.waterfall_figure(base, contributions, logit), width="stretch", key="upload_contrib_chart",
                         config={"displaylogo": False})
         st.caption(C.contribution_sentence(contributions, C.present_by_modality(scores))
-                   + f" Probability = sigmoid(log-odds / {scores.temperature:.2f}). Range: the {UNCERTAINTY_NAME}. "
+                   + f" Probability: the log-odds {scores.calibration}. Range: the {UNCERTAINTY_NAME}. "
                    + UNCERTAINTY_HELP)
         rows = evidence_rows(evidence)
         if rows:

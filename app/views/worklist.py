@@ -4,20 +4,29 @@ Filters (disease, minimum risk, modalities present) only narrow the table; one c
 the patient's review. Without a model the list is the plain cohort, with the reason said once.
 """
 
+import pandas as pd
 import streamlit as st
 
 from app.components.worklist import MODALITY_CODES, filter_worklist, short_label, with_risk, worklist_frame
 from app.components.patient_header import MODALITY_NAMES
-from app.state import current_checkpoint, current_source, load_cohort, predictor_or_reason, scores_or_none
+from app.state import current_checkpoint, current_source, load_cohort_report, predictor_or_reason, scores_or_none
 from medfuse_core.record import MODALITIES
 
 source = current_source()
 checkpoint = current_checkpoint()
-records = load_cohort(str(source))
+cohort = load_cohort_report(str(source))
+records = cohort.records
 
 st.title("Patients")
 st.caption(f"Source: `{source}` · {len(records)} patients · "
            + ", ".join(f"{code} = {name}" for name, code in MODALITY_CODES.items()))
+if cohort.unreadable:  # said, never dropped in silence; plain text cells (nothing from the data is rendered)
+    n = len(cohort.unreadable)
+    st.warning(f"{n} bundle folder{'s' if n != 1 else ''} could not be read and {'are' if n != 1 else 'is'} "
+               "not listed; see why below.", icon=":material/warning:")
+    with st.expander(f"Folders not listed ({n})"):
+        st.dataframe(pd.DataFrame([{"folder": u.folder, "why": u.reason} for u in cohort.unreadable]),
+                     hide_index=True, width="stretch", key="wl_unreadable")
 if not records:
     st.warning("No readable patient bundles in this source.")
     st.stop()
@@ -39,8 +48,14 @@ else:
                                                   "each patient's highest one.")
     min_risk = c2.slider("Minimum risk", 0.0, 1.0, 0.0, 0.05, key="wl_min_risk", format="%.2f")
     modalities = c3.multiselect("Must have", MODALITIES, format_func=lambda m: MODALITY_NAMES[m], key="wl_modalities")
-    shown = filter_worklist(with_risk(frame, scores, disease), min_risk, modalities)
+    review_only = st.checkbox("Only patients who need review", key="wl_review_only",
+                              help="Data unlike the training data, or a decision the model is uncertain about.")
+    shown = filter_worklist(with_risk(frame, scores, disease), min_risk, modalities, needs_review=review_only)
     risk_config = {
+        "review": st.column_config.TextColumn("review", help="Why the patient needs review: a kind of data unlike the "
+                                              "training data (left out of the prediction), or an uncertain decision."),
+        "interval": st.column_config.TextColumn("interval", help="Uncertainty interval of the risk: wide when the "
+                                                "model knows less."),
         "risk": st.column_config.ProgressColumn(
             "risk", format="percent", min_value=0.0, max_value=1.0, width=110,
             help="Calibrated probability: the patient's highest over all diseases, or of the chosen disease."),

@@ -6,12 +6,21 @@ JSON schema (``Explanation.to_dict()``; strict JSON, no NaN)::
     {
       "patient_id": str,
       "labels": [label names explained, in the model's order],
-      "present": {"labs": bool, "notes": bool, "vitals": bool, "image": bool, ...},   # the model's modalities
-      "temperature": float,
+      "present": {"labs": bool, "notes": bool, "vitals": bool, "image": bool, ...},   # the modalities the model used
+      "calibration": str,                    # how the probabilities were calibrated, in words
+      "trust": {"status": "out of domain" | "uncertain" | "ok", "needs_review": bool,
+                "domain": {"available": bool, "out_of_domain": [modality], "per_modality": {...}},
+                "left_out": [modality], "reason": str,   # present but out of domain: left out, in plain words
+                "intervals": {"level", "method"} | null},
       "evidence": bool,                      # False: the evidence fields below are empty
+      "coverage": {"hours": float, "modalities": {MODALITY: {"modality", "given", "read",
+                   "not_read": {reason: count}, "details": [{"what", "time", "reason"}]}}},
+                                             # what the model read and what not (features/coverage.py)
       "per_label": {                         # keyed by label name, one entry per name in "labels"
         NAME: {
-          "probability": float,              # calibrated_probability(logit, temperature)
+          "probability": float,              # calibrated_probability(logit, the checkpoint's calibration)
+          "interval": {"low", "high", "level"} | null,   # conformal interval (null: none fitted)
+          "state": "above threshold" | "below threshold" | "uncertain",   # uncertain: interval straddles it
           "logit": float, "empty_logit": float,   # the model's logit; every fusion token masked
           "threshold": float, "positive": bool,
           "groups": {"specific:labs": f, "specific:notes": f, "specific:vitals": f,
@@ -22,7 +31,8 @@ JSON schema (``Explanation.to_dict()``; strict JSON, no NaN)::
           "note_sentences": [{"sentence", "note_index", "start", "end", "text", "attribution"}],   # ranked
           "note_tokens": [{"sentence", "note_index", "start", "end", "token", "attribution"}],     # text order
           "vitals": [{"channel", "start_hour", "end_hour", "attribution", "channel_total"}],       # ranked spans
-          "vitals_matrix": {"channels": [17 names], "values": [[hours x 17]]} | null,
+          "vitals_matrix": {"channels": [17 names], "values": [[hours x 17]], "convergence_delta",
+                            "imputed_attribution"} | null,   # 0 on cells of imputed normal values
           "image": {"method", "image_index", "film_shape": [rows, cols], "shape": [h, w],
                     "heatmap": [[h x w]], "convergence_delta"} | null,   # heatmap block-averaged to <= 64 px
           "convergence_delta": {"labs", "note_sentences", "note_tokens", "vitals", "image"},
@@ -41,7 +51,7 @@ vitals matrix); only the JSON is compacted. Models without fusion tokens (the ba
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -56,10 +66,13 @@ from medfuse_core.explain.evidence import (
     VitalsEvidence,
 )
 from medfuse_core.explain.concurrency import eval_mode
-from medfuse_core.explain.encoding import encode
+from medfuse_core.explain.encoding import encode_checked
+from medfuse_core.explain.scores import describe_calibration
 from medfuse_core.explain.groups import token_contributions
 from medfuse_core.features.batch import collate
+from medfuse_core.features.coverage import Coverage
 from medfuse_core.numbers import json_safe
+from medfuse_core.predictor import NoDataError, all_out_of_domain_reason, no_data_reason
 from medfuse_core.record import MODALITIES, PatientRecord
 from medfuse_core.runtime.calibration import calibrated_probability
 
@@ -77,6 +90,8 @@ class LabelExplanation:
     threshold: float
     groups: dict[str, float] | None  # token name -> Shapley value; None for models without fusion tokens
     evidence: LabelEvidence | None = None
+    interval: dict[str, float] | None = None  # {"low", "high", "level"}: the conformal interval
+    state: str | None = None  # runtime/trust.py's label state
 
     def to_dict(self) -> dict[str, Any]:
         ev = self.evidence or LabelEvidence(self.label)
@@ -86,6 +101,8 @@ class LabelExplanation:
             "empty_logit": self.empty_logit,
             "threshold": self.threshold,
             "positive": bool(self.probability >= self.threshold),
+            "interval": self.interval,
+            "state": self.state,
             "groups": self.groups,
             "labs": [asdict(e) for e in ev.labs],
             "note_sentences": [asdict(e) for e in ev.note_sentences],
@@ -104,17 +121,21 @@ class Explanation:
     patient_id: str
     labels: list[str]
     per_label: dict[str, LabelExplanation]
-    present: dict[str, bool] = field(default_factory=dict)
-    temperature: float = 1.0
+    present: dict[str, bool] = field(default_factory=dict)  # the modalities the model used
+    calibration: str = ""
     evidence: bool = True
+    trust: dict[str, Any] | None = None  # PatientTrust.to_dict()
+    coverage: Coverage | None = None  # what the model read of the record and what not, with the reason
 
     def to_dict(self) -> dict[str, Any]:
         out = {
             "patient_id": self.patient_id,
             "labels": list(self.labels),
             "present": dict(self.present),
-            "temperature": self.temperature,
+            "calibration": self.calibration,
+            "trust": self.trust,
             "evidence": self.evidence,
+            "coverage": None if self.coverage is None else self.coverage.to_dict(),
             "per_label": {name: self.per_label[name].to_dict() for name in self.labels},
         }
         return json_safe(out)
@@ -145,7 +166,8 @@ def compact_map(values: np.ndarray, longest: int = JSON_HEATMAP_MAX) -> np.ndarr
 def _vitals_json(v: VitalsEvidence | None) -> dict[str, Any] | None:
     if v is None:
         return None
-    return {"channels": list(v.channels), "values": _round(v.matrix), "convergence_delta": v.convergence_delta}
+    return {"channels": list(v.channels), "values": _round(v.matrix), "convergence_delta": v.convergence_delta,
+            "imputed_attribution": v.imputed_attribution}
 
 
 def _image_json(im: ImageEvidence | None) -> dict[str, Any] | None:
@@ -178,7 +200,14 @@ def explain(record: PatientRecord, predictor, labels: Sequence[str] | None = Non
     modalities = tuple(getattr(model, "modalities", MODALITIES))
     features, index = predictor.featurize([record])  # featurised once
     f, ix = features[0], index[0]
-    encoding = encode(model, collate([f]).to(predictor.device))  # every encoder once
+    encoding = encode_checked(predictor, collate([f]).to(predictor.device))  # every encoder once
+    # a modality out of domain is left out of everything below, as it is of the prediction
+    f = replace(f, present=encoding.batch.present[0].cpu().numpy().astype(bool))
+    if not f.present.any():
+        check = encoding.assessment.checks[0]
+        raise NoDataError(f"{f.patient_id}: " + (all_out_of_domain_reason(check) if check.flagged
+                                                 else no_data_reason(predictor.hours)))
+    trust = encoding.assessment.trust(0, np.asarray(predictor.thresholds, dtype=np.float64), predictor.level)
     full = encoding.output.logits[0].double().cpu().numpy()
     empty = values = token_names = None
     if hasattr(model, "fusion"):  # exact group contributions from the encoded tokens (no encoder runs)
@@ -203,12 +232,14 @@ def explain(record: PatientRecord, predictor, labels: Sequence[str] | None = Non
         logit = float(full[k])
         per_label[name] = LabelExplanation(
             label=name,
-            probability=float(calibrated_probability(logit, predictor.temperature)),
+            probability=float(calibrated_probability(np.array([full]), predictor.calibration)[0, k]),
             logit=logit,
             empty_logit=None if empty is None else float(empty[k]),
             threshold=float(predictor.thresholds[k]),
             groups=None if values is None else {t: float(v) for t, v in zip(token_names, values[k])},
             evidence=explainer.label_evidence(k, image_method=image_method, **evidence_options) if explainer else None,
+            **trust.label_dict(k),
         )
     present = {m: bool(f.present[i]) for i, m in enumerate(modalities)}
-    return Explanation(f.patient_id, chosen, per_label, present, float(predictor.temperature), bool(evidence))
+    return Explanation(f.patient_id, chosen, per_label, present, describe_calibration(predictor.calibration),
+                       bool(evidence), trust.to_dict(), predictor.featurizer.coverage(record))

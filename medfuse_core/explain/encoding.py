@@ -10,7 +10,8 @@ the others' outputs fixed) all start from an `Encoding`, so a patient's review r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -28,6 +29,7 @@ class Encoding:
     batch: Batch
     features: dict[str, torch.Tensor]
     output: ModelOutput
+    assessment: Any = None  # the predictor's Assessment (trust) when encoded with `encode_checked`
 
     @property
     def logits(self) -> torch.Tensor:
@@ -51,3 +53,18 @@ def encode(model: torch.nn.Module, batch: Batch) -> Encoding:
         features = {m: v.detach() for m, v in model.modality_features(batch, batch.present).items()}
         output = model.forward_features(features, batch.present)
     return Encoding(model, batch, features, output)
+
+
+def encode_checked(predictor: Any, batch: Batch) -> Encoding:
+    """`encode` on the prediction path: the predictor's applicability-domain check on the encoder outputs,
+    and the modalities it leaves out (out of domain) removed from `batch.present`, so every later step
+    (groups, subset range, evidence) sees them as missing, exactly as the prediction did. The
+    predictor's `Assessment` (intervals, states) rides along in `encoding.assessment`."""
+    model = predictor.model
+    with eval_mode(model), torch.no_grad():
+        features = {m: v.detach() for m, v in model.modality_features(batch, batch.present).items()}
+        assessment = predictor.assess(batch, features)
+        used = torch.as_tensor(assessment.used, device=batch.present.device)
+        narrowed = replace(batch, present=used)
+        output = model.forward_features(features, used)
+    return Encoding(model, narrowed, features, output, assessment)

@@ -22,7 +22,11 @@ from typing import Any
 import numpy as np
 
 
-def _calibrated(logit: float, temperature: float) -> float:
+def _calibrated(logit: float, temperature: Any) -> float:
+    """The label's calibrated probability of `logit`: its calibration map (runtime/calibration.py's
+    LabelCalibration, per label), or sigmoid(logit / temperature) for a plain temperature."""
+    if hasattr(temperature, "apply"):
+        return float(temperature.apply(np.array([float(logit)]))[0])
     z = float(logit) / float(temperature)
     return 1.0 / (1.0 + math.exp(-max(min(z, 60.0), -60.0)))
 
@@ -60,7 +64,10 @@ def risk_points(scores: Any, label: str) -> tuple[float, dict[str, float], float
     risk), all in percent, for one label of a `medfuse_core.explain.scores.PatientScores`; the points add
     up exactly to the difference of the two risks."""
     k = scores.index(label)
-    shares = probability_contributions(float(scores.base[k]), scores.contributions_for(label), scores.temperature)
-    start = 100 * no_data_probability(float(scores.base[k]), scores.temperature)
+    calibrations = tuple(getattr(scores, "label_calibrations", ()) or ())
+    plain = getattr(scores, "calibration", 1.0)  # a number here is a plain temperature (scores built by hand)
+    calibration = calibrations[k] if calibrations else (plain if isinstance(plain, (int, float)) else 1.0)
+    shares = probability_contributions(float(scores.base[k]), scores.contributions_for(label), calibration)
+    start = 100 * no_data_probability(float(scores.base[k]), calibration)
     points = {name: 100 * v for name, v in shares.items()}
     return start, points, start + sum(points.values())

@@ -11,6 +11,8 @@ the part of the model after them, all subsets of all patients in one call.
 
 from __future__ import annotations
 
+from typing import Any
+
 import itertools
 
 import numpy as np
@@ -26,7 +28,7 @@ def subset_masks(n: int) -> list[tuple[bool, ...]]:
     return [m for m in itertools.product([False, True], repeat=n) if any(m)]
 
 
-def modality_subset_range(encoding: Encoding, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+def modality_subset_range(encoding: Encoding, calibration: Any) -> tuple[np.ndarray, np.ndarray]:
     """(low, high), each (B, K) float64: min and max calibrated probability over the non-empty subsets of
     each patient's present modalities. A patient with no modality gets its own probability for both."""
     present = encoding.batch.present.bool()
@@ -38,8 +40,8 @@ def modality_subset_range(encoding: Encoding, temperature: float) -> tuple[np.nd
     rows = {name: v.repeat_interleave(s, dim=0) for name, v in encoding.features.items()}
     with eval_mode(encoding.model), torch.no_grad():  # the head only, on all B x S subsets at once
         logits = encoding.model.forward_features(rows, keep.reshape(b * s, m)).logits
-    probs = calibrated_probability(logits.double().cpu().numpy(), temperature).reshape(b, s, -1)
-    full = calibrated_probability(encoding.output.logits.double().cpu().numpy(), temperature)
+    probs = calibrated_probability(logits.double().cpu().numpy(), calibration).reshape(b, s, -1)
+    full = calibrated_probability(encoding.output.logits.double().cpu().numpy(), calibration)
     low = np.where(valid[..., None], probs, np.inf).min(axis=1)
     high = np.where(valid[..., None], probs, -np.inf).max(axis=1)
     return np.where(np.isfinite(low), low, full), np.where(np.isfinite(high), high, full)

@@ -28,7 +28,9 @@ order): last, min, max, and trend = last - first (0 for a single value; a creati
 positive trend). z is clipped before summarising, so trend lies in [-16, 16].
 
 Window: rows with index_time <= time <= index_time + hours; all rows (NaT times included, sorted
-first) when index_time is None. With an index time, rows without a time are dropped.
+first) when index_time is None. With an index time, rows without a time are dropped. Rows the reading
+layer marked `not_used` (unit, plausibility, duplicates) are never read; `lab_row_reasons` says per row
+why a row is not read.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ __all__ = [
     "LabTokens",
     "item_keys",
     "lab_features",
+    "lab_row_reasons",
     "cohort_lab_features",
 ]
 
@@ -272,6 +275,24 @@ def _window(table: pd.DataFrame, index_time: pd.Timestamp | None, hours: float) 
     return ((t >= start) & (t <= start + pd.Timedelta(hours=float(hours)))).to_numpy()
 
 
+def lab_row_reasons(labs: Labs, index_time: pd.Timestamp | None, vocab: LabVocabulary, hours: float = window.HOURS) -> np.ndarray:
+    """Per row of `labs.table`, why the model does not read it ("" = it does), first reason that applies:
+    the reading layer's `not_used` ("unit unknown", "implausible", "duplicate", ...), "no number", "unknown
+    test" (not in this checkpoint's vocabulary), "outside window". Exactly the rows `lab_features` reads
+    have "" (the coverage report is built on this, so it cannot disagree with the features)."""
+    table = labs.table
+    reasons = table["not_used"].to_numpy(dtype=object).copy()
+    if not len(table):
+        return reasons
+    free = reasons == ""
+    reasons[free & np.isnan(_numeric_values(table))] = "no number"
+    free = reasons == ""
+    reasons[free & (vocab.ids_of(table["itemid"], table["item"]) == 0)] = "unknown test"
+    free = reasons == ""
+    reasons[free & ~_window(table, index_time, hours)] = "outside window"
+    return reasons
+
+
 def cohort_lab_features(records: Sequence[PatientRecord], vocab: LabVocabulary, hours: float = window.HOURS) -> list[LabTokens]:
     """`lab_features` of every record, computed on one concatenated table (use for large cohorts)."""
     return _tokens([r.labs for r in records], [r.index_time for r in records], vocab, hours)
@@ -287,7 +308,7 @@ def _tokens(labs: Sequence[Labs], index_times: Sequence[pd.Timestamp | None], vo
     for i, (lab, index_time) in enumerate(zip(labs, index_times)):
         table = lab.table
         if len(table):
-            keep = _window(table, index_time, hours)
+            keep = _window(table, index_time, hours) & (table["not_used"] == "").to_numpy()
             if keep.any():
                 parts.append(table.loc[keep, ["time", "itemid", "item", "value", "value_text", "censored"]].assign(_patient=i))
     out = [_empty_tokens() for _ in labs]

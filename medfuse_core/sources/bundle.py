@@ -22,20 +22,23 @@ notes it; the dashboard escapes it). Images must be chest radiographs (see `load
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from medfuse_core import bounded_json
 from medfuse_core.problems import DataError, Problem, error, warning
 from medfuse_core.modalities import REGISTRY
 from medfuse_core.record import MODALITIES, ChestImage, ImageMetadata, Labs, Note, PatientRecord, Vitals
 from medfuse_core.sources.images import load_image, write_image
-from medfuse_core.sources.labs import check_patient_labs, labs_from_table
+from medfuse_core.sources.labs import check_patient_labs, labs_from_table, to_clock
 from medfuse_core.sources.vitals import vitals_from_table
 
 PATIENT_FILE = "patient.json"
@@ -47,6 +50,9 @@ INDEX_FILE = "index.csv"
 TRUTH_FILE = "truth.json"
 
 IMAGE_SUFFIXES = {"dicom": ".dcm", "png": ".png", "jpeg": ".jpg"}
+MAX_PATIENT_JSON_BYTES = 1024**2  # a patient.json is ~1 KB; labels for thousands of diseases fit
+MAX_PATIENT_ID_CHARS = 128  # MRNs and MIMIC ids are < 20; an id is written into every audit line
+MAX_CSV_LINE_CHARS = 131_072  # Python's csv field limit: a longer line would be dropped in silence
 MAX_NOTE_CHARS = 200_000  # longer notes are cut (a discharge summary is rarely over 50,000 characters)
 _LABS_EXPECTED = "time, value and item or itemid"
 _VITALS_EXPECTED = "time, channel and value"
@@ -73,18 +79,21 @@ def read_bundle(folder: str | Path, films_only: bool = False) -> PatientRecord:
     `films_only`: patient.json and the images, nothing else (what the image encoder's stage 1 needs
     from another cohort; about 5x faster than the whole bundle on the synthetic cohort)."""
     folder = Path(folder)
-    record = _read_patient_json(folder)
+    record, clock = _read_patient_json(folder)
     problems = record.problems
+    times = _BundleTimes(record.index_time, clock)
     if films_only:
-        record.images = (_read_images(folder / IMAGES_DIR, problems)
+        record.images = (_read_images(folder / IMAGES_DIR, problems, times)
                          if _kept_inside(folder / IMAGES_DIR, folder, problems) else [])
         return record
-    labs = _read_table(folder / LABS_FILE, labs_from_table, Labs, problems, folder, _LABS_EXPECTED)
+    labs = _read_table(folder / LABS_FILE, labs_from_table, Labs, problems, folder, _LABS_EXPECTED, times)
     record.labs, found = check_patient_labs(labs, str(folder / LABS_FILE))
     problems.extend(found)
-    record.vitals = _read_table(folder / VITALS_FILE, vitals_from_table, Vitals, problems, folder, _VITALS_EXPECTED)
-    record.notes = _read_notes(folder / NOTES_DIR, problems) if _kept_inside(folder / NOTES_DIR, folder, problems) else []
-    record.images = (_read_images(folder / IMAGES_DIR, problems)
+    record.vitals = _read_table(folder / VITALS_FILE, vitals_from_table, Vitals, problems, folder, _VITALS_EXPECTED,
+                                times)
+    record.notes = (_read_notes(folder / NOTES_DIR, problems, times)
+                    if _kept_inside(folder / NOTES_DIR, folder, problems) else [])
+    record.images = (_read_images(folder / IMAGES_DIR, problems, times)
                      if _kept_inside(folder / IMAGES_DIR, folder, problems) else [])
     record.truth = _read_truth(folder / TRUTH_FILE, problems) if _kept_inside(folder / TRUTH_FILE, folder, problems) else None
     _read_registered(folder, record)
@@ -108,55 +117,129 @@ def _read_registered(folder: Path, record: PatientRecord) -> None:
             record.extra[spec.key] = None
 
 
+# Relative times: a column of minutes or hours from patient.json's index_time, in place of `time`.
+RELATIVE_TIME_COLUMNS = {"offset_minutes": 60, "offset_hours": 3600}  # seconds per unit
+
+
+@dataclass(frozen=True)
+class _BundleTimes:
+    """The bundle's time rule for every file: its index time and its clock (the index time's UTC
+    offset, None when it has none); see `labs.parse_times`."""
+
+    index_time: pd.Timestamp | None
+    clock: datetime.tzinfo | None
+
+    def absolute(self, table: pd.DataFrame, file: str, problems: list[Problem]) -> pd.DataFrame:
+        """`table` with a `time` column made from a relative-time column when it has no `time` column."""
+        columns = {str(c).replace("\ufeff", "").strip().lower(): c for c in table.columns}
+        relative = next((c for c in RELATIVE_TIME_COLUMNS if c in columns), None)
+        if "time" in columns or relative is None:
+            return table
+        if self.index_time is None:
+            problems.append(warning(file, relative, "expected an index_time in patient.json to place times given "
+                                                    "relative to it; these rows have no time"))
+            return table.assign(time="")
+        seconds = pd.to_numeric(table[columns[relative]].astype(str).str.strip(), errors="coerce")
+        seconds = (seconds * RELATIVE_TIME_COLUMNS[relative]).round()
+        seconds = seconds.where(seconds.abs() < 200 * 365 * 86400)  # beyond any stay: left to the time checks
+        stamps = self.index_time + pd.to_timedelta(seconds, unit="s")
+        return table.assign(time=stamps.dt.strftime("%Y-%m-%d %H:%M:%S").fillna(table[columns[relative]].astype(str)))
+
+    def stamp(self, value: Any, file: str, field: str, problems: list[Problem]) -> pd.Timestamp | None:
+        return _timestamp(value, file, field, problems, self.clock)
+
+
 def _outside(path: Path, folder: Path) -> bool:
     """True when `path` exists only as a link to somewhere outside `folder`."""
     return path.is_symlink() and not path.resolve().is_relative_to(folder.resolve())
 
 
-def _link_message(path: Path, what: str) -> str:
+def excerpt(text: str, limit: int = 40) -> str:
+    """A short, escaped quotation of something read from a file or a link, for a message: repr() escapes
+    control characters and markup stays text; never more than `limit` characters of it."""
+    text = str(text)
+    return repr(text[:limit]) + (f" (+{len(text) - limit:,} more characters)" if len(text) > limit else "")
+
+
+def _link_message(path: Path, what: str, folder: Path | None = None) -> str:
     try:
         target = os.readlink(path)
     except OSError:
         target = "?"
-    return f"expected a {what} inside the bundle folder; it is a link to {target!r}, outside it; left out"
+    if folder is not None and not _outside(path, folder):
+        return f"expected a {what}, not a link (to {excerpt(target)}); links are not followed; left out"
+    return f"expected a {what} inside the bundle folder; it is a link to {excerpt(target)}, outside it; left out"
+
+
+def _linked(path: Path, folder: Path) -> Path | None:
+    """The first link on the way from `folder` to `path` (`path` included), or None. Every file and folder
+    read from a bundle must be itself: a link, even to a file inside, could be swapped for /etc/passwd."""
+    try:
+        parts = path.relative_to(folder).parts
+    except ValueError:
+        return path
+    here = folder
+    for part in parts:
+        here = here / part
+        if here.is_symlink():
+            return here
+    return None
 
 
 def _kept_inside(path: Path, folder: Path, problems: list[Problem]) -> bool:
-    """False (with an error problem) when `path` is a link out of the bundle; nothing is read through it."""
-    if not _outside(path, folder):
+    """False (with an error problem) when `path` is, or lies under, a link; nothing is read through it."""
+    link = _linked(path, folder)
+    if link is None:
         return True
-    problems.append(error(str(path), "", _link_message(path, "folder" if path.is_dir() else "file")))
+    problems.append(error(str(link), "", _link_message(link, "folder" if link.is_dir() else "file", folder)))
     return False
 
 
-def _read_patient_json(folder: Path) -> PatientRecord:
+def _read_patient_json(folder: Path) -> tuple[PatientRecord, datetime.tzinfo | None]:
     path = folder / PATIENT_FILE
-    if _outside(path, folder):
-        raise DataError(str(path), "", _link_message(path, "file"))
+    if path.is_symlink():
+        raise DataError(str(path), "", _link_message(path, "file", folder))
     if not path.is_file():
         raise DataError(str(path), "", "expected a patient.json file in every bundle folder")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise DataError(str(path), "", f"expected UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(str(path), f"line {exc.lineno} column {exc.colno}", f"expected valid JSON: {exc.msg}") from None
+        meta = bounded_json.read(path, max_bytes=MAX_PATIENT_JSON_BYTES)
+    except bounded_json.JsonLimitError as exc:
+        raise DataError(str(path), exc.field, exc.message) from None
+    except OSError as exc:
+        raise DataError(str(path), "", f"cannot be read ({exc.strerror or exc})") from None
     if not isinstance(meta, dict):
         raise DataError(str(path), "", f"expected a JSON object, found {type(meta).__name__}")
     patient_id = meta.get("patient_id")
-    if not isinstance(patient_id, (str, int)) or not str(patient_id).strip():
+    if not isinstance(patient_id, (str, int)) or isinstance(patient_id, bool) or not str(patient_id).strip():
         raise DataError(str(path), "patient_id", "expected a non-empty string")
+    patient_id = str(patient_id).strip()
+    if len(patient_id) > MAX_PATIENT_ID_CHARS:
+        raise DataError(str(path), "patient_id", f"expected at most {MAX_PATIENT_ID_CHARS} characters; found "
+                                                 f"{len(patient_id):,} ({excerpt(patient_id, 20)})")
+    if not patient_id.isprintable():
+        raise DataError(str(path), "patient_id", f"expected printable characters only (no line breaks or control "
+                                                 f"characters); found {excerpt(patient_id)}")
     problems: list[Problem] = []
+    clock = _clock(meta.get("index_time"))
     record = PatientRecord(
         patient_id=str(patient_id).strip(),
         age=_age(meta.get("age"), str(path), problems),
         sex=_sex(meta.get("sex"), str(path), problems),
-        index_time=_timestamp(meta.get("index_time"), str(path), "index_time", problems),
+        index_time=_timestamp(meta.get("index_time"), str(path), "index_time", problems, clock),
         labels=_labels(meta.get("labels"), str(path), problems),
         problems=problems,
         source=str(folder),
     )
-    return record
+    return record, clock
+
+
+def _clock(value: Any) -> datetime.tzinfo | None:
+    """The UTC offset the index time is written with, None when it has none (or is unusable)."""
+    try:
+        stamp = pd.Timestamp(value) if isinstance(value, str) and value.strip() else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None if stamp is None or pd.isna(stamp) else stamp.tzinfo
 
 
 def _age(value: Any, file: str, problems: list[Problem]) -> float | None:
@@ -185,7 +268,8 @@ def _sex(value: Any, file: str, problems: list[Problem]) -> str | None:
     return sex
 
 
-def _timestamp(value: Any, file: str, field: str, problems: list[Problem]) -> pd.Timestamp | None:
+def _timestamp(value: Any, file: str, field: str, problems: list[Problem],
+               clock: datetime.tzinfo | None = None) -> pd.Timestamp | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
@@ -195,7 +279,10 @@ def _timestamp(value: Any, file: str, field: str, problems: list[Problem]) -> pd
     if pd.isna(stamp):
         problems.append(warning(file, field, f"expected an ISO date-time like 2131-05-07 14:00, found {value!r}"))
         return None
-    return stamp.tz_localize(None) if stamp.tzinfo is not None else stamp
+    if stamp.tzinfo is not None and clock is None:
+        problems.append(warning(file, field, f"{value!r} carries a UTC offset but patient.json's index_time has "
+                                             "none; the offset was dropped and the local clock time kept"))
+    return to_clock(stamp, clock)
 
 
 def _labels(value: Any, file: str, problems: list[Problem]) -> dict[str, int] | None:
@@ -216,15 +303,22 @@ def _labels(value: Any, file: str, problems: list[Problem]) -> dict[str, int] | 
 def _read_csv_text(path: Path, problems: list[Problem]) -> pd.DataFrame | None:
     """All cells as strings ("" for empty). A malformed line is left out with a warning, not the file;
     None (with an error problem) only if the file cannot be read as CSV at all."""
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        # Spreadsheet exports in Latin-1 ("µg/L") are common; read them rather than lose the file.
-        text = raw.decode("latin-1")
-        problems.append(warning(str(path), "", f"expected UTF-8 text ({exc.reason} at byte {exc.start}); read as Latin-1"))
+    raw = _read_bytes_no_link(path)
+    utf16 = _utf16_encoding(raw)
+    if utf16:  # spreadsheet "Unicode text" exports
+        text = raw.decode(utf16, errors="replace").lstrip("\ufeff")
+        how = "it starts with its byte-order mark" if utf16 == "utf-16" else "every other byte is 0"
+        problems.append(warning(str(path), "", f"expected UTF-8 text; read as UTF-16 ({how})"))
+    else:
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            # Spreadsheet exports in Latin-1 ("µg/L") are common; read them rather than lose the file.
+            text = raw.decode("latin-1")
+            problems.append(warning(str(path), "", f"expected UTF-8 text ({exc.reason} at byte {exc.start}); read as Latin-1"))
     if not text.strip():
         return pd.DataFrame()
+    text = _without_long_lines(text, path, problems)
     bad_lines: list[list[str]] = []
 
     def keep_bad_line(fields: list[str]) -> None:
@@ -240,13 +334,51 @@ def _read_csv_text(path: Path, problems: list[Problem]) -> pd.DataFrame | None:
     n_columns = len(table.columns)
     for fields in bad_lines[:20]:
         problems.append(warning(str(path), "row", f"expected {n_columns} fields, found {len(fields)} in "
-                                f"{','.join(fields)[:80]!r}; row left out"))
+                                f"{excerpt(','.join(fields), 80)}; row left out"))
     if len(bad_lines) > 20:
         problems.append(warning(str(path), "row", f"{len(bad_lines) - 20} more malformed rows left out"))
     return table
 
 
-def _read_table(path: Path, parse, empty_type, problems: list[Problem], folder: Path, expected: str):
+def _read_bytes_no_link(path: Path) -> bytes:
+    """The file's bytes, refusing to follow a link at the last step (O_NOFOLLOW), so a link swapped in
+    after the checks is not read either."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
+
+
+def _utf16_encoding(raw: bytes) -> str | None:
+    """'utf-16' when the bytes carry a UTF-16 byte-order mark, 'utf-16-le'/'-be' when every other byte of
+    the start is 0 (ASCII text in UTF-16 without a mark), else None."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    head = raw[:400]
+    if len(head) >= 8 and len(head) % 2 == 0:
+        if head[1::2].count(0) == len(head) // 2 and head[0::2].count(0) == 0:
+            return "utf-16-le"
+        if head[0::2].count(0) == len(head) // 2 and head[1::2].count(0) == 0:
+            return "utf-16-be"
+    return None
+
+
+def _without_long_lines(text: str, path: Path, problems: list[Problem]) -> str:
+    """`text` without its lines over MAX_CSV_LINE_CHARS characters, each reported (the CSV reader would
+    drop such a row without a word)."""
+    if len(text) <= MAX_CSV_LINE_CHARS or max(map(len, text.splitlines())) <= MAX_CSV_LINE_CHARS:
+        return text
+    kept = []
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        if len(line.rstrip("\r\n")) > MAX_CSV_LINE_CHARS:
+            problems.append(warning(str(path), f"line {number}", f"expected at most {MAX_CSV_LINE_CHARS:,} characters "
+                                                                f"per line; found {len(line.rstrip()):,}; row left out"))
+        else:
+            kept.append(line)
+    return "".join(kept)
+
+
+def _read_table(path: Path, parse, empty_type, problems: list[Problem], folder: Path, expected: str,
+                times: _BundleTimes | None = None):
     if not _kept_inside(path, folder, problems) or not path.is_file():
         return empty_type()
     raw = _read_csv_text(path, problems)
@@ -256,8 +388,10 @@ def _read_table(path: Path, parse, empty_type, problems: list[Problem], folder: 
         problems.append(warning(str(path), "", f"expected a header line with columns {expected}, then rows; "
                                                "the file is empty, so nothing was read from it"))
         return empty_type()
+    if times is not None:
+        raw = times.absolute(raw, str(path), problems)
     try:
-        table, found = parse(raw, str(path))
+        table, found = parse(raw, str(path), times.clock if times is not None else None)
     except DataError as exc:
         problems.append(exc.problem)
         return empty_type()
@@ -268,8 +402,12 @@ def _read_table(path: Path, parse, empty_type, problems: list[Problem], folder: 
 def _read_index(folder: Path, problems: list[Problem], required_suffixes: tuple[str, ...]) -> pd.DataFrame | None:
     """The folder's index.csv, or one built from its files (with a warning) when it has none."""
     index_path = folder / INDEX_FILE
+    if index_path.is_symlink():
+        problems.append(error(str(index_path), "", _link_message(index_path, "file", folder)))
+        return None
     if not index_path.is_file():
-        files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in required_suffixes)
+        files = sorted(p.name for p in folder.iterdir()
+                       if not p.is_symlink() and p.is_file() and p.suffix.lower() in required_suffixes)
         if files:
             problems.append(warning(str(index_path), "", "expected an index.csv with columns file,time,... ; "
                                     f"using the {len(files)} files found, without times"))
@@ -279,12 +417,13 @@ def _read_index(folder: Path, problems: list[Problem], required_suffixes: tuple[
         return None
     index.columns = [str(c).strip().lower() for c in index.columns]
     if "file" not in index.columns:
-        problems.append(error(str(index_path), "file", f"expected a 'file' column; found {list(index.columns)}"))
+        problems.append(error(str(index_path), "file", f"expected a 'file' column; found "
+                                                       f"{excerpt(', '.join(map(str, index.columns)), 60)}"))
         return None
     return index
 
 
-def _indexed_files(folder: Path, suffixes: tuple[str, ...], kind: str, problems: list[Problem]):
+def _indexed_files(folder: Path, suffixes: tuple[str, ...], kind: str, problems: list[Problem], times: _BundleTimes):
     """(row number, index row, file path, index path) for every index row naming a file in `folder`;
     a row naming no existing file inside the folder is an error problem and is skipped."""
     if not folder.is_dir():
@@ -293,16 +432,18 @@ def _indexed_files(folder: Path, suffixes: tuple[str, ...], kind: str, problems:
     if index is None:
         return
     where = str(folder / INDEX_FILE)
+    index = times.absolute(index, where, problems)
     for row_number, row in enumerate(index.to_dict("records"), start=1):
         name = str(row.get("file", "")).strip()
         path = _inside(folder, name)
-        if name and path is None and (folder / name).is_symlink():
-            problems.append(error(where, f"row {row_number}: file", f"{_link_message(folder / name, 'file')} "
-                                                                    f"({kind} {name!r})"))
+        link = _linked(folder / name, folder) if name else None
+        if link is not None:
+            problems.append(error(where, f"row {row_number}: file", f"{_link_message(link, 'file', folder)} "
+                                                                    f"({kind} {excerpt(name)})"))
             continue
         if path is None or not path.is_file():
             problems.append(error(where, f"row {row_number}: file",
-                                  f"expected an existing file in {folder.name}/, found {name!r}; {kind} left out"))
+                                  f"expected an existing file in {folder.name}/, found {excerpt(name)}; {kind} left out"))
             continue
         yield row_number, row, path, where
 
@@ -310,7 +451,7 @@ def _indexed_files(folder: Path, suffixes: tuple[str, ...], kind: str, problems:
 def read_note_text(path: Path, problems: list[Problem]) -> str:
     """A note file's text: UTF-8 (or UTF-16 with a byte-order mark), at most MAX_NOTE_CHARS characters.
     Never raises on content: undecodable bytes are replaced, and each departure is a problem."""
-    with path.open("rb") as f:
+    with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb") as f:
         raw = f.read(4 * MAX_NOTE_CHARS + 4)  # enough bytes for MAX_NOTE_CHARS characters in any UTF
         more = bool(f.read(1))
     text = _decode_note(raw, more, path, problems)
@@ -340,15 +481,15 @@ def _decode_note(raw: bytes, cut: bool, path: Path, problems: list[Problem]) -> 
         return raw.decode("utf-8", errors="replace")
 
 
-def _read_notes(folder: Path, problems: list[Problem]) -> list[Note]:
+def _read_notes(folder: Path, problems: list[Problem], times: _BundleTimes) -> list[Note]:
     notes = []
-    for row_number, row, path, where in _indexed_files(folder, (".txt",), "note", problems):
+    for row_number, row, path, where in _indexed_files(folder, (".txt",), "note", problems, times):
         text = read_note_text(path, problems)
         if not text.strip():
             problems.append(warning(str(path), "text", "expected note text; the file is empty; note left out"))
             continue
         notes.append(Note(
-            time=_timestamp(row.get("time"), where, f"row {row_number}: time", problems),
+            time=times.stamp(row.get("time"), where, f"row {row_number}: time", problems),
             category=str(row.get("category", "")).strip(),
             text=text.replace("\r\n", "\n"),
             source=str(path),
@@ -356,9 +497,10 @@ def _read_notes(folder: Path, problems: list[Problem]) -> list[Note]:
     return notes
 
 
-def _read_images(folder: Path, problems: list[Problem]) -> list[ChestImage]:
+def _read_images(folder: Path, problems: list[Problem], times: _BundleTimes) -> list[ChestImage]:
     images = []
-    for row_number, row, path, where in _indexed_files(folder, (".dcm", ".dicom", ".png", ".jpg", ".jpeg"), "image", problems):
+    for row_number, row, path, where in _indexed_files(folder, (".dcm", ".dicom", ".png", ".jpg", ".jpeg"), "image",
+                                                       problems, times):
         try:
             loaded = load_image(path, radiograph=True)
         except DataError as exc:
@@ -367,7 +509,7 @@ def _read_images(folder: Path, problems: list[Problem]) -> list[ChestImage]:
         problems.extend(loaded.problems)
         view = str(row.get("view", "")).strip() or (loaded.metadata.view_position or "")
         images.append(ChestImage(
-            time=_timestamp(row.get("time"), where, f"row {row_number}: time", problems),
+            time=times.stamp(row.get("time"), where, f"row {row_number}: time", problems),
             view=view,
             pixels=loaded.pixels,
             source=str(path),
@@ -388,9 +530,12 @@ def _read_truth(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        truth = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        problems.append(error(str(path), "", f"expected valid UTF-8 JSON: {exc}; truth left out"))
+        truth = bounded_json.read(path)
+    except bounded_json.JsonLimitError as exc:
+        problems.append(error(str(path), exc.field, f"{exc.message}; truth left out"))
+        return None
+    except OSError as exc:
+        problems.append(error(str(path), "", f"cannot be read ({exc.strerror or exc}); truth left out"))
         return None
     if not isinstance(truth, dict):
         problems.append(error(str(path), "", "expected a JSON object; truth left out"))

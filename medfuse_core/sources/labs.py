@@ -14,6 +14,7 @@ The table helpers (`normalise_columns`, `parse_times`, `row_problems`, `to_float
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +23,10 @@ import numpy as np
 import pandas as pd
 from pandas._libs import lib
 
-from medfuse_core.problems import DataError, Problem, warning
+from medfuse_core.problems import DataError, Problem, info, warning
 from medfuse_core.record import Labs
+from medfuse_core.sources.lab_harmonise import LabArrays, harmonise_arrays
+from medfuse_core.sources.lab_vocabulary import by_itemid, loinc_code
 
 TIME_EXPECTED = "an ISO date-time like 2131-05-07 14:00"
 MAX_ROW_WARNINGS = 20  # per field; beyond this one summary warning, so a bad file gives a readable list
@@ -274,12 +277,22 @@ def sort_by_time(times: pd.Series) -> tuple[np.ndarray, np.ndarray | pd.Series]:
     return order, times.iloc[order].reset_index(drop=True)
 
 
-def parse_times(texts: pd.Series, file: str) -> tuple[pd.Series, list[Problem]]:
+def parse_times(texts: pd.Series, file: str, clock: datetime.tzinfo | None = None) -> tuple[pd.Series, list[Problem]]:
     """ISO date-times; NaT where unparseable or outside the nanosecond range the contract uses.
 
-    A trailing UTC offset ("Z", "+02:00") is dropped and the wall-clock time kept, so times of one
-    file stay on the clock a clinician wrote them on; one warning says so.
+    The bundle's time rule (README, "Times"): `clock` is the UTC offset of the bundle's index_time.
+    With a clock, a time carrying an offset ("Z", "+02:00") is converted to that clock, so one
+    instant is one time in every file (one info line says how many); a time without an offset is
+    taken as on that clock. Without a clock (index_time has no offset), the offset is dropped and the
+    wall-clock time kept, with one warning, since there is nothing to convert it to.
     """
+    if clock is not None:
+        texts, shifted = _to_clock(texts, clock)
+        times, problems = parse_times(texts, file)
+        if shifted:
+            problems.append(info(file, "time", f"{shifted} times carry a UTC offset; converted to the index "
+                                               f"time's offset ({_offset_text(clock)})"))
+        return times, problems
     values = _str_cells(texts) if texts.dtype == object or isinstance(texts.dtype, pd.StringDtype) else None
     if values is None:
         return _parse_times_series(texts, file)
@@ -330,6 +343,51 @@ def _one_datetime(text: object) -> pd.Timestamp:
     if pd.isna(stamp):
         return pd.NaT
     return stamp.tz_localize(None) if stamp.tzinfo is not None else stamp
+
+
+def _offset_text(clock: datetime.tzinfo) -> str:
+    offset = clock.utcoffset(None) or datetime.timedelta(0)
+    minutes = int(offset.total_seconds() // 60)
+    return f"{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def to_clock(stamp: pd.Timestamp, clock: datetime.tzinfo | None) -> pd.Timestamp:
+    """One time under the bundle's time rule (see `parse_times`): converted to `clock` when both have an
+    offset, the wall clock otherwise; always returned without an offset."""
+    if stamp.tzinfo is None:
+        return stamp
+    if clock is not None:
+        stamp = stamp.tz_convert(clock)
+    return stamp.tz_localize(None)
+
+
+def _to_clock(texts: pd.Series, clock: datetime.tzinfo) -> tuple[pd.Series, int]:
+    """Texts with an offset rewritten as naive ISO times on `clock`; how many rows were rewritten."""
+    values = texts.astype(object).where(texts.notna(), "").astype(str)
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object))
+    out = []
+    shifted = np.zeros(len(uniques), dtype=bool)
+    for i, u in enumerate(uniques):
+        text = u.strip()
+        if _OFFSET_AFTER_DIGIT_RE.search(text) is None:
+            out.append(u)
+            continue
+        stamp = _one_aware(text)
+        if stamp is None:
+            out.append(_OFFSET_RE.sub("", text))
+            continue
+        out.append(stamp.tz_convert(clock).tz_localize(None).isoformat())
+        shifted[i] = True
+    return (pd.Series(np.asarray(out, dtype=object)[codes], index=texts.index, name=texts.name, dtype=object),
+            int(shifted[codes].sum()))
+
+
+def _one_aware(text: str) -> pd.Timestamp | None:
+    try:
+        stamp = pd.Timestamp(text)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return None if pd.isna(stamp) or stamp.tzinfo is None else stamp
 
 
 def _offset_warning(file: str, n: int) -> Problem:
@@ -394,13 +452,23 @@ def to_float(texts: pd.Series) -> pd.Series:
 _LAB_EXPECTED = "time, value and item or itemid"
 
 
-def _itemids(texts: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Integer item ids (<NA> where empty or not an integer) and a mask of non-empty bad ids."""
+def _itemids(texts: pd.Series) -> tuple[pd.Series, pd.Series, np.ndarray]:
+    """Integer item ids (<NA> where empty or not an integer), a mask of non-empty bad ids, and the
+    LOINC codes written in the column instead ("2345-7", "http://loinc.org|2345-7"; "" elsewhere)."""
     stripped = _stripped(texts)
     number = _float_values(stripped)
     whole = ~np.isnan(number) & (number == np.round(number)) & (np.abs(number) < 2**53)
     ids = pd.arrays.IntegerArray(np.where(whole, number, 0.0).astype("int64"), ~whole)
-    return pd.Series(ids, index=texts.index), pd.Series((stripped != "") & ~whole, index=texts.index)
+    loinc = _loinc_codes(np.where(whole, "", stripped).astype(object))
+    bad = (stripped != "") & ~whole & (loinc == "")
+    return pd.Series(ids, index=texts.index), pd.Series(bad, index=texts.index), loinc
+
+
+def _loinc_codes(texts: np.ndarray) -> np.ndarray:
+    """LOINC code per text ("" where the text is empty or holds none), once per distinct text."""
+    codes, uniques = pd.factorize(texts)
+    found = np.array([loinc_code(u) or "" for u in uniques] + [""], dtype=object)
+    return found[codes]
 
 
 def _row_problems_at(file: str, mask: np.ndarray, field: str, expected: str, found: pd.Series | np.ndarray,
@@ -451,7 +519,7 @@ def _placeable(table: pd.DataFrame, bad_time: np.ndarray, item: np.ndarray, has_
     return ~bad_time & ~no_item, problems
 
 
-def labs_from_table(raw: pd.DataFrame, file: str) -> tuple[Labs, list[Problem]]:
+def labs_from_table(raw: pd.DataFrame, file: str, clock: datetime.tzinfo | None = None) -> tuple[Labs, list[Problem]]:
     """Read a labs table (all-string cells) into `Labs`, with the problems met on the way.
 
     Rows are sorted by time, stably, so rows charted together keep their order in the file.
@@ -463,31 +531,40 @@ def labs_from_table(raw: pd.DataFrame, file: str) -> tuple[Labs, list[Problem]]:
     require_columns(table, file, ("time", "value"), _LAB_EXPECTED)
     if "item" not in table and "itemid" not in table:
         require_columns(table, file, ("item",), _LAB_EXPECTED)
-    times, time_problems = parse_times(table["time"], file)
+    times, time_problems = parse_times(table["time"], file, clock)
     problems += time_problems
     n = len(table)
+    loinc = np.full(n, "", dtype=object)
     if "itemid" in table:
-        itemid, bad_id = _itemids(table["itemid"])
+        itemid, bad_id, loinc = _itemids(table["itemid"])
         itemid, bad_id = itemid.array, bad_id.to_numpy(dtype=bool)
     else:
         itemid = pd.arrays.IntegerArray(np.zeros(n, dtype="int64"), np.ones(n, dtype=bool))
         bad_id = np.zeros(n, dtype=bool)
+    if "loinc" in table:
+        written = _text(table, "loinc")
+        codes = _loinc_codes(written)
+        bad_loinc = (written != "") & (codes == "")
+        problems += _row_problems_at(file, bad_loinc, "loinc", "a LOINC code like 2345-7", table["loinc"],
+                                     "code left unknown")
+        loinc = np.where(codes != "", codes, loinc).astype(object)
     item = _text(table, "item")
     bad_time = times.isna().to_numpy(dtype=bool)
-    keep, drop_problems = _placeable(table, bad_time, item, ~itemid.isna(), file)
+    keep, drop_problems = _placeable(table, bad_time, item, ~itemid.isna() | (loinc != ""), file)
     problems += drop_problems
     problems += _row_problems_at(
-        file, bad_id & keep, "itemid", "an integer item id like 50912", table.get("itemid"), "item id left unknown"
+        file, bad_id & keep, "itemid", "an integer item id like 50912 or a LOINC code like 2345-7",
+        table.get("itemid"), "item id left unknown"
     )
     rows = np.flatnonzero(keep)
-    columns, value_problems = _lab_columns(table, rows, times, itemid, item, file)
+    columns, value_problems = _lab_columns(table, rows, times, itemid, item, loinc, file)
     problems += value_problems
     return Labs(columns), problems
 
 
 def _lab_columns(
     table: pd.DataFrame, rows: np.ndarray, times: pd.Series, itemid: pd.api.extensions.ExtensionArray,
-    item: np.ndarray, file: str
+    item: np.ndarray, loinc: np.ndarray, file: str
 ) -> tuple[pd.DataFrame, list[Problem]]:
     """The contract's columns for the kept `rows` (input row positions, for messages), sorted by time
     (stably), on a fresh RangeIndex."""
@@ -499,22 +576,33 @@ def _lab_columns(
     order, time_column = sort_by_time(kept_times)
     at = rows[order]
     index = pd.RangeIndex(len(at))
+    unit = _text(table, "unit")[at]
+    ids = itemid[at]
+    harmonised, harmonise_problems = harmonise_arrays(
+        LabArrays(itemid=np.asarray(ids.fillna(-1), dtype="int64"), item=item[at], loinc=loinc[at], unit=unit,
+                  value=value[order], value_text=table["value"].to_numpy(dtype=object)[at], censored=censored[order],
+                  ref_low=ref_low[order], ref_high=ref_high[order]), file)
+    problems += harmonise_problems
 
     def text(values: np.ndarray) -> pd.Series:
         return pd.Series(values, index=index, dtype=object)
 
+    h = harmonised
     out = pd.DataFrame(
         {
             "time": time_column,
-            "itemid": itemid[at],
-            "item": text(item[at]),
-            "value": value[order],
-            "value_text": text(table["value"].to_numpy(dtype=object)[at]),
-            "censored": text(censored[order]),
-            "unit": text(_text(table, "unit")[at]),
-            "ref_low": ref_low[order],
-            "ref_high": ref_high[order],
+            "itemid": pd.arrays.IntegerArray(np.where(h.itemid >= 0, h.itemid, 0), h.itemid < 0),
+            "item": text(h.item),
+            "value": h.value,
+            "value_text": text(h.value_text),
+            "censored": text(h.censored),
+            "unit": text(unit),
+            "ref_low": h.ref_low,
+            "ref_high": h.ref_high,
             "flag": text(_text(table, "flag")[at]),
+            "loinc": text(h.loinc),
+            "value_unit": text(h.value_unit),
+            "not_used": text(h.not_used),
         },
         index=index,
     )
@@ -543,12 +631,12 @@ def check_patient_labs(labs: Labs, file: str) -> tuple[Labs, list[Problem]]:
     """Checks that need one patient's whole table (so not in `labs_from_table`, which also reads whole
     MIMIC cohorts in one table):
 
-    - An exact copy of a result (same time, item, value text and unit) is left out, one warning per item:
-      a copy would count twice in the model's summary of that item.
-    - An item given in more than one unit (glucose in mg/dL and in mmol/L) is *not converted*: the rows
-      in the item's most common unit (ties: the earliest) are used; the others keep their text, unit and
-      reference range for display but lose their number, so the model never reads 6.1 mmol/L as 6.1 mg/dL.
-      A conversion factor depends on the analyte and the assay, and a wrong one is worse than none. One
+    - An exact copy of a result (same time, item, value text and unit) is kept for display but not used
+      (`not_used` = "duplicate"), one warning per item: a copy would count twice in the model's summary.
+    - Tests of the lab vocabulary were already converted to the model's unit (`lab_harmonise.py`). An
+      item outside it given in more than one unit is *not converted* (no molar mass or factor is known
+      for it): the rows in the item's most common unit (ties: the earliest) are used; the others keep
+      their text, unit and reference range for display but are not used ("unit incompatible"). One
       warning per item names both units and what was done.
     """
     table = labs.table
@@ -557,6 +645,7 @@ def check_patient_labs(labs: Labs, file: str) -> tuple[Labs, list[Problem]]:
     problems: list[Problem] = []
     file = str(file)
     copies = table.duplicated(["time", "itemid", "item", "value_text", "unit"], keep="first").to_numpy()
+    copies = copies & (table["not_used"] != "duplicate").to_numpy()
     if copies.any():
         for (_, _), group in table[copies].groupby(["itemid", "item"], dropna=False, sort=False):
             label = _item_label(group["item"].iloc[0], group["itemid"].iloc[0])
@@ -564,8 +653,11 @@ def check_patient_labs(labs: Labs, file: str) -> tuple[Labs, list[Problem]]:
             shown = f"{first['value_text']!r}{' ' + first['unit'] if first['unit'] else ''}"
             problems.append(warning(file, f"{label}: time",
                                     f"expected each result once; {_rows_text(len(group))} repeating an earlier row "
-                                    f"exactly (e.g. {shown} at {first['time']}) left out"))
-        table = table[~copies].reset_index(drop=True)
+                                    f"exactly (e.g. {shown} at {first['time']}) shown but not used by the model"))
+        table = table.copy()
+        table.loc[copies, "value"] = np.nan
+        table.loc[copies, "censored"] = ""
+        table.loc[copies, "not_used"] = "duplicate"
     table, unit_problems = _unit_conflicts(table, file)
     problems += unit_problems
     return (Labs(table) if problems else labs), problems
@@ -573,7 +665,9 @@ def check_patient_labs(labs: Labs, file: str) -> tuple[Labs, list[Problem]]:
 
 def _unit_conflicts(table: pd.DataFrame, file: str) -> tuple[pd.DataFrame, list[Problem]]:
     units = table["unit"].astype(str).str.strip()
-    has_unit = (units != "").to_numpy()
+    in_vocabulary = np.array([by_itemid(int(i)) is not None if not pd.isna(i) else False for i in table["itemid"]],
+                             dtype=bool)
+    has_unit = (units != "").to_numpy() & ~in_vocabulary & (table["not_used"] == "").to_numpy()
     if not has_unit.any():
         return table, []
     keys = pd.Series(item_group_keys(table), index=table.index)
@@ -592,6 +686,7 @@ def _unit_conflicts(table: pd.DataFrame, file: str) -> tuple[pd.DataFrame, list[
         dropped = rows[(unit_keys.iloc[rows] != kept).to_numpy()]
         table.loc[table.index[dropped], "value"] = np.nan
         table.loc[table.index[dropped], "censored"] = ""
+        table.loc[table.index[dropped], "not_used"] = "unit incompatible"
         label = _item_label(table["item"].iloc[rows[0]], table["itemid"].iloc[rows[0]])
         found = " and ".join(f"{spelled[k]} ({_rows_text(int(n))})" for k, n in counts.items())
         others = ", ".join(spelled[k] for k in counts.index if k != kept)

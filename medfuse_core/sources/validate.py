@@ -7,7 +7,7 @@ are written for a person: file, field, what was expected.
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +52,10 @@ def validate_bundle(folder: str | Path) -> tuple[BundleReport, PatientRecord | N
     except DataError as exc:
         report.problems.append(exc.problem)
         return report, None
+    except Exception as exc:  # RecursionError included: a reader bug must cost this bundle only, never the cohort
+        report.problems.append(error(str(folder), "", f"could not be read ({type(exc).__name__}); "
+                                                      "the bundle is left out"))
+        return report, None
     report.patient_id = record.patient_id
     report.modalities = record.present_modalities
     report.problems.extend(record.problems)
@@ -62,21 +66,52 @@ def validate_bundle(folder: str | Path) -> tuple[BundleReport, PatientRecord | N
     return report, record
 
 
-def validate_tree(root: str | Path) -> list[BundleReport]:
-    """Validate `root` (one bundle, or a folder of bundles); duplicate patient ids are errors."""
+def validate_tree(root: str | Path,
+                  on_record: Callable[[BundleReport, PatientRecord], None] | None = None) -> list[BundleReport]:
+    """Validate `root` (one bundle, or a folder of bundles); duplicate patient ids are errors.
+    `on_record` is called with each readable bundle's report and record as it is read (the CLI's
+    coverage report), so records need not be kept."""
     root = Path(root)
     if not root.exists():
         return [BundleReport(root, problems=[error(str(root), "", "expected an existing folder")])]
     folders = find_bundle_folders(root)
     if not folders:
         return [BundleReport(root, problems=[error(str(root), "", "expected a bundle (a folder with patient.json) or a folder of bundles; found none")])]
-    reports = [validate_bundle(f)[0] for f in folders]
-    counts = Counter(r.patient_id for r in reports if r.patient_id)
-    for report in reports:
-        if report.patient_id and counts[report.patient_id] > 1:
-            report.problems.append(error(str(report.folder / B.PATIENT_FILE), "patient_id",
-                                         f"expected unique patient ids; {report.patient_id!r} occurs {counts[report.patient_id]} times"))
+    reports = []
+    for folder in folders:
+        report, record = validate_bundle(folder)
+        if on_record is not None and record is not None:
+            on_record(report, record)
+        reports.append(report)
+    for report, problem in duplicate_id_problems(reports, root):
+        report.problems.append(problem)
     return reports
+
+
+def duplicate_id_problems(reports: list[BundleReport], root: Path) -> list[tuple[BundleReport, Problem]]:
+    """An error for every bundle whose patient id another bundle also uses, naming the other folders
+    (relative to `root`): a worklist row could open either, so callers refuse them all."""
+    by_id: dict[str, list[BundleReport]] = {}
+    for report in reports:
+        if report.patient_id:
+            by_id.setdefault(report.patient_id, []).append(report)
+    out = []
+    for patient_id, group in by_id.items():
+        if len(group) < 2:
+            continue
+        for report in group:
+            others = [_relative(r.folder, root) for r in group if r is not report]
+            out.append((report, error(str(report.folder / B.PATIENT_FILE), "patient_id",
+                                      f"expected unique patient ids; {patient_id!r} occurs {len(group)} times "
+                                      f"(also in {', '.join(others[:5])}{', ...' if len(others) > 5 else ''})")))
+    return out
+
+
+def _relative(folder: Path, root: Path) -> str:
+    try:
+        return Path(folder).relative_to(root).as_posix() or "."
+    except ValueError:
+        return Path(folder).name
 
 
 def markup_problems(record: PatientRecord) -> list[Problem]:

@@ -10,9 +10,13 @@ from the vendored resource files through `channel_spec()`.
 - Categorical channels: text -> score through `VitalChannel.value_map` (ignoring case and spacing);
   a bare score ("4" for eye opening) is accepted too. Unknown text: value NaN, row kept, warned.
 - Numeric channels: unit cleaning as mimic3-benchmarks' `clean_events` (see `_CLEANERS`), then its
-  `remove_outliers_for_variable`: outside [outlier_low, outlier_high] -> row dropped (one warning per
-  channel), otherwise clipped to [valid_low, valid_high] silently, as the benchmark does; the raw
-  text stays in `value_text`. Non-numeric text: value NaN, row kept, one warning per channel.
+  `remove_outliers_for_variable`: outside [outlier_low, outlier_high] -> not used (`not_used` =
+  "implausible", value NaN, the row kept for display; one warning per channel), otherwise clipped to
+  [valid_low, valid_high] silently, as the benchmark does; the raw text stays in `value_text`. Non-numeric text: value NaN, row kept, one warning per channel.
+- A `unit` column is optional. Where a row gives a unit, its value is converted to the channel's unit
+  (`CHANNEL_UNITS`: °F -> °C, % -> fraction for FiO2, lb -> kg, mmol/L -> mg/dL for glucose) instead of
+  the benchmark's guesses from the number; a unit that is unknown or does not convert leaves the row
+  for display with no value and `not_used` saying why, with one warning per channel and unit.
 - Rows without a usable time or channel name are dropped with a warning per row.
 Row numbers in problems count data rows from 1 (the header is not counted).
 """
@@ -39,6 +43,7 @@ from medfuse_core.sources.labs import (
     sort_by_time,
     require_columns,
 )
+from medfuse_core.sources.units import UnitProblem, conversion, convert_array, to_ucum
 from medfuse_core.sources.vital_channels import CHANNEL_NAMES, VitalChannel, channel_spec
 
 _EXPECTED = "time, channel and value"
@@ -149,7 +154,7 @@ def _outlier_message(spec: VitalChannel, values: pd.Series, texts: pd.Series) ->
         shown.append(_fmt(value) if text.strip() == _fmt(value) else f"{_fmt(value)} (from {text.strip()!r})")
     more = ", ..." if len(values) > _EXAMPLES else ""
     return (
-        f"{_rows(len(values))} dropped with a value outside the plausible range {_fmt(spec.outlier_low)} to "
+        f"{_rows(len(values))} not used by the model: a value outside the plausible range {_fmt(spec.outlier_low)} to "
         f"{_fmt(spec.outlier_high)}: {', '.join(shown)}{more}; values between that and the valid range "
         f"{_fmt(spec.valid_low)} to {_fmt(spec.valid_high)} are clipped to it"
     )
@@ -241,7 +246,44 @@ def _pair_texts(texts: _Texts, distinct: np.ndarray, part: int) -> np.ndarray:
     return pair.where(pair.notna(), series).astype(str).to_numpy(dtype=object)
 
 
-def _numeric_array(name: str, texts: _Texts, rows: np.ndarray) -> np.ndarray:
+# The unit each numeric channel's values are in for the model (mimic3-benchmarks' units), in UCUM,
+# and the molar mass where a molar unit converts (glucose). A vitals.csv `unit` cell is converted to it.
+CHANNEL_UNITS: dict[str, str] = {
+    "Diastolic blood pressure": "mm[Hg]", "Systolic blood pressure": "mm[Hg]", "Mean blood pressure": "mm[Hg]",
+    "Fraction inspired oxygen": "1", "Glucose": "mg/dL", "Heart Rate": "/min", "Height": "cm",
+    "Oxygen saturation": "%", "Respiratory rate": "/min", "Temperature": "Cel", "Weight": "kg", "pH": "[pH]",
+}
+_MOLAR_MASS = {"Glucose": 180.156}
+
+
+def _convert_units(name: str, values: np.ndarray, units: np.ndarray, file: str
+                   ) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
+    """Values of rows with a unit converted to the channel's model unit; `not_used` per row and the
+    warnings for units that are unknown or do not convert (value NaN then)."""
+    values = values.copy()
+    not_used = np.full(len(values), "", dtype=object)
+    problems: list[Problem] = []
+    model = CHANNEL_UNITS[name]
+    for given in pd.unique(units[units != ""]):
+        at = np.flatnonzero(units == given)
+        ucum = to_ucum(given)
+        try:
+            if ucum is None:
+                raise UnitProblem("unknown", "not a unit this reader knows")
+            if name == "Temperature":
+                values[at] = convert_array(values[at], ucum, model)
+            else:
+                values[at] = conversion(ucum, model, _MOLAR_MASS.get(name))(values[at])
+        except UnitProblem as exc:
+            not_used[at] = "unit unknown" if exc.kind == "unknown" or ucum is None else "unit incompatible"
+            values[at] = np.nan
+            problems.append(warning(file, f"{name}: unit",
+                                    f"expected a unit convertible to {model}; found {given!r} in {_rows(len(at))} "
+                                    f"({exc}); not used by the model"))
+    return values, not_used, problems
+
+
+def _numeric_array(name: str, texts: _Texts, rows: np.ndarray, has_unit: np.ndarray | None = None) -> np.ndarray:
     """Numbers for the texts of `rows` (all of one numeric channel), unit-cleaned where the benchmark
     cleans that channel: clean_sbp / clean_dbp (one side of "SBP/DBP", else the plain number),
     clean_fio2 (> 1 -> / 100), clean_o2sat (<= 1 -> * 100), clean_temperature (>= 79 -> Celsius)."""
@@ -253,13 +295,14 @@ def _numeric_array(name: str, texts: _Texts, rows: np.ndarray) -> np.ndarray:
         number, integer, candidates = _float_parts(np.asarray(uniques, dtype=object))
         return _as_to_numeric_call(number, integer, candidates)[codes]
     value = texts.numbers(rows)
-    with np.errstate(over="ignore"):  # a huge written number becomes +-inf, then an outlier (dropped)
+    guess = np.ones(len(rows), dtype=bool) if has_unit is None else ~has_unit  # a given unit replaces the guess
+    with np.errstate(over="ignore"):  # a huge written number becomes +-inf, then an outlier (not used)
         if name == "Fraction inspired oxygen":
-            return np.where(value > 1.0, value / 100.0, value)
+            return np.where(guess & (value > 1.0), value / 100.0, value)
         if name == "Oxygen saturation":
-            return np.where(value <= 1.0, value * 100.0, value)
+            return np.where(guess & (value <= 1.0), value * 100.0, value)
         if name == "Temperature":
-            return np.where(value >= 79, (value - 32.0) * 5.0 / 9.0, value)
+            return np.where(guess & (value >= 79), (value - 32.0) * 5.0 / 9.0, value)
     return value
 
 
@@ -287,12 +330,18 @@ def _categorical_array(spec: VitalChannel, texts: _Texts, rows: np.ndarray, file
     return values, [warning(file, f"{spec.name}: value", message)]
 
 
-def _numeric_checked(spec: VitalChannel, texts: _Texts, rows: np.ndarray, file: str) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
-    """Cleaned values clipped to the valid range, a mask of outlier rows to drop, and the warnings
-    (no number; outliers), for the texts of `rows` (all of one numeric channel)."""
-    values = _numeric_array(spec.name, texts, rows)
-    problems = []
-    not_number = np.isnan(values)
+def _numeric_checked(spec: VitalChannel, texts: _Texts, rows: np.ndarray, file: str, units: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Problem]]:
+    """Cleaned values clipped to the valid range, a mask of outlier rows (not used), `not_used` per row
+    (a unit that does not convert) and the warnings (units; no number; outliers), for the texts of
+    `rows` (all of one numeric channel) and their `units` as written."""
+    has_unit = units != ""
+    values = _numeric_array(spec.name, texts, rows, has_unit)
+    problems: list[Problem] = []
+    not_used = np.full(len(rows), "", dtype=object)
+    if has_unit.any():
+        values, not_used, problems = _convert_units(spec.name, values, units, file)
+    not_number = np.isnan(values) & (not_used == "")
     if not_number.any():
         message = (f"no number in {_rows(int(not_number.sum()))}: {_quote_counts(texts.at(rows[not_number]))}; "
                    "kept with no value")
@@ -301,20 +350,23 @@ def _numeric_checked(spec: VitalChannel, texts: _Texts, rows: np.ndarray, file: 
     if outlier.any():
         shown = pd.Series(values[outlier])
         problems.append(warning(file, f"{spec.name}: value", _outlier_message(spec, shown, texts.at(rows[outlier]))))
-    clipped = np.where(not_number | (values >= spec.valid_low), values, spec.valid_low)
+    clipped = np.where(np.isnan(values) | (values >= spec.valid_low), values, spec.valid_low)
     clipped = np.where(np.isnan(clipped) | (clipped <= spec.valid_high), clipped, spec.valid_high)
-    return clipped, outlier, problems
+    return clipped, outlier, not_used, problems
 
 
-def _value_arrays(channels: np.ndarray, texts: pd.Series, file: str) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
-    """Value per row and a mask of rows to drop (outliers), channel by channel (order of first use)."""
+def _value_arrays(channels: np.ndarray, texts: pd.Series, file: str, units: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Problem]]:
+    """Value per row, a mask of outlier rows and `not_used` per row, channel by channel
+    (order of first use)."""
     spec = channel_spec()
     n = len(texts)
     values = np.full(n, np.nan)
     drop = np.zeros(n, dtype=bool)
+    not_used = np.full(n, "", dtype=object)
     problems: list[Problem] = []
     if n == 0:
-        return values, drop, problems
+        return values, drop, not_used, problems
     prepared = _Texts(texts)
     codes, names = pd.factorize(channels)
     order = np.argsort(codes, kind="stable")
@@ -327,19 +379,20 @@ def _value_arrays(channels: np.ndarray, texts: pd.Series, file: str) -> tuple[np
             values[rows], found = _categorical_array(spec[name], prepared, rows, file)
             problems += found
         else:
-            values[rows], drop[rows], found = _numeric_checked(spec[name], prepared, rows, file)
+            values[rows], drop[rows], not_used[rows], found = _numeric_checked(spec[name], prepared, rows, file,
+                                                                               units[rows])
             problems += found
-    return values, drop, problems
+    return values, drop, not_used, problems
 
 
-def vitals_from_table(raw: pd.DataFrame, file: str) -> tuple[Vitals, list[Problem]]:
+def vitals_from_table(raw: pd.DataFrame, file: str, clock=None) -> tuple[Vitals, list[Problem]]:
     """Read a vitals table (all-string cells) into `Vitals`, with the problems met on the way."""
     file = str(file)
     if len(raw.columns) == 0 and len(raw) == 0:
         return Vitals(), []
     table, problems = normalise_columns(raw, file)
     require_columns(table, file, ("time", "channel", "value"), _EXPECTED)
-    times, time_problems = parse_times(table["time"], file)
+    times, time_problems = parse_times(table["time"], file, clock)
     problems += time_problems
     bad_time = times.isna().to_numpy(dtype=bool)
     stripped = _stripped(table["channel"])
@@ -351,10 +404,11 @@ def vitals_from_table(raw: pd.DataFrame, file: str) -> tuple[Vitals, list[Proble
     rows = np.flatnonzero(~bad_time & ~no_channel)
     channels, channel_problems = _channel_name_array(stripped[rows], file)
     texts = table["value"].iloc[rows]
-    values, outlier, value_problems = _value_arrays(channels, texts, file)
+    units = (_stripped(table["unit"]) if "unit" in table else np.full(len(table), "", dtype=object))[rows]
+    values, outlier, not_used, value_problems = _value_arrays(channels, texts, file, units)
     problems += channel_problems + value_problems
-    keep = ~outlier
-    rows, channels, values = rows[keep], channels[keep], values[keep]
+    values = np.where(outlier, np.nan, values)  # kept for display and the coverage report, never read
+    not_used = np.where(outlier, "implausible", not_used).astype(object)
     kept_times = times.iloc[rows]
     order, time_column = sort_by_time(kept_times)
     index = pd.RangeIndex(len(order))
@@ -364,6 +418,8 @@ def vitals_from_table(raw: pd.DataFrame, file: str) -> tuple[Vitals, list[Proble
             "channel": pd.Series(channels[order], index=index, dtype=object),
             "value": values[order],
             "value_text": pd.Series(table["value"].to_numpy(dtype=object)[rows[order]], index=index, dtype=object),
+            "unit": pd.Series(units[order], index=index, dtype=object),
+            "not_used": pd.Series(not_used[order], index=index, dtype=object),
         },
         index=index,
     )

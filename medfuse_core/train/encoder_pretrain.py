@@ -75,6 +75,12 @@ class ExtraRows:
         return train_rows + more_train, val_rows + more_val
 
 
+def label_head(feature_dim: int, n_labels: int, hidden: int = 128) -> nn.Module:
+    """The throwaway stage-1 head on one encoder's output (also the notes fine-tuning's, train/notes_finetune.py)."""
+    return nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, hidden), nn.GELU(),
+                         nn.Dropout(0.1), nn.Linear(hidden, n_labels))
+
+
 class _Probe(nn.Module):
     """Encoder m + a label head; the head exists only during stage 1."""
 
@@ -82,8 +88,7 @@ class _Probe(nn.Module):
         super().__init__()
         self.model = model
         self.modality = modality
-        self.head = nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, hidden), nn.GELU(),
-                                  nn.Dropout(0.1), nn.Linear(hidden, n_labels))
+        self.head = label_head(feature_dim, n_labels, hidden)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         rows = torch.ones(batch.size, dtype=torch.bool, device=batch.present.device)

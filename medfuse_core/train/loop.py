@@ -44,6 +44,7 @@ from medfuse_core.runtime.precision import check_precision, mixed_precision
 from medfuse_core.runtime import checkpoint as ckpt
 from medfuse_core.train.distributed import SINGLE, World, padded_order, shard_loader
 from medfuse_core.train.encoder_pretrain import EncoderLog, ExtraRows, pretrain_encoders
+from medfuse_core.train.notes_finetune import NotesTrainConfig
 from medfuse_core.train.objective import TERMS, fusion_objective
 from medfuse_core.runtime.calibration import sigmoid
 from medfuse_core.runtime.device import resolve_device
@@ -72,9 +73,16 @@ class TrainConfig:
     freeze_encoders: bool = False  # stage 2 on frozen encoders (cached outputs) instead of end to end
     fusion_seed: int | None = None  # stage 2's seed (None: `seed`): another stage 2 on the same stage-1 encoders
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU) | "bf16" | "fp32" (runtime/precision.py)
+    notes: NotesTrainConfig = field(default_factory=NotesTrainConfig)  # stage 1 of the notes language model
 
     def __post_init__(self) -> None:
         check_precision(self.precision, "train.precision")
+        if isinstance(self.notes, dict):
+            unknown = set(self.notes) - set(NotesTrainConfig.__dataclass_fields__)
+            if unknown:
+                raise ValueError(f"train.notes.{sorted(unknown)[0]}: unknown setting; expected some of "
+                                 f"{sorted(NotesTrainConfig.__dataclass_fields__)}")
+            self.notes = NotesTrainConfig(**self.notes)
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":

@@ -34,12 +34,16 @@ def best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
     y, p = _known(y, p)
     if y.sum() == 0:
         return 0.5
-    order = np.argsort(-p)
+    order = np.argsort(-p, kind="stable")
+    ranked = p[order]
     tp = np.cumsum(y[order])
     fp = np.cumsum(1 - y[order])
     f1 = 2 * tp / (2 * tp + fp + (y.sum() - tp))
+    # "p >= t" takes every tie of t at once: only the last of a run of equal probabilities is a possible cut
+    # (a calibrated probability from an isotonic map has many ties)
+    f1[np.r_[ranked[1:] == ranked[:-1], False]] = -1.0
     best = int(np.argmax(f1))
-    return float(p[order][best])
+    return float(ranked[best])
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 15) -> float:
@@ -55,6 +59,17 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 15) -> 
         if inside.any():
             ece += inside.mean() * abs(p[inside].mean() - y[inside].mean())
     return float(ece)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% by default); (nan, nan) when n is 0."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    phat = successes / n
+    denom = 1 + z * z / n
+    centre = (phat + z * z / (2 * n)) / denom
+    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
 TEMPERATURE_RANGE = (0.05, 20.0)

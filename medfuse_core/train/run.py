@@ -23,9 +23,10 @@ import torch
 from tqdm.auto import tqdm
 
 from medfuse_core.runtime.cache import cache_home
-from medfuse_core.features.featurize import Featurizer
+from medfuse_core.features.featurize import FeatureSpec, Featurizer
 from medfuse_core.models.baselines import build_model
-from medfuse_core.models.config import RETIRED_FIELDS, SECTION_TYPES, ModelConfig
+from medfuse_core.models.config import RETIRED_FIELDS, SECTION_TYPES, ModelConfig, NoteEncoderConfig
+from medfuse_core.features.text_backbone import POOLINGS, check_prompt_template
 from medfuse_core.problems import DataError
 from medfuse_core.provenance import data_provenance
 from medfuse_core.record import PatientRecord
@@ -36,6 +37,7 @@ from medfuse_core.train.encoder_pretrain import ExtraRows
 from medfuse_core.train.evaluate import fit_calibration
 from medfuse_core.runtime.device import resolve_device
 from medfuse_core.train.loop import TrainConfig, TrainResult, seed_everything, train
+from medfuse_core.train.notes_finetune import finetune_notes
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +161,25 @@ def cohort_labels(data_dir: Path, records: Sequence[PatientRecord]) -> list[str]
     return list(seen)
 
 
+def notes_settings(run: RunConfig) -> NoteEncoderConfig:
+    """How the notes model reads a sentence: the run config's `model.notes` section (pooling, max_tokens,
+    prompt_template), checked, with the top-level `text_model` (its one owner)."""
+    section = {**dict(run.model.get("notes") or {}), "text_model": run.text_model}
+    try:
+        notes = NoteEncoderConfig(**section)
+    except TypeError as exc:
+        raise DataError("run config", "model.notes", f"expected NoteEncoderConfig fields ({exc})") from None
+    if notes.pooling not in POOLINGS:
+        raise DataError("run config", "model.notes.pooling", f"expected one of {', '.join(POOLINGS)}; found {notes.pooling!r}")
+    if not isinstance(notes.max_tokens, int) or notes.max_tokens < 1:
+        raise DataError("run config", "model.notes.max_tokens", f"expected a positive integer; found {notes.max_tokens!r}")
+    try:
+        check_prompt_template(notes.prompt_template, "model.notes.prompt_template")
+    except ValueError as exc:
+        raise DataError("run config", "model.notes.prompt_template", str(exc)) from None
+    return notes
+
+
 def build_model_config(run: RunConfig, featurizer: Featurizer, labels: list[str]) -> ModelConfig:
     sections = dict(run.model)
     config = ModelConfig.from_dict({k: v for k, v in sections.items() if k != "labels"})
@@ -166,6 +187,9 @@ def build_model_config(run: RunConfig, featurizer: Featurizer, labels: list[str]
     config.labs.vocab_size = featurizer.vocabulary.size
     config.notes.embedding_dim = featurizer.spec.text_dim
     config.notes.text_model = featurizer.spec.text_model
+    config.notes.pooling = featurizer.spec.pooling
+    config.notes.max_tokens = featurizer.spec.max_tokens
+    config.notes.prompt_template = featurizer.spec.prompt_template
     config.notes.max_sentences = featurizer.spec.max_sentences
     config.modalities = list(featurizer.spec.modalities)  # the featurised modalities, in the same order
     return config
@@ -183,7 +207,8 @@ class PreparedData:
     val_set: list
 
 
-def prepare_data(data_dir: str | Path, run: RunConfig, split: SplitConfig, progress: bool = True) -> PreparedData:
+def prepare_data(data_dir: str | Path, run: RunConfig, split: SplitConfig, progress: bool = True,
+                 text_device_map: str | None = None, embed_batch_size: int = 32) -> PreparedData:
     data_dir = Path(data_dir)
     records = read_cohort(data_dir, progress)
     labels = cohort_labels(data_dir, records)
@@ -193,8 +218,11 @@ def prepare_data(data_dir: str | Path, run: RunConfig, split: SplitConfig, progr
     if not parts["train"] or not parts["val"]:
         raise DataError(str(data_dir), "", f"expected enough patients for train and validation splits; got "
                         f"{len(parts['train'])} train, {len(parts['val'])} val")
-    featurizer = Featurizer.fit(parts["train"], labels, image_size=run.image_size, text_model=run.text_model,
-                                max_sentences=run.max_sentences, cache_dir=cache_home() / "embeddings")
+    notes = notes_settings(run)
+    featurizer = Featurizer.fit(parts["train"], labels, image_size=run.image_size, text_model=notes.text_model,
+                                pooling=notes.pooling, max_tokens=notes.max_tokens, prompt_template=notes.prompt_template,
+                                max_sentences=run.max_sentences, cache_dir=cache_home() / "embeddings",
+                                text_device_map=text_device_map, embed_batch_size=embed_batch_size)
     train_set, _ = featurizer.featurize_many(parts["train"], progress)
     val_set, _ = featurizer.featurize_many(parts["val"], progress)
     return PreparedData(data_dir, labels, parts, featurizer, train_set, val_set)
@@ -241,13 +269,32 @@ def _run_training(data_dir: str | Path, out_dir: Path, run: RunConfig, train_con
         raise DataError(str(image_encoder_data), "train.encoder_epochs",
                         "an image-encoder cohort needs training stage 1 (encoder_epochs > 0); the run config has none")
     progress = train_config.progress and world.is_main
+    notes_tuning = train_config.notes
+    if notes_tuning.finetune != "none" and (train_config.encoder_epochs <= 0 or world.size > 1):
+        raise DataError("run config", "train.notes.finetune",
+                        "fine-tuning the notes model runs in training stage 1 in one process: expected "
+                        "train.encoder_epochs > 0 and no torchrun")
     with world.main_first():
-        data = prepared or prepare_data(data_dir, run, split, progress)
+        data = prepared or prepare_data(data_dir, run, split, progress, notes_tuning.device_map,
+                                        notes_tuning.embed_batch_size)
     featurizer, parts, labels = data.featurizer, data.parts, data.labels
+    train_set, val_set = data.train_set, data.val_set
+    if notes_tuning.finetune != "none" and prepared is not None:
+        # the fine-tuned backbone goes on this run's own featurizer, never on the shared prepared one
+        featurizer = Featurizer(FeatureSpec.from_dict(featurizer.spec.to_dict()), cache_dir=cache_home() / "embeddings",
+                                text_device_map=notes_tuning.device_map, embed_batch_size=notes_tuning.embed_batch_size)
     films = film_rows(image_encoder_data, featurizer, split, progress) if image_encoder_data else None
     seed_everything(train_config.seed)  # after the data: the model starts the same whether or not `prepared` was given
     model = build_model(build_model_config(run, featurizer, labels))
     model_config = model.config  # as the variant trains it (see models/baselines.py)
+    if notes_tuning.finetune != "none" and "notes" in model.encoders():
+        finetune_notes(model, featurizer, parts["train"], parts["val"], notes_tuning, out_dir=out_dir,
+                       epochs=train_config.encoder_epochs, patience=train_config.encoder_patience,
+                       encoder_lr=train_config.encoder_lr, weight_decay=train_config.weight_decay,
+                       seed=train_config.seed, device=device, precision=train_config.precision, progress=progress)
+        # the fine-tuned model's sentence vectors (cached under its own identity) for the rest of training
+        train_set = featurizer.featurize_many(parts["train"], progress)[0]
+        val_set = featurizer.featurize_many(parts["val"], progress)[0]
 
     def write_config(folder: Path, calibration: dict[str, Any] | None = None, summary: dict[str, Any] | None = None) -> None:
         ckpt.save_config(folder, {
@@ -263,11 +310,11 @@ def _run_training(data_dir: str | Path, out_dir: Path, run: RunConfig, train_con
             "summary": summary,
         })
 
-    result = train(model, data.train_set, data.val_set, train_config, out_dir, save_extra=write_config,
+    result = train(model, train_set, val_set, train_config, out_dir, save_extra=write_config,
                    world=world, device=device, stage1_extra={"image": films} if films else None)
     if not world.is_main:
         return result
-    calibration = fit_calibration(model, data.val_set)
+    calibration = fit_calibration(model, val_set)
     write_config(out_dir, calibration, {"best_epoch": result.best_epoch,
                                         "best_val_macro_auprc": result.best_val_macro_auprc,
                                         "epochs_run": len(result.history),

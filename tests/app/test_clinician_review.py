@@ -75,7 +75,7 @@ def test_probability_points_add_up_to_the_risk_change() -> None:
     start, shares, end = risk_points(scores, scores.labels[0])
     points = C.source_points(shares)
     # the chart ends at the calibrated probability of the model's logit
-    assert end == pytest.approx(100 / (1 + math.exp(-float(scores.logits[0]) / scores.temperature)), abs=1e-6)
+    assert end == pytest.approx(100 / (1 + math.exp(-float(scores.logits[0]) / scores.calibration)), abs=1e-6)
     assert set(points) == set(C.SOURCE_NAMES.values())
     said = C.risk_sentence(points, C.present_by_modality(scores))
     assert "points" in said and "log-odds" not in said and "Shared" not in said and "specific" not in said
@@ -86,7 +86,7 @@ def test_probability_points_add_up_to_the_risk_change() -> None:
 def test_predictions_display_has_short_names_and_percent_columns() -> None:
     scores = fake_scores()
     frame = C.predictions_display(scores, scores.labels[0])
-    assert list(frame.columns) == ["disease", "probability", "threshold", "call", "range"]
+    assert list(frame.columns) == ["disease", "probability", "interval", "threshold", "call", "range"]
     assert frame["disease"].str.len().max() < 40 and frame["disease"].str.startswith("▶ ").sum() == 1
     assert frame["probability"].between(0, 100).all() and frame["probability"].max() > 1
 

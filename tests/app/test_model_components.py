@@ -106,6 +106,23 @@ def test_worklist_risk_sorts_and_filters() -> None:
     assert list(filter_worklist(frame, 0.0, ["notes"])["patient"]) == ["A"]
 
 
+def test_worklist_puts_patients_needing_review_first_with_their_reason_and_interval() -> None:
+    records = [PatientRecord("A"), PatientRecord("B"), PatientRecord("C"), PatientRecord("D")]
+    a, b, c = fake_scores("A", (0.2, 0.1)), fake_scores("B", (0.9, 0.4)), fake_scores("C", (0.5, 0.2))
+    a.left_out, a.status = ("image",), "out of domain"
+    c.states, c.status = ("uncertain", "below threshold"), "uncertain"
+    for s in (a, b, c):
+        s.interval_low, s.interval_high = s.probabilities - 0.05, s.probabilities + 0.1
+    frame = with_risk(worklist_frame(records), {"A": a, "B": b, "C": c})
+    assert list(frame["patient"]) == ["C", "A", "B", "D"]  # needing review first (then by risk), unscored last
+    assert list(frame["review"]) == ["needs review: uncertain", "needs review: film unlike training data", "", ""]
+    assert frame["interval"][2] == "85%–100%"
+    assert list(filter_worklist(frame, needs_review=True)["patient"]) == ["C", "A"]
+    table = C.predictions_frame(c)
+    assert table.loc[table["disease"] == "Pneumonia", "call"].item() == "uncertain"
+    assert table.loc[table["disease"] == "Pneumonia", "interval"].item() == "45%–60%"
+
+
 # ------------------------------------------------------------------------------- model card
 
 
@@ -118,6 +135,19 @@ def test_reliability_figure_and_tables_tolerate_missing_keys() -> None:
     assert M.summary_frame({}).empty and M.per_label_frame({}).empty and M.subsets_frame({}).empty
     table = M.summary_frame({"macro_auroc": 0.8, "ci95": {"macro_auroc": [0.7, 0.9]}})
     assert table["95% interval"][0] == "0.700 – 0.900"
+
+
+def test_reliability_figure_draws_each_bins_interval_and_the_per_label_ece_headline() -> None:
+    rows = [{"low": 0.0, "high": 0.1, "predicted": 0.05, "observed": 0.1, "count": 10, "observed_low": 0.02,
+             "observed_high": 0.4},
+            {"low": 0.9, "high": 1.0, "predicted": 0.95, "observed": 1.0, "count": 3, "observed_low": 0.44,
+             "observed_high": 1.0}]
+    fig = M.reliability_figure(rows)
+    bars = fig.data[1].error_y
+    assert list(bars.array) == pytest.approx([0.3, 0.0]) and list(bars.arrayminus) == pytest.approx([0.08, 0.56])
+    table = M.summary_frame({"ece": {"calibrated": 0.012, "uncalibrated": 0.08}})
+    assert table["metric"][0] == "calibration error (ECE), all labels, after per-label calibration"
+    assert table["value"][0] == 0.012 and table["95% interval"][0] == "before: 0.080"
 
 
 def test_synthetic_model_detection(tmp_path: Path) -> None:

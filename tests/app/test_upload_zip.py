@@ -202,3 +202,63 @@ def test_new_session_dir_sweeps_first(tmp_path: Path) -> None:
     session = new_session_dir(tmp_path)
     assert not old.exists() and Path(session.name).is_dir()
     session.cleanup()
+
+
+# ------------------------------------------------------------------------------ hostile layouts (issue 19)
+
+
+def zip_of(members: list[tuple[str, bytes | str]]) -> bytes:
+    """A zip with members in this order; names may repeat (zipfile warns, a hostile tool does not)."""
+    import warnings
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with zipfile.ZipFile(buffer, "w") as z:
+            for name, data in members:
+                z.writestr(name, data)
+    return buffer.getvalue()
+
+
+GOOD = [("P00001/patient.json", PATIENT), ("P00001/vitals.csv", VITALS)]
+
+
+def test_file_written_after_the_folder_of_the_same_name_is_refused(target: Path) -> None:
+    out = unpack_zip(zip_of(GOOD + [("P00002/patient.json", PATIENT.replace("Z1", "Z2")),
+                                    ("P00002/images/index.csv", "file,time,view\n"), ("P00002/images", b"x")]), target)
+    assert [(p.field, p.message) for p in out.problems] == [
+        ("P00002/images", "refused: a file with the same path as a folder in the zip (a file and a folder cannot "
+                          "share a name)")]
+    assert not out.fatal and "P00002/images/index.csv" in all_files(target)
+
+
+def test_file_followed_by_a_folder_under_it_is_refused(target: Path) -> None:
+    out = unpack_zip(zip_of([("P1", b"a file"), ("P1/patient.json", PATIENT)] + GOOD), target)
+    assert [(p.field, p.message) for p in out.problems] == [
+        ("P1", "refused: a file with the same path as a folder in the zip (a file and a folder cannot share a name)")]
+    assert all_files(target) == ["P00001/patient.json", "P00001/vitals.csv", "P1/patient.json"]
+
+
+def test_overlong_name_is_refused_not_a_traceback(target: Path) -> None:
+    long = "A" * 300
+    out = unpack_zip(zip_of(GOOD + [(f"P00001/notes/{long}.txt", "x")]), target)
+    assert len(out.problems) == 1 and out.problems[0].message == (
+        "refused: a file or folder name is 304 bytes long; expected at most 255")
+    assert all_files(target) == ["P00001/patient.json", "P00001/vitals.csv"]
+
+
+def test_two_members_with_one_path_refuse_the_zip(target: Path) -> None:
+    out = unpack_zip(zip_of(GOOD + [("P00001/vitals.csv", "time,channel,value\n")]), target)
+    assert out.fatal and [p.message for p in out.problems] == [
+        "refused: 1 path(s) appear more than once in the zip ('P00001/vitals.csv'); which copy is meant cannot be told"]
+    assert all_files(target) == []
+
+
+def test_duplicate_patient_ids_in_a_zip_are_listed_and_not_offered(tmp_path: Path) -> None:
+    members = GOOD + [(f"B{i}/patient.json", PATIENT.replace('"Z1"', '" DUPLICATE "' if i == 2 else '"DUPLICATE"'))
+                      for i in range(3)]
+    result = read_upload(zip_of(members), "dups.zip", None, workdir=tmp_path)
+    assert [r.patient_id for r in result.records] == ["Z1"] and result.duplicates == 3
+    rows = result.problems[result.problems["field"] == "patient_id"]
+    assert list(rows["bundle"]) == ["B0", "B1", "B2"]
+    assert rows.iloc[0]["message"] == "expected unique patient ids; 'DUPLICATE' occurs 3 times (also in B1, B2)"

@@ -188,7 +188,8 @@ def test_vitals_matrix_keeps_the_total_and_names_channels(tiny) -> None:
     v = ex.vitals(1, n_steps=64)
     assert v.matrix.shape == (48, 17) and v.channels == list(CHANNEL_NAMES)
     change = _logit(model, batch, 1) - _logit(model, batch, 1, vitals=torch.zeros_like(batch.vitals))
-    assert _close(float(v.matrix.astype(np.float64).sum()), change)
+    # completeness: the cells with the patient's values plus the imputed cells kept apart (not evidence)
+    assert _close(float(v.matrix.astype(np.float64).sum()) + v.imputed_attribution, change)
     totals = v.matrix.sum(0)
     assert [s.channel for s in v.top] == [CHANNEL_NAMES[c] for c in np.argsort(-np.abs(totals), kind="stable")[: len(v.top)]]
     for s in v.top:

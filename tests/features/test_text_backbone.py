@@ -176,12 +176,13 @@ def test_unknown_pooling_rejected() -> None:
 def test_llama_last_token_pooling_under_padding(tmp_path, padding_side: str) -> None:
     save_tiny_llama(tmp_path, padding_side)
     bb = TextBackbone.from_pretrained(tmp_path, pooling="last")
-    assert bb.tokenizer.padding_side == padding_side and not bb.normalize
+    # "last" pooling reads decoders left-padded, whatever side the folder's tokenizer was saved with
+    assert bb.tokenizer.padding_side == "left" and not bb.normalize
     texts = ["the patient has heart failure and copd on home oxygen", "fever", "denies pain tonight", "sepsis"]
     enc = bb.tokenize(texts)
     mask = enc["attention_mask"]
     assert (mask.sum(1) < mask.shape[1]).any()  # there is padding
-    assert (mask[:, 0] == 0).any() == (padding_side == "left")
+    assert (mask[:, 0] == 0).any() and bool(mask[:, -1].all())  # on the left: the last position is real
     batched = bb.embed(texts, batch_size=4)
     single = torch.cat([bb.embed([t]) for t in texts])
     assert batched.shape == (4, 32)

@@ -103,6 +103,10 @@ MALFORMED = [
     ("features.vitals_normalizer", "x", "features.vitals_normalizer", "expected dict[str, Any], found \"x\""),
     ("features.text_model", "/etc", "features.text_model", "expected a packaged text model"),
     ("features.text_dim", 768, "features.text_dim", "expected the same value as model.notes.embedding_dim (384)"),
+    ("features.pooling", "cls", "features.pooling", "expected the same value as model.notes.pooling ('mean')"),
+    ("features.max_tokens", 16, "features.max_tokens", "expected the same value as model.notes.max_tokens (128)"),
+    ("features.notes_finetune", "lora", "features.notes_finetune", "expected 'none': an uploaded checkpoint"),
+    ("features.text_model_sha256", 5, "features.text_model_sha256", "expected str or None, found 5"),
     ("calibration.temperature", -1, "calibration.temperature", "expected a positive number, found -1"),
     ("calibration.thresholds", [0.5], "calibration.thresholds", "expected an object of label -> threshold"),
 ]
@@ -170,3 +174,44 @@ def test_malformed_safetensors_files(files: dict[str, bytes]) -> None:
         assert problem.file == WEIGHTS_FILE and contains in problem.message, problems_of(check)
         if field is not None:
             assert problem.field == field
+
+
+# ------------------------------------------------------------------------------ issue 19: bounded input
+
+
+def test_huge_sizes_are_refused_before_building(config: dict, files: dict[str, bytes]) -> None:
+    """200,000 fusion layers used to cost minutes of CPU (the model was built to compare tensors) before the refusal."""
+    import time
+
+    bad = _edit(_edit(config, "model.fusion.layers", 200_000), "model.image.hidden_sizes", [64] * 100)
+    start = time.perf_counter()
+    check = check_checkpoint_files({CONFIG_FILE: json.dumps(bad).encode(), WEIGHTS_FILE: files[WEIGHTS_FILE]})
+    assert time.perf_counter() - start < 5
+    assert ("config.json", "model.fusion.layers", "expected a size from 0 to 48, found 200,000") in problems_of(check)
+    assert ("config.json", "model.image.hidden_sizes", "expected at most 16 entries, found 100") in problems_of(check)
+    assert not any(p.file == WEIGHTS_FILE for p in check.problems)  # nothing was built to compare
+
+
+def test_deeply_nested_config_and_header_are_refused_before_parsing(files: dict[str, bytes], tmp_path: Path) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    check = check_checkpoint_files({CONFIG_FILE: deep, WEIGHTS_FILE: files[WEIGHTS_FILE]})
+    assert problems_of(check) == [(CONFIG_FILE, "", "expected JSON nested at most 64 levels deep; it nests deeper "
+                                                    "(refused before parsing)")]
+    weights = files[WEIGHTS_FILE]
+    size = int.from_bytes(weights[:8], "little")
+    header = b'{"x":' + deep + b"," + weights[9:8 + size]
+    hostile = len(header).to_bytes(8, "little") + header + weights[8 + size:]
+    check = check_checkpoint_files({CONFIG_FILE: files[CONFIG_FILE], WEIGHTS_FILE: hostile})
+    assert problems_of(check) == [(WEIGHTS_FILE, "header", "expected a JSON header in the safetensors file: expected "
+                                                           "JSON nested at most 4 levels deep; it nests deeper "
+                                                           "(refused before parsing)")]
+    # a run folder on the server is checked the same way before safetensors reads it
+    from medfuse_core.problems import DataError
+    from medfuse_core.runtime.checkpoint import load_weights, read_config
+
+    (tmp_path / CONFIG_FILE).write_bytes(deep)
+    (tmp_path / WEIGHTS_FILE).write_bytes(hostile)
+    with pytest.raises(DataError, match="nested at most 64 levels"):
+        read_config(tmp_path)
+    with pytest.raises(DataError, match="nested at most 4 levels"):
+        load_weights(torch.nn.Linear(1, 1), tmp_path)

@@ -69,9 +69,47 @@ def _labs_text_values(record) -> None:
 
 
 def _labs_unit_conflict(record) -> None:
+    """Glucose in mg/dL and mmol/L: the mmol/L row is converted (x 18.0156, glucose 180.156 g/mol), not dropped."""
     t = record.labs.table
     assert list(t["unit"]) == ["mg/dL", "mmol/L", "mg/dL"] and list(t["value_text"]) == ["110", "6.1", "140"]
-    assert t["value"].iloc[0] == 110.0 and np.isnan(t["value"].iloc[1]) and t["value"].iloc[2] == 140.0
+    assert t["value"].tolist() == pytest.approx([110.0, 6.1 * 18.0156, 140.0])
+    assert list(t["value_unit"]) == ["mg/dL"] * 3 and list(t["not_used"]) == [""] * 3
+    assert t["ref_low"].iloc[1] == pytest.approx(3.9 * 18.0156)
+
+
+def _labs_second_unit_unknown_test(record) -> None:
+    t = record.labs.table  # bilirubin is not in the lab vocabulary: no molar mass, so no conversion
+    assert t["value"].iloc[0] == 1.0 and np.isnan(t["value"].iloc[1]) and t["value"].iloc[2] == 1.4
+    assert list(t["not_used"]) == ["", "unit incompatible", ""]
+
+
+def _labs_duplicate_rows(record) -> None:
+    t = record.labs.table
+    assert list(t["not_used"]) == ["", "duplicate", "", "duplicate"] and t["value"].isna().tolist() == [
+        False, True, False, True]
+
+
+def _labs_implausible_values(record) -> None:
+    t = record.labs.table.set_index("item")
+    assert (t["not_used"] == "implausible").sum() == 5 and t["value"].isna().sum() == 5
+    assert t.loc["Chloride", "value"] == 101.0 and t.loc["Chloride", "not_used"] == ""
+
+
+def _labs_incompatible_unit(record) -> None:
+    t = record.labs.table.set_index("item")
+    assert t["not_used"].to_dict() == {"Glucose": "unit incompatible", "WBC x 1000": "unit incompatible",
+                                       "Hgb": "unit unknown", "Creatinine": "unit missing", "BUN": ""}
+    assert t.loc["BUN", "value"] == 14.0 and t.loc["BUN", "itemid"] == 51006
+
+
+def _vitals_outlier(record) -> None:
+    t = record.vitals.table  # the outlier is kept for display, marked, and has no value the model could read
+    assert list(t["not_used"]) == ["", "implausible"] and t["value"].iloc[0] == 88.0 and np.isnan(t["value"].iloc[1])
+
+
+def _vitals_out_of_range_low(record) -> None:
+    t = record.vitals.table
+    assert list(t["not_used"]) == ["", "implausible", "implausible"] and t["value"].isna().sum() == 2
 
 
 def _vitals_irregular_times(record) -> None:
@@ -120,7 +158,13 @@ def _image_huge(record) -> None:
 CHECKS = {
     "labs_text_values": _labs_text_values,
     "labs_unit_conflict": _labs_unit_conflict,
+    "labs_second_unit_unknown_test": _labs_second_unit_unknown_test,
+    "labs_duplicate_rows": _labs_duplicate_rows,
+    "labs_implausible_values": _labs_implausible_values,
+    "labs_incompatible_unit": _labs_incompatible_unit,
     "vitals_irregular_times": _vitals_irregular_times,
+    "vitals_outlier": _vitals_outlier,
+    "vitals_out_of_range_low": _vitals_out_of_range_low,
     "vitals_time_zones": _vitals_time_zones,
     "notes_html_script": _notes_html,
     "notes_utf16": _notes_utf16,
@@ -231,3 +275,29 @@ def test_cli_on_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "expected an existing folder" in result.stdout
+
+
+def test_messages_quote_only_a_short_excerpt(tmp_path: Path) -> None:
+    """A long hostile value never reaches a message whole (Problem cuts every message and field)."""
+    from medfuse_core.problems import MAX_MESSAGE_CHARS, warning
+
+    problem = warning("labs.csv", "x" * 1000, "found " + "A" * 100_000)
+    assert len(problem.message) < MAX_MESSAGE_CHARS + 40 and problem.message.endswith("(cut; 100,006 characters)")
+    assert len(problem.field) < 250
+    folder = tmp_path / "P"
+    folder.mkdir()
+    (folder / "patient.json").write_text('{"patient_id": "P"}')
+    (folder / "vitals.csv").write_text("time,channel,value\n2131-05-07 09:00:00," + "Z" * 100_000 + ",80\n")
+    report, record = validate_bundle(folder)  # an unknown channel named by 100,000 characters
+    assert record is not None and report.problems
+    assert all(len(p.message) < MAX_MESSAGE_CHARS + 40 and len(p.field) < 250 for p in report.problems)
+
+
+def test_cli_survives_deep_json_without_traceback(corpus: dict[str, Path]) -> None:
+    """`validate` on 100,000 nested brackets in patient.json and truth.json: one line each, no RecursionError."""
+    folders = [str(corpus["patient_json_deep_nesting"]), str(corpus["truth_json_deep_nesting"])]
+    for folder in folders:
+        result = subprocess.run([sys.executable, "-m", "medfuse_core", "validate", folder],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+        assert "expected JSON nested at most 64 levels deep" in result.stdout

@@ -34,7 +34,7 @@ def read(path: Path) -> pd.DataFrame:
 
 
 def row(time: str = "2131-05-07 14:00", item: str = "Creatinine", value: str = "1.2", **extra: str) -> dict:
-    return {"time": time, "item": item, "value": value, **extra}
+    return {"time": time, "item": item, "value": value, "unit": "mg/dL", **extra}  # Creatinine's unit by default
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +129,11 @@ def test_well_formed_table_gives_contract_columns_and_keeps_text() -> None:
     creat = t.loc[2]
     assert creat["value"] == 1.2 and creat["value_text"] == " 1.2 "  # raw text kept as given
     assert (creat["unit"], creat["ref_low"], creat["ref_high"], creat["flag"]) == ("mg/dL", 0.5, 1.2, "abnormal")
-    assert t["itemid"].isna().all()
+    # tests outside the lab vocabulary keep no item id; Creatinine, named only, gets its MIMIC id and LOINC code
+    assert t["itemid"].isna().tolist() == [True, True, False] and t.loc[2, "itemid"] == 50912
+    assert t["loinc"].tolist() == ["", "", "2160-0"]
+    assert t["not_used"].tolist() == ["no number", "", ""]
+    assert t["value_unit"].tolist() == ["", "ng/mL", "mg/dL"]
 
 
 def test_rows_with_equal_times_keep_file_order() -> None:
@@ -139,14 +143,14 @@ def test_rows_with_equal_times_keep_file_order() -> None:
 
 
 def test_itemid_alone_is_enough() -> None:
-    raw = table([{"time": "2131-05-07 14:00", "itemid": "50912", "item": "", "value": "1.1"}])
+    raw = table([{"time": "2131-05-07 14:00", "itemid": "50912", "item": "", "value": "1.1", "unit": "mg/dL"}])
     labs, problems = labs_from_table(raw, FILE)
     assert problems == []
     assert labs.table.loc[0, "itemid"] == 50912 and labs.table.loc[0, "item"] == ""
 
 
 def test_itemid_column_without_item_column() -> None:
-    raw = table([{"time": "2131-05-07", "itemid": "50912.0", "value": "1.1"}])
+    raw = table([{"time": "2131-05-07", "itemid": "50912.0", "value": "1.1", "unit": "mg/dL"}])
     labs, problems = labs_from_table(raw, FILE)
     assert problems == []
     assert str(labs.table["itemid"].dtype) == "Int64" and labs.table.loc[0, "itemid"] == 50912
@@ -254,9 +258,11 @@ def test_row_without_item_or_itemid_is_dropped() -> None:
 def test_bad_itemid_with_a_name_keeps_the_row() -> None:
     raw = table([{"time": "2131-05-07", "item": "Sodium", "itemid": "50983.5", "value": "140"}])
     labs, problems = labs_from_table(raw, FILE)
-    assert labs.table.loc[0, "item"] == "Sodium" and pd.isna(labs.table.loc[0, "itemid"])
+    # the bad id is left unknown; the name then matches the vocabulary's Sodium, whose MIMIC id the row gets
+    assert labs.table.loc[0, "item"] == "Sodium" and labs.table.loc[0, "itemid"] == 50983
     assert [p.field for p in problems] == ["row 1: itemid"]
-    assert problems[0].message == "expected an integer item id like 50912; found '50983.5'; item id left unknown"
+    assert problems[0].message == ("expected an integer item id like 50912 or a LOINC code like 2345-7; found '50983.5'; "
+                                   "item id left unknown")
 
 
 def test_bad_reference_limits_become_nan_with_warnings() -> None:
@@ -347,7 +353,10 @@ def test_demo_labevents_loses_no_row(demo_labs) -> None:
     raw, labs, problems = demo_labs
     t = labs.table
     assert len(raw) == 76_074 and len(t) == 76_074
-    assert problems == []
+    # the one problem of the real table: a creatinine of 138 mg/dL (a µmol/L number in a mg/dL row), not read
+    assert [(p.field, p.message) for p in problems] == [
+        ("Creatinine: value", "expected a value between 0 and 40 mg/dL; found '138 mg/dL' in 1 row; not used by the model")]
+    assert (t["not_used"] == "implausible").sum() == 1
     assert t["time"].notna().all() and t["itemid"].notna().all()
     has_number = np.isfinite(t["value"].to_numpy())
     text_only = t["value"].isna() & (t["value_text"].str.strip() != "")

@@ -127,10 +127,12 @@ def test_labs_with_text_values_names_and_limits(admissions) -> None:
 def test_vitals_on_benchmark_channels(admissions) -> None:
     reader, records = admissions
     vitals = records[f"H{H1}"].vitals.table
-    got = {(c, v) for c, v in zip(vitals["channel"], vitals["value"])}
+    usable = vitals[vitals["not_used"] == ""]
+    got = {(c, v) for c, v in zip(usable["channel"], usable["value"])}
     assert got == {("Heart Rate", 88.0), ("Heart Rate", 92.0), ("Systolic blood pressure", 120.0),
                    ("Temperature", 37.0), ("Glascow coma scale eye opening", 4.0), ("Capillary refill rate", 0.0),
-                   ("Glucose", 145.0)}  # HR 400 dropped as an outlier; heart rhythm is no channel
+                   ("Glucose", 145.0)}  # HR 400 not used (an outlier, kept marked); heart rhythm is no channel
+    assert vitals.loc[vitals["not_used"] == "implausible", "value_text"].tolist() == ["400"]
     assert len(records[f"H{H3}"].vitals.table) == 6  # 5 chartevents + pH from labevents (HEMOLYZED is no vital)
     assert not records[f"H{H2}"].vitals.present
     assert (reader.stats.vital_rows_from_chartevents, reader.stats.vital_rows_from_labs) == (12, 2)
@@ -283,7 +285,8 @@ def test_import_mimic4_writes_bundles_and_cohort(tmp_path: Path, tree: Path) -> 
     assert cohort["row_counts"]["image"] == 1
     assert cohort["unmapped_codes"]["icd10_rows"] == 2 and cohort["unmapped_codes"]["icd10_unmapped_rows"] == 0
     bundle = read_bundle(tmp_path / "out" / f"H{H1}")
-    assert len(bundle.images) == 1 and len(bundle.vitals.table) == 7
+    vitals = bundle.vitals.table  # the outlier HR 400 is kept for display, marked, not used
+    assert len(bundle.images) == 1 and len(vitals) == 8 and (vitals["not_used"] == "").sum() == 7
     assert "chest X-rays: 3 in the metadata" in summary.describe()
 
 

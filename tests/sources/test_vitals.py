@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -16,6 +17,11 @@ from medfuse_core.sources.vitals import canonical_channel, vitals_from_table
 FILE = "bundle/vitals.csv"
 T0 = "2131-05-07 14:00"
 
+
+
+def used(vitals) -> pd.DataFrame:
+    """The rows the model may read (outliers and unconvertible units are kept for display, marked)."""
+    return vitals.table[vitals.table["not_used"] == ""]
 
 def table(rows: list[tuple[str, str, str]], columns: tuple[str, ...] = ("time", "channel", "value")) -> pd.DataFrame:
     """An all-string table as `pd.read_csv(..., dtype=str, keep_default_na=False)` gives it."""
@@ -144,11 +150,12 @@ def test_temperature_in_fahrenheit_is_converted() -> None:
 
 def test_temperature_just_below_the_fahrenheit_cut_is_an_outlier() -> None:
     vitals, problems = vitals_from_table(one("Temperature", "78.9", "36"), FILE)
-    assert vitals.table["value"].tolist() == [36.0]
+    assert used(vitals)["value"].tolist() == [36.0]
+    assert vitals.table["not_used"].tolist() == ["implausible", ""] and np.isnan(vitals.table["value"].iloc[0])
     p = only_problem(problems)
     assert p.field == "Temperature: value"
     assert p.message == (
-        "1 row dropped with a value outside the plausible range 14.2 to 47: 78.9; "
+        "1 row not used by the model: a value outside the plausible range 14.2 to 47: 78.9; "
         "values between that and the valid range 26 to 45 are clipped to it"
     )
 
@@ -197,19 +204,20 @@ def test_outliers_dropped_and_near_limits_clipped() -> None:
     # Heart Rate: outlier 0..390, valid 0..350
     raw = one("Heart Rate", "80", "400", "360", "390", "-5", "1000")
     vitals, problems = vitals_from_table(raw, FILE)
-    assert vitals.table["value"].tolist() == [80.0, 350.0, 350.0]
-    assert vitals.table["value_text"].tolist() == ["80", "360", "390"]
+    assert used(vitals)["value"].tolist() == [80.0, 350.0, 350.0]
+    assert used(vitals)["value_text"].tolist() == ["80", "360", "390"]
+    assert vitals.table.loc[vitals.table["not_used"] == "implausible", "value_text"].tolist() == ["400", "-5", "1000"]
     p = only_problem(problems)
     assert (p.severity, p.file, p.field) == (Severity.WARNING, FILE, "Heart Rate: value")
     assert p.message == (
-        "3 rows dropped with a value outside the plausible range 0 to 390: 400, -5, 1000; "
+        "3 rows not used by the model: a value outside the plausible range 0 to 390: 400, -5, 1000; "
         "values between that and the valid range 0 to 350 are clipped to it"
     )
 
 
 def test_outlier_message_shows_converted_value_and_text() -> None:
     vitals, problems = vitals_from_table(one("Fraction inspired oxygen", "15", "0.21"), FILE)
-    assert vitals.table["value"].tolist() == [0.21]
+    assert used(vitals)["value"].tolist() == [0.21]
     assert "0.15 (from '15')" in only_problem(problems).message
 
 
@@ -222,9 +230,10 @@ def test_clip_to_valid_low() -> None:
 def test_one_outlier_warning_per_channel() -> None:
     raw = table([(T0, "Heart Rate", "999")] * 500 + [(T0, "Respiratory rate", "400")] * 3)
     vitals, problems = vitals_from_table(raw, FILE)
-    assert len(vitals.table) == 0
+    assert len(used(vitals)) == 0 and len(vitals.table) == 503
     assert [p.field for p in problems] == ["Heart Rate: value", "Respiratory rate: value"]
-    assert problems[0].message.startswith("500 rows dropped with a value outside the plausible range 0 to 390: 999,")
+    assert problems[0].message.startswith("500 rows not used by the model: a value outside the plausible range 0 to 390: "
+                                          "999,")
     assert ", ...;" in problems[0].message
 
 

@@ -20,7 +20,9 @@ Per modality (one patient, one label at a time; `evidence_maps` loops over label
   convergence delta. Sentences carry (note index, start, end) character offsets, tokens too.
 * vitals: IntegratedGradients on the (hours x 76) discretized input (baseline 0: the training mean
   of every numeric column, nothing observed), summed over each clinical channel's value and mask
-  columns -> (hours, 17), plus a ranked list of (channel, contiguous hour range) spans.
+  columns -> (hours, 17), plus a ranked list of (channel, contiguous hour range) spans. Only cells
+  holding the patient's own value (observed or carried from an observation) are evidence; cells of
+  imputed normal values are zeroed, their total kept apart (``imputed_attribution``).
 * image, ``image_method="gradcam_ig"`` (the default): LayerGradCam on a late stage of the image
   encoder (``GRADCAM_IG_STAGE``, the one before the last: 8 x 8 at 128 px; ReLU, bilinearly
   upsampled) times IntegratedGradients on the pixels from the film blurred with a Gaussian of sigma =

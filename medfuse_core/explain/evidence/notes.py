@@ -51,6 +51,7 @@ def empty_sentence(ex: EvidenceExplainer) -> torch.Tensor:
     return ex.cache["empty_sentence"]
 
 def token_attributions(ex: EvidenceExplainer, label: str | int, sentence: int, n_steps: int = 16) -> tuple[list[TokenEvidence], float]:
+<<<<<<< HEAD
     """IG on the word-piece embeddings of one sentence (the backbone's input-embedding layer's output,
     LayerIntegratedGradients on that layer in effect); baseline: the embeddings of [PAD]s, specials kept.
 
@@ -60,20 +61,20 @@ def token_attributions(ex: EvidenceExplainer, label: str | int, sentence: int, n
     baseline, which cost as much as several IG steps for a short sentence.
     """
     from captum.attr import IntegratedGradients
+=======
+    """LayerIG on the backbone's embedding layer for one sentence, read as the model reads it (its
+    prompt template around it, for a decoder LLM too); baseline: the sentence's tokens as [PAD],
+    special and prompt tokens kept (`TextBackbone.tokenize_for_attribution`)."""
+    from captum.attr import LayerIntegratedGradients
+>>>>>>> main
 
     if ex.backbone is None or not ex.has("notes"):
         return [], 0.0
     k = ex.label_index(label)
     s = ex.index.sentences[sentence]
     bb = ex.backbone
-    enc = bb.tokenizer([s.text if s.text.strip() else " "], truncation=True, max_length=bb.max_tokens,
-                       return_offsets_mapping=True, return_special_tokens_mask=True, return_tensors="pt")
-    device = bb.device
-    ids = enc["input_ids"].to(device)
-    attention = enc["attention_mask"].to(device)
-    special = enc["special_tokens_mask"][0].bool()
-    baseline = ids.clone()
-    baseline[0, ~special.to(device)] = bb.tokenizer.pad_token_id
+    enc = bb.tokenize_for_attribution(s.text)
+    ids, attention, baseline = enc["input_ids"], enc["attention_mask"], enc["baseline_ids"]
     base_notes = ex.batch.note_embeddings.float()
 
     def forward(embeddings: torch.Tensor) -> torch.Tensor:
@@ -90,10 +91,6 @@ def token_attributions(ex: EvidenceExplainer, label: str | int, sentence: int, n
         attr, delta = IntegratedGradients(forward).attribute(
             inputs, baselines=baselines, target=k, n_steps=n_steps, return_convergence_delta=True)
     per = attr.detach()[0].double().sum(-1).cpu().numpy()
-    tokens = bb.tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
-    out = []
-    for t, ((a, b), is_special) in enumerate(zip(enc["offset_mapping"][0].tolist(), special.tolist())):
-        if is_special or b <= a:
-            continue
-        out.append(TokenEvidence(sentence, s.note_index, s.start + a, s.start + b, tokens[t], float(per[t])))
+    out = [TokenEvidence(sentence, s.note_index, s.start + a, s.start + b, token, float(per[t]))
+           for t, a, b, token in enc["spans"]]
     return out, float(delta.abs().max())

@@ -61,10 +61,11 @@ class VitalsSpan:
 
 @dataclass
 class VitalsEvidence:
-    matrix: np.ndarray  # float32 (hours, 17), CHANNEL_NAMES order
+    matrix: np.ndarray  # float32 (hours, 17), CHANNEL_NAMES order; 0 where the cell holds no patient value
     channels: list[str]
     top: list[VitalsSpan]
     convergence_delta: float
+    imputed_attribution: float = 0.0  # IG's total on cells of imputed normal values: left out, not evidence
 
 
 @dataclass

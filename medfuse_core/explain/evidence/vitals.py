@@ -66,4 +66,13 @@ def vitals_attributions(ex: EvidenceExplainer, label: str | int, n_steps: int = 
     channel = vitals_channel_index()
     matrix = np.zeros((cols.shape[0], len(CHANNEL_NAMES)), dtype=np.float64)
     np.add.at(matrix, (slice(None), channel), cols)
-    return VitalsEvidence(matrix.astype(np.float32), list(CHANNEL_NAMES), vitals_spans(matrix, top), float(delta.abs().max()))
+    # Evidence never credits data the patient does not have: cells holding a channel's imputed normal value
+    # (a channel never measured, or hours before its first measurement) are IG's baseline bookkeeping, not
+    # evidence; they are zeroed and their total kept apart (imputed_attribution) for researchers.
+    cells = getattr(ex.index, "vitals_patient_cells", None)
+    imputed = 0.0
+    if cells is not None and cells.shape == matrix.shape:
+        imputed = float(matrix[~cells].sum())
+        matrix = np.where(cells, matrix, 0.0)
+    return VitalsEvidence(matrix.astype(np.float32), list(CHANNEL_NAMES), vitals_spans(matrix, top),
+                          float(delta.abs().max()), imputed)

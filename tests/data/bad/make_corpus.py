@@ -119,7 +119,32 @@ def image_huge(root: Path) -> None:
                  file="image_00.png", root=root)
 
 
-GENERATED = {"notes_huge": notes_huge, "image_huge": image_huge}
+def patient_json_deep_nesting(root: Path) -> None:
+    """100,000 nested brackets: Python's json raised RecursionError (issue 19)."""
+    bundle("patient_json_deep_nesting", {"vitals.csv": "time,channel,value\n" + GOOD_VITAL},
+           patient="[" * 100_000 + "]" * 100_000, root=root)
+
+
+def truth_json_deep_nesting(root: Path) -> None:
+    bundle("truth_json_deep_nesting", {"vitals.csv": "time,channel,value\n" + GOOD_VITAL,
+                                       "truth.json": '{"evidence": ' + "[" * 100_000 + "]" * 100_000 + "}"}, root=root)
+
+
+def patient_json_huge_id(root: Path) -> None:
+    """A 10 MB patient id (it used to reach the audit log whole)."""
+    bundle("patient_json_huge_id", {}, patient=json.dumps(PATIENT | {"patient_id": "X" * 10 * 1024**2}), root=root)
+
+
+def labs_field_over_csv_limit(root: Path) -> None:
+    """A field longer than Python's csv limit (131,072 characters): the row was dropped without a word."""
+    bundle("labs_field_over_csv_limit", {"labs.csv": LABS_HEADER + GOOD_LAB
+                                         + "2131-05-07 10:00:00,50971,Potassium," + "9" * 140_000 + ",mEq/L,3.3,5.1,\n"
+                                         + GOOD_LAB.replace("09:00", "11:00")}, root=root)
+
+
+GENERATED = {"notes_huge": notes_huge, "image_huge": image_huge, "patient_json_deep_nesting": patient_json_deep_nesting,
+             "truth_json_deep_nesting": truth_json_deep_nesting, "patient_json_huge_id": patient_json_huge_id,
+             "labs_field_over_csv_limit": labs_field_over_csv_limit}
 
 
 def write_generated(root: Path, names: list[str] | None = None) -> dict[str, Path]:
@@ -231,6 +256,29 @@ def main() -> None:
     bundle("bundle_symlink_outside", {"labs.csv": Link("../labs_bad_time/labs.csv"),
                                       "vitals.csv": "time,channel,value\n" + GOOD_VITAL,
                                       "notes/index.csv": NOTE_INDEX, "notes/note_00.txt": Link("/etc/passwd")})
+    # issue 19: links anywhere in a bundle, encodings, ids, dates far from the index time
+    bundle("notes_index_symlink", {"notes/index.csv": Link("/etc/passwd"), "notes/note_00.txt": GOOD_NOTE,
+                                   "vitals.csv": "time,channel,value\n" + GOOD_VITAL})
+    bundle("image_index_symlink_environ", {"images/index.csv": Link("/proc/self/environ"),
+                                           "vitals.csv": "time,channel,value\n" + GOOD_VITAL})
+    bundle("notes_symlink_inside", {"notes/index.csv": NOTE_INDEX + "note_01.txt,2131-05-07 11:00:00,Nursing\n",
+                                    "notes/note_00.txt": Link("note_01.txt"), "notes/note_01.txt": GOOD_NOTE})
+    bundle("labs_utf16", {"labs.csv": (LABS_HEADER + GOOD_LAB).encode("utf-16")})
+    bundle("patient_json_long_id", {}, patient=PATIENT | {"patient_id": "P" * 300})
+    bundle("patient_json_not_utf8", {}, patient="{}")
+    (HERE / "patient_json_not_utf8" / "patient.json").write_bytes(b'{"patient_id": "caf\xe9", "age": 64}')
+    bundle("patient_json_no_index_time", {"vitals.csv": "time,channel,value\n" + GOOD_VITAL,
+                                          "labs.csv": LABS_HEADER + GOOD_LAB},
+           patient={k: v for k, v in PATIENT.items() if k != "index_time"} | {"patient_id": "patient_json_no_index_time"})
+    late = PATIENT | {"index_time": "2199-05-07 08:00:00"}
+    bundle("labs_dated_1900", {"labs.csv": LABS_HEADER + GOOD_LAB.replace("2131", "2199")
+                               + "1900-01-01 00:00:00,50971,Potassium,4.2,mEq/L,3.3,5.1,\n"},
+           patient=late | {"patient_id": "labs_dated_1900"})
+    bundle("vitals_dated_1900", {"vitals.csv": "time,channel,value\n" + GOOD_VITAL.replace("2131", "2199")
+                                 + "1900-01-01 00:00:00,Heart Rate,80\n"},
+           patient=late | {"patient_id": "vitals_dated_1900"})
+    bundle("vitals_17_years_later", {"vitals.csv": "time,channel,value\n" + GOOD_VITAL
+                                     + "2148-05-07 09:00:00,Heart Rate,80\n"})
     # truth.json
     bundle("truth_span_outside_note", {
         "notes/index.csv": "file,time,category\nnote_00.txt,2131-05-07 10:00:00,Physician\n",

@@ -1,0 +1,109 @@
+"""Do the intervals beside every probability hold? Coverage per label, width by how much the model saw.
+
+On a cohort the intervals were not fitted on (`--data`: the held-out `synth --n 500 --seed 2000`), with
+the checkpoint's calibration and conformal intervals (config.json `uncertainty`, fitted by
+`python -m medfuse_core calibrate --intervals-data ...` on the validation cohort):
+- coverage per label: the share of patients whose interval reaches their outcome (goal: the stated level
+  within +-2 points), on the patients as they come (natural) and seen through every non-empty subset of
+  their modalities (as in the fit);
+- median interval width by the number of modalities the model used (goal: larger with one than four);
+- one-modality patients (natural, and every single-modality view) whose interval reads "100-100 %" when
+  rounded to whole percent (goal: none).
+
+    python benchmarks/uncertainty.py --checkpoint assets/demo_model --data HELDOUT_DIR
+
+Writes benchmarks/results/uncertainty.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(ROOT))
+
+from medfuse_core.runtime.calibration import Calibration  # noqa: E402
+from medfuse_core.predictor import Predictor  # noqa: E402
+from medfuse_core.train.conformal_fit import subset_logits  # noqa: E402
+from medfuse_core.train.run import read_cohort  # noqa: E402
+from medfuse_core.runtime.uncertainty import ConformalIntervals  # noqa: E402
+
+
+def hundred_hundred(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    return (np.round(low * 100) == 100) & (np.round(high * 100) == 100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=str(ROOT / "assets" / "demo_model"))
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--name", default="uncertainty")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    predictor = Predictor.load(args.checkpoint, device="cpu")
+    names = predictor.labels
+    calibration = Calibration.from_config(predictor.config.get("calibration"), names)
+    intervals = ConformalIntervals.from_config(predictor.config.get("uncertainty"), names)
+    if intervals is None:
+        raise SystemExit(f"{args.checkpoint}: no conformal intervals (run `python -m medfuse_core calibrate --intervals-data`)")
+    records = read_cohort(args.data, progress=False)
+    features, _ = predictor.featurizer.featurize_many(records, progress=False)
+    features = [f for f in features if f.present.any()]
+    labels = np.stack([f.labels for f in features]).astype(np.float64)
+    logits, index, used = subset_logits(predictor.model, features)
+    natural = used == np.array([f.present.sum() for f in features])[index]  # the subset that is all the patient has
+    probs = calibration.probabilities(logits)
+    low, high = intervals.intervals(probs, used)
+    y = labels[index]
+    covered = (low <= y) & (y <= high)
+    known = ~np.isnan(y)
+
+    def coverage(rows: np.ndarray) -> dict[str, float]:
+        return {name: float(covered[rows & known[:, k], k].mean()) if (rows & known[:, k]).any() else float("nan")
+                for k, name in enumerate(names)}
+
+    width = high - low
+    per_group = {}
+    for g in range(1, 5):
+        for view, rows in (("natural", natural), ("all subsets", np.ones_like(natural))):
+            chosen = rows & (used == g)
+            per_group[f"{g} modalities, {view}"] = {
+                "rows": int(chosen.sum()), "median_width": float(np.median(width[chosen])) if chosen.any() else float("nan"),
+                "hundred_hundred": int(hundred_hundred(low[chosen], high[chosen]).sum()) if chosen.any() else 0}
+    level = intervals.level
+    natural_coverage = coverage(natural)
+    subset_coverage = coverage(np.ones_like(natural))
+    payload = {"checkpoint": Path(args.checkpoint).name, "data": Path(args.data).name, "level": level,
+               "intervals_fitted_on": intervals.fitted_on, "patients": len(features),
+               "coverage_natural": natural_coverage, "coverage_all_subsets": subset_coverage,
+               "by_modalities": per_group, "seconds": time.perf_counter() - started,
+               "command": "python benchmarks/uncertainty.py --checkpoint CHECKPOINT --data COHORT"}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    ok = lambda c: "met" if abs(c - level) <= 0.02 else "NOT met"  # noqa: E731
+    lines = [f"# Uncertainty intervals on `{payload['data']}` ({len(features)} patients)", "",
+             f"Checkpoint `{payload['checkpoint']}`: per-label calibrated probability +- the split-conformal half-width "
+             f"of its label and number of modalities used, level {level:.0%}, fitted on "
+             f"{intervals.fitted_on.get('patients', '?')} patients of another cohort "
+             f"({json.dumps(intervals.fitted_on.get('cohort', {}))}). Command: `{payload['command']}`.", "",
+             f"| label | coverage, patients as they come | coverage, every subset of their modalities | goal {level:.0%} +- 2 |",
+             "| --- | --- | --- | --- |"]
+    for name in names:
+        lines.append(f"| {name} | {natural_coverage[name]:.3f} | {subset_coverage[name]:.3f} | {ok(natural_coverage[name])} |")
+    lines += ["", "| modalities used | rows | median interval width (all labels) | '100-100 %' intervals |",
+              "| --- | --- | --- | --- |"]
+    for group, row in per_group.items():
+        lines.append(f"| {group} | {row['rows']} | {row['median_width']:.3f} | {row['hundred_hundred']} |")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

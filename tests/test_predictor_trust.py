@@ -1,0 +1,80 @@
+"""The Predictor's trust path on a real (tiny) checkpoint: an out-of-domain modality is left out exactly
+as if it were missing, a patient left with nothing gets "insufficient data", and intervals and states
+sit beside every probability."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medfuse_core.demo import demo_cohort_dir
+from medfuse_core.runtime.domain import Domain
+from medfuse_core.predictor import NoData, Prediction, Predictor
+from medfuse_core.record import MODALITIES
+from medfuse_core.sources.bundle import find_bundles, read_bundle
+from medfuse_core.train.conformal_fit import fit_checkpoint_intervals
+from medfuse_core.train.domain_fit import encoder_outputs, fit_domain
+from medfuse_core.runtime.trust import OUT_OF_DOMAIN, UNCERTAIN
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def setup(demo_checkpoint: Path):
+    predictor = Predictor.load(demo_checkpoint, device="cpu")
+    records = [read_bundle(f) for f in find_bundles(demo_cohort_dir())]
+    features, _ = predictor.featurize(records)
+    outputs, present = encoder_outputs(predictor.model, features)
+    domain = fit_domain(outputs, present, outputs, present, 0.05)
+    intervals = fit_checkpoint_intervals(predictor.model, predictor.calibration, features)
+    return predictor, records, domain, intervals
+
+
+def test_an_out_of_domain_film_is_left_out_as_if_it_were_missing(setup) -> None:
+    predictor, records, domain, intervals = setup
+    image = MODALITIES.index("image")
+    domain = dataclasses.replace(domain, modalities={**domain.modalities,
+                                                     "image": dataclasses.replace(domain.modalities["image"], threshold=-1.0)})
+    checked = Predictor(predictor.model, predictor.featurizer, predictor.config, domain=domain)
+    checked.intervals = intervals
+    with_film = [r for r in records if r.images and len(r.present_modalities) > 1][:3]
+    assert with_film
+    results = checked.predict(with_film)
+    without = Predictor(predictor.model, predictor.featurizer, predictor.config).predict(
+        [dataclasses.replace(r, images=[]) for r in with_film])
+    for result, reference in zip(results, without):
+        assert isinstance(result, Prediction) and not result.present[image]
+        assert result.trust.left_out == ["image"] and result.trust.status == OUT_OF_DOMAIN
+        assert "chest film did not look like the data the model was trained on" in result.trust.reason
+        np.testing.assert_allclose(result.logits, reference.logits, rtol=1e-5, atol=1e-5)
+        as_dict = result.to_dict()
+        assert "image" not in as_dict["modalities_used"] and as_dict["trust"]["left_out"] == ["image"]
+        for entry in as_dict["labels"].values():
+            low, high = entry["interval"]["low"], entry["interval"]["high"]
+            assert 0 <= low <= entry["probability"] <= high <= 1
+            assert (entry["state"] == UNCERTAIN) == (low < entry["threshold"] <= high)
+    # kept in: with exclusion off, the same film is flagged but used
+    checked.exclude_out_of_domain = False
+    kept = checked.predict(with_film[:1])[0]
+    assert kept.present[image] and kept.trust.domain.flagged == ["image"] and kept.trust.left_out == []
+
+
+def test_a_patient_whose_every_modality_is_out_of_domain_gets_insufficient_data(setup) -> None:
+    predictor, records, domain, _ = setup
+    nothing_fits = dataclasses.replace(domain, modalities={m: dataclasses.replace(d, threshold=-1.0)
+                                                           for m, d in domain.modalities.items()})
+    checked = Predictor(predictor.model, predictor.featurizer, predictor.config, domain=nothing_fits)
+    result = checked.predict(records[:1])[0]
+    assert isinstance(result, NoData) and result.reason.startswith("insufficient data:")
+    assert result.to_dict()["state"] == "insufficient data" and result.to_dict()["domain"]["out_of_domain"]
+
+
+def test_without_a_fitted_domain_nothing_is_claimed(setup) -> None:
+    predictor, records, _, _ = setup
+    result = predictor.predict(records[:1])[0]
+    assert isinstance(result, Prediction)
+    assert result.to_dict()["trust"]["domain"] == {"available": False}
+    assert predictor.domain is None  # the tiny checkpoint was trained without a domain fit
