@@ -1,5 +1,5 @@
 """Note evidence at two levels: Integrated Gradients on the cached sentence embeddings (one value per
-sentence, exact and cheap), and LayerIntegratedGradients through the text model's embedding layer for
+sentence, exact and cheap), and Integrated Gradients on the text model's word-piece embeddings for
 the top sentences only (word pieces with character offsets)."""
 
 from __future__ import annotations
@@ -51,22 +51,16 @@ def empty_sentence(ex: EvidenceExplainer) -> torch.Tensor:
     return ex.cache["empty_sentence"]
 
 def token_attributions(ex: EvidenceExplainer, label: str | int, sentence: int, n_steps: int = 16) -> tuple[list[TokenEvidence], float]:
-<<<<<<< HEAD
-    """IG on the word-piece embeddings of one sentence (the backbone's input-embedding layer's output,
-    LayerIntegratedGradients on that layer in effect); baseline: the embeddings of [PAD]s, specials kept.
+    """IG on the word-piece embeddings of one sentence, read as the model reads it (its prompt template
+    around it, for a decoder LLM too); baseline: the embeddings of the sentence's tokens as [PAD],
+    special and prompt tokens kept (`TextBackbone.tokenize_for_attribution`).
 
-    Plain IntegratedGradients on `inputs_embeds` rather than LayerIntegratedGradients: the same
-    attributions (the layer's output is the model's input), without LayerIG's two extra forward
-    passes through the text model that only read the layer's outputs at the input and the
-    baseline, which cost as much as several IG steps for a short sentence.
+    Plain IntegratedGradients on `inputs_embeds` rather than LayerIntegratedGradients on the
+    input-embedding layer: the same attributions (that layer's output is what `inputs_embeds`
+    replaces), without LayerIG's two extra forward passes through the text model that only read the
+    layer's output at the input and the baseline (as costly as several IG steps for a short sentence).
     """
     from captum.attr import IntegratedGradients
-=======
-    """LayerIG on the backbone's embedding layer for one sentence, read as the model reads it (its
-    prompt template around it, for a decoder LLM too); baseline: the sentence's tokens as [PAD],
-    special and prompt tokens kept (`TextBackbone.tokenize_for_attribution`)."""
-    from captum.attr import LayerIntegratedGradients
->>>>>>> main
 
     if ex.backbone is None or not ex.has("notes"):
         return [], 0.0
