@@ -15,15 +15,19 @@ RANGE_HELP = ("Lowest and highest estimated probability if only some of this pat
 def predictions_columns() -> dict:
     """Column settings for app.components.contributions.predictions_display."""
     return {
-        "disease": st.column_config.TextColumn("disease", width=266,
+        "disease": st.column_config.TextColumn("disease", width=196,
                                                help="▶ marks the disease explained beside the table."),
         "probability": st.column_config.ProgressColumn(
-            "probability", format="%.0f%%", min_value=0.0, max_value=100.0, width=100,
+            "probability", format="%.0f%%", min_value=0.0, max_value=100.0, width=92,
             help="Estimated probability (calibrated on validation patients)."),
-        "threshold": st.column_config.NumberColumn("thr.", format="%.0f%%", width=52,
+        "interval": st.column_config.TextColumn(
+            "likely range", width=84,
+            help="Where the probability is likely to lie (a conformal interval fitted on validation patients); "
+                 "wider when the model has fewer sources."),
+        "threshold": st.column_config.NumberColumn("thr.", format="%.0f%%", width=48,
                                                    help="Decision threshold (chosen on validation patients)."),
-        "call": st.column_config.TextColumn("vs thr.", width=60),
-        "range": st.column_config.TextColumn("range", width=88, help=RANGE_HELP),
+        "call": st.column_config.TextColumn("vs thr.", width=70),
+        "range": st.column_config.TextColumn("range", width=76, help=RANGE_HELP),
     }
 
 

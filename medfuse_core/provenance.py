@@ -37,8 +37,11 @@ def portable_path(path: str | Path | None) -> str:
             return resolved.relative_to(root).as_posix() or "."
         except ValueError:
             continue
-    if resolved.is_relative_to(REPO_ROOT.parent):  # a sibling of the repository, e.g. ../shared/data
-        return "../" + resolved.relative_to(REPO_ROOT.parent).as_posix()
+    shared = REPO_ROOT.parent / "shared"  # the documented sibling of the repository (../shared/data)
+    if resolved.is_relative_to(shared):
+        return "../shared/" + resolved.relative_to(shared).as_posix()
+    # any other folder, a temporary one beside a clone included, is named alone: a '../' path to it would
+    # depend on where the repository happened to be cloned
     return resolved.name
 
 

@@ -84,7 +84,9 @@ def test_no_modality_is_no_data_not_a_number(predictor, patients) -> None:
     results = predictor.predict([empty, patients[0], late])
     assert [type(r) for r in results] == [NoData, Prediction, NoData]
     assert results[0].reason == no_data_reason(48.0) and "no data" in results[0].reason
-    assert results[0].to_dict() == {"patient_id": "NOTHING", "no_data": results[0].reason}
+    # an abstention, stated as such (issue 17): the state and the (here absent) domain check travel with it
+    assert results[0].to_dict() == {"patient_id": "NOTHING", "no_data": results[0].reason,
+                                    "state": "insufficient data", "domain": results[0].domain.to_dict()}
     assert "probability" not in str(results[0].to_dict())
     alone = predictor.predict([patients[0]])[0]
     np.testing.assert_allclose(results[1].probabilities, alone.probabilities, atol=1e-6)  # the others unaffected

@@ -128,6 +128,7 @@ def describe_calibration(calibration: Any) -> str:
     if not methods:
         return "sigmoid of the logit"
     counts = {m: methods.count(m) for m in dict.fromkeys(methods)}
+    formula = {"temperature": "sigmoid(log-odds / T), T fitted per label",
+               "isotonic": "an isotonic map of sigmoid(log-odds)"}
     return "calibrated per label on validation patients (" + ", ".join(
-        f"{n} label{'s' if n > 1 else ''} by {'a temperature' if m == 'temperature' else 'an isotonic map'}"
-        for m, n in counts.items()) + ")"
+        f"{n} label{'s' if n > 1 else ''} by {formula.get(m, m)}" for m, n in counts.items()) + ")"
