@@ -114,14 +114,7 @@ def test_two_processes_follow_the_single_process_trajectory(cohorts, tmp_path, v
     data = cohorts["no_images" if variant == "end_to_end" else "images"]
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(config))
-    # one thread like each torchrun rank (OMP_NUM_THREADS=1): with another thread count the float reductions run in
-    # another order, and Adam turns that last-bit noise on near-zero gradients into visible weight differences
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single = run_training(data, tmp_path / "one", config_file)
-    finally:
-        torch.set_num_threads(threads)
+    single = run_training(data, tmp_path / "one", config_file)
     _torchrun(data, tmp_path / "two", config_file)
 
     history = json.loads((tmp_path / "two" / "history.json").read_text())
@@ -136,8 +129,17 @@ def test_two_processes_follow_the_single_process_trajectory(cohorts, tmp_path, v
     a, b = load_file(str(tmp_path / "one" / "model.safetensors")), load_file(str(tmp_path / "two" / "model.safetensors"))
     assert a.keys() == b.keys()
     for name in a:  # not the vCLUB estimators: their loss is a mean per modality over the rank's rows
-        if not name.startswith("mi_estimators."):
-            torch.testing.assert_close(b[name], a[name], rtol=1e-3, atol=1e-4, msg=name)
+        if name.startswith("mi_estimators."):
+            continue
+        if name.endswith("self_attn.in_proj_bias"):
+            # the key bias adds the same constant to every score of a query, which softmax ignores: its gradient is
+            # 0 up to rounding, and Adam scales that rounding noise to lr-sized steps (seen: 1.2e-4 on one entry in
+            # a full-suite run). Compare the query and value biases; the key third is not a trajectory.
+            third = a[name].shape[0] // 3
+            keep = torch.cat([torch.arange(third), torch.arange(2 * third, 3 * third)])
+            torch.testing.assert_close(b[name][keep], a[name][keep], rtol=1e-3, atol=1e-4, msg=name)
+            continue
+        torch.testing.assert_close(b[name], a[name], rtol=1e-3, atol=1e-4, msg=name)
     summary = json.loads((tmp_path / "two" / "config.json").read_text())["summary"]
     assert summary["processes"] == 2 and summary["best_epoch"] == single.best_epoch
 
