@@ -47,7 +47,8 @@ def out_of_domain_reason(check: DomainCheck) -> str:
     """Plain words for what was left out and why, '' when nothing was."""
     if not check.flagged:
         return ""
-    names = ", ".join({"image": "the chest film"}.get(m, f"the {m}") for m in check.flagged)
+    words = [{"image": "the chest film"}.get(m, f"the {m}") for m in check.flagged]
+    names = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
     return (f"{names[0].upper() + names[1:]} did not look like the data the model was trained on, so "
             f"{'it was' if len(check.flagged) == 1 else 'they were'} left out of this prediction.")
 
