@@ -79,6 +79,14 @@ def absolute_paths(text: str) -> list[str]:
 def scrub_paths(text: str) -> str:
     """`text` with every absolute machine path replaced by its portable form (benchmark writers pass
     their JSON and markdown through this, so a result never names the machine it ran on)."""
+    # the repository's own folder and its ../shared sibling first, by their literal text: a clone may sit
+    # under any top folder (CI clones into one the pattern below does not know), and still nothing of it
+    # may be shipped
+    for root, as_folder, as_prefix in ((REPO_ROOT.parent / "shared", "../shared", "../shared/"),
+                                       (REPO_ROOT, ".", "")):
+        prefix = re.escape(root.as_posix())
+        text = re.sub(prefix + "/", as_prefix, text)
+        text = re.sub(prefix + r"(?![\w.\-])", as_folder, text)
     return ABSOLUTE_PATH.sub(lambda m: _portable_or_marker(m.group(0)), text)
 
 

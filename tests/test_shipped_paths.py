@@ -82,3 +82,19 @@ def test_scrub_paths_makes_a_benchmark_text_portable():
     assert absolute_paths(scrubbed) == []
     assert '"checkpoint": "assets/demo_model"' in scrubbed
     assert scrubbed.endswith('"preds.parquet".')
+
+
+def test_scrub_paths_knows_a_clone_under_any_top_folder(monkeypatch):
+    """CI clones into a folder the absolute-path pattern does not list (`/check/...`): the repository's
+    own path and its ../shared sibling are still made relative."""
+    from medfuse_core import provenance
+
+    clone = Path("/check/work/main")
+    monkeypatch.setattr(provenance, "REPO_ROOT", clone)
+    text = (f"checkpoint {clone}/assets/demo_model, data {clone.parent}/shared/data/mimic-iii-demo, "
+            f"run in {clone}; a sibling {clone}-old/x stays untouched by the root rule")
+    scrubbed = provenance.scrub_paths(text)
+    assert "checkpoint assets/demo_model," in scrubbed
+    assert "data ../shared/data/mimic-iii-demo," in scrubbed
+    assert "run in .;" in scrubbed
+    assert f"{clone}-old/x" in scrubbed
