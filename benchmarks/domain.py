@@ -323,7 +323,10 @@ def main() -> None:
     (RESULTS / f"{args.name}.json").write_text(json.dumps(payload, indent=1) + "\n")
     lines = [f"# Applicability domain: out-of-domain detection ({Path(args.data).name})", "",
              f"Checkpoint `{payload['checkpoint']}`, method `{payload['method']}` (Mahalanobis distance of each "
-             "modality's encoder output to the training patients' under a Ledoit-Wolf covariance); thresholds set on "
+             "modality's encoder output to the training patients' under a Ledoit-Wolf covariance; for films the larger "
+             "of two such distances, each divided by its 97th training percentile: the encoder output with the input "
+             "histogram and thumbnail, and the film statistics; candidates compared in "
+             "benchmarks/results/domain_film_candidates_validation.md); thresholds set on "
              f"the training cohort's validation split at {domain.false_alarm_rate:.0%} false alarms. "
              f"In-distribution: `{payload['data']}`. Command: `{payload['command']}`.", "",
              "| modality | in-distribution patients | threshold | flagged (false alarms) |", "| --- | --- | --- | --- |"]
