@@ -186,8 +186,8 @@ def training(checkpoint: str, cohort: Path, n_patients: int, device: str, batch_
     from medfuse_core.models.config import ModelConfig
     from medfuse_core.train.loop import TrainConfig, train
 
-    config = json.loads((Path(checkpoint) / "config.json").read_text())
     predictor = Predictor.load(checkpoint, device=device)
+    config = predictor.config  # read_config's: an older checkpoint's model.loss is already train.loss
     records = [read_bundle(b) for b in find_bundles(cohort)[:n_patients]]
     features, _ = predictor.featurize(records)
     n_val = max(1, n_patients // 8)
