@@ -8,7 +8,8 @@ Sections (`--sections`, default all):
     predict   = `Predictor.predict([record])` (featurize with the embedding cache warm + forward);
     + groups  = `explain(record, predictor, evidence=False)`: predict + exact group Shapley values, all labels;
     review    = `explain(record, predictor, [label])`: + the four Captum evidence maps for one disease,
-                with the CLI's defaults (64 IG steps, word attributions for the top 3 sentences);
+                with the CLI's defaults (64 IG steps for the vitals; labs and sentences at most 32, the
+                film at most 16; word attributions for the top 3 sentences, 16 steps, in one batch);
     review (page) = the same as the review page runs it (`app.scoring.explain_panels`: 24 steps, no words).
 - scoring: `python -m medfuse_core score` on `--cohort` folders (e.g. 1k and 20k patients) as a
   subprocess: a cold pass (empty embedding cache) on the first, then a warm pass on each, in a
