@@ -227,7 +227,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         # the state is an outcome, not a crash: the JSON says it (with the domain check and what was read), so a
         # script explaining a worklist gets one file per patient; the exit status 1 still tells a shell
         (no_data,) = predictor.predict([record])
-        result = {**no_data.to_dict(), "coverage": predictor.featurizer.coverage(record).to_dict()}
+        coverage = predictor.featurizer.coverage(record).leaving_out(no_data.domain.flagged)
+        result = {**no_data.to_dict(), "coverage": coverage.to_dict()}
         _write_json(Path(args.out), json.dumps(json_safe(result), indent=2, allow_nan=False))
         print(f"{exc}; written to {args.out}", file=sys.stderr)
         return 1
