@@ -9,6 +9,7 @@ that failed to load is listed in the header's loading warnings and the rest of t
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable
 
@@ -343,10 +344,15 @@ def _contribution_chart(scores: PatientScores, disease: str) -> None:
                     config={"displaylogo": False})
     st.caption(C.risk_sentence(points, C.present_by_modality(scores))
                + " Orange raised the risk, blue lowered it; the points add up to this patient's risk.")
-    with st.expander("For researchers: exact contributions (log-odds), formula and methods"):
+    # the waterfall is drawn only while the expander is open (one rerun of this fragment when it is opened):
+    # a Plotly chart the browser rebuilt on every disease switch even folded away (issue 18)
+    researcher = st.expander("For researchers: exact contributions (log-odds), formula and methods",
+                             key="researcher_contributions", on_change="rerun")
+    with researcher:
         base, contributions, logit = C.scores_contributions(scores, disease)
-        st.plotly_chart(C.waterfall_figure(base, contributions, logit), width="stretch", key="contrib_chart",
-                        config={"displaylogo": False})
+        if researcher.open:
+            st.plotly_chart(C.waterfall_figure(base, contributions, logit), width="stretch", key="contrib_chart",
+                            config={"displaylogo": False})
         st.caption(C.contribution_sentence(contributions, C.present_by_modality(scores)))
         st.markdown(
             f"Exact Shapley values of the fusion tokens (four modality-specific tokens and the shared token), on the "
@@ -457,10 +463,11 @@ def _feedback_form(checkpoint: str, patient_id: str, disease: str, evidence: dic
                 st.success(f"Saved: {verdict} on {target[:60]} (audit trail).", icon=":material/check_circle:")
 
 
-def _report_content(source: str, checkpoint: str, record: PatientRecord, scores: PatientScores | None,
-                    disease: str | None, model_evidence: dict[str, Any] | None = None) -> R.ReportContent:
-    """What the exported report holds (plain text; the report escapes it)."""
-    latest, _ = _lab_tables(source, record.patient_id)
+def _report_content(checkpoint: str, record: PatientRecord, scores: PatientScores | None, disease: str | None,
+                    latest: pd.DataFrame, synthetic_model: bool,
+                    model_evidence: dict[str, Any] | None = None) -> R.ReportContent:
+    """What the exported report holds (plain text; the report escapes it). Plain Python: it runs on
+    Streamlit's download thread, outside the script run, so what needs the run (caches) is passed in."""
     evidence: dict[str, list[str]] = {}
     abnormal = latest[latest["abnormal"]] if not latest.empty else latest
     top = ((model_evidence or {}).get("summary") or {}).get("top") or {}
@@ -498,7 +505,7 @@ def _report_content(source: str, checkpoint: str, record: PatientRecord, scores:
         patient_id=record.patient_id, demographics=H.demographics_line(record, V.body_size(record)),
         modalities=", ".join(H.MODALITY_NAMES[m] for m in record.present_modalities) or "none",
         scores=scores, disease=disease, checkpoint=portable_path(checkpoint),
-        synthetic_model=model_is_synthetic(checkpoint), synthetic_data=record.truth is not None, evidence=evidence,
+        synthetic_model=synthetic_model, synthetic_data=record.truth is not None, evidence=evidence,
         notes=notes, image=image, overlay=overlay, image_caption=caption, vitals=vitals, labs=labs,
         coverage=R.coverage_lines(record, V.WINDOW_HOURS, H.MODALITY_NAMES),
         risk=risk_points(scores, disease) if scores is not None and disease else None)
@@ -506,11 +513,16 @@ def _report_content(source: str, checkpoint: str, record: PatientRecord, scores:
 
 def _downloads(source: str, checkpoint: str, record: PatientRecord, scores: PatientScores | None,
                disease: str | None, model_evidence: dict[str, Any] | None = None) -> None:
-    content = _report_content(source, checkpoint, record, scores, disease, model_evidence)
+    latest, _ = _lab_tables(source, record.patient_id)
+    synthetic_model = model_is_synthetic(checkpoint)
+    # built when a file is downloaded, not on every rerun (issue 18: it was ~5 % of a disease switch's run)
+    content = functools.cache(lambda: _report_content(checkpoint, record, scores, disease, latest, synthetic_model,
+                                                      model_evidence))
     c1, c2 = st.columns(2)
     patient = record.patient_id  # each download is logged when the file is made (app/auth.py audited)
-    html_report = audited(lambda: R.report_html(content), "export_report", patient, format="html", disease=disease)
-    pdf_report = audited(lambda: R.report_pdf(content), "export_report", patient, format="pdf", disease=disease)
+    html_report = audited(lambda: R.report_html(content()), "export_report", patient, format="html",
+                          disease=disease)
+    pdf_report = audited(lambda: R.report_pdf(content()), "export_report", patient, format="pdf", disease=disease)
     c1.download_button("Report (HTML)", data=html_report, file_name=f"{patient}_report.html",
                        mime="text/html", icon=":material/download:", key="report_html", on_click="ignore")
     c2.download_button("Report (PDF)", data=pdf_report, file_name=f"{patient}_report.pdf",
