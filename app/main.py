@@ -13,6 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app.explanations import PAGE_RUNS
 from app.auth import DEV_BANNER, role_allows, sidebar_account, sign_in
 from app.state import (SOURCE_ENV, current_checkpoint, current_source, default_checkpoint, default_mimic3_tables,
                        demo_dir, device_in_use, mimic3_bundles, model_is_synthetic)
@@ -87,4 +88,5 @@ if notices:
 if model_is_synthetic(current_checkpoint()):
     st.warning("Demo model: trained on synthetic patients only; its predictions are illustrations, "
                "not clinical estimates.", icon=":material/model_training:")
-st.navigation(pages).run()
+with PAGE_RUNS.run():  # the background explanations wait while pages run (app/explanations.py)
+    st.navigation(pages).run()
