@@ -4,8 +4,11 @@ Environment: MEDFUSE_LENS_SOURCE (a folder of patient bundles; default the synth
 MEDFUSE_LENS_MIMIC3 (a folder of MIMIC-III tables offered as a source), MEDFUSE_LENS_CHECKPOINT (a run folder; default assets/demo_model when present, else no predictions),
 MEDFUSE_LENS_HOME (caches: demo cohort, sentence embeddings), MEDFUSE_LENS_TORCH_THREADS (PyTorch intra-op
 threads for one patient's explanation; default 1, see medfuse_core/runtime/threads.py interactive_threads).
-Sign-in and audit (app/auth.py): MEDFUSE_LENS_USERS (a users file), MEDFUSE_LENS_DEV (1: no sign-in, loopback
-only), MEDFUSE_LENS_AUDIT_LOG (the audit log; default audit.log in MEDFUSE_LENS_HOME).
+MEDFUSE_LENS_PRECOMPUTE (0: no background explanations; app/explanations.py).
+Sign-in and audit (app/auth.py): MEDFUSE_LENS_USERS (a users file; serve with `streamlit run app/server.py`,
+which binds sessions to the browser: here local sign-in is refused unless MEDFUSE_LENS_UNBOUND_SIGN_IN=1, for
+development), MEDFUSE_LENS_DEV (1: no sign-in, loopback only), MEDFUSE_LENS_AUDIT_LOG (the audit log; default
+audit.log in MEDFUSE_LENS_HOME).
 """
 
 import os
