@@ -22,6 +22,11 @@ at a time; it stops cleanly (`stop`), and a patient that cannot be explained is 
 then shows the same warning it would show had it computed it itself) without stopping the others.
 Checkpoints other than the server's configured one (an uploaded one, another folder a researcher typed) are
 not precomputed: their explanations are computed on demand, shared by the same key.
+
+Memory: every explanation computed holds ~50-100 MB of temporaries, and the C heap keeps what was freed, so
+at most COMPUTE_SLOTS are computed at once (other askers queue), freed memory is handed back to the system
+after each page's computation, every 10 of the worker's and every TRIM_EVERY_S while it is idle
+(`_trim_memory`), and the kept explanations are bounded (EXPLANATIONS in memory, DISK_MAX_BYTES on disk).
 """
 
 from __future__ import annotations
@@ -51,8 +56,10 @@ FORMAT = 1  # the on-disk layout; part of every key
 DISK_MAX_BYTES = 2 * 1024**3  # the on-disk cache's bound (the demo's 40 patients x 11 diseases: ~0.25 GB)
 MAX_YIELD_S = 5.0  # the worker waits for page runs to end at most this long before its next explanation
 PRECOMPUTE_ENV = "MEDFUSE_LENS_PRECOMPUTE"  # 0: no background explanations (the tests; a server short of CPU)
-PROGRESS_FILE = "progress.json"
-TRIM_EVERY_S = 30.0  # the idle worker gives freed heap back to the system this often (_trim_memory)  # in the disk cache folder: what the worker has done (benchmarks/load_test.py)
+COMPUTE_SLOTS = 2  # explanations computed at once per server: each holds ~50-100 MB of temporaries (the film's
+# Integrated Gradients), and 8 at once raised the resident size by 300-450 MB, which the heap then kept
+PROGRESS_FILE = "progress.json"  # in the disk cache folder: what the worker has done (benchmarks/load_test.py)
+TRIM_EVERY_S = 30.0  # the idle worker gives freed heap back to the system this often (_trim_memory)
 
 
 # ------------------------------------------------------------------------------------------ page runs
@@ -345,8 +352,9 @@ class ExplanationService:
     """The shared explanations: memory (`cache`), then disk, then `compute(record, predictor, disease, words)`."""
 
     def __init__(self, cache: SharedResults, disk: ExplanationDisk | None,
-                 compute: Callable[..., dict[str, Any]] = explain_panels) -> None:
+                 compute: Callable[..., dict[str, Any]] = explain_panels, slots: int = COMPUTE_SLOTS) -> None:
         self.cache, self.disk, self.compute = cache, disk, compute
+        self.slots = threading.BoundedSemaphore(slots)  # explanations computed at once, in all sessions
         self.disk_hits = 0
 
     def key(self, record: Any, checkpoint: str, stamp: float, disease: str, words: bool = False) -> ExplanationKey:
@@ -357,15 +365,21 @@ class ExplanationService:
         return key in self.cache
 
     def get(self, key: ExplanationKey, record: Any, predictor: Any, *, record_failure: bool = False,
-            waiting: Callable[[], Any] | None = None) -> dict[str, Any]:
+            waiting: Callable[[], Any] | None = None, trim: bool = True) -> dict[str, Any]:
         """The explanation of `key`; raises what the computation raised (a recorded failure: a copy of it).
-        `waiting()` is a context manager entered while it has to be computed (the page's spinner)."""
+        `waiting()` is a context manager entered while it has to be computed (the page's spinner); `trim`:
+        give the computation's freed memory back to the system after it."""
         def produce() -> dict[str, Any]:
             stored = self.disk.load(key) if self.disk is not None else None
             if stored is not None:
                 self.disk_hits += 1
                 return stored
-            value = self.compute(record, predictor, key.disease, key.words)
+            with self.slots:
+                try:
+                    value = self.compute(record, predictor, key.disease, key.words)
+                finally:
+                    if trim:
+                        _trim_memory()
             if self.disk is not None:
                 try:
                     self.disk.save(key, value)
@@ -515,7 +529,7 @@ class Precomputer:
             ok = True
             try:
                 key = self.service.key(record, plan.checkpoint, plan.stamp, disease)
-                self.service.get(key, record, plan.predictor, record_failure=True)
+                self.service.get(key, record, plan.predictor, record_failure=True, trim=False)
             except Exception:  # noqa: BLE001 - recorded in the cache as Failed; the next patient goes on
                 ok = False
             with self._lock:

@@ -106,6 +106,30 @@ def test_worker_and_sessions_asking_at_once_compute_each_explanation_once(tmp_pa
     assert any(again is s for s in seen)  # shared, not copied
 
 
+def test_different_explanations_asked_at_once_are_computed_at_most_slots_at_a_time(tmp_path: Path,
+                                                                                   checkpoint: str) -> None:
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def compute(record, predictor, disease, words=False):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return {"labs": {}}
+
+    service = ExplanationService(SharedResults(), ExplanationDisk(tmp_path / "disk"), compute=compute, slots=2)
+    records = [_record(f"P{i}") for i in range(8)]
+    threads = [threading.Thread(target=service.get, args=(service.key(r, checkpoint, 0.0, "A"), r, None))
+               for r in records]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 2 and len(service.cache) == 8
+
+
 def test_a_bad_patient_is_recorded_and_shown_as_its_error_without_costing_the_others(tmp_path: Path,
                                                                                       checkpoint: str) -> None:
     compute = Counting(bad="BAD")
