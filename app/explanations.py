@@ -26,13 +26,12 @@ not precomputed: their explanations are computed on demand, shared by the same k
 Memory: every explanation computed holds ~50-100 MB of temporaries, and the C heap keeps what was freed, so
 at most COMPUTE_SLOTS are computed at once (other askers queue), freed memory is handed back to the system
 after each page's computation, every 10 of the worker's and every TRIM_EVERY_S while it is idle
-(`_trim_memory`), and the kept explanations are bounded (EXPLANATIONS in memory, DISK_MAX_BYTES on disk).
+(app/memory.py `trim`), and the kept explanations are bounded (EXPLANATIONS in memory, DISK_MAX_BYTES on disk).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import io
 import json
@@ -48,6 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from app.memory import trim as trim_memory
 from app.scoring import explain_panels
 from app.state import EXPLANATIONS, Failed, SharedResults
 from medfuse_core.runtime.cache import cache_home
@@ -59,7 +59,7 @@ PRECOMPUTE_ENV = "MEDFUSE_LENS_PRECOMPUTE"  # 0: no background explanations (the
 COMPUTE_SLOTS = 2  # explanations computed at once per server: each holds ~50-100 MB of temporaries (the film's
 # Integrated Gradients), and 8 at once raised the resident size by 300-450 MB, which the heap then kept
 PROGRESS_FILE = "progress.json"  # in the disk cache folder: what the worker has done (benchmarks/load_test.py)
-TRIM_EVERY_S = 30.0  # the idle worker gives freed heap back to the system this often (_trim_memory)
+TRIM_EVERY_S = 30.0  # the idle worker gives freed heap back to the system this often (app/memory.py trim)
 
 
 # ------------------------------------------------------------------------------------------ page runs
@@ -379,7 +379,7 @@ class ExplanationService:
                     value = self.compute(record, predictor, key.disease, key.words)
                 finally:
                     if trim:
-                        _trim_memory()
+                        trim_memory()
             if self.disk is not None:
                 try:
                     self.disk.save(key, value)
@@ -434,18 +434,6 @@ def plan_order(scores: dict[str, Any], records: dict[str, Any]) -> list[tuple[st
     rest.sort(key=lambda item: review_first(*item))
     order += [(pid, scores[pid].labels[k]) for pid, k in rest]
     return order
-
-
-_LIBC: list[Any] = []
-
-
-def _trim_memory() -> None:
-    """Give freed heap pages back to the system (glibc): without it, memory freed by finished explanations and
-    page runs stays in the process's arenas, and the resident size only grows."""
-    with contextlib.suppress(OSError, AttributeError):
-        if not _LIBC:
-            _LIBC.append(ctypes.CDLL("libc.so.6"))
-        _LIBC[0].malloc_trim(0)
 
 
 class Precomputer:
@@ -520,7 +508,7 @@ class Precomputer:
             if job is None:
                 return
             if job is False:  # idle: what the pages freed goes back to the system
-                _trim_memory()
+                trim_memory()
                 continue
             plan, record, disease = job
             self.activity.wait_idle(self.max_yield_s, self._stop)  # pages first
@@ -540,7 +528,7 @@ class Precomputer:
                 if plan.done + plan.failed == len(plan.tasks):
                     plan.finished = time.time()
             if (plan.done + plan.failed) % 10 == 0 or plan.finished:
-                _trim_memory()
+                trim_memory()
             self._write_progress()
             time.sleep(0)  # let a waiting page thread take the interpreter
 

@@ -14,7 +14,11 @@ audit.log in MEDFUSE_LENS_HOME).
 import os
 from pathlib import Path
 
-import streamlit as st
+from app.memory import limit_arenas
+
+limit_arenas()  # sessions are threads of this process: see app/memory.py (idempotent on reruns)
+
+import streamlit as st  # noqa: E402
 
 from app.explanations import PAGE_RUNS
 from app.auth import DEV_BANNER, role_allows, sidebar_account, sign_in

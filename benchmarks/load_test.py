@@ -92,11 +92,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(home: Path, checkpoint: str, log: Path) -> tuple[subprocess.Popen, str]:
-    """`streamlit run app/main.py` on a free loopback port, dev mode, its own MEDFUSE_LENS_HOME and audit log."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMLIT_", "MEDFUSE_LENS_"))}
+def start_server(home: Path, checkpoint: str, log: Path, arena_max: int = 2) -> tuple[subprocess.Popen, str]:
+    """`streamlit run app/main.py` on a free loopback port, dev mode, its own MEDFUSE_LENS_HOME and audit log,
+    MALLOC_ARENA_MAX=`arena_max` as the README recommends for a server (0: not set)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("STREAMLIT_", "MEDFUSE_LENS_")) and k != "MALLOC_ARENA_MAX"}
     env.update(MEDFUSE_LENS_HOME=str(home), MEDFUSE_LENS_AUDIT_LOG=str(home / "audit.log"),
                MEDFUSE_LENS_CHECKPOINT=checkpoint, HF_HUB_OFFLINE="1")
+    if arena_max:
+        env["MALLOC_ARENA_MAX"] = str(arena_max)
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
@@ -444,7 +448,7 @@ def _shown_path(path: str) -> str:
 
 
 def summarise(result: dict[str, Any], server_log: str, checkpoint: str, sessions: int, browsers: int,
-              duration_s: float, timeout_s: float, think_s: float = 0.0) -> dict[str, Any]:
+              duration_s: float, timeout_s: float, think_s: float = 0.0, arena_max: int = 0) -> dict[str, Any]:
     runs: list[Session] = result["sessions"]
     steps = {}
     for step in STEPS:
@@ -486,6 +490,7 @@ def summarise(result: dict[str, Any], server_log: str, checkpoint: str, sessions
         "per_session": [{"name": s.name, **s.details, "times_s": s.times, "errors": s.errors} for s in runs],
         "setup": {"checkpoint": _shown_path(checkpoint), "page_timeout_s": timeout_s, "server": "one `streamlit run app/main.py` "
                   "process serves every session (scripts in threads of that process, one shared model)",
+                  "malloc_arena_max": arena_max or None,
                   "browser": (f"Chromium {result['chromium']} via Playwright, one context per browser session"
                               if browsers else "no browser sessions")},
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
@@ -498,7 +503,9 @@ def markdown(report: dict[str, Any]) -> str:
     intro = (f"{report['sessions']} sessions at once ({report['browser_sessions']} in a real browser, the others "
              f"websocket clients) for {report['duration_s']:.0f} s against **one** `streamlit run app/main.py` process "
              f"(it serves every session: scripts in threads, one shared model), on {m['cpu_count']} CPU cores "
-             f"(1-min load {m['load_avg_1min_at_end']:.1f} at the end; the clients run on the same machine). "
+             f"(1-min load {m['load_avg_1min_at_end']:.1f} at the end; the clients run on the same machine"
+             + (f"; MALLOC_ARENA_MAX={setup['malloc_arena_max']} as the README recommends" if setup.get("malloc_arena_max")
+                else "; MALLOC_ARENA_MAX not set") + "). "
              f"{setup['browser']}. Checkpoint `{setup['checkpoint']}`, demo cohort, dev mode. Websocket sessions open "
              f"the worklist, then one patient after another: its review (on its top disease), then the same patient "
              f"re-opened on another disease (a whole page run); browser sessions repeat worklist, review, Disease "
@@ -507,6 +514,7 @@ def markdown(report: dict[str, Any]) -> str:
              f"browser, the page's content is there); p95 is the nearest rank over every step of every session. "
              f"Produced by `python benchmarks/load_test.py --sessions {report['sessions']} --browsers "
              f"{report['browser_sessions']} --duration {report['duration_s']:.0f} --think {report['think_s']:g}"
+             + ("" if setup.get("malloc_arena_max") == 2 else f" --arena-max {setup.get('malloc_arena_max') or 0}")
              + (" --precomputed no-wait" if report.get("precompute") is None else "") + "`.")
     pre = report.get("precompute")
     if pre is not None:
@@ -577,6 +585,8 @@ def main() -> int:
                         help="seconds a session reads a page before its next step, on average (default 10; 0: none)")
     parser.add_argument("--precomputed", choices=("wait", "no-wait"), default="wait",
                         help="wait for the server's background explanations before the timed run (default) or not")
+    parser.add_argument("--arena-max", type=int, default=2,
+                        help="MALLOC_ARENA_MAX for the server, as the README recommends (0: not set)")
     parser.add_argument("--precompute-timeout", type=float, default=1200.0,
                         help="seconds to wait for the background explanations at most")
     args = parser.parse_args()
@@ -586,7 +596,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="medfuse_load_") as tmp:
         home = Path(tmp)
         log = home / "server.log"
-        proc, url = start_server(home, args.checkpoint, log)
+        proc, url = start_server(home, args.checkpoint, log, args.arena_max)
         try:
             labels = json.loads((Path(args.checkpoint) / "config.json").read_text())["model"]["labels"]
             patients = [f"P{i:05d}" for i in range(40)]  # the demo cohort
@@ -602,7 +612,7 @@ def main() -> int:
                 proc.kill()
         server_log = log.read_text(errors="replace")
     report = summarise(result, server_log, args.checkpoint, args.sessions, min(args.browsers, args.sessions),
-                       args.duration, args.timeout, args.think)
+                       args.duration, args.timeout, args.think, args.arena_max)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "load_test.json").write_text(scrub_paths(json.dumps(report, indent=1)))
     (args.out_dir / "load_test.md").write_text(scrub_paths(markdown(report)))
