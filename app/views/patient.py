@@ -31,7 +31,8 @@ from app.components import evidence as E
 from app.components import report as R
 from app.components.wording import UNCERTAINTY_HELP, UNCERTAINTY_NAME
 from app.scoring import TOP_SENTENCES, explain_panels
-from app.state import (EXPLANATIONS, checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
+from app.explanations import SERVICE as EXPLAINED
+from app.state import (checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
                        planted_evidence, predictor_or_reason, record_by_id, records_by_id, scores_or_none)
 from medfuse_core.explain.scores import PatientScores
 from medfuse_core.explain.probability_scale import risk_points
@@ -277,24 +278,18 @@ def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None, m
 # ------------------------------------------------------------------------------ the model's view
 
 
-_MISSING = object()
-
-
 def _explained(source: str, checkpoint: str, stamp: float, patient_id: str, disease: str,
                words: bool = False) -> dict[str, Any]:
-    """`explain_panels` per (source, checkpoint and its weights' mtime, patient, disease, words), computed once
-    per server for every session (app/state.py EXPLANATIONS; shared: never changed here): word-level note
-    attribution only when the notes panel is switched to "Words"."""
+    """`explain_panels` per (checkpoint, patient record, disease, words), computed once per server for every
+    session, usually before it is asked for (app/explanations.py; shared: never changed here): word-level note
+    attribution only when the notes panel is switched to "Words". A failure the background worker recorded is
+    raised here as if computed now."""
     predictor, _ = predictor_or_reason(checkpoint)
     if predictor is None:
         return E.empty_evidence()
-    key = (source, checkpoint, stamp, patient_id, disease, words)
-    cached = EXPLANATIONS.get(key, _MISSING)
-    if cached is not _MISSING:
-        return cached
-    with st.spinner("Explaining the prediction..."):
-        return EXPLANATIONS.get_or_compute(
-            key, lambda: explain_panels(_record(source, patient_id), predictor, disease, words))
+    record = _record(source, patient_id)
+    key = EXPLAINED.key(record, checkpoint, stamp, disease, words)
+    return EXPLAINED.get(key, record, predictor, waiting=lambda: st.spinner("Explaining the prediction..."))
 
 
 def _word_spans(source: str, checkpoint: str, patient_id: str, disease: str) -> dict[int, list]:
