@@ -327,6 +327,7 @@ def _predictions_table(scores: PatientScores, disease: str | None) -> None:
     frame = C.predictions_display(scores, disease)
     st.dataframe(frame, hide_index=True, width="stretch", key="predictions_table",
                  height=T.table_height(len(frame)), column_config=T.predictions_columns())
+    st.caption(" ".join(C.status_lines(scores)))  # the patient's status; what this checkpoint cannot check
 
 
 def _contribution_chart(scores: PatientScores, disease: str) -> None:
@@ -503,7 +504,8 @@ def _report_content(checkpoint: str, record: PatientRecord, scores: PatientScore
         synthetic_model=synthetic_model, synthetic_data=record.truth is not None, evidence=evidence,
         notes=notes, image=image, overlay=overlay, image_caption=caption, vitals=vitals, labs=labs,
         coverage=R.coverage_lines(record, V.WINDOW_HOURS, H.MODALITY_NAMES),
-        risk=risk_points(scores, disease) if scores is not None and disease else None)
+        risk=risk_points(scores, disease) if scores is not None and disease else None,
+        no_prediction_reason=R.no_prediction_reason(record, scores, predictor_or_reason(checkpoint)[0] is not None))
 
 
 def _downloads(source: str, checkpoint: str, record: PatientRecord, scores: PatientScores | None,
