@@ -78,14 +78,16 @@ def _vitals_figure(source: str, patient_id: str, mode: str, disease: str | None 
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def _coverage(source: str, checkpoint: str, stamp: float, patient_id: str) -> dict[str, dict[str, Any]]:
+def _coverage(source: str, checkpoint: str, stamp: float, patient_id: str,
+              left_out: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     """Per modality, the model's coverage of the record (medfuse_core.features.coverage): the summary line
-    and the unread rows with the reason; empty without a model."""
+    and the unread rows with the reason, a modality the domain check `left_out` counted as not read; empty
+    without a model."""
     predictor, _ = predictor_or_reason(checkpoint)
     if predictor is None:
         return {}
     try:
-        cov = predictor.featurizer.coverage(_record(source, patient_id))
+        cov = predictor.featurizer.coverage(_record(source, patient_id)).leaving_out(left_out)
     except Exception:  # noqa: BLE001 - the coverage line must never take the review page down
         return {}
     return {m: {"summary": c.summary(cov.hours), "unread": c.unread, "details": c.details}
@@ -582,7 +584,8 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
                 "no evidence for it in any panel, so none is shaded.", icon=":material/info:")
     st.divider()
     # the labs table full width: at 1440 px every column (previous value, n, hours, result time) fits
-    coverage = _coverage(source, checkpoint, checkpoint_stamp(checkpoint), patient_id) if checkpoint else {}
+    coverage = (_coverage(source, checkpoint, checkpoint_stamp(checkpoint), patient_id,
+                          tuple(scores.left_out) if scores is not None else ()) if checkpoint else {})
     _guarded("lab results", _lab_panel, source, record, evidence["labs"] or None, mode,
              (model_evidence or {}).get("labs_read") if mode == "model" else None, coverage.get("labs"))
     st.divider()
