@@ -18,6 +18,10 @@ from app.components.shading import POSITIVE_RGB, diverging_colorscale
 from medfuse_core.record import ChestImage
 
 MAX_DISPLAY_SIDE = 768
+# The attribution overlay is sent at up to 256 px a side (block means): a float per cell, it was 1.8 MB of the
+# 1.9 MB a disease switch sent for a 512 px demo film (issue 18); a coarser colour wash over the film still
+# shows where the evidence is, and its hover gives the block's mean attribution.
+MAX_OVERLAY_SIDE = 256
 GREYS = [[0.0, "black"], [1.0, "white"]]
 
 
@@ -57,9 +61,12 @@ def check_overlay(pixels: np.ndarray, overlay: np.ndarray | None) -> None:
 
 def xray_figure(pixels: np.ndarray, centre: float = 0.5, width: float = 1.0, *,
                 overlay: np.ndarray | None = None, overlay_opacity: float = 0.5, signed: bool = True,
-                max_side: int = MAX_DISPLAY_SIDE, height: int = 560) -> go.Figure:
+                max_side: int = MAX_DISPLAY_SIDE, overlay_side: int = MAX_OVERLAY_SIDE,
+                height: int = 560) -> go.Figure:
     """The viewer figure. `overlay` (same shape as `pixels`) is drawn over the film: with `signed`,
-    blue < 0 < orange, transparent at zero; otherwise a single-hue map of non-negative weights."""
+    blue < 0 < orange, transparent at zero; otherwise a single-hue map of non-negative weights. The film is
+    sent at up to `max_side` px a side, the overlay at up to `overlay_side` (block means), both placed in the
+    image's own pixel coordinates so they line up whatever the two factors."""
     pixels = np.asarray(pixels, dtype=np.float32)
     check_overlay(pixels, overlay)
     factor = display_factor(pixels.shape, max_side)
@@ -72,7 +79,10 @@ def xray_figure(pixels: np.ndarray, centre: float = 0.5, width: float = 1.0, *,
     fig = go.Figure(go.Heatmap(z=grey, x=xs, y=ys, colorscale=GREYS, zmin=0, zmax=255, showscale=False,
                                hovertemplate="x %{x:.0f}, y %{y:.0f}<extra></extra>", name="film"))
     if overlay is not None:
-        small = downsample(np.nan_to_num(np.asarray(overlay, dtype=np.float32)), factor)
+        step = display_factor(pixels.shape, min(max_side, overlay_side))
+        small = downsample(np.nan_to_num(np.asarray(overlay, dtype=np.float32)), step)
+        over_xs = (np.arange(small.shape[1]) + 0.5) * step - 0.5
+        over_ys = (np.arange(small.shape[0]) + 0.5) * step - 0.5
         scale = float(np.max(np.abs(small))) or 1.0
         if signed:
             colorscale, zmin, zmax = diverging_colorscale(), -scale, scale
@@ -80,7 +90,7 @@ def xray_figure(pixels: np.ndarray, centre: float = 0.5, width: float = 1.0, *,
             r, g, b = POSITIVE_RGB
             colorscale, zmin, zmax = [[0, f"rgba({r},{g},{b},0)"], [1, f"rgba({r},{g},{b},1)"]], 0.0, scale
         fig.add_trace(go.Heatmap(
-            z=small, x=xs, y=ys, colorscale=colorscale, zmin=zmin, zmax=zmax, opacity=overlay_opacity,
+            z=small, x=over_xs, y=over_ys, colorscale=colorscale, zmin=zmin, zmax=zmax, opacity=overlay_opacity,
             showscale=True, colorbar={"title": {"text": "attribution", "side": "right"}, "thickness": 12},
             hovertemplate="attribution %{z:.3g}<extra></extra>", name="attribution",
         ))

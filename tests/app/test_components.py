@@ -253,6 +253,20 @@ def test_viewer_is_zoomable_with_equal_aspect_and_overlay() -> None:
         X.xray_figure(pixels, overlay=np.zeros((10, 10)))
 
 
+def test_overlay_is_sent_coarser_than_a_large_film_and_still_lines_up() -> None:
+    """Issue 18: a 512 px film's overlay goes at 256 px (block means of 2 x 2), in the film's coordinates."""
+    pixels = np.zeros((512, 512), dtype=np.float32)
+    overlay = np.zeros_like(pixels)
+    overlay[100:104, 300:304] = 2.0  # one 4 x 4 hot spot = two 2 x 2 blocks a side
+    film, over = X.xray_figure(pixels, overlay=overlay, signed=False).data
+    z = np.asarray(over.z)
+    assert np.asarray(film.z).shape == (512, 512) and z.shape == (X.MAX_OVERLAY_SIDE, X.MAX_OVERLAY_SIDE)
+    rows, cols = np.nonzero(z)
+    assert set(np.asarray(over.y)[rows]) == {100.5, 102.5} and set(np.asarray(over.x)[cols]) == {300.5, 302.5}
+    assert z.max() == pytest.approx(2.0)  # a block mean of a uniform block keeps its value
+    assert np.asarray(over.x)[0] == 0.5 and np.asarray(over.x)[-1] == 510.5  # spans the film's width
+
+
 def test_image_metadata_table() -> None:
     meta = ImageMetadata(modality="DX", view_position="PA", study_date="2131-05-07", pixel_spacing_mm=(0.14, 0.14),
                          photometric="MONOCHROME1", bits_stored=12, file_format="dicom", rows=8, columns=6)
