@@ -177,16 +177,22 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if not Path(args.checkpoint, "config.json").is_file():
         print(f"error: --checkpoint {args.checkpoint}: not a run folder (no config.json)", file=sys.stderr)
         return 2
+    if args.data is None and (args.domain or not args.intervals_data):
+        print("error: --data (the training cohort) is needed for the calibration and --domain; "
+              "--intervals-data alone refits only the conformal intervals", file=sys.stderr)
+        return 2
     config = calibrate_checkpoint(args.checkpoint, args.data, progress=not args.quiet, device=args.device,
                                   domain=args.domain, false_alarm_rate=args.false_alarm_rate,
                                   intervals_data=args.intervals_data, level=args.level)
-    calibration = config["calibration"]
-    methods = [entry["chosen"] for entry in calibration["selection"].values()]
-    print(f"calibration refitted on {calibration['fitted_on']['patients']} validation patients "
-          f"({methods.count('temperature')} label(s) by temperature, {methods.count('isotonic')} isotonic); "
-          f"written to {Path(args.checkpoint) / 'config.json'}")
+    if args.data is not None:
+        calibration = config["calibration"]
+        methods = [entry["chosen"] for entry in calibration["selection"].values()]
+        print(f"calibration refitted on {calibration['fitted_on']['patients']} validation patients "
+              f"({methods.count('temperature')} label(s) by temperature, {methods.count('isotonic')} isotonic); "
+              f"written to {Path(args.checkpoint) / 'config.json'}")
     if args.intervals_data:
-        print(f"conformal intervals at {args.level:.0%} fitted on {config['uncertainty']['fitted_on']['patients']} patients")
+        print(f"conformal intervals at {args.level:.0%} fitted on {config['uncertainty']['fitted_on']['patients']} "
+              f"patients (crepes), written to {Path(args.checkpoint) / 'conformal.safetensors'}")
     for modality, entry in (config.get("domain") or {}).get("modalities", {}).items() if args.domain else ():
         print(f"domain of {modality}: {entry['n_train']} training patients, threshold {entry['threshold']:.2f} "
               f"({entry.get('val_flagged', float('nan')):.1%} of {entry['n_val']} validation patients flagged)")
@@ -201,7 +207,10 @@ def _cmd_pretrain_labs(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    import json
+
     from medfuse_core.explain import explain
+    from medfuse_core.numbers import json_safe
     from medfuse_core.predictor import NoDataError, Predictor
     from medfuse_core.sources.bundle import is_bundle, read_bundle
 
@@ -221,13 +230,23 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         explanation = explain(record, predictor, labels=None if args.label is None else [args.label],
                               evidence=not args.no_evidence, image_method=args.image_method)
     except NoDataError as exc:  # nothing usable (or every modality out of the model's domain): no prediction
-        print(str(exc), file=sys.stderr)
+        # the state is an outcome, not a crash: the JSON says it (with the domain check and what was read), so a
+        # script explaining a worklist gets one file per patient; the exit status 1 still tells a shell
+        (no_data,) = predictor.predict([record])
+        coverage = predictor.featurizer.coverage(record).leaving_out(no_data.domain.flagged)
+        result = {**no_data.to_dict(), "coverage": coverage.to_dict()}
+        _write_json(Path(args.out), json.dumps(json_safe(result), indent=2, allow_nan=False))
+        print(f"{exc}; written to {args.out}", file=sys.stderr)
         return 1
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(explanation.to_json() + "\n", encoding="utf-8")
+    _write_json(out, explanation.to_json())
     print(f"{record.patient_id}: {len(explanation.labels)} label(s) explained; written to {out}")
     return 0
+
+
+def _write_json(out: Path, text: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n", encoding="utf-8")
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
@@ -343,14 +362,15 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = commands.add_parser("calibrate", help="refit a checkpoint's per-label calibration and thresholds on "
                                     "the validation split of its training cohort (no retraining)")
     calibrate.add_argument("--checkpoint", required=True, help="run folder written by train (its config.json is updated)")
-    calibrate.add_argument("--data", required=True, help="the cohort the checkpoint was trained on (its validation "
-                           "split, by the checkpoint's own split rule, is used)")
+    calibrate.add_argument("--data", help="the cohort the checkpoint was trained on (its validation split, by the "
+                           "checkpoint's own split rule, is used); leave out to refit only the intervals")
     calibrate.add_argument("--domain", action="store_true", help="also fit the applicability domain per modality "
                            "(encoder outputs of the training split; thresholds on the validation split)")
     calibrate.add_argument("--false-alarm-rate", type=float, default=0.05,
                            help="--domain: the share of validation patients a modality's threshold may flag")
     calibrate.add_argument("--intervals-data", help="also fit the conformal intervals on every patient of this cohort "
-                           "(another cohort than --data, e.g. the validation cohort synth --n 500 --seed 3000)")
+                           "(another cohort than the training one, e.g. the validation cohort synth --n 500 --seed 3000); "
+                           "alone, without --data, only the intervals are refit")
     calibrate.add_argument("--level", type=float, default=0.9, help="--intervals-data: the intervals' coverage level")
     calibrate.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     calibrate.add_argument("--quiet", action="store_true", help="no progress bar")

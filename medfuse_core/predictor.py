@@ -115,7 +115,7 @@ class Assessment:
 
 class Predictor:
     def __init__(self, model: MedFuseLens, featurizer: Featurizer, config: dict[str, Any], domain: Domain | None = None,
-                 exclude_out_of_domain: bool = True):
+                 exclude_out_of_domain: bool = True, intervals: ConformalIntervals | None = None):
         self.model = model.eval()
         self.featurizer = featurizer
         self.config = config
@@ -123,7 +123,7 @@ class Predictor:
         self.thresholds = self.calibration.thresholds
         self.domain = domain  # None: the checkpoint has no applicability domain (nothing is claimed either way)
         self.exclude_out_of_domain = exclude_out_of_domain
-        self.intervals = ConformalIntervals.from_config(config.get("uncertainty"), model.labels)
+        self.intervals = intervals  # None: the checkpoint has no conformal intervals (every result says so)
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", cache_dir: str | Path | None = None,
@@ -143,7 +143,10 @@ class Predictor:
         featurizer = Featurizer(FeatureSpec.from_dict(config["features"]),
                                 cache_dir=cache_dir if cache_dir is not None else cache_home() / "embeddings",
                                 run_dir=run_dir, text_device_map=text_device_map)
-        return cls(model, featurizer, config, domain=Domain.load(run_dir, config.get("domain")))
+        calibration = Calibration.from_config(config.get("calibration"), model.labels)
+        return cls(model, featurizer, config, domain=Domain.load(run_dir, config.get("domain")),
+                   intervals=ConformalIntervals.load(run_dir, config.get("uncertainty"), model.labels,
+                                                     calibration.probabilities))
 
     @property
     def labels(self) -> list[str]:
@@ -186,7 +189,7 @@ class Predictor:
         probabilities = self.probabilities(logits)
         low = high = None
         if self.intervals is not None:
-            low, high = self.intervals.intervals(probabilities, used.sum(1))
+            low, high = self.intervals.for_logits(logits, used)
         return Assessment(logits, used, checks, left_out, probabilities, low, high, names)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:

@@ -62,7 +62,7 @@ __all__ = ["BundleDataset", "ScoreSummary", "score_cohort"]
 @dataclass
 class ScoreSummary:
     out_path: Path
-    scored: int
+    scored: int  # patients given a prediction (every modality out of domain: not scored, listed in no_data)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (bundle folder, the error): unreadable bundles
     no_data: list[tuple[str, str]] = field(default_factory=list)  # (bundle folder, why): nothing to score, not an error
     seconds: float = 0.0
@@ -282,6 +282,8 @@ def _table(scoring: ScoringBatch, assessment: Assessment | None, predictor: Pred
         columns["out_of_domain"].append(",".join(trust.domain.flagged) if trust is not None else None)
         columns["domain_reason"].append(trust.reason if trust is not None else None)
         cov = row["coverage"]
+        if cov is not None and trust is not None:
+            cov = cov.leaving_out(trust.left_out)
         counts = cov.counts() if cov is not None else {}
         for modality in COVERAGE_MODALITIES:
             for what in ("given", "read", "not_read"):
@@ -325,10 +327,15 @@ def score_cohort(checkpoint: str | Path, data_dir: str | Path, out_path: str | P
             assessment = predictor.assess(scoring.batch) if scoring.batch is not None else None
             writer.write_table(_table(scoring, assessment, predictor, schema))
             summary.row_groups += 1
-            summary.scored += sum(row["index"] is not None for row in scoring.rows)
+            # a patient whose every modality was out of domain has no prediction: not scored, but no data
+            # left to predict from (its row says why), as a patient with nothing to score
+            predicted = [row["index"] is not None and bool(assessment.used[row["index"]].any()) for row in scoring.rows]
+            summary.scored += sum(predicted)
             summary.failed += [(row["folder"], row["error"]) for row in scoring.rows
                                if row["index"] is None and not row["no_data"]]
             summary.no_data += [(row["folder"], row["error"]) for row in scoring.rows if row["no_data"]]
+            summary.no_data += [(row["folder"], all_out_of_domain_reason(assessment.checks[row["index"]]))
+                                for row, done in zip(scoring.rows, predicted) if row["index"] is not None and not done]
             summary.cache_hits += scoring.cache_hits
             summary.cache_misses += scoring.cache_misses
             bar.update(len(scoring.rows))

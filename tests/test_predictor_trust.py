@@ -78,3 +78,44 @@ def test_without_a_fitted_domain_nothing_is_claimed(setup) -> None:
     assert isinstance(result, Prediction)
     assert result.to_dict()["trust"]["domain"] == {"available": False}
     assert predictor.domain is None  # the tiny checkpoint was trained without a domain fit
+
+
+def test_coverage_never_says_read_for_a_modality_the_domain_check_left_out(setup) -> None:
+    """The explain JSON's coverage: the film left out as out of domain counts as not read, with that reason."""
+    from medfuse_core.explain import explain
+
+    predictor, records, domain, _ = setup
+    domain = dataclasses.replace(domain, modalities={**domain.modalities,
+                                                     "image": dataclasses.replace(domain.modalities["image"], threshold=-1.0)})
+    checked = Predictor(predictor.model, predictor.featurizer, predictor.config, domain=domain)
+    record = next(r for r in records if r.images and r.labs.table.shape[0])
+    data = explain(record, checked, labels=[checked.labels[0]], evidence=False).to_dict()
+    image, labs = data["coverage"]["modalities"]["image"], data["coverage"]["modalities"]["labs"]
+    assert image["read"] == 0 and image["not_read"]["out of domain"] == 1
+    assert image["details"][0] == {"what": "1 film", "time": "", "reason": "out of domain"}
+    assert labs["read"] > 0 and "out of domain" not in labs["not_read"]
+
+
+def test_calibrate_with_intervals_data_alone_refits_only_the_intervals(setup, demo_checkpoint: Path, tmp_path) -> None:
+    """`calibrate --checkpoint X --intervals-data V`: conformal.safetensors written, the calibration untouched,
+    and the loaded checkpoint's intervals are those fitted on V in memory; --domain without --data is refused."""
+    import json
+    import shutil
+
+    from medfuse_core.cli import main
+    from medfuse_core.runtime.uncertainty import CONFORMAL_FILE
+
+    predictor, _, _, intervals = setup
+    folder = tmp_path / "checkpoint"
+    shutil.copytree(demo_checkpoint, folder)
+    before = json.loads((folder / "config.json").read_text())
+    assert main(["calibrate", "--checkpoint", str(folder), "--intervals-data", str(demo_cohort_dir()), "--quiet"]) == 0
+    after = json.loads((folder / "config.json").read_text())
+    assert (folder / CONFORMAL_FILE).is_file() and after["calibration"] == before["calibration"]
+    assert after["uncertainty"]["fitted_on"]["command"].endswith("--intervals-data VALIDATION_COHORT")
+    loaded = Predictor.load(folder, device="cpu").intervals
+    assert loaded is not None
+    np.testing.assert_allclose(loaded.up, intervals.up, atol=1e-6)
+    np.testing.assert_allclose(loaded.down, intervals.down, atol=1e-6)
+    np.testing.assert_array_equal(loaded.calibration_rows, intervals.calibration_rows)
+    assert main(["calibrate", "--checkpoint", str(folder), "--domain", "--intervals-data", str(demo_cohort_dir())]) == 2

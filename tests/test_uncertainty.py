@@ -1,5 +1,6 @@
-"""Conformal intervals: the quantile against hand-computed ranks, coverage of each outcome on fresh
-exchangeable data, wider groups where errors are larger, a rare label's misses caught, the config round trip."""
+"""Conformal intervals (crepes, Mondrian): the reach against hand-computed conformal ranks, coverage of each
+outcome on fresh exchangeable data, wider groups where errors are larger, a rare label's misses caught,
+ties no longer inflating coverage, the calibrated-scale ends, the checkpoint-file round trip."""
 
 from __future__ import annotations
 
@@ -9,15 +10,54 @@ import numpy as np
 import pytest
 
 from medfuse_core.train.conformal_fit import SUBSETS, fit_intervals
-from medfuse_core.runtime.uncertainty import ConformalIntervals, conformal_quantile
+from medfuse_core.runtime.uncertainty import CONFORMAL_FILE, ConformalIntervals
 
 
-def test_conformal_quantile_is_the_ceil_n_plus_1_rank() -> None:
+def conformal_quantile(scores: np.ndarray, level: float) -> float:
+    """Independent of crepes: the ceil((n + 1) level)-th smallest score, 1.0 when that rank does not exist."""
+    scores = np.sort(np.asarray(scores, dtype=np.float64))
+    rank = int(np.ceil((len(scores) + 1) * level))
+    return float(scores[rank - 1]) if 1 <= rank <= len(scores) else 1.0
+
+
+def _reach_up(positive_scores: np.ndarray, level: float) -> float:
+    """crepes' reach up for one group of positives with these 1 - s."""
+    s = 1.0 - np.asarray(positive_scores)
+    fitted = fit_intervals(s[:, None], np.ones((len(s), 1)), np.full(len(s), 2), ["a"], level=level)
+    return float(fitted.up[0, 1])
+
+
+def test_the_reach_is_the_ceil_n_plus_1_rank() -> None:
     scores = np.array([0.5, 0.1, 0.4, 0.2, 0.3])  # sorted: .1 .2 .3 .4 .5
-    assert conformal_quantile(scores, 0.5) == 0.3  # ceil(6 * 0.5) = 3rd smallest
-    assert conformal_quantile(scores, 0.8) == 0.5  # ceil(4.8) = 5th
-    assert conformal_quantile(scores, 0.9) == 1.0  # ceil(5.4) = 6th does not exist: no information
+    assert _reach_up(scores, 0.5) == pytest.approx(0.3)  # ceil(6 * 0.5) = 3rd smallest
+    assert _reach_up(scores, 0.8) == pytest.approx(0.5)  # ceil(4.8) = 5th
+    assert _reach_up(scores, 0.9) == 1.0  # ceil(5.4) = 6th does not exist: no information
     assert conformal_quantile(np.array([]), 0.9) == 1.0
+    rng = np.random.default_rng(7)
+    for n in (20, 57, 300):  # random sizes, away from the exact-integer ranks where float rounding decides
+        many = rng.uniform(0, 1, n)
+        for level in (0.83, 0.9, 0.95):
+            assert _reach_up(many, level) == pytest.approx(conformal_quantile(many, level))
+
+
+def test_ties_do_not_inflate_coverage_when_scores_are_continuous() -> None:
+    """Why the intervals stand on the model's score, not the calibrated probability: with 95 % of
+    negatives tied at one calibrated value, a conformal quantile among the ties covers all of them
+    (coverage 0.95 at level 0.8); on the continuous score the same patients get the level."""
+    rng = np.random.default_rng(11)
+
+    def cohort(n: int) -> tuple[np.ndarray, np.ndarray]:
+        s = np.where(rng.random(n) < 0.95, rng.uniform(0.0, 0.01, n), rng.uniform(0.5, 1.0, n))
+        return s, np.zeros(n)
+
+    s, y = cohort(5000)
+    tied = np.where(s < 0.01, 0.003, s)  # what an isotonic step does to them
+    fresh, fresh_y = cohort(5000)
+    fresh_tied = np.where(fresh < 0.01, 0.003, fresh)
+    on_ties = fit_intervals(tied[:, None], y[:, None], np.full(5000, 4), ["a"], level=0.8)
+    on_scores = fit_intervals(s[:, None], y[:, None], np.full(5000, 4), ["a"], level=0.8)
+    assert (on_ties.intervals(fresh_tied[:, None], np.full(5000, 4))[0] <= 0).mean() > 0.93
+    assert (on_scores.intervals(fresh[:, None], np.full(5000, 4))[0] <= 0).mean() == pytest.approx(0.8, abs=0.02)
 
 
 def _rows(n: int, noise_by_group: dict[int, float], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -35,8 +75,9 @@ def test_intervals_cover_fresh_patients_at_the_level_and_widen_where_errors_are_
     noise = {1: 0.35, 2: 0.2, 3: 0.1, 4: 0.02}
     p, y, groups = _rows(20000, noise, seed=0)
     fitted = fit_intervals(p, y, groups, ["a"], level=0.8)
-    assert [list(r) for r in fitted.calibration_rows[0]] == [
+    assert [list(r) for r in fitted.calibration_rows[0][:4]] == [
         [int(((groups == g) & (y[:, 0] == 0)).sum()), int(((groups == g) & (y[:, 0] == 1)).sum())] for g in range(1, 5)]
+    assert not fitted.calibration_rows[0][4:].any()  # groups 5..15 (other modality sets) had no rows
     fresh_p, fresh_y, fresh_groups = _rows(20000, noise, seed=1)
     low, high = fitted.intervals(fresh_p, fresh_groups)
     covered = np.where(fresh_y == 1, high >= 1.0, low <= 0.0)  # a positive's interval reaches 1, a negative's 0
@@ -73,19 +114,70 @@ def test_a_group_without_enough_rows_gets_the_whole_side_and_unknown_labels_are_
     assert (low[2, 0], high[2, 0]) == (0.0, 1.0)  # no modality at all
 
 
-def test_config_round_trip_and_refusals() -> None:
+def test_checkpoint_file_round_trip_and_refusals(tmp_path) -> None:
     p, y, groups = _rows(400, {1: 0.3, 2: 0.2, 3: 0.1, 4: 0.05}, seed=2)
     fitted = fit_intervals(np.hstack([p, p]), np.hstack([y, y]), groups, ["a", "b"], level=0.9)
-    again = ConformalIntervals.from_config(json.loads(json.dumps(fitted.to_config())), ["a", "b"])
+    section = json.loads(json.dumps(fitted.save(tmp_path)))
+    assert (tmp_path / CONFORMAL_FILE).is_file() and not list(tmp_path.glob("*.pkl"))
+    again = ConformalIntervals.load(tmp_path, section, ["a", "b"])
     assert again is not None and again.level == 0.9
     assert np.array_equal(again.up, fitted.up) and np.array_equal(again.down, fitted.down)
     assert np.array_equal(again.calibration_rows, fitted.calibration_rows)
-    assert ConformalIntervals.from_config(None, ["a"]) is None
-    assert ConformalIntervals.from_config(fitted.to_config(), ["a", "c"]) is None  # not fitted for label c
-    bad = fitted.to_config()
-    bad["up"]["a"] = [0.1, 2.0, 0.1, 0.1]
+    assert ConformalIntervals.load(tmp_path, None, ["a"]) is None
+    assert ConformalIntervals.load(tmp_path, section, ["a", "c"]) is None  # not fitted for label c
+    assert ConformalIntervals.load(tmp_path / "elsewhere", section, ["a"]) is None  # no file: no intervals claimed
+    only_b = ConformalIntervals.load(tmp_path, section, ["b"])  # a label subset picks its own column
+    assert only_b is not None and np.array_equal(only_b.up[0], fitted.up[1])
     with pytest.raises(ValueError, match="from 0 to 1"):
-        ConformalIntervals.from_config(bad, ["a", "b"])
+        fit_intervals(np.array([[0.1], [2.0]]), np.array([[0.0], [1.0]]), np.array([1, 1]), ["a"])
+    bad = dict(section, level="wide")
+    with pytest.raises(ValueError, match="level"):
+        ConformalIntervals.load(tmp_path, bad, ["a", "b"])
+
+
+def test_with_a_calibration_the_interval_is_around_the_calibrated_probability_and_ties_break_by_the_score() -> None:
+    """p = an isotonic-like step of the score (ties); the reach is crepes' on 1 - p (positives) and p
+    (negatives), ties broken by s: recomputed here by hand with the same ranks."""
+    from medfuse_core.runtime.uncertainty import TIE_BREAK, logit
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    y = (rng.random(n) < 0.3).astype(float)
+    s = np.clip(np.where(y == 1, rng.beta(5, 2, n), rng.beta(2, 5, n)), 1e-6, 1 - 1e-6)
+
+    def calibrate(z: np.ndarray) -> np.ndarray:  # three steps, as isotonic gives
+        q = 1.0 / (1.0 + np.exp(-np.asarray(z)))
+        return np.where(q < 0.4, 0.05, np.where(q < 0.7, 0.5, 0.95))
+
+    fitted = ConformalIntervals(["a"], 0.9, s[:, None], np.full(n, 3), y[:, None], calibrate)
+    p = calibrate(logit(s))
+    by_hand_up = conformal_quantile((1 - p + TIE_BREAK * (1 - s))[y == 1], 0.9)
+    by_hand_down = conformal_quantile((p + TIE_BREAK * s)[y == 0], 0.9)
+    assert fitted.up[0, 2] == pytest.approx(by_hand_up, abs=1e-12)
+    assert fitted.down[0, 2] == pytest.approx(by_hand_down, abs=1e-12)
+    fresh_y = (rng.random(n) < 0.3).astype(float)
+    fresh_s = np.clip(np.where(fresh_y == 1, rng.beta(5, 2, n), rng.beta(2, 5, n)), 1e-6, 1 - 1e-6)
+    low, high = fitted.intervals(fresh_s[:, None], np.full(n, 3))
+    fresh_p = calibrate(logit(fresh_s))[:, None]
+    assert np.all((low <= fresh_p + 1e-12) & (fresh_p - 1e-12 <= high))
+    reached = np.where(fresh_y[:, None] == 1, high >= 1.0, low <= 0.0)
+    for outcome in (0, 1):  # each outcome covered at the level despite the ties (not at the tied 100 %)
+        assert reached[fresh_y == outcome].mean() == pytest.approx(0.9, abs=0.03)
+    inside = (low > 0) & (low < fresh_p)
+    by_hand = np.maximum(fresh_p - fitted.down[0, 2] + TIE_BREAK * fresh_s[:, None], 1e-9)  # an end not reaching 0 stays above it
+    np.testing.assert_allclose(low[inside], by_hand[inside], atol=1e-12)
+
+
+def test_groups_are_the_set_of_modalities_used() -> None:
+    from medfuse_core.runtime.uncertainty import group_of
+
+    used = np.array([[1, 0, 0, 0], [0, 0, 0, 1], [1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]], dtype=bool)
+    assert group_of(used).tolist() == [1, 8, 3, 15, 0]
+    # a group never seen in the fit, or no modality: the whole [0, 1]
+    fitted = fit_intervals(np.full((40, 1), 0.5), np.r_[np.zeros(20), np.ones(20)][:, None], np.full(40, 3), ["a"])
+    low, high = fitted.intervals(np.full((3, 1), 0.5), np.array([3, 5, 0]))
+    assert (low[1, 0], high[1, 0]) == (0.0, 1.0) and (low[2, 0], high[2, 0]) == (0.0, 1.0)
+    assert fitted.calibration_rows[0, 2].tolist() == [20, 20] and fitted.calibration_rows[0, 4].tolist() == [0, 0]
 
 
 def test_subsets_are_every_non_empty_combination_once() -> None:
@@ -97,6 +189,6 @@ def test_an_uploaded_config_with_malformed_intervals_is_refused() -> None:
 
     p, y, groups = _rows(200, {1: 0.3, 2: 0.2, 3: 0.1, 4: 0.05}, seed=3)
     section = fit_intervals(p, y, groups, ["a"], level=0.9).to_config()
-    section["down"]["a"] = [0.5, "wide", 0.1, 0.1]
+    section["level"] = "wide"
     problems = check_config({"format_version": 1, "model": {"labels": ["a"]}, "features": {}, "uncertainty": section})
     assert any(p.field == "uncertainty" for p in problems)

@@ -205,6 +205,39 @@ def present_by_modality(scores: PatientScores) -> dict[str, bool]:
     return {m: bool(p) for m, p in zip(MODALITIES, scores.present)}
 
 
+def status_lines(scores: PatientScores) -> list[str]:
+    """The patient-level status of a prediction in plain words (issue 17): out of domain (what was left out
+    and why), uncertain (which diseases' intervals cross their threshold), or no flags; and what this
+    checkpoint cannot check (no domain file, no intervals), said rather than implied."""
+    from app.components.worklist import short_label
+    from app.components.wording import NO_DOMAIN_CHECK_MESSAGE, NO_INTERVALS_MESSAGE
+
+    status = getattr(scores, "status", "ok")
+    states = tuple(getattr(scores, "states", ()) or ())
+    domain = getattr(scores, "domain", None) or {}
+    checked_domain = bool(domain.get("available"))
+    has_intervals = getattr(scores, "interval_low", None) is not None
+    lines = []
+    if status == "out of domain":
+        lines.append(f"Status: out of domain. {getattr(scores, 'reason', '')} The predictions stand on the other sources.")
+    uncertain = [short_label(label) for label, state in zip(scores.labels, states) if state == "uncertain"]
+    if uncertain:
+        lines.append(f"Status: uncertain for {len(uncertain)} of {len(scores.labels)} diseases ({', '.join(uncertain)}): "
+                     "the interval crosses the decision threshold, so the call could go either way.")
+    if not lines:
+        parts = ["Status: no flags."]
+        if checked_domain:
+            parts.append("Every source the model used looked like its training data.")
+        if has_intervals:
+            parts.append("Every interval lies on one side of its decision threshold.")
+        lines.append(" ".join(parts))
+    if not checked_domain:
+        lines.append(NO_DOMAIN_CHECK_MESSAGE)
+    if not has_intervals:
+        lines.append(NO_INTERVALS_MESSAGE)
+    return lines
+
+
 def predictions_frame(scores: PatientScores) -> pd.DataFrame:
     """One row per label: calibrated probability, its uncertainty interval (when the checkpoint has one),
     threshold, above/below ("uncertain" when the interval straddles the threshold), modality-subset range."""

@@ -21,7 +21,8 @@ import pandas as pd
 
 from app.components.contributions import (contribution_sentence, contributions_frame, contributions_svg,
                                           predictions_frame, present_by_modality, probability_sentence,
-                                          risk_sentence, scores_contributions, source_points, waterfall_steps)
+                                          risk_sentence, scores_contributions, source_points, status_lines,
+                                          waterfall_steps)
 from app.components.shading import NEGATIVE_RGB, POSITIVE_RGB
 from app.components.wording import UNCERTAINTY_HELP
 
@@ -64,6 +65,27 @@ class ReportContent:
     # (risk with no data, {source: percentage points}, this patient's risk) for `disease`, from
     # medfuse_core/explain/probability_scale.py `risk_points` (the page computes it; components do no maths)
     risk: tuple[float, dict[str, float], float] | None = None
+    # a model was loaded but gave no prediction: why, in plain words (the report states "insufficient data")
+    no_prediction_reason: str = ""
+
+
+def no_prediction_reason(record: Any, scores: PatientScores | None, model_loaded: bool) -> str:
+    """Why a loaded model gave no prediction ('' when it gave one or none was loaded): no usable data, or
+    every source out of domain (the only other way a patient with data gets no prediction)."""
+    from app.components.wording import ALL_OUT_OF_DOMAIN_MESSAGE, NO_DATA_MESSAGE
+
+    if scores is not None or not model_loaded:
+        return ""
+    return ALL_OUT_OF_DOMAIN_MESSAGE if getattr(record, "present_modalities", None) else NO_DATA_MESSAGE
+
+
+def report_status(content: ReportContent) -> list[str]:
+    """The patient-level status the report states beside its predictions (issue 17): insufficient data
+    (no prediction), out of domain, uncertain or no flags, and what the checkpoint could not check."""
+    if content.scores is None:
+        reason = content.no_prediction_reason.removeprefix("Insufficient data: ")
+        return [f"Status: insufficient data. {reason[:1].upper() + reason[1:]}"] if reason else []
+    return status_lines(content.scores)
 
 
 def _png(fig) -> str:
@@ -146,13 +168,13 @@ def report_html(content: ReportContent) -> str:
                                              ("a model trained on synthetic data", c.synthetic_model)) if on)
         parts.append(f"<p class='banner'>Demonstration only: this report uses {_e(what)}. Not for clinical use.</p>")
     s = c.scores
+    status = "".join(f"<p class='status'><strong>{_e(line)}</strong></p>" for line in report_status(c))
     if s is None:
-        parts.append("<h2>Predictions</h2><p>No model was loaded: no predictions.</p>")
+        parts.append("<h2>Predictions</h2>" + (status or "<p>No model was loaded: no predictions.</p>"))
     else:
         frame = predictions_frame(s).drop(columns=["spread"]).rename(
             columns={"range": "range with fewer sources (modality-subset range)"})
-        parts.append("<h2>Predictions</h2>" + _table(frame, percent=("probability", "threshold"))
-                     + (f"<p><strong>{_e(s.reason)}</strong></p>" if getattr(s, "reason", "") else "")
+        parts.append("<h2>Predictions</h2>" + status + _table(frame, percent=("probability", "threshold"))
                      + f"<p class='muted'>Estimated probabilities (calibrated on validation patients). Interval: "
                        f"where the outcome could lie for patients like this one; 'uncertain' when it crosses the "
                        f"threshold. Range with "
@@ -238,19 +260,27 @@ def report_pdf(content: ReportContent) -> bytes:
             fig.text(0.05, top, "Demonstration only (synthetic data or model). Not for clinical use.", fontsize=8,
                      color="#a15c00", weight="bold", va="top", parse_math=False)
             top -= 0.018
+        status = report_status(c)
+        if status:
+            wrapped = "\n".join(_wrap(line, 140) for line in status)
+            fig.text(0.05, top, wrapped, fontsize=7.5, weight="bold", va="top", parse_math=False, color="#8a1c1c"
+                     if any(line.startswith(("Status: out", "Status: uncertain", "Status: insufficient", "No "))
+                            for line in status) else "#222")
+            top -= 0.013 * (1 + wrapped.count("\n")) + 0.006
         if s is None:
-            fig.text(0.05, top - 0.01, "No model was loaded: no predictions.", fontsize=9, va="top", parse_math=False)
+            if not status:
+                fig.text(0.05, top - 0.01, "No model was loaded: no predictions.", fontsize=9, va="top", parse_math=False)
             table_bottom = top - 0.04
         else:
             frame = predictions_frame(s)
-            rows = [[short_label(r.disease)[:48], f"{r.probability:.0%}", f"{r.threshold:.0%}", r.call, r.range]
-                    for r in frame.itertuples(index=False)]
+            rows = [[short_label(r.disease)[:44], f"{r.probability:.0%}", r.interval or "-", f"{r.threshold:.0%}", r.call,
+                     r.range] for r in frame.itertuples(index=False)]
             height = 0.0165 * (len(rows) + 1)
             ax = fig.add_axes((0.05, top - 0.012 - height, 0.58, height))
             ax.axis("off")
-            table = ax.table(cellText=rows, colLabels=["disease", "probability", "threshold", "vs thr.",
+            table = ax.table(cellText=rows, colLabels=["disease", "probability", "interval", "threshold", "vs thr.",
                                                        "fewer sources"],
-                             colWidths=[0.44, 0.13, 0.12, 0.11, 0.2], loc="upper left", cellLoc="left")
+                             colWidths=[0.36, 0.11, 0.13, 0.11, 0.12, 0.17], loc="upper left", cellLoc="left")
             table.auto_set_font_size(False)
             table.set_fontsize(7)
             for (r, col), cell in table.get_celld().items():
@@ -258,7 +288,7 @@ def report_pdf(content: ReportContent) -> bytes:
                 cell.get_text().set_parse_math(False)  # a "$" in a label stays a dollar sign
                 if r == 0:
                     cell.set_facecolor("#f4f6f8")
-                elif rows[r - 1][3] == "above" and col == 3:
+                elif rows[r - 1][4] in ("above", "uncertain") and col == 4:
                     cell.get_text().set_color("#8a1c1c")
             table_bottom = top - 0.02 - height
             why_bottom = table_bottom

@@ -21,6 +21,13 @@ UNCERTAINTY_HELP = ("Lowest and highest calibrated probability when the model se
                     "patient's modalities (every non-empty subset). A wide range means the prediction "
                     "hinges on one modality. It is not a confidence interval.")
 
+ALL_OUT_OF_DOMAIN_MESSAGE = ("Insufficient data: every source this patient has was unlike the data the model was "
+                             "trained on, so each was left out and nothing was left to predict from: no prediction.")
+NO_DOMAIN_CHECK_MESSAGE = ("No applicability-domain check: this checkpoint has no domain file, so nothing says "
+                           "whether this patient's data look like the data the model was trained on (no source is "
+                           "called in or out of domain).")
+NO_INTERVALS_MESSAGE = "No uncertainty interval: this checkpoint has none fitted."
+
 NO_DATA_MESSAGE = ("No data: this patient has no labs, notes, vitals or image that the model can use (in the "
                    f"first {window.HOURS:g} h after the index time), so there is no prediction.")
 

@@ -31,7 +31,8 @@ from app.components import evidence as E
 from app.components import report as R
 from app.components.wording import UNCERTAINTY_HELP, UNCERTAINTY_NAME
 from app.scoring import TOP_SENTENCES, explain_panels
-from app.state import (EXPLANATIONS, checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
+from app.explanations import SERVICE as EXPLAINED
+from app.state import (checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
                        planted_evidence, predictor_or_reason, record_by_id, records_by_id, scores_or_none)
 from medfuse_core.explain.scores import PatientScores
 from medfuse_core.explain.probability_scale import risk_points
@@ -77,14 +78,16 @@ def _vitals_figure(source: str, patient_id: str, mode: str, disease: str | None 
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def _coverage(source: str, checkpoint: str, stamp: float, patient_id: str) -> dict[str, dict[str, Any]]:
+def _coverage(source: str, checkpoint: str, stamp: float, patient_id: str,
+              left_out: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     """Per modality, the model's coverage of the record (medfuse_core.features.coverage): the summary line
-    and the unread rows with the reason; empty without a model."""
+    and the unread rows with the reason, a modality the domain check `left_out` counted as not read; empty
+    without a model."""
     predictor, _ = predictor_or_reason(checkpoint)
     if predictor is None:
         return {}
     try:
-        cov = predictor.featurizer.coverage(_record(source, patient_id))
+        cov = predictor.featurizer.coverage(_record(source, patient_id)).leaving_out(left_out)
     except Exception:  # noqa: BLE001 - the coverage line must never take the review page down
         return {}
     return {m: {"summary": c.summary(cov.hours), "unread": c.unread, "details": c.details}
@@ -277,24 +280,18 @@ def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None, m
 # ------------------------------------------------------------------------------ the model's view
 
 
-_MISSING = object()
-
-
 def _explained(source: str, checkpoint: str, stamp: float, patient_id: str, disease: str,
                words: bool = False) -> dict[str, Any]:
-    """`explain_panels` per (source, checkpoint and its weights' mtime, patient, disease, words), computed once
-    per server for every session (app/state.py EXPLANATIONS; shared: never changed here): word-level note
-    attribution only when the notes panel is switched to "Words"."""
+    """`explain_panels` per (checkpoint, patient record, disease, words), computed once per server for every
+    session, usually before it is asked for (app/explanations.py; shared: never changed here): word-level note
+    attribution only when the notes panel is switched to "Words". A failure the background worker recorded is
+    raised here as if computed now."""
     predictor, _ = predictor_or_reason(checkpoint)
     if predictor is None:
         return E.empty_evidence()
-    key = (source, checkpoint, stamp, patient_id, disease, words)
-    cached = EXPLANATIONS.get(key, _MISSING)
-    if cached is not _MISSING:
-        return cached
-    with st.spinner("Explaining the prediction..."):
-        return EXPLANATIONS.get_or_compute(
-            key, lambda: explain_panels(_record(source, patient_id), predictor, disease, words))
+    record = _record(source, patient_id)
+    key = EXPLAINED.key(record, checkpoint, stamp, disease, words)
+    return EXPLAINED.get(key, record, predictor, waiting=lambda: st.spinner("Explaining the prediction..."))
 
 
 def _word_spans(source: str, checkpoint: str, patient_id: str, disease: str) -> dict[int, list]:
@@ -332,6 +329,7 @@ def _predictions_table(scores: PatientScores, disease: str | None) -> None:
     frame = C.predictions_display(scores, disease)
     st.dataframe(frame, hide_index=True, width="stretch", key="predictions_table",
                  height=T.table_height(len(frame)), column_config=T.predictions_columns())
+    st.caption(" ".join(C.status_lines(scores)))  # the patient's status; what this checkpoint cannot check
 
 
 def _contribution_chart(scores: PatientScores, disease: str) -> None:
@@ -508,7 +506,8 @@ def _report_content(checkpoint: str, record: PatientRecord, scores: PatientScore
         synthetic_model=synthetic_model, synthetic_data=record.truth is not None, evidence=evidence,
         notes=notes, image=image, overlay=overlay, image_caption=caption, vitals=vitals, labs=labs,
         coverage=R.coverage_lines(record, V.WINDOW_HOURS, H.MODALITY_NAMES),
-        risk=risk_points(scores, disease) if scores is not None and disease else None)
+        risk=risk_points(scores, disease) if scores is not None and disease else None,
+        no_prediction_reason=R.no_prediction_reason(record, scores, predictor_or_reason(checkpoint)[0] is not None))
 
 
 def _downloads(source: str, checkpoint: str, record: PatientRecord, scores: PatientScores | None,
@@ -585,7 +584,8 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
                 "no evidence for it in any panel, so none is shaded.", icon=":material/info:")
     st.divider()
     # the labs table full width: at 1440 px every column (previous value, n, hours, result time) fits
-    coverage = _coverage(source, checkpoint, checkpoint_stamp(checkpoint), patient_id) if checkpoint else {}
+    coverage = (_coverage(source, checkpoint, checkpoint_stamp(checkpoint), patient_id,
+                          tuple(scores.left_out) if scores is not None else ()) if checkpoint else {})
     _guarded("lab results", _lab_panel, source, record, evidence["labs"] or None, mode,
              (model_evidence or {}).get("labs_read") if mode == "model" else None, coverage.get("labs"))
     st.divider()

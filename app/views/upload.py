@@ -28,7 +28,8 @@ from app.bundle_zip import UploadResult, new_session_dir, read_upload, touch
 from app.components import contributions as C
 from app.components import evidence as E
 from app.components import patient_header as H
-from app.components.wording import NO_DATA_MESSAGE, UNCERTAINTY_HELP, UNCERTAINTY_NAME
+from app.components.wording import (ALL_OUT_OF_DOMAIN_MESSAGE, NO_DATA_MESSAGE, NO_DOMAIN_CHECK_MESSAGE,
+                                    UNCERTAINTY_HELP, UNCERTAINTY_NAME)
 from app.scoring import explain_panels
 from app.components.worklist import short_label
 from app import tables as T
@@ -152,8 +153,7 @@ def _bundle_section() -> None:
         return
     scores = result.scores.get(pid)
     if scores is None:
-        st.info(NO_DATA_MESSAGE if not record.present_modalities else "The model gave no prediction for this patient.",
-                icon=":material/info:")
+        st.info(NO_DATA_MESSAGE if not record.present_modalities else ALL_OUT_OF_DOMAIN_MESSAGE, icon=":material/info:")
         return
     st.subheader("Predictions", anchor=False)
     _explained(scores, digest, checkpoint, pid, record)
@@ -178,6 +178,7 @@ def _explained(scores: PatientScores, digest: str, checkpoint: str, pid: str, re
         frame = C.predictions_display(scores, disease)
         st.dataframe(frame, hide_index=True, width="stretch", key="upload_predictions",
                      height=T.table_height(len(frame)), column_config=T.predictions_columns())
+        st.caption(" ".join(C.status_lines(scores)))
     evidence = upload_evidence(digest, checkpoint, checkpoint_stamp(checkpoint), pid, disease, record)
     words = evidence_words(evidence)
     st.markdown(f"**Evidence for {short_label(disease)}**: what raised or lowered the risk most, per source.")
@@ -241,6 +242,9 @@ def _checkpoint_section() -> None:
         return
     st.success("The checkpoint passed the checks: config.json is valid and model.safetensors holds exactly the "
                "tensors it describes.", icon=":material/check_circle:")
+    # only config.json and model.safetensors are uploaded: its domain and interval files never come with it
+    st.warning(f"{NO_DOMAIN_CHECK_MESSAGE} Nor are uncertainty intervals shown with it: only {' and '.join(UPLOAD_FILES)} "
+               "are uploaded.", icon=":material/warning:")
     if current_checkpoint() == installed:
         st.info("This checkpoint is in use for this session (see the sidebar).", icon=":material/model_training:")
     else:

@@ -331,12 +331,12 @@ def check_config(config: Any) -> list[Problem]:
                         bad(f"calibration.per_label.{name}", str(exc))
     uncertainty = config.get("uncertainty")
     if uncertainty is not None and isinstance(labels, list):
-        from medfuse_core.runtime.uncertainty import ConformalIntervals
+        from medfuse_core.runtime.uncertainty import check_section
 
         try:
             if not isinstance(uncertainty, dict):
                 raise ValueError(f"expected an object, found {_kind(uncertainty)}")
-            ConformalIntervals.from_config(uncertainty, labels)
+            check_section(uncertainty, labels)
         except (TypeError, ValueError, AttributeError) as exc:
             bad("uncertainty", f"expected the conformal intervals' reach per label ({exc})")
     if not problems:

@@ -33,7 +33,7 @@ from medfuse_core.train.run import SplitConfig, read_cohort, split_of
 
 COMMAND = "python -m medfuse_core calibrate --checkpoint CHECKPOINT --data COHORT"
 DOMAIN_COMMAND = COMMAND + " --domain --false-alarm-rate {rate:g}"
-INTERVALS_COMMAND = COMMAND + " --intervals-data VALIDATION_COHORT"
+INTERVALS_COMMAND = "python -m medfuse_core calibrate --checkpoint CHECKPOINT --intervals-data VALIDATION_COHORT"
 
 
 def split_records(data_dir: str | Path, split: SplitConfig, part: str, progress: bool = True) -> list[PatientRecord]:
@@ -71,23 +71,27 @@ def describe_cohort(data_dir: str | Path) -> dict[str, Any]:
     return {"synthetic": False, "folder_name": Path(data_dir).name}
 
 
-def calibrate_checkpoint(checkpoint: str | Path, data_dir: str | Path, progress: bool = True, device: str = "cpu",
+def calibrate_checkpoint(checkpoint: str | Path, data_dir: str | Path | None, progress: bool = True, device: str = "cpu",
                          domain: bool = False, false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
                          intervals_data: str | Path | None = None, level: float = DEFAULT_LEVEL) -> dict[str, Any]:
     """Refit the calibration of `checkpoint` on the validation split of `data_dir` (its training cohort)
     and, with `domain`, the applicability domain (training split fit, validation split thresholds); both
     written into the checkpoint folder; with `intervals_data` (every patient of another cohort), the
-    conformal intervals at `level`. Returns the new config.json."""
+    conformal intervals at `level` (conformal.safetensors). The intervals stand on the model's scores
+    before calibration, so they are refit alone when `data_dir` is None. Returns the new config.json."""
+    if data_dir is None and (domain or intervals_data is None):
+        raise ValueError("calibrate: expected --data (the training cohort) for the calibration and the domain, "
+                         "or --intervals-data alone to refit the intervals")
     predictor = Predictor.load(checkpoint, device=device)
-    split = SplitConfig(**predictor.config["split"])
-    cohort = describe_cohort(data_dir)
-    val_records = split_records(data_dir, split, "val", progress)
-    val_set, _ = predictor.featurizer.featurize_many(val_records, progress=progress)
-    calibration = fit_calibration(predictor.model, val_set)
-    calibration["fitted_on"] = {"split": "val", "patients": len(val_set), "cohort": cohort, "command": COMMAND}
     config = {k: v for k, v in predictor.config.items() if k != "format_version"}
-    config["calibration"] = calibration
-    config.pop("uncertainty", None)  # intervals are fitted on calibrated probabilities: stale once these change
+    if data_dir is not None:
+        split = SplitConfig(**predictor.config["split"])
+        cohort = describe_cohort(data_dir)
+        val_records = split_records(data_dir, split, "val", progress)
+        val_set, _ = predictor.featurizer.featurize_many(val_records, progress=progress)
+        calibration = fit_calibration(predictor.model, val_set)
+        calibration["fitted_on"] = {"split": "val", "patients": len(val_set), "cohort": cohort, "command": COMMAND}
+        config["calibration"] = calibration
     if domain:
         train_set, _ = predictor.featurizer.featurize_many(split_records(data_dir, split, "train", progress), progress=progress)
         fitted = fit_checkpoint_domain(predictor.model, train_set, val_set, false_alarm_rate)
@@ -96,10 +100,10 @@ def calibrate_checkpoint(checkpoint: str | Path, data_dir: str | Path, progress:
         config["domain"] = fitted.save(checkpoint)
     if intervals_data is not None:
         patients, _ = predictor.featurizer.featurize_many(read_cohort(intervals_data, progress), progress=progress)
-        intervals = fit_checkpoint_intervals(predictor.model, Calibration.from_config(calibration, predictor.labels),
-                                             patients, level)
+        calibration = Calibration.from_config(config.get("calibration"), predictor.labels)
+        intervals = fit_checkpoint_intervals(predictor.model, calibration, patients, level)
         intervals.fitted_on = {"patients": len(patients), "cohort": describe_cohort(intervals_data),
                                "command": INTERVALS_COMMAND}
-        config["uncertainty"] = intervals.to_config()
+        config["uncertainty"] = intervals.save(checkpoint)
     ckpt.save_config(Path(checkpoint), config)
     return config

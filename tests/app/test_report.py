@@ -6,6 +6,7 @@ evidence overlay, the vitals chart, the abnormal labs with their times and what 
 
 from __future__ import annotations
 
+import html
 import shutil
 import subprocess
 from pathlib import Path
@@ -93,3 +94,71 @@ def test_coverage_lines_say_what_was_not_read() -> None:
     assert "Vital signs: not in the record." in lines and "Chest X-ray: not in the record." in lines
     assert any(line.startswith("Labs: 1 of 3 results outside the first 48 h") for line in lines)
     assert any(line.startswith("Notes: 1 of 1 notes outside") for line in lines)
+
+
+# ------------------------------------------------------------------ the patient's status (issue 17)
+
+
+def _pdf_text(pdf: bytes, tmp_path: Path) -> str:
+    pdftotext = shutil.which("pdftotext")
+    if pdftotext is None:
+        pytest.skip("pdftotext (poppler-utils) is not installed; .ci/run installs it")
+    (tmp_path / "status.pdf").write_bytes(pdf)
+    subprocess.run([pdftotext, "-layout", str(tmp_path / "status.pdf"), str(tmp_path / "status.txt")], check=True, timeout=60)
+    return " ".join((tmp_path / "status.txt").read_text().split())  # wrapped lines joined
+
+
+def _scores_with(status: str, states: tuple[str, ...], domain_available: bool = True, intervals: bool = True):
+    s = fake_scores()
+    s.status, s.states = status, states
+    s.left_out = ("image",) if status == "out of domain" else ()
+    s.reason = ("The chest film did not look like the data the model was trained on, so it was left out of this "
+                "prediction.") if status == "out of domain" else ""
+    s.domain = {"available": True, "out_of_domain": list(s.left_out)} if domain_available else {"available": False}
+    if intervals:
+        s.interval_low, s.interval_high, s.interval_level = np.array([0.4, 0.0]), np.array([0.9, 0.35]), 0.9
+    return s
+
+
+def test_the_report_states_out_of_domain_and_uncertain_beside_the_predictions(tmp_path: Path) -> None:
+    content = _content()
+    content.scores = _scores_with("out of domain", ("uncertain", "below threshold"))
+    page = R.report_html(content)
+    head, table = page.split("<h2>Predictions</h2>")[1].split("<table", 1)
+    assert "Status: out of domain. The chest film did not look like the data the model was trained on" in head
+    assert "Status: uncertain for 1 of 2 diseases (Pneumonia)" in head  # stated before the table it qualifies
+    assert "40%–90%" in table and "uncertain" in table  # the interval and the label's state in the table
+    text = _pdf_text(R.report_pdf(content), tmp_path)
+    assert "Status: out of domain. The chest film did not look like the data" in text
+    assert "Status: uncertain for 1 of 2 diseases (Pneumonia)" in text
+    assert "40%–90%" in text or "40%-90%" in text  # the PDF table shows the interval too
+
+
+def test_the_report_says_insufficient_data_and_no_flags(tmp_path: Path) -> None:
+    content = _content()
+    content.scores = None
+    record = PatientRecord("P1", None, None, None, labs=Labs(pd.DataFrame({"item": ["Sodium"], "value": [140.0]})))
+    content.no_prediction_reason = R.no_prediction_reason(record, None, model_loaded=True)
+    page = R.report_html(content)
+    assert "Status: insufficient data. Every source this patient has was unlike the data the model was trained on" in page
+    assert "No model was loaded" not in page
+    assert "Status: insufficient data. Every source" in _pdf_text(R.report_pdf(content), tmp_path)
+    assert R.no_prediction_reason(record, None, model_loaded=False) == ""  # no model: the old sentence stands
+    assert R.no_prediction_reason(PatientRecord("P2", None, None, None), None, True).startswith("No data:")
+    content.scores = _scores_with("ok", ("above threshold", "below threshold"))
+    page = R.report_html(content)
+    assert ("Status: no flags. Every source the model used looked like its training data. Every interval lies on one "
+            "side of its decision threshold.") in page
+
+
+def test_a_checkpoint_without_a_domain_file_is_not_called_in_domain() -> None:
+    from app.components.contributions import status_lines
+    from app.components.wording import NO_DOMAIN_CHECK_MESSAGE, NO_INTERVALS_MESSAGE
+
+    lines = status_lines(_scores_with("ok", ("above threshold", "below threshold"), domain_available=False,
+                                      intervals=False))
+    assert lines == ["Status: no flags.", NO_DOMAIN_CHECK_MESSAGE, NO_INTERVALS_MESSAGE]
+    assert "looked like its training data" not in " ".join(lines) and "no domain file" in NO_DOMAIN_CHECK_MESSAGE
+    content = _content()
+    content.scores = _scores_with("ok", ("above threshold", "below threshold"), domain_available=False)
+    assert html.escape(NO_DOMAIN_CHECK_MESSAGE) in R.report_html(content)  # escaped like every string

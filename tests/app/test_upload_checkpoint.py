@@ -44,6 +44,10 @@ def send(at: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
 def test_valid_checkpoint_is_offered_and_used_for_the_session(with_model: Path, tmp_path: Path) -> None:
     at = send(page(), [(n, (with_model / n).read_bytes()) for n in ("config.json", "model.safetensors")])
     assert "passed the checks" in " ".join(s.value for s in at.success)
+    # issue 17: its domain file never comes with an upload; the page says there is no check (not "in domain")
+    warning = " ".join(w.value for w in at.warning)
+    assert "No applicability-domain check: this checkpoint has no domain file" in warning
+    assert "Nor are uncertainty intervals shown with it" in warning
     sessions = list(tmp_path.glob(SESSION_PREFIX + "*"))
     assert len(sessions) == 1
     installed = next(sessions[0].glob("checkpoint-*"))
