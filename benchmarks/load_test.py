@@ -92,15 +92,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(home: Path, checkpoint: str, log: Path, arena_max: int = 2) -> tuple[subprocess.Popen, str]:
+def start_server(home: Path, checkpoint: str, log: Path, arena_max: int = 2,
+                 extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """`streamlit run app/main.py` on a free loopback port, dev mode, its own MEDFUSE_LENS_HOME and audit log,
-    MALLOC_ARENA_MAX=`arena_max` as the README recommends for a server (0: not set)."""
+    MALLOC_ARENA_MAX=`arena_max` as the README recommends for a server (0: not set); `extra_env` on top
+    (browser_speed.py: MEDFUSE_LENS_PRECOMPUTE=0)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("STREAMLIT_", "MEDFUSE_LENS_")) and k != "MALLOC_ARENA_MAX"}
     env.update(MEDFUSE_LENS_HOME=str(home), MEDFUSE_LENS_AUDIT_LOG=str(home / "audit.log"),
                MEDFUSE_LENS_CHECKPOINT=checkpoint, HF_HUB_OFFLINE="1")
     if arena_max:
         env["MALLOC_ARENA_MAX"] = str(arena_max)
+    env.update(extra_env or {})
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
