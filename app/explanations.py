@@ -365,10 +365,6 @@ class ExplanationService:
     def key(self, record: Any, checkpoint: str, stamp: float, disease: str, words: bool = False) -> ExplanationKey:
         return ExplanationKey(checkpoint_fingerprint(checkpoint, stamp), record_fingerprint(record), disease, words)
 
-    def ready(self, key: ExplanationKey) -> bool:
-        """Whether asking for `key` now returns at once (in memory, not being computed)."""
-        return key in self.cache
-
     def get(self, key: ExplanationKey, record: Any, predictor: Any, *, record_failure: bool = False,
             waiting: Callable[[], Any] | None = None, trim: bool = True) -> dict[str, Any]:
         """The explanation of `key`; raises what the computation raised (a recorded failure: a copy of it).
