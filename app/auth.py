@@ -4,7 +4,8 @@ The mode is resolved on every run at the top of app/main.py, before any page is 
 - oidc: the Streamlit secrets hold an `[auth]` section: `st.login()` / `st.user`; the role comes from the
   `[medfuse_lens.roles]` table (email = role), else `[medfuse_lens] default_role` (clinician; "none" refuses).
 - local: $MEDFUSE_LENS_USERS names a users file (medfuse_core.users): a sign-in form; wrong passwords
-  for one name make it wait, longer each time (medfuse_core.throttle).
+  for one name make it wait, longer each time (medfuse_core.throttle). Only when served by app/server.py
+  (sessions bound to the browser, app/binding.py), or with MEDFUSE_LENS_UNBOUND_SIGN_IN=1 (development, tests).
 - dev: neither, or MEDFUSE_LENS_DEV=1: no sign-in, user "dev" with the researcher role, and only while the
   server listens on a loopback address; otherwise the app says how to fix it and stops.
 Roles: a clinician sees the worklist, patient review and model card and exports reports; a researcher also
@@ -30,6 +31,12 @@ from medfuse_core.throttle import FAILED_SIGN_IN_AUDIT, SIGN_IN_THROTTLE
 from medfuse_core.users import ROLES, USERS_ENV, UsersFileError, authenticate, load_users, role_allows
 
 DEV_ENV = "MEDFUSE_LENS_DEV"
+# 1: local sign-in without app/server.py's browser binding (plain `streamlit run app/main.py`, AppTest): the
+# sign-in then lives in the Streamlit session, which anyone presenting its id can ride. Development and tests only.
+UNBOUND_ENV = "MEDFUSE_LENS_UNBOUND_SIGN_IN"
+UNBOUND_REFUSED = ("Sign-in is configured ({users}) but this server does not bind sessions to the browser, so a "
+                   "signed-in session could be taken over by anyone who learns its id. Serve the dashboard with "
+                   "`streamlit run app/server.py` (same options) instead of `streamlit run app/main.py`.")
 DEV_BANNER = "Development mode: no sign-in; serving on 127.0.0.1 only"
 VIEWER_KEY = "_auth_viewer"  # session_state: the signed-in Viewer
 AUDITED_KEY = "_auth_audited"  # session_state: the (action, patient, key) already logged with once=
@@ -151,10 +158,13 @@ def _local_viewer(users_path: str) -> Viewer:
         st.error(f"Sign-in is not available: the users file cannot be used. {exc}", icon=":material/error:")
         st.stop()
     bound = binding.gate_active()
+    if not bound and os.environ.get(UNBOUND_ENV, "").strip() != "1":
+        st.error(UNBOUND_REFUSED.format(users=USERS_ENV), icon=":material/lock:")
+        st.stop()
     token = _browser_token() if bound else None
     # Bound (app/server.py): the sign-in belongs to the browser's HttpOnly cookie, looked up on every run, so a
     # websocket presenting someone's session id without their cookie is not them; a reload keeps the cookie.
-    # Unbound (AppTest, `streamlit run app/main.py`): it lives in the session's state.
+    # Unbound (only with MEDFUSE_LENS_UNBOUND_SIGN_IN=1: AppTest, development): it lives in the session's state.
     viewer = binding.BROWSER_SESSIONS.viewer_for(token) if bound else current_viewer()
     if viewer is not None and viewer.mode == "local":
         user = users.get(viewer.name)

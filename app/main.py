@@ -4,15 +4,24 @@ Environment: MEDFUSE_LENS_SOURCE (a folder of patient bundles; default the synth
 MEDFUSE_LENS_MIMIC3 (a folder of MIMIC-III tables offered as a source), MEDFUSE_LENS_CHECKPOINT (a run folder; default assets/demo_model when present, else no predictions),
 MEDFUSE_LENS_HOME (caches: demo cohort, sentence embeddings), MEDFUSE_LENS_TORCH_THREADS (PyTorch intra-op
 threads for one patient's explanation; default 1, see medfuse_core/runtime/threads.py interactive_threads).
-Sign-in and audit (app/auth.py): MEDFUSE_LENS_USERS (a users file), MEDFUSE_LENS_DEV (1: no sign-in, loopback
-only), MEDFUSE_LENS_AUDIT_LOG (the audit log; default audit.log in MEDFUSE_LENS_HOME).
+MEDFUSE_LENS_PRECOMPUTE (0: no background explanations; app/explanations.py).
+Sign-in and audit (app/auth.py): MEDFUSE_LENS_USERS (a users file; serve with `streamlit run app/server.py`,
+which binds sessions to the browser: here local sign-in is refused unless MEDFUSE_LENS_UNBOUND_SIGN_IN=1, for
+development), MEDFUSE_LENS_DEV (1: no sign-in, loopback only), MEDFUSE_LENS_AUDIT_LOG (the audit log; default
+audit.log in MEDFUSE_LENS_HOME).
 """
 
 import os
 from pathlib import Path
 
-import streamlit as st
+from app.memory import limit_arenas
 
+limit_arenas()  # sessions are threads of this process: see app/memory.py (idempotent on reruns)
+
+import streamlit as st  # noqa: E402
+
+from app.explanations import PAGE_RUNS
+from app.heap import freeze_after_first_run
 from app.auth import DEV_BANNER, role_allows, sidebar_account, sign_in
 from app.state import (SOURCE_ENV, current_checkpoint, current_source, default_checkpoint, default_mimic3_tables,
                        demo_dir, device_in_use, mimic3_bundles, model_is_synthetic)
@@ -87,4 +96,6 @@ if notices:
 if model_is_synthetic(current_checkpoint()):
     st.warning("Demo model: trained on synthetic patients only; its predictions are illustrations, "
                "not clinical estimates.", icon=":material/model_training:")
-st.navigation(pages).run()
+with PAGE_RUNS.run():  # the background explanations wait while pages run (app/explanations.py)
+    st.navigation(pages).run()
+freeze_after_first_run(current_checkpoint())  # app/heap.py: no per-run full collection

@@ -5,8 +5,12 @@ signed cookie, a sign-in is recorded against that cookie (rotated at sign-in), e
 /_stcore/metrics answers only a signed-in browser. Use this entry point whenever sign-in is configured.
 """
 
-import streamlit as st
-from starlette.middleware import Middleware
+from app.memory import limit_arenas
+
+limit_arenas()  # before the server's threads allocate: see app/memory.py
+
+import streamlit as st  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
 from app.binding import BrowserCookieMiddleware
 

@@ -7,11 +7,13 @@ a checkpoint loaded once, and a cohort scored once per (source, checkpoint).
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,12 @@ def demo_dir() -> Path:
     return demo_cohort_dir()
 
 
-@st.cache_resource(show_spinner="Reading patient bundles...")
+# Sources: the demo, $MEDFUSE_LENS_SOURCE and the folders researchers pick; the least recently used of more than
+# 8 are read again when asked for (every process-wide cache is bounded: 20 sessions share one process).
+SOURCES_KEPT = 8
+
+
+@st.cache_resource(show_spinner="Reading patient bundles...", max_entries=SOURCES_KEPT)
 def load_cohort_report(root: str) -> CohortLoad:
     """Every readable bundle under `root`, and every folder that could not be used with why (never raises)."""
     return read_cohort(root)
@@ -47,7 +54,7 @@ def load_cohort(root: str) -> list[PatientRecord]:
     return load_cohort_report(root).records
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False, max_entries=SOURCES_KEPT)
 def records_by_id(source: str) -> dict[str, PatientRecord]:
     return {r.patient_id: r for r in load_cohort(source)}
 
@@ -69,7 +76,7 @@ def default_mimic3_tables() -> str:
     return str(SHARED_MIMIC3_DEMO) if SHARED_MIMIC3_DEMO.is_dir() else ""
 
 
-@st.cache_resource(show_spinner="Importing the MIMIC-III tables (first time only)...")
+@st.cache_resource(show_spinner="Importing the MIMIC-III tables (first time only)...", max_entries=SOURCES_KEPT)
 def mimic3_bundles(tables: str) -> Path:
     """The bundles of a folder of MIMIC-III tables, imported once (cached on disk and per process).
     Raises DataError when the folder is not MIMIC-III tables."""
@@ -147,7 +154,15 @@ def scores_or_none(source: str, checkpoint: str) -> dict[str, PatientScores] | N
     predictor, _ = predictor_or_reason(checkpoint)
     if predictor is None:
         return None
-    return cohort_scores(source, checkpoint, checkpoint_stamp(checkpoint))
+    stamp = checkpoint_stamp(checkpoint)
+    scores = cohort_scores(source, checkpoint, stamp)
+    if scores and checkpoint == default_checkpoint():
+        # the server's model: its explanations are computed in the background before they are asked for
+        # (imported here: app/explanations.py builds on this module's caches)
+        from app.explanations import precompute_cohort
+
+        precompute_cohort(source, checkpoint, stamp, predictor, records_by_id(source), scores)
+    return scores
 
 
 def device_in_use(checkpoint: str) -> str:
@@ -243,10 +258,27 @@ def approx_bytes(value: Any, _depth: int = 0) -> int:
     return sys.getsizeof(value, 64)
 
 
+@dataclass(frozen=True)
+class Failed:
+    """A computation that raised, kept in a SharedResults in place of its value (`record_failure=True`): the
+    exception without its traceback (which would hold the frames, and their arrays, alive)."""
+
+    error: BaseException
+
+    def reraise(self) -> None:
+        """Raise a copy of the recorded exception (a copy: several sessions may raise it at once)."""
+        try:
+            error = copy.copy(self.error)
+        except Exception:  # noqa: BLE001 - an exception class that cannot be copied
+            error = RuntimeError(f"{type(self.error).__name__}: {self.error}")
+        raise error.with_traceback(None)
+
+
 class SharedResults:
     """A process-wide cache of results every session may read: computed once per key per server, even when
-    several sessions ask for it at the same moment (the others wait for the first), least recently used
-    dropped past `max_entries` or `max_bytes`. Values are shared, not copied: callers must not change them.
+    several sessions (or the background precomputation, app/explanations.py) ask for it at the same moment
+    (the others wait for the first), least recently used dropped past `max_entries` or `max_bytes`. Values
+    are shared, not copied: callers must not change them.
 
     Why not st.cache_data: it pickles each result in and copies it out for every reader, and two sessions
     asking at once both compute; with 20 clinicians on a ward the same patient's explanation was computed
@@ -259,7 +291,7 @@ class SharedResults:
         self._bytes = 0
         self._lock = threading.Lock()
         self._computing: dict[Hashable, threading.Lock] = {}
-        self.computed = self.hits = 0
+        self.computed = self.hits = self.failed = 0
 
     def __contains__(self, key: Hashable) -> bool:
         with self._lock:
@@ -283,7 +315,11 @@ class SharedResults:
             self.hits += 1
             return self._values[key][0]
 
-    def get_or_compute(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+    def get_or_compute(self, key: Hashable, compute: Callable[[], Any], *, record_failure: bool = False) -> Any:
+        """The value of `key`, computed by `compute()` if nobody has (one computation per key: concurrent
+        askers wait for it). A computation that raises is not kept and the error reaches the caller (the next
+        asker tries again), unless `record_failure`: then a `Failed` is kept and returned, to this caller and
+        to every later one, so a patient that cannot be explained is not retried by every session."""
         with self._lock:
             if key in self._values:
                 self._values.move_to_end(key)
@@ -297,20 +333,36 @@ class SharedResults:
                     self.hits += 1
                     return self._values[key][0]
             try:
-                value = compute()
+                try:
+                    value = compute()
+                except Exception as exc:
+                    if not record_failure:
+                        raise
+                    value = Failed(exc.with_traceback(None))
+                self.put(key, value)  # before the gate goes: a late asker finds the value, not a new gate
             finally:
                 with self._lock:
                     self._computing.pop(key, None)
-            size = self.sizeof(value)
-            with self._lock:
-                self.computed += 1
-                if size <= self.max_bytes:
-                    self._values[key] = (value, size)
-                    self._bytes += size
-                    while len(self._values) > self.max_entries or self._bytes > self.max_bytes:
-                        _, (_, dropped) = self._values.popitem(last=False)
-                        self._bytes -= dropped
             return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Keep `value` for `key` (a value larger than `max_bytes` is not kept), dropping the least recently
+        used entries past the bounds."""
+        size = self.sizeof(value)
+        with self._lock:
+            if isinstance(value, Failed):
+                self.failed += 1
+            else:
+                self.computed += 1
+            if size > self.max_bytes:
+                return
+            if key in self._values:
+                self._bytes -= self._values.pop(key)[1]
+            self._values[key] = (value, size)
+            self._bytes += size
+            while len(self._values) > self.max_entries or self._bytes > self.max_bytes:
+                _, (_, dropped) = self._values.popitem(last=False)
+                self._bytes -= dropped
 
     def clear(self) -> None:
         with self._lock:
@@ -318,5 +370,7 @@ class SharedResults:
             self._bytes = 0
 
 
-# Model explanations per (source, checkpoint, weights mtime, patient, disease, words), for every session.
-EXPLANATIONS = SharedResults(max_entries=1024, max_bytes=512 * 1024**2)  # ~1 MB each (the film map): ~480 fit
+# Model explanations per (checkpoint, patient record, disease, words), for every session (app/explanations.py).
+# ~1.1 MB with a film (its 512 x 512 evidence map), ~40 kB without; past the bound they are read back from the
+# disk cache (~10 ms) instead of being kept.
+EXPLANATIONS = SharedResults(max_entries=1024, max_bytes=256 * 1024**2)

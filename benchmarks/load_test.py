@@ -4,26 +4,40 @@ The dashboard serves every session from one Python process (one model, one set o
 session's script runs in its own thread), so this checks that concurrent clinicians get correct pages
 (no exception, no failed explanation or panel, no HTTP or console error), how long a page takes to
 settle, and that the server's memory stays bounded and flat. It is the real stack: the server started
-as a subprocess (`streamlit run app/main.py`, dev mode on loopback, demo cohort, the checkpoint below).
+as a subprocess (`streamlit run app/main.py`, dev mode on loopback, demo cohort, the checkpoint below,
+MALLOC_ARENA_MAX=2 as the README recommends for a server: `--arena-max`, 0 leaves it unset).
 
 Two kinds of session, all started together after a warm-up (one session opens the worklist alone on
 the cold server: demo cohort made, model loaded, cohort scored; reported as `cold worklist`):
 - websocket sessions (N - B of them; benchmarks/ws_client.py speaks Streamlit's protocol, no browser):
-  each opens the worklist, then until the time is up opens patient reviews, a different patient each
-  time (session i starts at P{i}), each with the next disease (`?patient=...&disease=...`), so patients and
-  diseases overlap across sessions the way a ward's clinicians would. A step's time is from the request
-  to the script's end (`script_finished`);
+  each opens the worklist, then until the time is up opens a patient review (`?patient=...`: the review
+  opens on the patient's highest-risk disease, as from the unsorted worklist) and re-opens it on another
+  disease (`?patient=...&disease=...`: a whole page run, costlier than the browser's switch, which reruns
+  only the disease part), a different patient each time (session i starts at P{i}, then every 7th), so
+  patients and diseases overlap across sessions the way a ward's clinicians would. A step's time is from
+  the request to the script's end (`script_finished`);
 - browser sessions (B; Debian's Chromium via Playwright): worklist, a patient review, a switch of the
   Disease selectbox, repeated until the time is up. A step ends when the page's own content is there and
   Streamlit reports the script finished.
+Between two steps a session reads the page for `--think` seconds (uniform between half and one and a half
+times it, seeded per session; 0: back to back, which no clinician does: with ~0.4 s of server CPU a page, 20
+sessions back to back ask more than one process can serve in 3 s whatever is cached).
+
+Before the timed run the server is warmed as a deployed one is: one session opens the worklist alone (cohort
+scored, reported as `cold worklist`), and with `--precomputed wait` (the default) the driver waits until the
+server's background worker has explained every patient (app/explanations.py; its progress file in the
+server's MEDFUSE_LENS_HOME), reported as `precompute`; `--precomputed no-wait` starts the sessions at once.
+
 The server's resident memory is sampled every `--sample` seconds; `memory slope` is the least-squares
-slope over the second half of the run (flat: close to 0 MiB/min).
+slope over the second half of the run; memory counts as flat when that slope is within
++-FLAT_MIB_PER_MIN (2 MiB/min, i.e. under 1 GB over an 8-hour day).
 
 Errors: an exception on the page, "could not be computed" or "could not be shown" on the page, a step
 timing out, a run that does not finish, an HTTP response >= 400 or a failed request, a JavaScript or
 console error (browser sessions), and tracebacks in the server's log.
 
-    python benchmarks/load_test.py [--sessions 20] [--browsers 3] [--duration 600] [--out-dir benchmarks/results]
+    python benchmarks/load_test.py [--sessions 20] [--browsers 3] [--duration 600] [--think 10]
+                                   [--precomputed wait|no-wait] [--out-dir benchmarks/results]
 
 Writes load_test.json and load_test.md to --out-dir.
 """
@@ -35,6 +49,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import socket
@@ -55,7 +70,9 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 EVIDENCE_FAILED = "evidence could not be computed"
 PANEL_FAILED = "could not be shown"
-STEPS = ("worklist", "patient review", "disease switch")
+STEPS = ("worklist", "patient review", "disease switch", "disease re-open")
+FLAT_MIB_PER_MIN = 2.0  # memory is flat when the second half's slope is within this (MiB per minute)
+PROGRESS = Path("explanations") / "progress.json"  # app/explanations.py PROGRESS_FILE, in the server's home
 # Streamlit's frontend on /patient first looks for the server under /patient/ (a proxy's path prefix):
 # these two 404s per page load are that probe, not a failure; counted apart.
 BASE_PATH_PROBE = re.compile(r"^https?://[^/]+/[^_][^?#]*/_stcore/(health|host-config)$")
@@ -76,11 +93,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(home: Path, checkpoint: str, log: Path) -> tuple[subprocess.Popen, str]:
-    """`streamlit run app/main.py` on a free loopback port, dev mode, its own MEDFUSE_LENS_HOME and audit log."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMLIT_", "MEDFUSE_LENS_"))}
+def start_server(home: Path, checkpoint: str, log: Path, arena_max: int = 2,
+                 extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """`streamlit run app/main.py` on a free loopback port, dev mode, its own MEDFUSE_LENS_HOME and audit log,
+    MALLOC_ARENA_MAX=`arena_max` as the README recommends for a server (0: not set); `extra_env` on top
+    (browser_speed.py: MEDFUSE_LENS_PRECOMPUTE=0)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("STREAMLIT_", "MEDFUSE_LENS_")) and k != "MALLOC_ARENA_MAX"}
     env.update(MEDFUSE_LENS_HOME=str(home), MEDFUSE_LENS_AUDIT_LOG=str(home / "audit.log"),
                MEDFUSE_LENS_CHECKPOINT=checkpoint, HF_HUB_OFFLINE="1")
+    if arena_max:
+        env["MALLOC_ARENA_MAX"] = str(arena_max)
+    env.update(extra_env or {})
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
@@ -215,10 +239,18 @@ async def switch_disease(page, s: Session) -> bool:
     return ok
 
 
+async def think(rng: random.Random, seconds: float) -> None:
+    """A clinician reading the page: uniform in [0.5, 1.5] x `seconds`."""
+    if seconds > 0:
+        await asyncio.sleep(rng.uniform(0.5, 1.5) * seconds)
+
+
 async def run_session(browser, url: str, patients: list[str], s: Session, start: asyncio.Event,
-                      until: list[float]) -> None:
+                      until: list[float], think_s: float = 0.0, seed: int = 0) -> None:
     """A browser session: worklist, a review, a disease switch; again with the next patient until the time is up."""
+    rng = random.Random(seed)
     await start.wait()
+    await think(rng, think_s)  # the sessions do not all start in the same second
     for patient in patients:
         if time.perf_counter() >= until[0]:
             break
@@ -228,33 +260,47 @@ async def run_session(browser, url: str, patients: list[str], s: Session, start:
         s.watch(page)
         s.details["patients"] = s.details.get("patients", 0) + 1
         try:
-            if await worklist(page, url, s) and await review(page, url, patient, s):
-                await switch_disease(page, s)
+            if await worklist(page, url, s):
+                await think(rng, think_s)
+                if time.perf_counter() < until[0] and await review(page, url, patient, s):
+                    await think(rng, think_s)
+                    if time.perf_counter() < until[0]:
+                        await switch_disease(page, s)
             await page.wait_for_timeout(500)  # late console or network errors of the last step
         finally:
             await context.close()
 
 
 async def run_ws_session(url: str, index: int, patients: list[str], labels: list[str], s: Session,
-                         start: asyncio.Event, until: list[float]) -> None:
-    """A websocket session: the worklist once, then reviews of one patient after another, each with the next
-    disease, until the time is up."""
+                         start: asyncio.Event, until: list[float], think_s: float = 0.0) -> None:
+    """A websocket session: the worklist once, then one patient after another until the time is up: the review
+    (on the patient's own top disease), then the same patient on another disease."""
     sys.path.insert(0, str(ROOT))
     from benchmarks.ws_client import StreamlitSession
 
+    rng = random.Random(1000 + index)
     timeout = s.timeout_ms / 1000
     await start.wait()
+    await think(rng, think_s)  # the sessions do not all start in the same second
     async with StreamlitSession(url) as client:
         result = await client.run("", "", timeout)
         _record_ws(s, "worklist", result, "Patients")
         k = 0
         while time.perf_counter() < until[0]:
+            await think(rng, think_s)
+            if time.perf_counter() >= until[0]:
+                break
             patient = patients[(index + k * 7) % len(patients)]
-            disease = labels[(index + k) % len(labels)]
-            query = urllib.parse.urlencode({"patient": patient, "disease": disease})
-            result = await client.run("patient", query, timeout)
+            result = await client.run("patient", urllib.parse.urlencode({"patient": patient}), timeout)
             _record_ws(s, "patient review", result, f"Patient {patient}")
             k += 1
+            await think(rng, think_s)
+            if time.perf_counter() >= until[0]:
+                break
+            disease = rng.choice(labels)
+            query = urllib.parse.urlencode({"patient": patient, "disease": disease})
+            result = await client.run("patient", query, timeout)
+            _record_ws(s, "disease re-open", result, f"Patient {patient}")
         s.details["patients"] = k
 
 
@@ -302,8 +348,27 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
+async def wait_precomputed(progress: Path, timeout_s: float) -> dict[str, Any]:
+    """Wait until the server's background worker reports every plan finished; what it reported, and the wait."""
+    began = time.perf_counter()
+    report: dict[str, Any] = {"plans": []}
+    while time.perf_counter() - began < timeout_s:
+        try:
+            report = json.loads(progress.read_text())
+        except (OSError, ValueError):
+            report = {"plans": []}
+        if report["plans"] and all(p["finished"] for p in report["plans"]):
+            break
+        await asyncio.sleep(1.0)
+    plans = report["plans"]
+    return {"waited_s": time.perf_counter() - began, "finished": bool(plans) and all(p["finished"] for p in plans),
+            "explanations": sum(p["done"] for p in plans), "failed": sum(p["failed"] for p in plans),
+            "total": sum(p["total"] for p in plans), "worker_s": sum(p["seconds"] for p in plans)}
+
+
 async def drive(url: str, sessions: int, browsers: int, duration_s: float, timeout_s: float, server_pid: int,
-                labels: list[str], patients: list[str], sample_s: float) -> dict[str, Any]:
+                labels: list[str], patients: list[str], sample_s: float, think_s: float = 0.0,
+                progress: Path | None = None, precompute_timeout_s: float = 0.0) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
@@ -319,6 +384,12 @@ async def drive(url: str, sessions: int, browsers: int, duration_s: float, timeo
 
         async with StreamlitSession(url) as client:
             _record_ws(warm, "worklist", await client.run("", "", timeout_s * 2), "Patients")
+        precompute = None
+        if progress is not None:
+            precompute = await wait_precomputed(progress, precompute_timeout_s)
+            if not precompute["finished"]:
+                warm.errors.append(f"the background explanations had not finished after {precompute_timeout_s:.0f} s "
+                                   f"({precompute['explanations']} of {precompute['total']})")
 
         start, stop = asyncio.Event(), asyncio.Event()
         until = [float("inf")]
@@ -328,9 +399,9 @@ async def drive(url: str, sessions: int, browsers: int, duration_s: float, timeo
         for i, s in enumerate(runs):
             order = patients[i % len(patients):] + patients[:i % len(patients)]
             if i < browsers:
-                tasks.append(asyncio.create_task(run_session(browser, url, order * 100, s, start, until)))
+                tasks.append(asyncio.create_task(run_session(browser, url, order * 100, s, start, until, think_s, i)))
             else:
-                tasks.append(asyncio.create_task(run_ws_session(url, i, patients, labels, s, start, until)))
+                tasks.append(asyncio.create_task(run_ws_session(url, i, patients, labels, s, start, until, think_s)))
         await asyncio.sleep(1.0)  # every task waiting
         began, cpu = time.perf_counter(), _cpu_seconds(server_pid)
         samples: list[tuple[float, float]] = []
@@ -348,7 +419,7 @@ async def drive(url: str, sessions: int, browsers: int, duration_s: float, timeo
         if browser:
             await browser.close()
     return {"warm": warm, "sessions": runs, "wall_s": wall, "server_cpu_s": cpu, "chromium": version,
-            "memory": samples}
+            "memory": samples, "precompute": precompute}
 
 
 def _slope(points: list[tuple[float, float]]) -> float:
@@ -381,7 +452,7 @@ def _shown_path(path: str) -> str:
 
 
 def summarise(result: dict[str, Any], server_log: str, checkpoint: str, sessions: int, browsers: int,
-              duration_s: float, timeout_s: float) -> dict[str, Any]:
+              duration_s: float, timeout_s: float, think_s: float = 0.0, arena_max: int = 0) -> dict[str, Any]:
     runs: list[Session] = result["sessions"]
     steps = {}
     for step in STEPS:
@@ -392,17 +463,25 @@ def summarise(result: dict[str, Any], server_log: str, checkpoint: str, sessions
     errors = sum(len(s.errors) for s in runs) + len(result["warm"].errors) + tracebacks
     memory = result["memory"]
     half = [p for p in memory if p[0] >= result["wall_s"] / 2]
+    slope = _slope(half) * 60
+    every_step = [t for s in runs for step in STEPS for t in s.times.get(step, [])]
     return {
         "sessions": sessions,
         "browser_sessions": browsers,
         "duration_s": duration_s,
+        "think_s": think_s,
         "steps": steps,
+        "all_steps": {"n": len(every_step), "p50_s": statistics.median(every_step) if every_step else None,
+                      "p95_s": _percentile(every_step, 95) if every_step else None},
+        "precompute": result.get("precompute"),
         "cold_worklist_s": (result["warm"].times.get("worklist") or [None])[0],
         "wall_s": result["wall_s"],
         "server_cpu_s": result["server_cpu_s"],
         "memory_mib": {"start": memory[0][1] if memory else None, "peak": max((m for _, m in memory), default=None),
                        "end": memory[-1][1] if memory else None,
-                       "slope_second_half_mib_per_min": _slope(half) * 60,
+                       "slope_second_half_mib_per_min": slope,
+                       "flat": bool(abs(slope) <= FLAT_MIB_PER_MIN),
+                       "flat_criterion": f"least-squares slope over the second half within +-{FLAT_MIB_PER_MIN} MiB/min",
                        "samples": [[round(t, 1), round(m, 1)] for t, m in memory]},
         "errors": errors,
         "server_tracebacks": tracebacks,
@@ -415,6 +494,7 @@ def summarise(result: dict[str, Any], server_log: str, checkpoint: str, sessions
         "per_session": [{"name": s.name, **s.details, "times_s": s.times, "errors": s.errors} for s in runs],
         "setup": {"checkpoint": _shown_path(checkpoint), "page_timeout_s": timeout_s, "server": "one `streamlit run app/main.py` "
                   "process serves every session (scripts in threads of that process, one shared model)",
+                  "malloc_arena_max": arena_max or None,
                   "browser": (f"Chromium {result['chromium']} via Playwright, one context per browser session"
                               if browsers else "no browser sessions")},
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
@@ -427,13 +507,28 @@ def markdown(report: dict[str, Any]) -> str:
     intro = (f"{report['sessions']} sessions at once ({report['browser_sessions']} in a real browser, the others "
              f"websocket clients) for {report['duration_s']:.0f} s against **one** `streamlit run app/main.py` process "
              f"(it serves every session: scripts in threads, one shared model), on {m['cpu_count']} CPU cores "
-             f"(1-min load {m['load_avg_1min_at_end']:.1f} at the end; the clients run on the same machine). "
+             f"(1-min load {m['load_avg_1min_at_end']:.1f} at the end; the clients run on the same machine"
+             + (f"; MALLOC_ARENA_MAX={setup['malloc_arena_max']} as the README recommends" if setup.get("malloc_arena_max")
+                else "; MALLOC_ARENA_MAX not set") + "). "
              f"{setup['browser']}. Checkpoint `{setup['checkpoint']}`, demo cohort, dev mode. Websocket sessions open "
-             f"the worklist, then one patient review after another, each with the next disease; browser sessions "
-             f"repeat worklist, review, Disease switch. A step ends when the script has finished (and, in the "
+             f"the worklist, then one patient after another: its review (on its top disease), then the same patient "
+             f"re-opened on another disease (a whole page run); browser sessions repeat worklist, review, Disease "
+             f"switch. Between steps each session reads the page for {report['think_s']:g} s on average (uniform "
+             f"between half and one and a half times it). A step ends when the script has finished (and, in the "
              f"browser, the page's content is there); p95 is the nearest rank over every step of every session. "
              f"Produced by `python benchmarks/load_test.py --sessions {report['sessions']} --browsers "
-             f"{report['browser_sessions']} --duration {report['duration_s']:.0f}`.")
+             f"{report['browser_sessions']} --duration {report['duration_s']:.0f} --think {report['think_s']:g}"
+             + ("" if setup.get("malloc_arena_max") == 2 else f" --arena-max {setup.get('malloc_arena_max') or 0}")
+             + (" --precomputed no-wait" if report.get("precompute") is None else "") + "`.")
+    pre = report.get("precompute")
+    if pre is not None:
+        intro += (f" Before the sessions started, the server's background worker explained every patient for every "
+                  f"disease ({pre['explanations']} of {pre['total']} explanations, {pre['failed']} failed; "
+                  f"{pre['worker_s']:.0f} s of its time; the driver waited {pre['waited_s']:.0f} s), as on a server "
+                  f"that has been up a few minutes.")
+    else:
+        intro += (" The sessions started right after the cold worklist, while the server's background worker was "
+                  "still explaining the patients.")
     errors = (f"Errors: **{report['errors']}** (exceptions or failed explanations on the page, timeouts at "
               f"{setup['page_timeout_s']:.0f} s a step, HTTP >= 400 or failed requests, JavaScript and console "
               f"errors, {report['server_tracebacks']} tracebacks in the server log). Not counted: "
@@ -458,12 +553,24 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {step} | {s['n']} | {s['p50_s']:.1f} s | {s['p95_s']:.1f} s | {s['max_s']:.1f} s |")
         else:
             lines.append(f"| {step} | 0 | | | |")
+    every = report["all_steps"]
+    if every["n"]:
+        lines.append(f"| every step | {every['n']} | {every['p50_s']:.1f} s | {every['p95_s']:.1f} s | |")
     mem = report["memory_mib"]
+    memory_lines: list[str] = []
     if mem["start"] is not None:
-        wall += (f" Server memory (resident): {mem['start']:.0f} MiB at the start, peak {mem['peak']:.0f} MiB, "
-                 f"{mem['end']:.0f} MiB at the end; slope over the second half {mem['slope_second_half_mib_per_min']:+.1f} "
-                 f"MiB/min ({len(mem['samples'])} samples).")
-    lines += ["", errors, "", wall]
+        verdict = "**flat**" if mem["flat"] else "**not flat**"
+        memory_lines = ["", f"Server memory (resident): {mem['start']:.0f} MiB at the start, peak {mem['peak']:.0f} MiB, "
+                        f"{mem['end']:.0f} MiB at the end; slope over the second half "
+                        f"{mem['slope_second_half_mib_per_min']:+.1f} MiB/min: {verdict} ({mem['flat_criterion']}; "
+                        f"{len(mem['samples'])} samples). By minute:", "", "| minute | MiB |", "|---|---|"]
+        shown_minute = -1
+        for t, m in mem["samples"]:
+            if int(t // 60) > shown_minute:
+                shown_minute = int(t // 60)
+                memory_lines.append(f"| {t / 60:.1f} | {m:.0f} |")
+        memory_lines.append(f"| {mem['samples'][-1][0] / 60:.1f} (end) | {mem['samples'][-1][1]:.0f} |")
+    lines += ["", errors, "", wall] + memory_lines
     if report["error_list"]:
         lines += ["", "## Errors", ""] + [f"- {e}" for e in report["error_list"][:50]]
     return "\n".join(lines) + "\n"
@@ -478,6 +585,14 @@ def main() -> int:
     parser.add_argument("--out-dir", type=Path, default=RESULTS, help="where load_test.json and .md go")
     parser.add_argument("--checkpoint", default=str(ROOT / "assets" / "demo_model"))
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds allowed for one step of one session")
+    parser.add_argument("--think", type=float, default=10.0,
+                        help="seconds a session reads a page before its next step, on average (default 10; 0: none)")
+    parser.add_argument("--precomputed", choices=("wait", "no-wait"), default="wait",
+                        help="wait for the server's background explanations before the timed run (default) or not")
+    parser.add_argument("--arena-max", type=int, default=2,
+                        help="MALLOC_ARENA_MAX for the server, as the README recommends (0: not set)")
+    parser.add_argument("--precompute-timeout", type=float, default=1200.0,
+                        help="seconds to wait for the background explanations at most")
     args = parser.parse_args()
     if args.browsers and not Path(CHROMIUM).exists():
         print(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", file=sys.stderr)
@@ -485,12 +600,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="medfuse_load_") as tmp:
         home = Path(tmp)
         log = home / "server.log"
-        proc, url = start_server(home, args.checkpoint, log)
+        proc, url = start_server(home, args.checkpoint, log, args.arena_max)
         try:
             labels = json.loads((Path(args.checkpoint) / "config.json").read_text())["model"]["labels"]
             patients = [f"P{i:05d}" for i in range(40)]  # the demo cohort
             result = asyncio.run(drive(url, args.sessions, min(args.browsers, args.sessions), args.duration,
-                                       args.timeout, proc.pid, labels, patients, args.sample))
+                                       args.timeout, proc.pid, labels, patients, args.sample, args.think,
+                                       home / PROGRESS if args.precomputed == "wait" else None,
+                                       args.precompute_timeout))
         finally:
             proc.terminate()
             try:
@@ -499,7 +616,7 @@ def main() -> int:
                 proc.kill()
         server_log = log.read_text(errors="replace")
     report = summarise(result, server_log, args.checkpoint, args.sessions, min(args.browsers, args.sessions),
-                       args.duration, args.timeout)
+                       args.duration, args.timeout, args.think, args.arena_max)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "load_test.json").write_text(scrub_paths(json.dumps(report, indent=1)))
     (args.out_dir / "load_test.md").write_text(scrub_paths(markdown(report)))

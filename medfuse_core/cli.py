@@ -207,7 +207,10 @@ def _cmd_pretrain_labs(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    import json
+
     from medfuse_core.explain import explain
+    from medfuse_core.numbers import json_safe
     from medfuse_core.predictor import NoDataError, Predictor
     from medfuse_core.sources.bundle import is_bundle, read_bundle
 
@@ -227,13 +230,23 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         explanation = explain(record, predictor, labels=None if args.label is None else [args.label],
                               evidence=not args.no_evidence, image_method=args.image_method)
     except NoDataError as exc:  # nothing usable (or every modality out of the model's domain): no prediction
-        print(str(exc), file=sys.stderr)
+        # the state is an outcome, not a crash: the JSON says it (with the domain check and what was read), so a
+        # script explaining a worklist gets one file per patient; the exit status 1 still tells a shell
+        (no_data,) = predictor.predict([record])
+        coverage = predictor.featurizer.coverage(record).leaving_out(no_data.domain.flagged)
+        result = {**no_data.to_dict(), "coverage": coverage.to_dict()}
+        _write_json(Path(args.out), json.dumps(json_safe(result), indent=2, allow_nan=False))
+        print(f"{exc}; written to {args.out}", file=sys.stderr)
         return 1
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(explanation.to_json() + "\n", encoding="utf-8")
+    _write_json(out, explanation.to_json())
     print(f"{record.patient_id}: {len(explanation.labels)} label(s) explained; written to {out}")
     return 0
+
+
+def _write_json(out: Path, text: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n", encoding="utf-8")
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:

@@ -282,6 +282,8 @@ def _table(scoring: ScoringBatch, assessment: Assessment | None, predictor: Pred
         columns["out_of_domain"].append(",".join(trust.domain.flagged) if trust is not None else None)
         columns["domain_reason"].append(trust.reason if trust is not None else None)
         cov = row["coverage"]
+        if cov is not None and trust is not None:
+            cov = cov.leaving_out(trust.left_out)
         counts = cov.counts() if cov is not None else {}
         for modality in COVERAGE_MODALITIES:
             for what in ("given", "read", "not_read"):

@@ -9,6 +9,9 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights never come from a hub, in tests least of all
+# no background explanations of every demo patient while the other tests run (2 cores in CI); the tests of
+# the worker (tests/app/test_explanations.py) start it themselves
+os.environ["MEDFUSE_LENS_PRECOMPUTE"] = "0"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # a git worktree beside the main checkout may point at the shared data with MEDFUSE_LENS_SHARED_DATA

@@ -80,6 +80,22 @@ def test_without_a_fitted_domain_nothing_is_claimed(setup) -> None:
     assert predictor.domain is None  # the tiny checkpoint was trained without a domain fit
 
 
+def test_coverage_never_says_read_for_a_modality_the_domain_check_left_out(setup) -> None:
+    """The explain JSON's coverage: the film left out as out of domain counts as not read, with that reason."""
+    from medfuse_core.explain import explain
+
+    predictor, records, domain, _ = setup
+    domain = dataclasses.replace(domain, modalities={**domain.modalities,
+                                                     "image": dataclasses.replace(domain.modalities["image"], threshold=-1.0)})
+    checked = Predictor(predictor.model, predictor.featurizer, predictor.config, domain=domain)
+    record = next(r for r in records if r.images and r.labs.table.shape[0])
+    data = explain(record, checked, labels=[checked.labels[0]], evidence=False).to_dict()
+    image, labs = data["coverage"]["modalities"]["image"], data["coverage"]["modalities"]["labs"]
+    assert image["read"] == 0 and image["not_read"]["out of domain"] == 1
+    assert image["details"][0] == {"what": "1 film", "time": "", "reason": "out of domain"}
+    assert labs["read"] > 0 and "out of domain" not in labs["not_read"]
+
+
 def test_calibrate_with_intervals_data_alone_refits_only_the_intervals(setup, demo_checkpoint: Path, tmp_path) -> None:
     """`calibrate --checkpoint X --intervals-data V`: conformal.safetensors written, the calibration untouched,
     and the loaded checkpoint's intervals are those fitted on V in memory; --domain without --data is refused."""

@@ -111,8 +111,14 @@ def test_workers_share_the_embedding_cache(demo_checkpoint, cohort, tmp_path) ->
     assert second.cache_misses == 0 and second.cache_hit_rate == 1.0
     a = pq.read_table(tmp_path / "a.parquet").to_pandas().set_index("bundle").sort_index()
     b = pq.read_table(tmp_path / "b.parquet").to_pandas().set_index("bundle").sort_index()
+    # batches of 3 and of 4 pad differently, so float32 sums round differently (logits agree to ~1e-6); the
+    # isotonic calibration of some labels is steep between close knots (COPD: 2.2143 and 2.2096 in logit),
+    # which turns that rounding into up to ~2e-6 of probability: the logits are compared tightly, the
+    # probabilities at what the steepest calibration segment allows
+    logits = [c for c in a.columns if c.endswith("_logit")]
+    np.testing.assert_allclose(a[logits].to_numpy(float), b[logits].to_numpy(float), atol=2e-6)
     probs = [c for c in a.columns if c.endswith("_prob")]
-    np.testing.assert_allclose(a[probs].to_numpy(float), b[probs].to_numpy(float), atol=1e-6)
+    np.testing.assert_allclose(a[probs].to_numpy(float), b[probs].to_numpy(float), atol=1e-5)
 
 
 def test_cli_scores_and_reports_failures(demo_checkpoint, cohort, tmp_path, capsys) -> None:

@@ -9,6 +9,7 @@ that failed to load is listed in the header's loading warnings and the rest of t
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,8 +30,9 @@ from app.components.plain import markdown_escape
 from app.components import evidence as E
 from app.components import report as R
 from app.components.wording import UNCERTAINTY_HELP, UNCERTAINTY_NAME
-from app.scoring import TOP_SENTENCES, explain_panels
-from app.state import (EXPLANATIONS, checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
+from app.scoring import TOP_SENTENCES
+from app.explanations import SERVICE as EXPLAINED
+from app.state import (checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
                        planted_evidence, predictor_or_reason, record_by_id, records_by_id, scores_or_none)
 from medfuse_core.explain.scores import PatientScores
 from medfuse_core.explain.probability_scale import risk_points
@@ -76,14 +78,16 @@ def _vitals_figure(source: str, patient_id: str, mode: str, disease: str | None 
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def _coverage(source: str, checkpoint: str, stamp: float, patient_id: str) -> dict[str, dict[str, Any]]:
+def _coverage(source: str, checkpoint: str, stamp: float, patient_id: str,
+              left_out: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     """Per modality, the model's coverage of the record (medfuse_core.features.coverage): the summary line
-    and the unread rows with the reason; empty without a model."""
+    and the unread rows with the reason, a modality the domain check `left_out` counted as not read; empty
+    without a model."""
     predictor, _ = predictor_or_reason(checkpoint)
     if predictor is None:
         return {}
     try:
-        cov = predictor.featurizer.coverage(_record(source, patient_id))
+        cov = predictor.featurizer.coverage(_record(source, patient_id)).leaving_out(left_out)
     except Exception:  # noqa: BLE001 - the coverage line must never take the review page down
         return {}
     return {m: {"summary": c.summary(cov.hours), "unread": c.unread, "details": c.details}
@@ -276,24 +280,18 @@ def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None, m
 # ------------------------------------------------------------------------------ the model's view
 
 
-_MISSING = object()
-
-
 def _explained(source: str, checkpoint: str, stamp: float, patient_id: str, disease: str,
                words: bool = False) -> dict[str, Any]:
-    """`explain_panels` per (source, checkpoint and its weights' mtime, patient, disease, words), computed once
-    per server for every session (app/state.py EXPLANATIONS; shared: never changed here): word-level note
-    attribution only when the notes panel is switched to "Words"."""
+    """`explain_panels` per (checkpoint, patient record, disease, words), computed once per server for every
+    session, usually before it is asked for (app/explanations.py; shared: never changed here): word-level note
+    attribution only when the notes panel is switched to "Words". A failure the background worker recorded is
+    raised here as if computed now."""
     predictor, _ = predictor_or_reason(checkpoint)
     if predictor is None:
         return E.empty_evidence()
-    key = (source, checkpoint, stamp, patient_id, disease, words)
-    cached = EXPLANATIONS.get(key, _MISSING)
-    if cached is not _MISSING:
-        return cached
-    with st.spinner("Explaining the prediction..."):
-        return EXPLANATIONS.get_or_compute(
-            key, lambda: explain_panels(_record(source, patient_id), predictor, disease, words))
+    record = _record(source, patient_id)
+    key = EXPLAINED.key(record, checkpoint, stamp, disease, words)
+    return EXPLAINED.get(key, record, predictor, waiting=lambda: st.spinner("Explaining the prediction..."))
 
 
 def _word_spans(source: str, checkpoint: str, patient_id: str, disease: str) -> dict[int, list]:
@@ -344,10 +342,15 @@ def _contribution_chart(scores: PatientScores, disease: str) -> None:
                     config={"displaylogo": False})
     st.caption(C.risk_sentence(points, C.present_by_modality(scores))
                + " Orange raised the risk, blue lowered it; the points add up to this patient's risk.")
-    with st.expander("For researchers: exact contributions (log-odds), formula and methods"):
+    # the waterfall is drawn only while the expander is open (one rerun of this fragment when it is opened):
+    # a Plotly chart the browser rebuilt on every disease switch even folded away (issue 18)
+    researcher = st.expander("For researchers: exact contributions (log-odds), formula and methods",
+                             key="researcher_contributions", on_change="rerun")
+    with researcher:
         base, contributions, logit = C.scores_contributions(scores, disease)
-        st.plotly_chart(C.waterfall_figure(base, contributions, logit), width="stretch", key="contrib_chart",
-                        config={"displaylogo": False})
+        if researcher.open:
+            st.plotly_chart(C.waterfall_figure(base, contributions, logit), width="stretch", key="contrib_chart",
+                            config={"displaylogo": False})
         st.caption(C.contribution_sentence(contributions, C.present_by_modality(scores)))
         st.markdown(
             f"Exact Shapley values of the fusion tokens (four modality-specific tokens and the shared token), on the "
@@ -458,10 +461,11 @@ def _feedback_form(checkpoint: str, patient_id: str, disease: str, evidence: dic
                 st.success(f"Saved: {verdict} on {target[:60]} (audit trail).", icon=":material/check_circle:")
 
 
-def _report_content(source: str, checkpoint: str, record: PatientRecord, scores: PatientScores | None,
-                    disease: str | None, model_evidence: dict[str, Any] | None = None) -> R.ReportContent:
-    """What the exported report holds (plain text; the report escapes it)."""
-    latest, _ = _lab_tables(source, record.patient_id)
+def _report_content(checkpoint: str, record: PatientRecord, scores: PatientScores | None, disease: str | None,
+                    latest: pd.DataFrame, synthetic_model: bool,
+                    model_evidence: dict[str, Any] | None = None) -> R.ReportContent:
+    """What the exported report holds (plain text; the report escapes it). Plain Python: it runs on
+    Streamlit's download thread, outside the script run, so what needs the run (caches) is passed in."""
     evidence: dict[str, list[str]] = {}
     abnormal = latest[latest["abnormal"]] if not latest.empty else latest
     top = ((model_evidence or {}).get("summary") or {}).get("top") or {}
@@ -499,7 +503,7 @@ def _report_content(source: str, checkpoint: str, record: PatientRecord, scores:
         patient_id=record.patient_id, demographics=H.demographics_line(record, V.body_size(record)),
         modalities=", ".join(H.MODALITY_NAMES[m] for m in record.present_modalities) or "none",
         scores=scores, disease=disease, checkpoint=portable_path(checkpoint),
-        synthetic_model=model_is_synthetic(checkpoint), synthetic_data=record.truth is not None, evidence=evidence,
+        synthetic_model=synthetic_model, synthetic_data=record.truth is not None, evidence=evidence,
         notes=notes, image=image, overlay=overlay, image_caption=caption, vitals=vitals, labs=labs,
         coverage=R.coverage_lines(record, V.WINDOW_HOURS, H.MODALITY_NAMES),
         risk=risk_points(scores, disease) if scores is not None and disease else None,
@@ -508,11 +512,16 @@ def _report_content(source: str, checkpoint: str, record: PatientRecord, scores:
 
 def _downloads(source: str, checkpoint: str, record: PatientRecord, scores: PatientScores | None,
                disease: str | None, model_evidence: dict[str, Any] | None = None) -> None:
-    content = _report_content(source, checkpoint, record, scores, disease, model_evidence)
+    latest, _ = _lab_tables(source, record.patient_id)
+    synthetic_model = model_is_synthetic(checkpoint)
+    # built when a file is downloaded, not on every rerun (issue 18: it was ~5 % of a disease switch's run)
+    content = functools.cache(lambda: _report_content(checkpoint, record, scores, disease, latest, synthetic_model,
+                                                      model_evidence))
     c1, c2 = st.columns(2)
     patient = record.patient_id  # each download is logged when the file is made (app/auth.py audited)
-    html_report = audited(lambda: R.report_html(content), "export_report", patient, format="html", disease=disease)
-    pdf_report = audited(lambda: R.report_pdf(content), "export_report", patient, format="pdf", disease=disease)
+    html_report = audited(lambda: R.report_html(content()), "export_report", patient, format="html",
+                          disease=disease)
+    pdf_report = audited(lambda: R.report_pdf(content()), "export_report", patient, format="pdf", disease=disease)
     c1.download_button("Report (HTML)", data=html_report, file_name=f"{patient}_report.html",
                        mime="text/html", icon=":material/download:", key="report_html", on_click="ignore")
     c2.download_button("Report (PDF)", data=pdf_report, file_name=f"{patient}_report.pdf",
@@ -575,7 +584,8 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
                 "no evidence for it in any panel, so none is shaded.", icon=":material/info:")
     st.divider()
     # the labs table full width: at 1440 px every column (previous value, n, hours, result time) fits
-    coverage = _coverage(source, checkpoint, checkpoint_stamp(checkpoint), patient_id) if checkpoint else {}
+    coverage = (_coverage(source, checkpoint, checkpoint_stamp(checkpoint), patient_id,
+                          tuple(scores.left_out) if scores is not None else ()) if checkpoint else {})
     _guarded("lab results", _lab_panel, source, record, evidence["labs"] or None, mode,
              (model_evidence or {}).get("labs_read") if mode == "model" else None, coverage.get("labs"))
     st.divider()

@@ -242,4 +242,4 @@ def explain(record: PatientRecord, predictor, labels: Sequence[str] | None = Non
         )
     present = {m: bool(f.present[i]) for i, m in enumerate(modalities)}
     return Explanation(f.patient_id, chosen, per_label, present, describe_calibration(predictor.calibration),
-                       bool(evidence), trust.to_dict(), predictor.featurizer.coverage(record))
+                       bool(evidence), trust.to_dict(), predictor.featurizer.coverage(record).leaving_out(trust.left_out))

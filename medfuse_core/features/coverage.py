@@ -11,9 +11,9 @@ naming the modality's file) count as "unreadable file" (one each).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePath
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,7 @@ REASONS: dict[str, str] = {
     "over the sentence limit": "beyond the sentence limit",
     "not the chosen film": "other films (one film is read)",
     "unreadable file": "unreadable files",
+    "out of domain": "left out as unlike the training data",  # the domain check's, not a row's (runtime/domain.py)
 }
 _SINGULAR = {"unknown tests": "unknown test", "unknown channels": "unknown channel", "missing units": "missing unit",
              "unknown units": "unknown unit", "units that do not convert": "unit that does not convert",
@@ -101,6 +102,20 @@ class Coverage:
 
     def to_dict(self) -> dict[str, Any]:
         return {"hours": self.hours, "modalities": {m: c.to_dict() for m, c in self.modalities.items()}}
+
+    def leaving_out(self, modalities: Sequence[str]) -> "Coverage":
+        """This coverage with `modalities` left out whole by the applicability-domain check: what the rows
+        would have read is "out of domain" instead, so a report never says "read" for what the model did not
+        use (the row-level reasons stay as they were)."""
+        out = {}
+        for m, c in self.modalities.items():
+            if m in modalities and c.read:
+                not_read = {"out of domain": c.read, **c.not_read}
+                c = replace(c, read=0, not_read=dict(sorted(not_read.items(), key=lambda kv: -kv[1])),
+                            details=[{"what": f"{c.read} {_UNITS[m][c.read > 1]}", "time": "", "reason": "out of domain"},
+                                     *c.details])
+            out[m] = c
+        return replace(self, modalities=out)
 
     def counts(self) -> dict[str, int]:
         """Flat counts for a table row: `<modality>_given`, `<modality>_read`, `<modality>_not_read`."""

@@ -82,6 +82,7 @@ def users_file(tmp_path: Path, monkeypatch) -> Path:
     add_user(path, "alice", "clinician", PASSWORDS["alice"])
     add_user(path, "rob", "researcher", PASSWORDS["rob"])
     monkeypatch.setenv("MEDFUSE_LENS_USERS", str(path))
+    monkeypatch.setenv("MEDFUSE_LENS_UNBOUND_SIGN_IN", "1")  # AppTest cannot serve app/server.py's binding
     return path
 
 
@@ -198,6 +199,17 @@ def test_a_user_removed_from_the_file_is_signed_out(users_file: Path) -> None:
     users_file.write_text(json.dumps(data))
     at.run()
     assert at.text_input(key="sign_in_name") and not _shows_patient_data(at)
+
+
+def test_plain_main_refuses_local_sign_in_without_the_browser_binding(users_file: Path, monkeypatch) -> None:
+    """`streamlit run app/main.py` with a users file: no binding cookie (that is app/server.py), so no sign-in form,
+    a message naming the entry point to use, and no patient data."""
+    monkeypatch.delenv("MEDFUSE_LENS_UNBOUND_SIGN_IN")
+    at = _app().run()
+    assert not at.exception
+    error = _texts(at.error)
+    assert "streamlit run app/server.py" in error and "MEDFUSE_LENS_USERS" in error
+    assert not at.text_input and not _shows_patient_data(at)
 
 
 def test_malformed_users_file_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:

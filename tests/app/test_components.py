@@ -230,11 +230,24 @@ def test_window_level_maps_centre_to_mid_grey_and_saturates_outside() -> None:
     np.testing.assert_allclose(X.window_level(pixels, 0.5, 1.0), pixels)  # full window = identity
 
 
+def _film(fig) -> np.ndarray:
+    """The grey levels the viewer's film shows, decoded from the PNG it is sent as."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    uri = fig.data[0].source
+    assert uri.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+
+
 def test_downsampling_bounds_display_size() -> None:
     pixels = np.random.default_rng(0).random((2000, 1500), dtype=np.float32)
     fig = X.xray_figure(pixels)
-    z = np.asarray(fig.data[0].z)
+    z = _film(fig)
     assert max(z.shape) <= X.MAX_DISPLAY_SIDE and z.dtype == np.uint8
+    assert fig.data[0].dx == fig.data[0].dy == 3 and fig.data[0].x0 == 1.0  # block centres, original coordinates
     assert X.downsample(np.ones((5, 7)), 2).shape == (3, 4)
 
 
@@ -244,13 +257,29 @@ def test_viewer_is_zoomable_with_equal_aspect_and_overlay() -> None:
     overlay[10:20, 5:15] = 1.0
     fig = X.xray_figure(pixels, overlay=overlay, overlay_opacity=0.3, signed=False)
     film, over = fig.data
-    assert film.colorscale[0][1] == "black" and film.showscale is False
+    z = _film(fig)  # the ramp, full window: 0 (black) at the first pixel to 255 (white) at the last
+    assert film.type == "image" and z.shape == (64, 48) and z[0, 0] == 0 and z[-1, -1] == 255
+    np.testing.assert_allclose(z / 255, pixels, atol=0.5 / 255 + 1e-6)
     assert np.asarray(over.z).shape == pixels.shape and over.opacity == 0.3
     assert fig.layout.yaxis.scaleanchor == "x" and fig.layout.yaxis.fixedrange is False
     assert fig.layout.xaxis.fixedrange is False
     assert list(fig.layout.yaxis.range) == [63.5, -0.5]  # row 0 at the top
     with pytest.raises(ValueError, match="does not match"):
         X.xray_figure(pixels, overlay=np.zeros((10, 10)))
+
+
+def test_overlay_is_sent_coarser_than_a_large_film_and_still_lines_up() -> None:
+    """Issue 18: a 512 px film's overlay goes at 256 px (block means of 2 x 2), in the film's coordinates."""
+    pixels = np.zeros((512, 512), dtype=np.float32)
+    overlay = np.zeros_like(pixels)
+    overlay[100:104, 300:304] = 2.0  # one 4 x 4 hot spot = two 2 x 2 blocks a side
+    film, over = X.xray_figure(pixels, overlay=overlay, signed=False).data
+    z = np.asarray(over.z)
+    assert film.dx == 1 and z.shape == (X.MAX_OVERLAY_SIDE, X.MAX_OVERLAY_SIDE)
+    rows, cols = np.nonzero(z)
+    assert set(np.asarray(over.y)[rows]) == {100.5, 102.5} and set(np.asarray(over.x)[cols]) == {300.5, 302.5}
+    assert z.max() == pytest.approx(2.0)  # a block mean of a uniform block keeps its value
+    assert np.asarray(over.x)[0] == 0.5 and np.asarray(over.x)[-1] == 510.5  # spans the film's width
 
 
 def test_image_metadata_table() -> None:

@@ -176,6 +176,22 @@ def test_clinician_view_has_no_log_odds_jargon_outside_the_researcher_expander(w
     assert "sigmoid" in _text(researcher.markdown) and "log-odds" in _text(researcher.caption)
 
 
+def test_researcher_waterfall_is_drawn_when_its_expander_is_opened(with_model: Path) -> None:
+    """Issue 18: folded, the expander holds the formula and methods but no chart for the browser to rebuild on
+    every disease switch; opened (its state under its key, as a click sets it), it draws the waterfall."""
+    at = _page("views/patient.py", patient="P00004")
+    _ok(at)
+    folded = next(e for e in at.expander if e.label.startswith("For researchers: exact contributions"))
+    assert "sigmoid" in _text(folded.markdown) and not folded.get("plotly_chart")
+    charts = len(at.get("plotly_chart"))
+    at.session_state["researcher_contributions"] = True
+    at.run()
+    _ok(at)
+    opened = next(e for e in at.expander if e.label.startswith("For researchers: exact contributions"))
+    assert len(opened.get("plotly_chart")) == 1 and len(at.get("plotly_chart")) == charts + 1
+    assert "sigmoid" in _text(opened.markdown)
+
+
 def _inside_expander(at: AppTest, element) -> bool:
     for expander in at.expander:
         for kind in ("markdown", "caption", "info", "warning"):

@@ -138,6 +138,26 @@ def test_cli_writes_the_explanation(run_dir, tiny_cohort, tmp_path, capsys) -> N
     assert str(out) in capsys.readouterr().out
 
 
+def test_cli_writes_the_insufficient_data_state_for_a_patient_without_data(run_dir, tiny_cohort, tmp_path, capsys):
+    """No usable modality is an outcome (issue 17): the JSON says the state, the reason and what was read, so a
+    script explaining a worklist gets one file per patient; the exit status 1 still tells a shell."""
+    import shutil
+
+    bundle = tmp_path / "EMPTY"
+    shutil.copytree(find_bundles(tiny_cohort)[0], bundle)
+    for child in bundle.iterdir():  # only patient.json is left: no labs, notes, vitals or film
+        if child.name != "patient.json":
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    out = tmp_path / "empty.json"
+    rc = main(["explain", "--checkpoint", str(run_dir), "--patient", str(bundle), "--out", str(out)])
+    assert rc == 1
+    data = json.loads(out.read_text())
+    assert data["state"] == "insufficient data" and data["no_data"].startswith("no data: nothing the model can use")
+    assert "labels" not in data and "probability" not in out.read_text()
+    assert not any(m["read"] for m in data["coverage"]["modalities"].values())
+    assert str(out) in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("flag", ["--patient", "--checkpoint"])
 def test_cli_reports_a_missing_folder_in_one_line(run_dir, tiny_cohort, tmp_path, capsys, flag) -> None:
     args = {"--checkpoint": str(run_dir), "--patient": str(find_bundles(tiny_cohort)[0])}

@@ -101,3 +101,14 @@ def test_validate_prints_a_coverage_line_per_patient_and_details_with_v() -> Non
     short = subprocess.run([sys.executable, "-m", "medfuse_core", "validate", str(REAL_SHAPE)],
                            capture_output=True, text=True, timeout=120, cwd=REPO).stdout
     assert sum(line.startswith("coverage: ") for line in short.splitlines()) == 2 and "    labs:" not in short
+
+
+def test_a_modality_left_out_by_the_domain_check_is_not_read() -> None:
+    cov = coverage(read_bundle(REAL_SHAPE / "eicu_stay"), vocabulary())
+    left = cov.leaving_out(["labs"])
+    labs = left.modalities["labs"]
+    assert (labs.given, labs.read) == (52, 0)
+    assert labs.not_read == {"out of domain": 27, "unknown test": 16, "outside window": 9}
+    assert labs.summary().startswith("52 of 52 lab results not used: 27 left out as unlike the training data, ")
+    assert left.modalities["vitals"] == cov.modalities["vitals"] and cov.modalities["labs"].read == 27  # a copy
+    assert left.counts()["labs_read"] == 0 and cov.leaving_out([]) == cov
