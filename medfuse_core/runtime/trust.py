@@ -91,8 +91,8 @@ class PatientTrust:
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "needs_review": self.needs_review, "domain": self.domain.to_dict(),
                 "left_out": list(self.left_out), "reason": self.reason,
-                "intervals": None if self.low is None else {"level": self.level, "method": "conformal (Mondrian, by "
-                                                            "number of modalities used)"}}
+                "intervals": None if self.low is None else {"level": self.level, "method": "conformal (crepes, Mondrian "
+                                                            "by the set of modalities used and the outcome)"}}
 
 
 def patient_trust(probabilities: np.ndarray, thresholds: np.ndarray, check: DomainCheck | None, left_out: Sequence[str],
