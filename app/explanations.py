@@ -31,6 +31,7 @@ after each page's computation, every 10 of the worker's and every TRIM_EVERY_S w
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import io
@@ -330,10 +331,14 @@ class ExplanationDisk:
     def prune(self) -> None:
         """Remove the oldest files until the folder is within `max_bytes`."""
         files = []
-        for path in self.root.rglob("*.npz"):
+        for path in self.root.rglob("*.npz*"):
             try:
                 st = path.stat()
             except OSError:
+                continue
+            if path.name.startswith(".") and st.st_mtime < time.time() - 3600:  # a write cut off by a kill
+                with contextlib.suppress(OSError):
+                    path.unlink()
                 continue
             files.append((st.st_mtime, st.st_size, path))
         total = sum(size for _, size, _ in files)
@@ -359,10 +364,6 @@ class ExplanationService:
 
     def key(self, record: Any, checkpoint: str, stamp: float, disease: str, words: bool = False) -> ExplanationKey:
         return ExplanationKey(checkpoint_fingerprint(checkpoint, stamp), record_fingerprint(record), disease, words)
-
-    def ready(self, key: ExplanationKey) -> bool:
-        """Whether asking for `key` now returns at once (in memory, not being computed)."""
-        return key in self.cache
 
     def get(self, key: ExplanationKey, record: Any, predictor: Any, *, record_failure: bool = False,
             waiting: Callable[[], Any] | None = None, trim: bool = True) -> dict[str, Any]:
@@ -544,6 +545,7 @@ class Precomputer:
 
 
 PRECOMPUTER = Precomputer(SERVICE, PAGE_RUNS, progress=lambda: SERVICE.disk.root / PROGRESS_FILE)
+atexit.register(PRECOMPUTER.stop, 10.0)  # a server shutting down lets the explanation in progress finish
 
 
 def precompute_cohort(source: str, checkpoint: str, stamp: float, predictor: Any, records: dict[str, Any],

@@ -306,11 +306,6 @@ class SharedResults:
         with self._lock:
             return self._bytes
 
-    def computing(self, key: Hashable) -> bool:
-        """Whether someone is computing `key` now (an asker would wait for that computation)."""
-        with self._lock:
-            return key in self._computing
-
     def get(self, key: Hashable, default: Any = None) -> Any:
         """The cached value (counted as a hit), or `default`; never computes."""
         with self._lock:

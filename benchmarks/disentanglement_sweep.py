@@ -1,6 +1,6 @@
 """Sweep of the disentanglement loss weights: one fusion checkpoint per setting, same encoders.
 
-Each setting is the run config (`--config`, default assets/demo_run.json) with its `model.loss`
+Each setting is the run config (`--config`, default assets/demo_run.json) with its `train.loss`
 entries replaced; every run reuses the stage-1 encoders of `--encoders` (copied into its folder) and
 the cohort is read and featurized once for all of them, so a setting costs one stage-2 training.
 The checkpoints are listed in `<runs-dir>/sweep.json`, the input of
@@ -24,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from medfuse_core.models.baselines import DISENTANGLEMENT_WEIGHTS  # noqa: E402
+from medfuse_core.train.objective import DISENTANGLEMENT_WEIGHTS  # noqa: E402
 from medfuse_core.train.run import RunConfig, SplitConfig, prepare_data, run_training  # noqa: E402
 
 OFF = {weight: 0.0 for weight in DISENTANGLEMENT_WEIGHTS}
@@ -53,7 +53,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     **{f"demo losses, transformer head, fusion seed {seed}": {"head": "transformer", "fusion_seed": seed}
        for seed in range(1, 3)},
 }
-TRAIN_KEYS = ("seed", "fusion_seed", "selection_start")  # setting entries that go to the run config's "train" section, not "loss"
+TRAIN_KEYS = ("seed", "fusion_seed", "selection_start")  # setting entries that go to the run config's "train" section, not "train.loss"
 
 
 def slug(name: str) -> str:
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = args.runs_dir / slug(name)
         config = json.loads(json.dumps(base))
         setting = SETTINGS[name]
-        config["model"].setdefault("loss", {}).update({k: v for k, v in setting.items() if k not in TRAIN_KEYS + ("head",)})
+        config["train"].setdefault("loss", {}).update({k: v for k, v in setting.items() if k not in TRAIN_KEYS + ("head",)})
         if "head" in setting:
             config["model"].setdefault("fusion", {})["head"] = setting["head"]
         config["train"].update({k: v for k, v in setting.items() if k in TRAIN_KEYS})
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: best epoch {result.best_epoch + 1}, val macro-AUPRC {result.best_val_macro_auprc:.4f} "
               f"[{time.perf_counter() - started:.0f} s]", flush=True)
         listing = [e for e in listing if e["name"] != name]
-        listing.append({"name": name, "checkpoint": str(folder), "loss": config["model"]["loss"]})
+        listing.append({"name": name, "checkpoint": str(folder), "loss": config["train"]["loss"]})
         listing_file.write_text(json.dumps(listing, indent=1) + "\n")
     return 0
 

@@ -11,7 +11,7 @@ Every --checkpoint gets the full benchmark (ours, the no-MI ablation, ...). --sw
 checkpoints (a JSON list of run folders, or of {"checkpoint": RUN_DIR, "name": str}, or
 {"checkpoints": [...]}; relative paths are tried as given, then relative to FILE) for which only the
 route pair is computed (cheap: one batched exact-Shapley pass) and tabulated with the loss weights of
-their config.json (model.loss): the disentanglement trade-off curve. The full checkpoints appear in that
+their config.json (train.loss): the disentanglement trade-off curve. The full checkpoints appear in that
 table too.
 
 Writes the JSON and a markdown table next to it.
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from medfuse_core.numbers import json_safe  # noqa: E402
 from medfuse_core.explain.evidence import DEFAULT_IMAGE_METHOD, IMAGE_METHODS  # noqa: E402
-from medfuse_core.models.baselines import DISENTANGLEMENT_WEIGHTS  # noqa: E402
+from medfuse_core.train.objective import DISENTANGLEMENT_WEIGHTS  # noqa: E402
 from medfuse_core.benchmarking.faithfulness import (  # noqa: E402
     DEFAULT_KS,
     IMAGE_FRACTIONS,
@@ -77,10 +77,10 @@ def _shared_token_dropout(loss: dict[str, Any]) -> Any:
 
 def _route_row(name: str, run: str, predictor: Predictor, routes: dict | None, full: bool) -> dict[str, Any]:
     model = predictor.config.get("model", {})
-    loss = model.get("loss") or {}
+    train = predictor.config.get("train") or {}
+    loss = train.get("loss") or {}  # an older checkpoint's model.loss is read here too (checkpoint.upgrade_config)
     r = routes or {}
     loss = {**loss, "shared_token_dropout": _shared_token_dropout(loss)}
-    train = predictor.config.get("train") or {}
     return {"name": name, "checkpoint": run, "variant": model.get("variant", ""), "full_benchmark": full,
             "head": (model.get("fusion") or {}).get("head", "transformer"),
             "seed": train.get("fusion_seed") if train.get("fusion_seed") is not None else train.get("seed"),

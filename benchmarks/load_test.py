@@ -4,7 +4,8 @@ The dashboard serves every session from one Python process (one model, one set o
 session's script runs in its own thread), so this checks that concurrent clinicians get correct pages
 (no exception, no failed explanation or panel, no HTTP or console error), how long a page takes to
 settle, and that the server's memory stays bounded and flat. It is the real stack: the server started
-as a subprocess (`streamlit run app/main.py`, dev mode on loopback, demo cohort, the checkpoint below).
+as a subprocess (`streamlit run app/main.py`, dev mode on loopback, demo cohort, the checkpoint below,
+MALLOC_ARENA_MAX=2 as the README recommends for a server: `--arena-max`, 0 leaves it unset).
 
 Two kinds of session, all started together after a warm-up (one session opens the worklist alone on
 the cold server: demo cohort made, model loaded, cohort scored; reported as `cold worklist`):

@@ -44,12 +44,13 @@ TARGET_LABS_VITALS_MS = 25.0
 
 def _worker(cohort: Path) -> dict[str, list[float]]:
     """One pass over the cohort in this process: per-patient milliseconds for each measure."""
-    from medfuse_core.sources.bundle import LABS_FILE, VITALS_FILE, _read_csv_text, find_bundles, read_bundle
+    from medfuse_core.sources.bundle import LABS_FILE, VITALS_FILE, find_bundles, read_bundle
+    from medfuse_core.sources.csv_text import read_csv_text
     from medfuse_core.sources.labs import labs_from_table
     from medfuse_core.sources.vitals import vitals_from_table
 
     def table(path: Path):
-        return _read_csv_text(path, []) if path.is_file() else None
+        return read_csv_text(path, []) if path.is_file() else None
 
     folders = find_bundles(cohort)
     tables = [(f, table(f / LABS_FILE), table(f / VITALS_FILE)) for f in folders]

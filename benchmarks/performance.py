@@ -8,7 +8,8 @@ Sections (`--sections`, default all):
     predict   = `Predictor.predict([record])` (featurize with the embedding cache warm + forward);
     + groups  = `explain(record, predictor, evidence=False)`: predict + exact group Shapley values, all labels;
     review    = `explain(record, predictor, [label])`: + the four Captum evidence maps for one disease,
-                with the CLI's defaults (64 IG steps, word attributions for the top 3 sentences);
+                with the CLI's defaults (64 IG steps for the vitals; labs and sentences at most 32, the
+                film at most 16; word attributions for the top 3 sentences, 16 steps, in one batch);
     review (page) = the same as the review page runs it (`app.scoring.explain_panels`: 24 steps, no words).
 - scoring: `python -m medfuse_core score` on `--cohort` folders (e.g. 1k and 20k patients) as a
   subprocess: a cold pass (empty embedding cache) on the first, then a warm pass on each, in a
@@ -186,8 +187,8 @@ def training(checkpoint: str, cohort: Path, n_patients: int, device: str, batch_
     from medfuse_core.models.config import ModelConfig
     from medfuse_core.train.loop import TrainConfig, train
 
-    config = json.loads((Path(checkpoint) / "config.json").read_text())
     predictor = Predictor.load(checkpoint, device=device)
+    config = predictor.config  # read_config's: an older checkpoint's model.loss is already train.loss
     records = [read_bundle(b) for b in find_bundles(cohort)[:n_patients]]
     features, _ = predictor.featurize(records)
     n_val = max(1, n_patients // 8)

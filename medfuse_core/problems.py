@@ -61,3 +61,10 @@ class DataError(ValueError):
     def __init__(self, file: str, field: str, message: str):
         self.problem = error(file, field, message)
         super().__init__(str(self.problem))
+
+
+def excerpt(text: str, limit: int = 40) -> str:
+    """A short, escaped quotation of something read from a file or a link, for a message: repr() escapes
+    control characters and markup stays text; never more than `limit` characters of it."""
+    text = str(text)
+    return repr(text[:limit]) + (f" (+{len(text) - limit:,} more characters)" if len(text) > limit else "")

@@ -61,3 +61,55 @@ def test_components_read_no_files():
         for match in FILE_READS.finditer(code):
             offenders.append(f"{path.relative_to(ROOT)}: {match.group(0)}")
     assert not offenders, "file reads in app/components:\n" + textwrap.indent("\n".join(offenders), "  ")
+
+
+def _private_imports(path: Path, root: Path) -> list[str]:
+    """`file:line: module._name` for each private name of a medfuse_core module that `path` reaches into:
+    `from medfuse_core.x import _name`, or `y._name` where `y` is a medfuse_core module it imported."""
+
+    def is_module(dotted: str) -> bool:
+        base = root / Path(*dotted.split("."))
+        return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not name.startswith("__")
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    where = path.relative_to(root)
+    found, modules = [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "medfuse_core":
+            for alias in node.names:
+                if private(alias.name):
+                    found.append(f"{where}:{node.lineno}: {node.module}.{alias.name}")
+                elif is_module(f"{node.module}.{alias.name}"):
+                    modules[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "medfuse_core":
+                    modules[alias.asname or alias.name] = alias.name
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+                and private(node.attr)):
+            found.append(f"{where}:{node.lineno}: {modules[node.value.id]}.{node.attr}")
+    return found
+
+
+def test_no_module_imports_another_modules_private_names():
+    """A `_name` is its module's own business: the library, the app and the benchmarks use only public names
+    of medfuse_core (a helper two modules need gets a public home, e.g. sources/cell_text.py). Tests may
+    reach private helpers to test them."""
+    offenders = [hit for top in ("medfuse_core", "app", "benchmarks") for path in sorted((ROOT / top).rglob("*.py"))
+                 for hit in _private_imports(path, ROOT)]
+    assert not offenders, "private names imported across modules:\n" + "\n".join(offenders)
+
+
+def test_the_private_import_scan_can_fail(tmp_path):
+    (tmp_path / "medfuse_core" / "sources").mkdir(parents=True)
+    (tmp_path / "medfuse_core" / "sources" / "labs.py").write_text("def _plain(): ...\n")
+    user = tmp_path / "medfuse_core" / "user.py"
+    user.write_text("from medfuse_core.sources.labs import _plain\nfrom medfuse_core.sources import labs\n"
+                    "import medfuse_core.sources.labs as l2\nlabs._plain(); l2._plain(); labs.__name__\n")
+    assert _private_imports(user, tmp_path) == ["medfuse_core/user.py:1: medfuse_core.sources.labs._plain",
+                                                 "medfuse_core/user.py:4: medfuse_core.sources.labs._plain",
+                                                 "medfuse_core/user.py:4: medfuse_core.sources.labs._plain"]

@@ -30,7 +30,7 @@ from app.components.plain import markdown_escape
 from app.components import evidence as E
 from app.components import report as R
 from app.components.wording import UNCERTAINTY_HELP, UNCERTAINTY_NAME
-from app.scoring import TOP_SENTENCES, explain_panels
+from app.scoring import TOP_SENTENCES
 from app.explanations import SERVICE as EXPLAINED
 from app.state import (checkpoint_stamp, current_checkpoint, current_source, load_cohort, model_is_synthetic,
                        planted_evidence, predictor_or_reason, record_by_id, records_by_id, scores_or_none)

@@ -37,7 +37,7 @@ Three measurements per checkpoint (ISSUE 4, "Faithfulness benchmark"; DESIGN.md,
 
 JSON (``FaithfulnessReport.to_dict()``, strict JSON, NaN -> null)::
 
-    {"checkpoint": str, "variant": str, "loss": {...model.loss}, "n_patients": int, "labels": [...],
+    {"checkpoint": str, "variant": str, "loss": {...train.loss}, "n_patients": int, "labels": [...],
      "route_accuracy": {"single_route", "shared_route", "n_single", "n_shared",
                         "per_disease": {name: {"route", "accuracy", "n"}}} | null,
      "localisation": {modality: {"hit_rate", "hits", "n", "hit_rate_abs", "hits_abs", "not_visible",
@@ -550,7 +550,7 @@ def faithfulness(predictor, cases: Sequence[SyntheticCase], *, n_steps: int = 32
     return FaithfulnessReport(checkpoint, len(cases), labels, routes.to_dict() if routes is not None else None, local,
                               deletion, settings, time.perf_counter() - start,
                               variant=str((config.get("model") or {}).get("variant", "")),
-                              loss=dict((config.get("model") or {}).get("loss") or {}))
+                              loss=dict((config.get("train") or {}).get("loss") or {}))
 
 
 def _scores(explainer: EvidenceExplainer, m: str, k: int, n_steps: int, image_method: str, f: PatientFeatures,

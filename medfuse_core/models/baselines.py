@@ -26,17 +26,13 @@ have no shared projection); `tokens = [specific..., 0]` and `token_mask = [prese
 `present` is what the model really used: the override & batch.present & token_keep[:, :4] (a
 hidden specific token means a hidden modality; the shared column of token_keep is ignored).
 
-`build_model` also fixes what a baseline cannot use: the MI loss weights are 0 (the
-`mi_estimators` are kept so the training loop runs unchanged, but nothing of theirs reaches the
-model's loss), token dropout is 0 (no token fusion), and single-modality models get no modality
-dropout (hiding their only modality would only turn examples into bias-only ones). The fixed config
-is `model.config` and is what the checkpoint's config.json records.
+What a baseline trains without (the disentanglement losses, token or modality dropout) is a training
+setting: train/objective.py `variant_loss` fixes it from `config.variant`, and the checkpoint's
+`train.loss` records it.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 from abc import ABC, abstractmethod
 
 import torch
@@ -44,7 +40,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from medfuse_core.features.batch import Batch
-from medfuse_core.models.config import LossConfig, ModelConfig
+from medfuse_core.models.config import ModelConfig
 from medfuse_core.models.disentangle import ModalityVCLUB
 from medfuse_core.models.image_encoder import ImageEncoder
 from medfuse_core.models.lab_encoder import LabEncoder
@@ -57,30 +53,10 @@ SINGLE_VARIANTS: tuple[str, ...] = tuple(f"single:{m}" for m in MODALITIES)
 VARIANTS: tuple[str, ...] = ("medfuse_lens", "no_mi", "early_fusion", "late_fusion", "medfuse_lstm") + SINGLE_VARIANTS
 
 
-# every weight of the objective beyond the label loss (train/objective.py): what `no_mi` turns off
-DISENTANGLEMENT_WEIGHTS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(LossConfig) if f.name.endswith("_weight"))
-
-
-def variant_config(config: ModelConfig) -> ModelConfig:
-    """The config a variant really trains with (a copy when anything changes; see the module doc)."""
-    variant = config.variant
-    if variant not in VARIANTS:
-        raise ValueError(f"model variant {variant!r}: expected one of {', '.join(VARIANTS)}")
-    if variant == "medfuse_lens":
-        return config
-    config = copy.deepcopy(config)
-    for term in DISENTANGLEMENT_WEIGHTS:
-        setattr(config.loss, term, 0.0)
-    if variant != "no_mi":
-        config.loss.token_dropout = 0.0
-    if variant in SINGLE_VARIANTS:
-        config.loss.modality_dropout = 0.0
-    return config
-
-
 def build_model(config: ModelConfig) -> nn.Module:
-    """The model class `config.variant` names, built from the variant's config (`model.config`)."""
-    config = variant_config(config)
+    """The model class `config.variant` names (`model.config` is `config`)."""
+    if config.variant not in VARIANTS:
+        raise ValueError(f"model variant {config.variant!r}: expected one of {', '.join(VARIANTS)}")
     if config.variant in ("medfuse_lens", "no_mi"):
         return MedFuseLens(config)
     if config.variant in SINGLE_VARIANTS:

@@ -75,22 +75,6 @@ class FusionConfig:
 
 
 @dataclass
-class LossConfig:
-    """Weights of the training objective and the dropout that makes coalitions in-distribution."""
-
-    infonce_weight: float = 0.1
-    infonce_temperature: float = 0.1
-    vclub_weight: float = 0.1
-    consensus_weight: float = 0.0  # partner alignment of shared projections (train/objective.py)
-    decorrelation_weight: float = 0.0  # cross-correlation of specific vs shared projections
-    shared_aux_weight: float = 0.0  # label loss of the shared token alone
-    parsimony_weight: float = 0.0  # specific tokens only for what the shared token cannot explain
-    modality_dropout: float = 0.3  # chance a present modality is hidden for a training example
-    token_dropout: float = 0.15  # chance a specific token is masked for a training example
-    shared_token_dropout: float | None = None  # chance the shared token is masked (None: token_dropout)
-
-
-@dataclass
 class ModelConfig:
     labels: list[str] = field(default_factory=list)  # output names, in head order
     labs: LabEncoderConfig = field(default_factory=LabEncoderConfig)
@@ -98,9 +82,9 @@ class ModelConfig:
     vitals: VitalsEncoderConfig = field(default_factory=VitalsEncoderConfig)
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    # which model `models.baselines.build_model` builds: "medfuse_lens" (the model), "no_mi" (it,
-    # without the InfoNCE / vCLUB losses), "early_fusion", "late_fusion", "medfuse_lstm", or
+    # which model `models.baselines.build_model` builds: "medfuse_lens" (the model), "no_mi" (it, trained
+    # without the disentanglement losses: train/objective.py variant_loss), "early_fusion", "late_fusion",
+    # "medfuse_lstm", or
     # "single:labs" | "single:notes" | "single:vitals" | "single:image" (see models/baselines.py)
     variant: str = "medfuse_lens"
     # the modalities the model reads, in token order: the four built-in ones (their sections above), then
@@ -116,6 +100,9 @@ class ModelConfig:
         sections = {f.name: f.type for f in fields(cls)}
         kwargs: dict[str, Any] = {}
         for name, value in data.items():
+            if name in MOVED_SECTIONS:
+                raise ValueError(f"config.json: model.{name}: not a model setting; it belongs in {MOVED_SECTIONS[name]} "
+                                 "(runtime.checkpoint.read_config moves it there in an older checkpoint)")
             if name not in sections:
                 raise ValueError(f"config.json: {name}: unknown section; expected one of {sorted(sections)}")
             section_type = SECTION_TYPES.get(name)
@@ -131,7 +118,13 @@ SECTION_TYPES = {
     "vitals": VitalsEncoderConfig,
     "image": ImageEncoderConfig,
     "fusion": FusionConfig,
-    "loss": LossConfig,
+}
+
+# Sections older checkpoints wrote into the model config that the model never reads, with their owner now.
+# `runtime.checkpoint.upgrade_config` moves them there when an older config.json is read (nothing is dropped),
+# and a run config that still has one is refused with the owner named.
+MOVED_SECTIONS: dict[str, str] = {
+    "loss": "train.loss (the objective's weights and the training dropout: train/objective.py LossConfig)",
 }
 
 # Fields older checkpoints wrote that no model part reads: each setting has one owner (the feature spec),

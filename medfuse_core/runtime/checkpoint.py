@@ -7,11 +7,13 @@ A run folder holds:
     trainer_state.safetensors  optimizer tensors and torch RNG state, for resuming
 
 `check_checkpoint_files` / `install_checkpoint` check a checkpoint uploaded to the dashboard (below).
+`upgrade_config` reads an older config.json in today's layout (both the reader and the upload check use it).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -30,6 +32,8 @@ WEIGHTS_FILE = "model.safetensors"
 TRAINER_JSON = "trainer_state.json"
 TRAINER_TENSORS = "trainer_state.safetensors"
 FORMAT_VERSION = 1
+
+logger = logging.getLogger(__name__)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -63,7 +67,31 @@ def read_config(folder: str | Path) -> dict[str, Any]:
         raise DataError(str(path), "", f"expected a JSON object, found {type(config).__name__}")
     if config.get("format_version") != FORMAT_VERSION:
         raise DataError(str(path), "format_version", f"expected {FORMAT_VERSION}, found {config.get('format_version')!r}")
-    return config
+    return upgrade_config(config, str(path))
+
+
+def upgrade_config(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """`config` with the sections older checkpoints wrote into `model` that belong elsewhere moved to their owner
+    (`models.config.MOVED_SECTIONS`: `model.loss`, the objective's weights, is training provenance and goes to
+    `train.loss`), logged; nothing is dropped. A new dict: the file and the caller's dict are left as they are.
+    Both places holding different values is an error naming the field (which one the run used is unknown)."""
+    from medfuse_core.models.config import MOVED_SECTIONS
+
+    model, train = config.get("model"), config.get("train")
+    if not isinstance(model, dict) or not any(name in model for name in MOVED_SECTIONS):
+        return config
+    if train is not None and not isinstance(train, dict):
+        return config  # check_config names a malformed train section
+    upgraded = {**config, "model": {k: v for k, v in model.items() if k not in MOVED_SECTIONS}, "train": dict(train or {})}
+    for name, owner in MOVED_SECTIONS.items():
+        if name not in model:
+            continue
+        if name in upgraded["train"] and upgraded["train"][name] != model[name]:
+            raise DataError(where, f"model.{name}", f"expected this section only in train.{name} (its owner now); "
+                                                   f"found both, with different values")
+        upgraded["train"][name] = model[name]
+        logger.info("%s: model.%s is read as train.%s: %s", where, name, name, owner)
+    return upgraded
 
 
 def load_weights(model: torch.nn.Module, folder: str | Path, device: str | torch.device = "cpu") -> None:
@@ -211,7 +239,7 @@ def _parsed_config(data: bytes, problems: list[Problem]) -> dict[str, Any] | Non
         return None
     found = check_config(config)
     problems += found
-    return None if found else config
+    return None if found else upgrade_config(config, CONFIG_FILE)
 
 
 def check_config(config: Any) -> list[Problem]:
@@ -234,6 +262,11 @@ def check_config(config: Any) -> list[Problem]:
         return problems
     if config.get("format_version") != FORMAT_VERSION:
         bad("format_version", f"expected {FORMAT_VERSION}, found {config.get('format_version')!r}")
+    try:
+        config = upgrade_config(config, CONFIG_FILE)
+    except DataError as exc:
+        problems.append(exc.problem)
+        return problems
     model, features = config.get("model"), config.get("features")
     if not isinstance(model, dict):
         bad("model", f"expected an object (the model's sections), found {_kind(model)}")

@@ -21,9 +21,7 @@ notes it; the dashboard escapes it). Images must be chest radiographs (see `load
 
 from __future__ import annotations
 
-import csv
 import datetime
-import io
 import json
 import math
 import os
@@ -34,9 +32,10 @@ from typing import Any
 import pandas as pd
 
 from medfuse_core import bounded_json
-from medfuse_core.problems import DataError, Problem, error, warning
+from medfuse_core.problems import DataError, Problem, error, excerpt, warning
 from medfuse_core.modalities import REGISTRY
 from medfuse_core.record import MODALITIES, ChestImage, ImageMetadata, Labs, Note, PatientRecord, Vitals
+from medfuse_core.sources.csv_text import read_csv_text
 from medfuse_core.sources.images import load_image, write_image
 from medfuse_core.sources.labs import check_patient_labs, labs_from_table, to_clock
 from medfuse_core.sources.vitals import vitals_from_table
@@ -52,7 +51,6 @@ TRUTH_FILE = "truth.json"
 IMAGE_SUFFIXES = {"dicom": ".dcm", "png": ".png", "jpeg": ".jpg"}
 MAX_PATIENT_JSON_BYTES = 1024**2  # a patient.json is ~1 KB; labels for thousands of diseases fit
 MAX_PATIENT_ID_CHARS = 128  # MRNs and MIMIC ids are < 20; an id is written into every audit line
-MAX_CSV_LINE_CHARS = 131_072  # Python's csv field limit: a longer line would be dropped in silence
 MAX_NOTE_CHARS = 200_000  # longer notes are cut (a discharge summary is rarely over 50,000 characters)
 _LABS_EXPECTED = "time, value and item or itemid"
 _VITALS_EXPECTED = "time, channel and value"
@@ -152,13 +150,6 @@ class _BundleTimes:
 def _outside(path: Path, folder: Path) -> bool:
     """True when `path` exists only as a link to somewhere outside `folder`."""
     return path.is_symlink() and not path.resolve().is_relative_to(folder.resolve())
-
-
-def excerpt(text: str, limit: int = 40) -> str:
-    """A short, escaped quotation of something read from a file or a link, for a message: repr() escapes
-    control characters and markup stays text; never more than `limit` characters of it."""
-    text = str(text)
-    return repr(text[:limit]) + (f" (+{len(text) - limit:,} more characters)" if len(text) > limit else "")
 
 
 def _link_message(path: Path, what: str, folder: Path | None = None) -> str:
@@ -300,88 +291,11 @@ def _labels(value: Any, file: str, problems: list[Problem]) -> dict[str, int] | 
     return labels
 
 
-def _read_csv_text(path: Path, problems: list[Problem]) -> pd.DataFrame | None:
-    """All cells as strings ("" for empty). A malformed line is left out with a warning, not the file;
-    None (with an error problem) only if the file cannot be read as CSV at all."""
-    raw = _read_bytes_no_link(path)
-    utf16 = _utf16_encoding(raw)
-    if utf16:  # spreadsheet "Unicode text" exports
-        text = raw.decode(utf16, errors="replace").lstrip("\ufeff")
-        how = "it starts with its byte-order mark" if utf16 == "utf-16" else "every other byte is 0"
-        problems.append(warning(str(path), "", f"expected UTF-8 text; read as UTF-16 ({how})"))
-    else:
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            # Spreadsheet exports in Latin-1 ("µg/L") are common; read them rather than lose the file.
-            text = raw.decode("latin-1")
-            problems.append(warning(str(path), "", f"expected UTF-8 text ({exc.reason} at byte {exc.start}); read as Latin-1"))
-    if not text.strip():
-        return pd.DataFrame()
-    text = _without_long_lines(text, path, problems)
-    bad_lines: list[list[str]] = []
-
-    def keep_bad_line(fields: list[str]) -> None:
-        bad_lines.append(fields)
-        return None
-
-    try:
-        table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True,
-                            engine="python", on_bad_lines=keep_bad_line)
-    except (pd.errors.ParserError, ValueError, csv.Error) as exc:
-        problems.append(error(str(path), "", f"expected comma-separated rows under one header line: {exc}; file left out"))
-        return None
-    n_columns = len(table.columns)
-    for fields in bad_lines[:20]:
-        problems.append(warning(str(path), "row", f"expected {n_columns} fields, found {len(fields)} in "
-                                f"{excerpt(','.join(fields), 80)}; row left out"))
-    if len(bad_lines) > 20:
-        problems.append(warning(str(path), "row", f"{len(bad_lines) - 20} more malformed rows left out"))
-    return table
-
-
-def _read_bytes_no_link(path: Path) -> bytes:
-    """The file's bytes, refusing to follow a link at the last step (O_NOFOLLOW), so a link swapped in
-    after the checks is not read either."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    with os.fdopen(fd, "rb") as fh:
-        return fh.read()
-
-
-def _utf16_encoding(raw: bytes) -> str | None:
-    """'utf-16' when the bytes carry a UTF-16 byte-order mark, 'utf-16-le'/'-be' when every other byte of
-    the start is 0 (ASCII text in UTF-16 without a mark), else None."""
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "utf-16"
-    head = raw[:400]
-    if len(head) >= 8 and len(head) % 2 == 0:
-        if head[1::2].count(0) == len(head) // 2 and head[0::2].count(0) == 0:
-            return "utf-16-le"
-        if head[0::2].count(0) == len(head) // 2 and head[1::2].count(0) == 0:
-            return "utf-16-be"
-    return None
-
-
-def _without_long_lines(text: str, path: Path, problems: list[Problem]) -> str:
-    """`text` without its lines over MAX_CSV_LINE_CHARS characters, each reported (the CSV reader would
-    drop such a row without a word)."""
-    if len(text) <= MAX_CSV_LINE_CHARS or max(map(len, text.splitlines())) <= MAX_CSV_LINE_CHARS:
-        return text
-    kept = []
-    for number, line in enumerate(text.splitlines(keepends=True), start=1):
-        if len(line.rstrip("\r\n")) > MAX_CSV_LINE_CHARS:
-            problems.append(warning(str(path), f"line {number}", f"expected at most {MAX_CSV_LINE_CHARS:,} characters "
-                                                                f"per line; found {len(line.rstrip()):,}; row left out"))
-        else:
-            kept.append(line)
-    return "".join(kept)
-
-
 def _read_table(path: Path, parse, empty_type, problems: list[Problem], folder: Path, expected: str,
                 times: _BundleTimes | None = None):
     if not _kept_inside(path, folder, problems) or not path.is_file():
         return empty_type()
-    raw = _read_csv_text(path, problems)
+    raw = read_csv_text(path, problems)
     if raw is None:
         return empty_type()
     if len(raw.columns) == 0:
@@ -412,7 +326,7 @@ def _read_index(folder: Path, problems: list[Problem], required_suffixes: tuple[
             problems.append(warning(str(index_path), "", "expected an index.csv with columns file,time,... ; "
                                     f"using the {len(files)} files found, without times"))
         return pd.DataFrame({"file": files})
-    index = _read_csv_text(index_path, problems)
+    index = read_csv_text(index_path, problems)
     if index is None:
         return None
     index.columns = [str(c).strip().lower() for c in index.columns]

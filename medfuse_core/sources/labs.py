@@ -8,8 +8,8 @@ cannot be placed at all (no usable time, no item name or id) are dropped, each w
 Row numbers in problems ("row 7: time") count data rows from 1; the header is not counted, so
 row 1 is the file's second line.
 
-The table helpers (`normalise_columns`, `parse_times`, `row_problems`, `to_float`) are shared with
-`vitals.py`.
+The table helpers (`normalise_columns`, `parse_times`, `to_float`) are shared with `vitals.py`; the cell
+parsing both use is `cell_text.py`.
 """
 
 from __future__ import annotations
@@ -26,20 +26,26 @@ from pandas._libs import lib
 from medfuse_core.problems import DataError, Problem, info, warning
 from medfuse_core.record import Labs
 from medfuse_core.sources.lab_harmonise import LabArrays, harmonise_arrays
+from medfuse_core.sources.cell_text import (
+    NUMBER,
+    THOUSANDS,
+    as_to_numeric_call,
+    float_parts,
+    number_values,
+    is_plain_text,
+    row_problems,
+    row_problems_at,
+    str_cells,
+    stripped_cells,
+)
 from medfuse_core.sources.lab_vocabulary import by_itemid, loinc_code
 
 TIME_EXPECTED = "an ISO date-time like 2131-05-07 14:00"
-MAX_ROW_WARNINGS = 20  # per field; beyond this one summary warning, so a bad file gives a readable list
 
 # Censoring prefixes, longest first so "<=" wins over "<" (upper-cased text).
 _BELOW = r"<=|=<|<|≤|LESS\s+THAN(?:\s+OR\s+EQUAL(?:\s+TO)?)?"
 _ABOVE = r">=|=>|>|≥|GREATER\s+THAN(?:\s+OR\s+EQUAL(?:\s+TO)?)?"
-# A plain decimal number, optional minus sign and exponent. No leading "+": "+1" / "1+" are urine
-# dipstick grades (ordinal), not quantities in the lab's unit, so they stay text with NaN value.
-_NUMBER = r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:E[+-]?\d+)?"
-_LAB_VALUE = rf"^(?:(?P<below>{_BELOW})|(?P<above>{_ABOVE}))?\s*(?P<num>{_NUMBER})$"
-# A comma followed by exactly three digits is a thousands separator ("1,234"), not a list.
-_THOUSANDS = r"(?<=\d),(?=\d{3}(?:\D|$))"
+_LAB_VALUE = rf"^(?:(?P<below>{_BELOW})|(?P<above>{_ABOVE}))?\s*(?P<num>{NUMBER})$"
 _UTC_OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})$"
 
 
@@ -51,11 +57,8 @@ class ParsedLabValue:
     censored: str  # "" | "below" | "above"
 
 
-_THOUSANDS_RE = re.compile(_THOUSANDS)
-_NUMBER_RE = re.compile(_NUMBER, re.IGNORECASE)
+_THOUSANDS_RE = re.compile(THOUSANDS)
 _LAB_VALUE_RE = re.compile(_LAB_VALUE)
-_INT_TEXT_RE = re.compile(r"-?[0-9]+")
-_INT_RANGE = (-(2**63), 2**64 - 1)  # integers pd.to_numeric keeps as integers
 
 
 def _distinct_texts(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -76,94 +79,25 @@ def _on_unique(texts: pd.Series, parse: Callable[[pd.Series], pd.DataFrame]) -> 
     return out
 
 
-def _numbers(candidates: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
-    """`pd.to_numeric(errors="coerce")` as float64 of regex-checked number texts (None: no number).
-
-    Also says which are integer texts: `pd.to_numeric` of texts that are all integers goes through
-    int64, which turns "-0" into 0.0 (see `_as_to_numeric_call`). Non-finite results stay as they are."""
-    values = np.full(len(candidates), np.nan)
-    integer = np.zeros(len(candidates), dtype=bool)
-    other: list[int] = []
-    for i, text in enumerate(candidates):
-        if text is None:
-            continue
-        if text.isascii():  # the regexes admit only Python float literals here
-            values[i] = float(text)
-            integer[i] = _INT_TEXT_RE.fullmatch(text) is not None
-        else:  # non-ASCII digits: left to pandas' own parser (which does not read them)
-            other.append(i)
-    if other:
-        texts = pd.Series([candidates[i] for i in other] + [""], dtype=object)
-        values[other] = pd.to_numeric(texts, errors="coerce").astype("float64").to_numpy()[:-1]
-    return values, integer
-
-
-def _as_to_numeric_call(values: np.ndarray, integer: np.ndarray, candidates: list[str | None]) -> np.ndarray:
-    """`values` of one `pd.to_numeric` call: all-integer texts give +0.0 for "-0"; then NaN if not finite."""
-    if len(values) and integer.all() and np.signbit(values).any():
-        if all(_INT_RANGE[0] <= int(t) <= _INT_RANGE[1] for t in candidates):
-            values = values + 0.0  # -0.0 -> 0.0
-    return np.where(np.isfinite(values), values, np.nan)
-
-
-def _float_candidates(uniques: np.ndarray) -> list[str | None]:
-    """The text `to_float` hands to pd.to_numeric per distinct (str) text, None where no number."""
-    out: list[str | None] = []
-    for text in uniques:
-        text = text.strip()
-        if "," in text:
-            text = _THOUSANDS_RE.sub("", text)
-        out.append(text if _NUMBER_RE.fullmatch(text) is not None else None)
-    return out
-
-
-def _float_parts(uniques: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
-    """Per distinct str text: the number (before the whole-call rules), integer flag, candidate text."""
-    candidates = _float_candidates(uniques)
-    values, integer = _numbers(candidates)
-    return values, integer, candidates
-
-
 def _float_array(texts: pd.Series) -> np.ndarray | None:
     """`to_float(texts)` as a float64 array; None when a cell is not text (then use the pandas path)."""
     codes, uniques = _distinct_texts(texts)
     if len(uniques) and not lib.is_string_array(uniques, skipna=False):
         return None
-    values, integer, candidates = _float_parts(uniques)
-    return _as_to_numeric_call(values, integer, candidates)[codes]
+    values, integer, candidates = float_parts(uniques)
+    return as_to_numeric_call(values, integer, candidates)[codes]
 
 
 def _float_values(texts: np.ndarray) -> np.ndarray:
     """`to_float` of an object array of str (no missing cells) as a float64 array."""
     codes, uniques = pd.factorize(texts)
-    values, integer, candidates = _float_parts(np.asarray(uniques, dtype=object))
-    return _as_to_numeric_call(values, integer, candidates)[codes]
-
-
-def _plain(texts: np.ndarray | list[str]) -> bool:
-    """All characters printable ASCII. On such text pandas' string methods (pyarrow or Python) and
-    Python's own agree: whitespace is " " only, \\d is [0-9], no line ends for "$"."""
-    joined = "".join(texts)
-    return joined.isascii() and joined.isprintable()
-
-
-def _str_cells(texts: pd.Series) -> np.ndarray | None:
-    """The cells as an object array of str, None when some are missing or not text."""
-    values = texts.to_numpy(dtype=object)
-    return values if not len(values) or lib.is_string_array(values, skipna=False) else None
-
-
-def _stripped(texts: pd.Series) -> np.ndarray:
-    """`texts.str.strip()` as an object array, without the pandas call when the text is plain."""
-    values = _str_cells(texts)
-    if values is not None and _plain(values):
-        return np.array([v.strip() for v in values], dtype=object)
-    return texts.str.strip().to_numpy(dtype=object)
+    values, integer, candidates = float_parts(np.asarray(uniques, dtype=object))
+    return as_to_numeric_call(values, integer, candidates)[codes]
 
 
 def _parse_distinct_lab_values(texts: pd.Series) -> pd.DataFrame:
     """The regex work of `parse_lab_values`, on (distinct) strings."""
-    norm = texts.str.strip().str.upper().str.replace(_THOUSANDS, "", regex=True)
+    norm = texts.str.strip().str.upper().str.replace(THOUSANDS, "", regex=True)
     parts = norm.str.extract(_LAB_VALUE)
     value = pd.to_numeric(parts["num"], errors="coerce").astype("float64")
     value = value.where(np.isfinite(value))
@@ -191,8 +125,8 @@ def _lab_value_arrays(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         else:
             candidates.append(match["num"])
             censoring.append("below" if match["below"] is not None else "above" if match["above"] is not None else "")
-    values, integer = _numbers(candidates)
-    values = _as_to_numeric_call(values, integer, candidates)
+    values, integer = number_values(candidates)
+    values = as_to_numeric_call(values, integer, candidates)
     censored = np.array(censoring, dtype=object)
     censored[np.isnan(values)] = ""
     return values[codes], censored[codes]
@@ -221,6 +155,8 @@ def parse_lab_value(text: str | float | None) -> ParsedLabValue:
 
 # ---------------------------------------------------------------------------------------------
 # Table helpers shared with vitals.py
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -293,12 +229,12 @@ def parse_times(texts: pd.Series, file: str, clock: datetime.tzinfo | None = Non
             problems.append(info(file, "time", f"{shifted} times carry a UTC offset; converted to the index "
                                                f"time's offset ({_offset_text(clock)})"))
         return times, problems
-    values = _str_cells(texts) if texts.dtype == object or isinstance(texts.dtype, pd.StringDtype) else None
+    values = str_cells(texts) if texts.dtype == object or isinstance(texts.dtype, pd.StringDtype) else None
     if values is None:
         return _parse_times_series(texts, file)
     codes, uniques = pd.factorize(values)
     uniques = np.asarray(uniques, dtype=object)
-    if not _plain(uniques):
+    if not is_plain_text(uniques):
         times, problems = _parse_times_series(pd.Series(uniques, dtype=texts.dtype, name=texts.name), file,
                                               counts=np.bincount(codes, minlength=len(uniques)))
         out = times.iloc[codes]
@@ -408,31 +344,9 @@ def _parse_times_series(texts: pd.Series, file: str, counts: np.ndarray | None =
     return times.where(in_range), problems
 
 
-def row_problems(
-    file: str, rows: pd.Index, field: str, expected: str, found: pd.Series, outcome: str
-) -> list[Problem]:
-    """One warning per bad row (up to MAX_ROW_WARNINGS), then one summary for the rest.
-
-    `rows` are labels of `found`, which are 0-based input row positions; `outcome` says what was done
-    ("row dropped", "limit left unknown").
-    """
-    positions = list(rows)
-    out = [
-        warning(file, f"row {p + 1}: {field}", f"expected {expected}; found {found.loc[p]!r}; {outcome}")
-        for p in positions[:MAX_ROW_WARNINGS]
-    ]
-    rest = positions[MAX_ROW_WARNINGS:]
-    if rest:
-        sample = ", ".join(str(p + 1) for p in rest[:10]) + (", ..." if len(rest) > 10 else "")
-        out.append(
-            warning(file, f"{len(rest)} more rows: {field}", f"expected {expected}; {outcome} in rows {sample}")
-        )
-    return out
-
-
 def _distinct_to_float(texts: pd.Series) -> pd.DataFrame:
-    norm = texts.str.strip().str.replace(_THOUSANDS, "", regex=True)
-    value = pd.to_numeric(norm.where(norm.str.fullmatch(_NUMBER, case=False), ""), errors="coerce")
+    norm = texts.str.strip().str.replace(THOUSANDS, "", regex=True)
+    value = pd.to_numeric(norm.where(norm.str.fullmatch(NUMBER, case=False), ""), errors="coerce")
     value = value.astype("float64")
     return pd.DataFrame({"value": value.where(np.isfinite(value))})
 
@@ -447,6 +361,8 @@ def to_float(texts: pd.Series) -> pd.Series:
 
 # ---------------------------------------------------------------------------------------------
 # labs.csv
+
+
 # ---------------------------------------------------------------------------------------------
 
 _LAB_EXPECTED = "time, value and item or itemid"
@@ -455,7 +371,7 @@ _LAB_EXPECTED = "time, value and item or itemid"
 def _itemids(texts: pd.Series) -> tuple[pd.Series, pd.Series, np.ndarray]:
     """Integer item ids (<NA> where empty or not an integer), a mask of non-empty bad ids, and the
     LOINC codes written in the column instead ("2345-7", "http://loinc.org|2345-7"; "" elsewhere)."""
-    stripped = _stripped(texts)
+    stripped = stripped_cells(texts)
     number = _float_values(stripped)
     whole = ~np.isnan(number) & (number == np.round(number)) & (np.abs(number) < 2**53)
     ids = pd.arrays.IntegerArray(np.where(whole, number, 0.0).astype("int64"), ~whole)
@@ -469,16 +385,6 @@ def _loinc_codes(texts: np.ndarray) -> np.ndarray:
     codes, uniques = pd.factorize(texts)
     found = np.array([loinc_code(u) or "" for u in uniques] + [""], dtype=object)
     return found[codes]
-
-
-def _row_problems_at(file: str, mask: np.ndarray, field: str, expected: str, found: pd.Series | np.ndarray,
-                     outcome: str) -> list[Problem]:
-    """`row_problems` for the rows of a RangeIndex table where `mask` holds."""
-    if not mask.any():
-        return []
-    if not isinstance(found, pd.Series):
-        found = pd.Series(found, dtype=object)
-    return row_problems(file, pd.Index(np.flatnonzero(mask)), field, expected, found, outcome)
 
 
 def _reference_limit(texts: np.ndarray, field: str, file: str, rows: np.ndarray) -> tuple[np.ndarray, list[Problem]]:
@@ -504,16 +410,16 @@ def _ref_order_problems(ref_low: np.ndarray, ref_high: np.ndarray, rows: np.ndar
 
 def _text(table: pd.DataFrame, name: str) -> np.ndarray:
     """A stripped optional text column, "" where absent (object array)."""
-    return _stripped(table[name]) if name in table else np.full(len(table), "", dtype=object)
+    return stripped_cells(table[name]) if name in table else np.full(len(table), "", dtype=object)
 
 
 def _placeable(table: pd.DataFrame, bad_time: np.ndarray, item: np.ndarray, has_id: np.ndarray,
                file: str) -> tuple[np.ndarray, list[Problem]]:
     """Rows to keep: a parseable time and an item name or id; a warning for each row dropped."""
     no_item = (item == "") & ~has_id & ~bad_time
-    problems = _row_problems_at(file, bad_time, "time", TIME_EXPECTED, table["time"], "row dropped")
+    problems = row_problems_at(file, bad_time, "time", TIME_EXPECTED, table["time"], "row dropped")
     field = "item" if "item" in table else "itemid"
-    problems += _row_problems_at(
+    problems += row_problems_at(
         file, no_item, field, "an item name or an integer itemid", table[field], "row dropped"
     )
     return ~bad_time & ~no_item, problems
@@ -545,14 +451,14 @@ def labs_from_table(raw: pd.DataFrame, file: str, clock: datetime.tzinfo | None 
         written = _text(table, "loinc")
         codes = _loinc_codes(written)
         bad_loinc = (written != "") & (codes == "")
-        problems += _row_problems_at(file, bad_loinc, "loinc", "a LOINC code like 2345-7", table["loinc"],
+        problems += row_problems_at(file, bad_loinc, "loinc", "a LOINC code like 2345-7", table["loinc"],
                                      "code left unknown")
         loinc = np.where(codes != "", codes, loinc).astype(object)
     item = _text(table, "item")
     bad_time = times.isna().to_numpy(dtype=bool)
     keep, drop_problems = _placeable(table, bad_time, item, ~itemid.isna() | (loinc != ""), file)
     problems += drop_problems
-    problems += _row_problems_at(
+    problems += row_problems_at(
         file, bad_id & keep, "itemid", "an integer item id like 50912 or a LOINC code like 2345-7",
         table.get("itemid"), "item id left unknown"
     )
@@ -611,6 +517,8 @@ def _lab_columns(
 
 # ---------------------------------------------------------------------------------------------
 # Checks on one patient's labs (bundles): repeated results, an item in two units
+
+
 # ---------------------------------------------------------------------------------------------
 
 

@@ -31,18 +31,14 @@ import pandas as pd
 
 from medfuse_core.problems import Problem, warning
 from medfuse_core.record import Vitals
-from medfuse_core.sources.labs import (
-    TIME_EXPECTED,
-    _as_to_numeric_call,
-    _float_parts,
-    _plain,
-    _row_problems_at,
-    _stripped,
-    normalise_columns,
-    parse_times,
-    sort_by_time,
-    require_columns,
+from medfuse_core.sources.cell_text import (
+    as_to_numeric_call,
+    float_parts,
+    is_plain_text,
+    row_problems_at,
+    stripped_cells,
 )
+from medfuse_core.sources.labs import TIME_EXPECTED, normalise_columns, parse_times, require_columns, sort_by_time
 from medfuse_core.sources.units import UnitProblem, conversion, convert_array, to_ucum
 from medfuse_core.sources.vital_channels import CHANNEL_NAMES, VitalChannel, channel_spec
 
@@ -200,14 +196,14 @@ class _Texts:
         self.series = texts
         self.codes, uniques = pd.factorize(texts.to_numpy(dtype=object))
         self.uniques = np.asarray(uniques, dtype=object)
-        self.plain = _plain(self.uniques)
-        self.number, self.integer, self.candidates = _float_parts(self.uniques)
+        self.plain = is_plain_text(self.uniques)
+        self.number, self.integer, self.candidates = float_parts(self.uniques)
 
     def numbers(self, rows: np.ndarray) -> np.ndarray:
         """`to_float` of the texts of `rows`, as one call (the all-integer rule applies per call)."""
         used = self.codes[rows]
         distinct = np.unique(used)
-        number = _as_to_numeric_call(self.number[distinct], self.integer[distinct],
+        number = as_to_numeric_call(self.number[distinct], self.integer[distinct],
                                      [self.candidates[i] for i in distinct])
         return number[np.searchsorted(distinct, used)]
 
@@ -292,8 +288,8 @@ def _numeric_array(name: str, texts: _Texts, rows: np.ndarray, has_unit: np.ndar
         distinct, inverse = np.unique(used, return_inverse=True)
         sides = _pair_texts(texts, distinct, 0 if name.startswith("Systolic") else 1)
         codes, uniques = pd.factorize(sides[inverse])
-        number, integer, candidates = _float_parts(np.asarray(uniques, dtype=object))
-        return _as_to_numeric_call(number, integer, candidates)[codes]
+        number, integer, candidates = float_parts(np.asarray(uniques, dtype=object))
+        return as_to_numeric_call(number, integer, candidates)[codes]
     value = texts.numbers(rows)
     guess = np.ones(len(rows), dtype=bool) if has_unit is None else ~has_unit  # a given unit replaces the guess
     with np.errstate(over="ignore"):  # a huge written number becomes +-inf, then an outlier (not used)
@@ -395,16 +391,16 @@ def vitals_from_table(raw: pd.DataFrame, file: str, clock=None) -> tuple[Vitals,
     times, time_problems = parse_times(table["time"], file, clock)
     problems += time_problems
     bad_time = times.isna().to_numpy(dtype=bool)
-    stripped = _stripped(table["channel"])
+    stripped = stripped_cells(table["channel"])
     no_channel = (stripped == "") & ~bad_time
-    problems += _row_problems_at(file, bad_time, "time", TIME_EXPECTED, table["time"], "row dropped")
-    problems += _row_problems_at(
+    problems += row_problems_at(file, bad_time, "time", TIME_EXPECTED, table["time"], "row dropped")
+    problems += row_problems_at(
         file, no_channel, "channel", "a channel name like Heart Rate", table["channel"], "row dropped"
     )
     rows = np.flatnonzero(~bad_time & ~no_channel)
     channels, channel_problems = _channel_name_array(stripped[rows], file)
     texts = table["value"].iloc[rows]
-    units = (_stripped(table["unit"]) if "unit" in table else np.full(len(table), "", dtype=object))[rows]
+    units = (stripped_cells(table["unit"]) if "unit" in table else np.full(len(table), "", dtype=object))[rows]
     values, outlier, not_used, value_problems = _value_arrays(channels, texts, file, units)
     problems += channel_problems + value_problems
     values = np.where(outlier, np.nan, values)  # kept for display and the coverage report, never read

@@ -45,7 +45,7 @@ from medfuse_core.runtime import checkpoint as ckpt
 from medfuse_core.train.distributed import SINGLE, World, padded_order, shard_loader
 from medfuse_core.train.encoder_pretrain import EncoderLog, ExtraRows, pretrain_encoders
 from medfuse_core.train.notes_finetune import NotesTrainConfig
-from medfuse_core.train.objective import TERMS, fusion_objective
+from medfuse_core.train.objective import TERMS, LossConfig, fusion_objective, variant_loss
 from medfuse_core.runtime.calibration import sigmoid
 from medfuse_core.runtime.device import resolve_device
 from medfuse_core.train.metrics import auprc, macro
@@ -74,9 +74,12 @@ class TrainConfig:
     fusion_seed: int | None = None  # stage 2's seed (None: `seed`): another stage 2 on the same stage-1 encoders
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU) | "bf16" | "fp32" (runtime/precision.py)
     notes: NotesTrainConfig = field(default_factory=NotesTrainConfig)  # stage 1 of the notes language model
+    loss: LossConfig = field(default_factory=LossConfig)  # stage 2's objective weights and dropout (train/objective.py)
 
     def __post_init__(self) -> None:
         check_precision(self.precision, "train.precision")
+        if isinstance(self.loss, dict):
+            self.loss = LossConfig.from_dict(self.loss)
         if isinstance(self.notes, dict):
             unknown = set(self.notes) - set(NotesTrainConfig.__dataclass_fields__)
             if unknown:
@@ -264,9 +267,10 @@ class FusionStep(torch.nn.Module):
     """One training step's forward pass and objective as one module call: what DistributedDataParallel
     wraps, so the gradients of everything the loss touches are averaged in its backward."""
 
-    def __init__(self, model: MedFuseLens):
+    def __init__(self, model: MedFuseLens, loss: LossConfig):
         super().__init__()
         self.model = model
+        self.loss = loss
 
     def forward(self, batch: Batch | None, features: dict[str, torch.Tensor] | None, present: torch.Tensor,
                 keep: torch.Tensor, labels: torch.Tensor):
@@ -274,7 +278,7 @@ class FusionStep(torch.nn.Module):
             out = self.model(batch, present=present, token_keep=keep)
         else:
             out = self.model.forward_features(features, present, token_keep=keep)
-        return fusion_objective(self.model, out, labels, self.model.config.loss), out
+        return fusion_objective(self.model, out, labels, self.loss), out
 
 
 class EstimatorStep(torch.nn.Module):
@@ -325,7 +329,7 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
         encoded_train = EncodedSet.build(model, train_set, config.batch_size, device, world, config.precision)
         if world.is_main:  # only rank 0 validates
             encoded_val = EncodedSet.build(model, val_set, config.batch_size, device, precision=config.precision)
-    loss_config = model.config.loss
+    loss_config = variant_loss(model.config.variant, config.loss)  # what this model variant trains with
     estimator_params = list(model.mi_estimators.parameters())
     estimator_ids = {id(p) for p in estimator_params}
     main_params = [p for p in model.parameters() if id(p) not in estimator_ids and p.requires_grad]
@@ -343,7 +347,7 @@ def train(model: MedFuseLens, train_set: list[PatientFeatures], val_set: list[Pa
         history = [EpochLog(**h) for h in resumed["history"]]
     # the main step leaves the estimators to their own (DDP-wrapped) step
     estimator_names = [f"model.mi_estimators.{name}" for name, _ in model.mi_estimators.named_parameters()]
-    step = world.wrap(FusionStep(model), device, ignore=estimator_names)
+    step = world.wrap(FusionStep(model, loss_config), device, ignore=estimator_names)
     estimator_step = world.wrap(EstimatorStep(model.mi_estimators), device)
     world.reseed(config.seed + 1)
     for epoch in range(start_epoch, config.epochs):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from medfuse_core.runtime.cache import cache_home
 from medfuse_core.features.featurize import FeatureSpec, Featurizer
 from medfuse_core.models.baselines import build_model
-from medfuse_core.models.config import RETIRED_FIELDS, SECTION_TYPES, ModelConfig, NoteEncoderConfig
+from medfuse_core.models.config import MOVED_SECTIONS, RETIRED_FIELDS, SECTION_TYPES, ModelConfig, NoteEncoderConfig
 from medfuse_core.features.text_backbone import POOLINGS, check_prompt_template
 from medfuse_core.problems import DataError
 from medfuse_core.provenance import data_provenance
@@ -37,7 +37,8 @@ from medfuse_core.train.encoder_pretrain import ExtraRows
 from medfuse_core.train.evaluate import fit_calibration
 from medfuse_core.runtime.device import resolve_device
 from medfuse_core.train.loop import TrainConfig, TrainResult, seed_everything, train
-from medfuse_core.train.notes_finetune import finetune_notes
+from medfuse_core.train.notes_finetune import NotesTrainConfig, finetune_notes
+from medfuse_core.train.objective import LossConfig, variant_loss
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class RunConfig:
     """Everything a training run reads from `--config FILE` (JSON); every field has a default."""
 
     model: dict[str, Any] = field(default_factory=dict)  # partial ModelConfig sections
-    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields (the objective's weights: train.loss)
     split: dict[str, Any] = field(default_factory=dict)  # SplitConfig fields
     image_size: int = 128
     text_model: str = "all-MiniLM-L6-v2"
@@ -86,6 +87,8 @@ class RunConfig:
         for name, value in sorted(self.model.items()):
             if name in RUN_DERIVED:
                 return f"model.{name}", f"set by the run from {RUN_DERIVED[name]}; remove it"
+            if name in MOVED_SECTIONS:
+                return f"model.{name}", f"a training setting, not the model's: move it to {MOVED_SECTIONS[name]}"
             if name not in MODEL_SECTIONS:
                 return f"model.{name}", f"unknown section; expected some of {sorted(MODEL_SECTIONS)}"
             section = SECTION_TYPES.get(name)
@@ -104,6 +107,16 @@ class RunConfig:
             unknown = sorted(set(getattr(self, name)) - set(config_type.__dataclass_fields__))
             if unknown:
                 return f"{name}.{unknown[0]}", f"unknown setting; expected some of {sorted(config_type.__dataclass_fields__)}"
+        for name, section_type in (("loss", LossConfig), ("notes", NotesTrainConfig)):
+            section = self.train.get(name)
+            if section is None:
+                continue
+            if not isinstance(section, dict):
+                return f"train.{name}", f"expected an object of {section_type.__name__} fields"
+            unknown = sorted(set(section) - set(section_type.__dataclass_fields__))
+            if unknown:
+                return (f"train.{name}.{unknown[0]}",
+                        f"unknown setting; expected some of {sorted(section_type.__dataclass_fields__)}")
         return None
 
 
@@ -286,7 +299,9 @@ def _run_training(data_dir: str | Path, out_dir: Path, run: RunConfig, train_con
     films = film_rows(image_encoder_data, featurizer, split, progress) if image_encoder_data else None
     seed_everything(train_config.seed)  # after the data: the model starts the same whether or not `prepared` was given
     model = build_model(build_model_config(run, featurizer, labels))
-    model_config = model.config  # as the variant trains it (see models/baselines.py)
+    model_config = model.config
+    # the objective as this variant trains it (train/objective.py): what the checkpoint's train.loss records
+    train_config = replace(train_config, loss=variant_loss(model_config.variant, train_config.loss))
     if notes_tuning.finetune != "none" and "notes" in model.encoders():
         finetune_notes(model, featurizer, parts["train"], parts["val"], notes_tuning, out_dir=out_dir,
                        epochs=train_config.encoder_epochs, patience=train_config.encoder_patience,

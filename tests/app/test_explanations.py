@@ -239,8 +239,8 @@ def test_the_disk_cache_is_bounded_and_skips_unreadable_files(tmp_path: Path, ch
 # ------------------------------------------------------------------------------------ the review page
 
 
-def test_the_review_page_shows_a_precomputed_explanation_without_computing(demo_checkpoint: Path,
-                                                                         monkeypatch) -> None:
+def test_the_review_page_shows_a_precomputed_explanation_without_computing(demo_checkpoint: Path, monkeypatch,
+                                                                         tmp_path: Path) -> None:
     from streamlit.testing.v1 import AppTest
 
     import app.explanations as X
@@ -252,11 +252,16 @@ def test_the_review_page_shows_a_precomputed_explanation_without_computing(demo_
     stamp = checkpoint_stamp(checkpoint)
     predictor = load_predictor(checkpoint, stamp)
     record = records_by_id(str(demo_dir()))[patient]
+    X.SERVICE.cache.clear()  # nothing an earlier test computed: what the page finds, the worker made
+    monkeypatch.setattr(X.SERVICE, "disk", ExplanationDisk(tmp_path / "disk"))
+    computed = []
+    real = X.SERVICE.compute
+    monkeypatch.setattr(X.SERVICE, "compute", lambda *a, **k: computed.append(a[2]) or real(*a, **k))
     worker = Precomputer(X.SERVICE, ActivityCounter(external=lambda: 0))  # the service every session reads
     worker.submit("test", Plan("test", [(record, d) for d in predictor.labels], checkpoint, stamp, predictor))
     _wait(lambda: worker.status()[0]["finished"], timeout_s=300)
     worker.stop()
-    assert worker.status()[0]["done"] == len(predictor.labels)
+    assert worker.status()[0]["done"] == len(predictor.labels) and sorted(computed) == sorted(predictor.labels)
 
     def on_demand(*args, **kwargs):
         raise AssertionError("computed while the page was open")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import platform
 
-import numpy as np
 import pytest
 
 from app.memory import limit_arenas, trim

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pytest
@@ -38,6 +38,7 @@ from medfuse_core.record import Labs, PatientRecord, Vitals
 from medfuse_core.sources.synth import LABEL_NAMES
 from medfuse_core.sources.vital_channels import CHANNEL_NAMES
 from medfuse_core.runtime import checkpoint as ckpt
+from medfuse_core.train.loop import TrainConfig
 from tests.model_fixtures import tiny_config
 
 
@@ -284,6 +285,7 @@ def run_dir(tmp_path_factory, small_cohort):
     ckpt.save_weights(model, folder)
     thresholds = {name: 0.0 for name in model.labels}  # everyone positive: every planted case is scored
     ckpt.save_config(folder, {"model": model.config.to_dict(), "features": featurizer.spec.to_dict(),
+                              "train": asdict(TrainConfig()),  # the training record: its loss weights are reported
                               "calibration": {"temperature": 1.0, "thresholds": thresholds}})
     return folder
 

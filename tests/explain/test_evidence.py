@@ -178,6 +178,43 @@ def test_token_layer_ig_converges_and_offsets_match_the_note_text(tiny) -> None:
     assert "top 2 sentence" in evidence.notes_token_level
 
 
+def test_the_top_sentences_in_one_batch_get_each_sentences_own_attributions(tiny) -> None:
+    """The review attributes its top sentences' words in one Captum call: example i of the batch replaces
+    sentence i only, shorter sentences padded. Each must get what a call for it alone gives."""
+    ex = _explainer(tiny)
+    sentences, _ = ex.note_sentences(0)
+    length = {s.sentence: ex.backbone.tokenize_for_attribution(s.text)["input_ids"].shape[1] for s in sentences}
+    # the top sentence, then sentences of other lengths: the shorter ones are padded in the batch
+    chosen = [sentences[0].sentence]
+    for s in sentences[1:]:
+        if len(chosen) < 3 and length[s.sentence] not in {length[i] for i in chosen}:
+            chosen.append(s.sentence)
+    assert len(chosen) >= 2
+    batched, batched_delta = ex.note_tokens_batch(0, chosen, n_steps=8)
+    alone = [ex.note_tokens(0, i, n_steps=8) for i in chosen]
+    singles = [t for tokens, _ in alone for t in tokens]
+    assert [(t.sentence, t.note_index, t.start, t.end, t.token) for t in batched] == \
+        [(t.sentence, t.note_index, t.start, t.end, t.token) for t in singles]
+    np.testing.assert_allclose([t.attribution for t in batched], [t.attribution for t in singles], rtol=1e-4, atol=1e-7)
+    assert batched_delta == pytest.approx(max(d for _, d in alone), abs=1e-6)
+    assert ex.note_tokens_batch(0, [], n_steps=8) == ([], 0.0)
+
+
+def test_a_review_runs_the_lab_and_sentence_maps_at_their_step_caps(tiny) -> None:
+    from medfuse_core.explain.evidence.labs import LAB_IG_STEPS
+    from medfuse_core.explain.evidence.notes import SENTENCE_IG_STEPS
+
+    ex = _explainer(tiny)
+    evidence = ex.label_evidence(0, top_sentences=0, n_steps=2 * LAB_IG_STEPS)
+    labs, lab_delta = ex.labs(0, LAB_IG_STEPS)
+    sentences, sentence_delta = ex.note_sentences(0, SENTENCE_IG_STEPS)
+    assert [(e.key, e.attribution) for e in evidence.labs] == [(e.key, e.attribution) for e in labs]
+    assert [(e.sentence, e.attribution) for e in evidence.note_sentences] == [(e.sentence, e.attribution) for e in sentences]
+    assert evidence.convergence_delta["labs"] == lab_delta and evidence.convergence_delta["note_sentences"] == sentence_delta
+    fewer = ex.label_evidence(0, top_sentences=0, n_steps=8)  # fewer steps than the caps are taken as asked
+    assert [e.attribution for e in fewer.labs] == [e.attribution for e in ex.labs(0, 8)[0]]
+
+
 # ---------------------------------------------------------------------------------------- vitals
 
 

@@ -58,12 +58,25 @@ def test_no_evidence_for_channels_or_tests_the_patient_does_not_have(predictor: 
     assert read_keys and {e["key"] for e in entry["labs"]} == read_keys  # tests the patient has, and read
 
 def test_explain_json_and_score_parquet_carry_the_coverage(predictor: Predictor, tmp_path: Path) -> None:
-    data = explain(read_bundle(REAL_SHAPE / "eicu_stay"), predictor, labels=[LABEL], evidence=False).to_dict()
+    record = read_bundle(REAL_SHAPE / "eicu_stay")
+    predictor.exclude_out_of_domain = False  # the rows' own reasons, with the labs read
+    try:
+        data = explain(record, predictor, labels=[LABEL], evidence=False).to_dict()
+    finally:
+        predictor.exclude_out_of_domain = True
     labs = data["coverage"]["modalities"]["labs"]
     assert (labs["given"], labs["read"], labs["not_read"]) == (52, 27, {"unknown test": 16, "outside window": 9})
+    # by default the domain check leaves these real-shaped labs out: the 27 results count as not read, with why
+    data = explain(record, predictor, labels=[LABEL], evidence=False).to_dict()
+    assert data["trust"]["left_out"] == ["labs"]
+    labs = data["coverage"]["modalities"]["labs"]
+    assert (labs["given"], labs["read"], labs["not_read"]) == (52, 0, {"out of domain": 27, "unknown test": 16,
+                                                                      "outside window": 9})
     out = tmp_path / "preds.parquet"
     score_cohort(ROOT / "assets" / "demo_model", REAL_SHAPE, out, progress=False, cache_dir=tmp_path / "cache")
     table = pq.read_table(out).to_pandas().set_index("patient_id")
-    assert table.loc["eicu-141765", ["labs_given", "labs_read", "labs_not_read"]].tolist() == [52, 27, 25]
-    assert table.loc["7b3c2a1e-synthea", ["labs_read", "vitals_read", "notes_read", "image_given"]].tolist() == [14, 7, 1, 0]
-    assert table.loc["eicu-141765", "not_read_reasons"] == "labs: 16 unknown test, 9 outside window"
+    assert table.loc["eicu-141765", ["labs_given", "labs_read", "labs_not_read"]].tolist() == [52, 0, 52]
+    assert table.loc["7b3c2a1e-synthea", "out_of_domain"] == "labs,notes"
+    assert table.loc["7b3c2a1e-synthea", ["labs_read", "vitals_read", "notes_read", "image_given"]].tolist() == [0, 7, 0, 0]
+    assert table.loc["eicu-141765", "not_read_reasons"] == "labs: 27 out of domain, 16 unknown test, 9 outside window"
+    assert table.loc["7b3c2a1e-synthea", "not_read_reasons"] == "labs: 14 out of domain, 12 unknown test; notes: 1 out of domain"

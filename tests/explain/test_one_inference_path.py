@@ -46,7 +46,8 @@ REFERENCE_CALIBRATION = {
     }
 }
 
-EVIDENCE_METHODS = {"labs": "labs", "note_sentences": "notes", "note_tokens": "notes", "vitals": "vitals", "image": "image"}
+EVIDENCE_METHODS = {"labs": "labs", "note_sentences": "notes", "note_tokens": "notes", "note_tokens_batch": "notes",
+                    "vitals": "vitals", "image": "image"}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

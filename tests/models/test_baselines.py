@@ -17,6 +17,7 @@ from medfuse_core.models.model import MedFuseLens
 from medfuse_core.record import MODALITIES
 from medfuse_core.runtime import checkpoint as ckpt
 from medfuse_core.train.loop import TrainConfig, train
+from medfuse_core.train.objective import variant_loss
 from tests.model_fixtures import tiny_config
 
 BASELINES = [v for v in VARIANTS if v != "medfuse_lens"]
@@ -52,16 +53,18 @@ def test_factory_picks_the_class_and_fixes_the_losses(small_cohort) -> None:
     for variant, cls in expected.items():
         assert type(_model(featurizer, variant)) is cls
     ours, no_mi = _model(featurizer, "medfuse_lens"), _model(featurizer, "no_mi")
-    assert ours.config.loss.infonce_weight > 0 and ours.config.loss.vclub_weight > 0
-    assert no_mi.config.loss.infonce_weight == no_mi.config.loss.vclub_weight == 0.0
-    assert no_mi.config.loss.token_dropout == ours.config.loss.token_dropout  # only the MI losses change
+    loss = TrainConfig().loss
+    assert loss.infonce_weight > 0 and loss.vclub_weight > 0
+    no_mi_loss = variant_loss(no_mi.config.variant, loss)  # what train() trains the variant with
+    assert no_mi_loss.infonce_weight == no_mi_loss.vclub_weight == 0.0
+    assert no_mi_loss.token_dropout == variant_loss(ours.config.variant, loss).token_dropout  # only the MI losses change
     single = _model(featurizer, "single:image")
-    assert single.config.loss.modality_dropout == 0.0 and not hasattr(single, "lab_encoder")
+    assert variant_loss(single.config.variant, loss).modality_dropout == 0.0 and not hasattr(single, "lab_encoder")
     with pytest.raises(ValueError, match="expected one of"):
         _model(featurizer, "single:ecg")
     # the variant survives config.json
     config = ModelConfig.from_dict(json.loads(json.dumps(no_mi.config.to_dict())))
-    assert config.variant == "no_mi" and config.loss.vclub_weight == 0.0
+    assert config.variant == "no_mi" and variant_loss(config.variant, loss).vclub_weight == 0.0
     older = {k: v for k, v in ours.config.to_dict().items() if k != "variant"}  # a checkpoint from before variants
     assert ModelConfig.from_dict(older).variant == "medfuse_lens"
 

@@ -11,8 +11,8 @@ import pytest
 
 from medfuse_core.problems import DataError, Severity
 from medfuse_core.record import LAB_COLUMNS
+from medfuse_core.sources.cell_text import MAX_ROW_WARNINGS
 from medfuse_core.sources.labs import (
-    MAX_ROW_WARNINGS,
     ParsedLabValue,
     labs_from_table,
     parse_lab_value,

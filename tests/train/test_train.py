@@ -11,14 +11,17 @@ import torch
 from medfuse_core.models.model import MedFuseLens
 from medfuse_core.train.loop import TrainConfig, modality_dropout, predict_logits, train
 from medfuse_core.train.metrics import auroc
+from medfuse_core.train.objective import LossConfig
 from tests.model_fixtures import tiny_config
 
 
+# nothing but the label loss, no dropout of modalities or tokens: a pure test of capacity to fit
+LABEL_LOSS_ONLY = LossConfig(infonce_weight=0.0, vclub_weight=0.0, modality_dropout=0.0, token_dropout=0.0)
+
+
 def _plain(featurizer) -> MedFuseLens:
-    """The tiny model with nothing but the label loss: a pure test of capacity to fit."""
+    """The tiny model without dropout (trained with LABEL_LOSS_ONLY)."""
     config = tiny_config(featurizer)
-    config.loss.modality_dropout = config.loss.token_dropout = 0.0
-    config.loss.infonce_weight = config.loss.vclub_weight = 0.0
     config.labs.dropout = config.notes.dropout = config.vitals.dropout = config.fusion.dropout = 0.0
     return MedFuseLens(config)
 
@@ -28,7 +31,7 @@ def test_tiny_model_overfits_16_patients(small_cohort, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = _plain(featurizer)
     train_set = features[:16]
-    config = TrainConfig(epochs=40, batch_size=16, lr=1e-2, patience=100, progress=False, seed=0)
+    config = TrainConfig(epochs=40, batch_size=16, lr=1e-2, patience=100, progress=False, seed=0, loss=LABEL_LOSS_ONLY)
     train(model, train_set, train_set, config, tmp_path)
     logits = predict_logits(model, train_set)
     labels = np.stack([f.labels for f in train_set])

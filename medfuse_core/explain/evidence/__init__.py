@@ -14,8 +14,9 @@ Per modality (one patient, one label at a time; `evidence_maps` loops over label
   exact and cheap (the adapter and the rest of the model only). Baseline: every sentence replaced
   by the text model's vector of an empty sentence (see `empty_sentence`: not 0). Token level:
   IntegratedGradients on the text backbone's input (word-piece) embeddings for the ``top_sentences``
-  sentences of largest |attribution| only: that sentence goes through the backbone (the others keep
-  their cached vectors), baseline = its tokens replaced by [PAD] with [CLS]/[SEP] kept. Token
+  sentences of largest |attribution| only, in one Captum call (example i of the batch: sentence i through
+  the backbone, the others keep their cached vectors; shorter sentences padded with masked [PAD]),
+  baseline = its tokens replaced by [PAD] with [CLS]/[SEP] kept. Token
   attributions of a sentence sum to logit(sentence) - logit(sentence of pads) up to the reported
   convergence delta. Sentences carry (note index, start, end) character offsets, tokens too.
 * vitals: IntegratedGradients on the (hours x 76) discretized input (baseline 0: the training mean
@@ -44,6 +45,12 @@ Per modality (one patient, one label at a time; `evidence_maps` loops over label
   black film. Every map goes through ``ImageGeometry.to_original`` (crop the letterbox, undo the
   resize) onto the film's own pixel grid.
 
+Steps: a review (``label_evidence``) runs the vitals map at ``n_steps`` (the CLI: 64; the LSTM's integral
+converges slowly) and the maps that converge sooner at fewer: labs at most ``LAB_IG_STEPS`` and sentences at
+most ``SENTENCE_IG_STEPS`` (32: convergence deltas at float noise, the same ranking as a 128-step reference),
+the film at most ``GRADCAM_IG_STEPS`` (its steps in one batch, ``IMAGE_IG_BATCH``), words at ``token_steps``;
+benchmarks/results/review_evidence.md and evidence_steps.md hold the measurements.
+
 Speed: the other modalities' encoder outputs are computed once per patient, so IG's many steps run
 only the encoder being explained (``encode_modality``) and everything after the encoders
 (``model.forward_features``): the same function of the attributed input as ``model(batch)``, without
@@ -63,6 +70,7 @@ from medfuse_core.explain.evidence.image import (
     GRADCAM_IG_STAGE,
     GRADCAM_IG_STEPS,
     IMAGE_BLUR_BASELINE,
+    IMAGE_IG_BATCH,
     IMAGE_MAX_STEPS,
     IMAGE_METHODS,
     IMAGE_SMOOTHING,
@@ -70,7 +78,8 @@ from medfuse_core.explain.evidence.image import (
     gradcam_ig_product,
     unit_max,
 )
-from medfuse_core.explain.evidence.labs import LAB_METHODS
+from medfuse_core.explain.evidence.labs import LAB_IG_STEPS, LAB_METHODS
+from medfuse_core.explain.evidence.notes import SENTENCE_IG_STEPS
 from medfuse_core.explain.evidence.results import (
     ImageEvidence,
     LabelEvidence,
@@ -88,10 +97,13 @@ __all__ = [
     "GRADCAM_IG_STAGE",
     "GRADCAM_IG_STEPS",
     "IMAGE_BLUR_BASELINE",
+    "IMAGE_IG_BATCH",
     "IMAGE_MAX_STEPS",
     "IMAGE_METHODS",
     "IMAGE_SMOOTHING",
+    "LAB_IG_STEPS",
     "LAB_METHODS",
+    "SENTENCE_IG_STEPS",
     "EvidenceExplainer",
     "ImageEvidence",
     "LabEvidence",

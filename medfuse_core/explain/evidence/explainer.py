@@ -12,10 +12,16 @@ from torch import nn
 
 from medfuse_core.explain.concurrency import eval_mode
 from medfuse_core.explain.encoding import Encoding, encode
-from medfuse_core.explain.evidence.image import DEFAULT_IMAGE_METHOD, image_map
+from medfuse_core.explain.evidence.image import DEFAULT_IMAGE_METHOD, IMAGE_IG_BATCH, image_map
 from medfuse_core.explain.evidence.inputs import with_input
-from medfuse_core.explain.evidence.labs import lab_attributions
-from medfuse_core.explain.evidence.notes import empty_sentence, sentence_attributions, token_attributions
+from medfuse_core.explain.evidence.labs import LAB_IG_STEPS, lab_attributions
+from medfuse_core.explain.evidence.notes import (
+    SENTENCE_IG_STEPS,
+    empty_sentence,
+    sentence_attributions,
+    sentences_token_attributions,
+    token_attributions,
+)
 from medfuse_core.explain.evidence.results import (
     ImageEvidence,
     LabelEvidence,
@@ -120,27 +126,31 @@ class EvidenceExplainer:
         """Word-piece attributions of one sentence (notes.py)."""
         return token_attributions(self, label, sentence, n_steps)
 
+    def note_tokens_batch(self, label: str | int, sentences: Sequence[int], n_steps: int = 16) -> tuple[list[TokenEvidence], float]:
+        """Word-piece attributions of several sentences in one batch (notes.py)."""
+        return sentences_token_attributions(self, label, list(sentences), n_steps)
+
     def vitals(self, label: str | int, n_steps: int = 64, top: int = 5) -> VitalsEvidence | None:
         """Hour x channel attributions and the top spans (vitals.py)."""
         return vitals_attributions(self, label, n_steps, top)
 
     def image(self, label: str | int, method: str = DEFAULT_IMAGE_METHOD, n_steps: int = 32,
-              internal_batch_size: int | None = 8) -> ImageEvidence | None:
+              internal_batch_size: int | None = IMAGE_IG_BATCH) -> ImageEvidence | None:
         """The film's evidence map (image.py)."""
         return image_map(self, label, method, n_steps, internal_batch_size)
 
     def label_evidence(self, label: str | int, *, image_method: str = DEFAULT_IMAGE_METHOD, lab_method: str = "embedding",
                        top_sentences: int = 3, n_steps: int = 64, token_steps: int = 16) -> LabelEvidence:
-        """All four modalities' evidence for one label (absent modalities: empty)."""
+        """All four modalities' evidence for one label (absent modalities: empty). `n_steps`: IG steps of the
+        vitals map and of every other registered modality's; the maps that converge sooner take fewer, at most
+        LAB_IG_STEPS (labs, the default method), SENTENCE_IG_STEPS (note sentences) and GRADCAM_IG_STEPS (the
+        film); the word attributions take `token_steps`. Each map's convergence delta is reported."""
         k = self.label_index(label)
-        labs, d_labs = self.labs(k, n_steps, lab_method)
-        sentences, d_sent = self.note_sentences(k, n_steps)
-        tokens, d_tok = [], 0.0
+        lab_steps = min(n_steps, LAB_IG_STEPS) if lab_method == "embedding" else n_steps
+        labs, d_labs = self.labs(k, lab_steps, lab_method)
+        sentences, d_sent = self.note_sentences(k, min(n_steps, SENTENCE_IG_STEPS))
         explained = [e.sentence for e in sentences[: max(0, top_sentences)]] if self.backbone is not None else []
-        for i in sorted(explained):
-            t, d = self.note_tokens(k, i, token_steps)
-            tokens += t
-            d_tok = max(d_tok, d)
+        tokens, d_tok = self.note_tokens_batch(k, sorted(explained), token_steps)
         vitals = self.vitals(k, n_steps)
         image = self.image(k, image_method, n_steps)
         deltas = {"labs": d_labs, "note_sentences": d_sent, "note_tokens": d_tok,

@@ -23,10 +23,12 @@ GRADCAM_IG_SMOOTHING = 0.04  # sigma of the smoothing of gradcam_ig's IG factor,
 IMAGE_MAX_STEPS = 32  # IG steps per baseline at most for the smoothed maps (smoothing makes more steps moot)
 GRADCAM_IG_STEPS = 16  # gradcam_ig's IG steps at most: its pointing game on the validation cohort is the same at
 # 16 and 32 steps (0.93 of 41 true positives, every disease alike; benchmarks/results/evidence_steps.md), half the time
+IMAGE_IG_BATCH = GRADCAM_IG_STEPS  # film rows per forward pass of IG: gradcam_ig's steps in one pass (0.97x the time
+# of chunks of 8, the same map to 1e-7: benchmarks/results/review_evidence.md); longer maps go in chunks of this
 
 
 def image_map(ex: EvidenceExplainer, label: str | int, method: str = DEFAULT_IMAGE_METHOD, n_steps: int = 32,
-          internal_batch_size: int | None = 8) -> ImageEvidence | None:
+              internal_batch_size: int | None = IMAGE_IG_BATCH) -> ImageEvidence | None:
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 
     if method not in IMAGE_METHODS:

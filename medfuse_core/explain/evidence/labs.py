@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from medfuse_core.explain.evidence.explainer import EvidenceExplainer
 
 LAB_METHODS = ("embedding", "values")
+LAB_IG_STEPS = 32  # a review's lab map ("embedding") at most: its |convergence delta| is float noise at 32 steps
+# (max 1.9e-6 over 10 demo patients, 9.5e-7 at 64) and it ranks the labs as a 128-step reference does
+# (benchmarks/results/review_evidence.md); more steps only cost time
 
 
 def lab_attributions(ex: EvidenceExplainer, label: str | int, n_steps: int = 64, method: str = "embedding") -> tuple[list[LabEvidence], float]:
