@@ -314,7 +314,7 @@ def markdown(r: dict[str, Any]) -> str:
         first = next(iter(lat.values()))
         lines += [f"## Per-patient latency, warm (p50 / p95 ms over {first['predict']['n']} patients, min of "
                   f"{r['repeats']} runs each)", "",
-                  "| modalities | predict | predict + group contributions | full review (CLI: 64 steps, words) "
+                  "| modalities | predict | predict + group contributions | full review (CLI settings, word level) "
                   "| full review (page: 24 steps) |", "|---|---:|---:|---:|---:|"]
         for name, row in lat.items():
             lines.append(f"| {name} | {_ms(row['predict'])} | {_ms(row['predict_groups'])} | {_ms(row['review'])} "
