@@ -146,3 +146,8 @@ def test_a_second_block_is_scaled_and_the_larger_distance_counts(tmp_path) -> No
     old["method"] = "mahalanobis_ledoit_wolf_v2"
     again = Domain.load(tmp_path, old)
     assert again is not None and again.modalities["image"].distance(x) == pytest.approx(single.distance(x[:, :6]), rel=1e-6)
+    # each check names the detector that made it: the old checkpoint's is v2, a new fit's v3
+    old_check = again.checks({"image": x[:2]}, np.ones((2, 1), dtype=bool), ["image"])[0]
+    new_check = loaded.checks({"image": x[:2]}, np.ones((2, 1), dtype=bool), ["image"])[0]
+    assert old_check.to_dict()["method"] == "mahalanobis_ledoit_wolf_v2" and again.save(tmp_path)["method"] == old["method"]
+    assert new_check.to_dict()["method"] == section["method"] == "mahalanobis_ledoit_wolf_v3"

@@ -147,6 +147,7 @@ class DomainCheck:
     distance: dict[str, float]  # present modalities only
     threshold: dict[str, float]
     out_of_domain: dict[str, bool]
+    method: str = METHOD  # the checkpoint's detector (a v2 checkpoint is checked, and named, as v2)
 
     @property
     def flagged(self) -> list[str]:
@@ -155,7 +156,7 @@ class DomainCheck:
     def to_dict(self) -> dict[str, Any]:
         if not self.available:
             return {"available": False}
-        return {"available": True, "method": METHOD, "out_of_domain": sorted(self.flagged),
+        return {"available": True, "method": self.method, "out_of_domain": sorted(self.flagged),
                 "per_modality": {m: {"distance": self.distance[m], "threshold": self.threshold[m],
                                      "out_of_domain": self.out_of_domain[m]} for m in self.distance}}
 
@@ -170,6 +171,7 @@ class Domain:
     modalities: dict[str, ModalityDomain]
     false_alarm_rate: float  # the target on validation the thresholds were set at
     fitted_on: dict[str, Any] = field(default_factory=dict)
+    method: str = METHOD  # METHODS: what config.json named (a v2 checkpoint has no film_statistics block)
 
     def distances(self, features: Mapping[str, np.ndarray], present: np.ndarray,
                   modality_names: list[str]) -> np.ndarray:
@@ -193,7 +195,7 @@ class Domain:
         for row in distance:
             seen = {m: float(d) for m, d in zip(modality_names, row) if np.isfinite(d)}
             limit = {m: float(limits[modality_names.index(m)]) for m in seen}
-            out.append(DomainCheck(True, seen, limit, {m: seen[m] > limit[m] for m in seen}))
+            out.append(DomainCheck(True, seen, limit, {m: seen[m] > limit[m] for m in seen}, self.method))
         return out
 
     # ---- checkpoint files
@@ -211,7 +213,7 @@ class Domain:
         tmp = path.with_name(path.name + ".tmp")
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
         tmp.replace(path)
-        return {"method": METHOD, "file": DOMAIN_FILE, "false_alarm_rate": self.false_alarm_rate,
+        return {"method": self.method, "file": DOMAIN_FILE, "false_alarm_rate": self.false_alarm_rate,
                 "modalities": {m: {"threshold": d.threshold, **d.info,
                                    **({"scale": d.scale, "blocks": [{"start": b.start, "stop": b.stop, "scale": b.scale}
                                                                     for b in d.blocks]} if d.blocks else {})}
@@ -238,4 +240,5 @@ class Domain:
             modalities[m] = ModalityDomain(tensors[f"{m}.mean"].double().numpy(),
                                            tensors[f"{m}.precision"].double().numpy(), float(entry["threshold"]), info,
                                            float(entry.get("scale", 1.0)), blocks)
-        return cls(modalities, float(config.get("false_alarm_rate", 0.05)), dict(config.get("fitted_on") or {}))
+        return cls(modalities, float(config.get("false_alarm_rate", 0.05)), dict(config.get("fitted_on") or {}),
+                   str(config["method"]))
