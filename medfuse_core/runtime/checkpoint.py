@@ -337,31 +337,31 @@ def check_config(config: Any) -> list[Problem]:
             t = calibration.get("temperature", 1.0)
             if not _number(t) or not t > 0:
                 bad("calibration.temperature", f"expected a positive number, found {_short_json(t)}")
-            thresholds = calibration.get("thresholds") or {}
-            if not isinstance(thresholds, dict):
-                bad("calibration.thresholds", f"expected an object of label -> threshold, found {_kind(thresholds)}")
-            else:
-                for name, value in thresholds.items():
-                    if isinstance(labels, list) and name not in labels:
-                        bad(f"calibration.thresholds.{name}", "expected a label name of model.labels")
-                    elif not _number(value) or not 0 <= value <= 1:
-                        bad(f"calibration.thresholds.{name}", f"expected a number from 0 to 1, found {_short_json(value)}")
-            per_label = calibration.get("per_label") or {}
-            if not isinstance(per_label, dict):
-                bad("calibration.per_label", f"expected an object of label -> calibration, found {_kind(per_label)}")
-            else:
-                from medfuse_core.runtime.calibration import LabelCalibration
+            from medfuse_core.runtime.calibration import LabelCalibration
 
+            def threshold(value: Any) -> None:
+                if not _number(value) or not 0 <= value <= 1:
+                    raise ValueError(f"expected a number from 0 to 1, found {_short_json(value)}")
+
+            def label_calibration(value: Any) -> None:
+                if not isinstance(value, dict):
+                    raise ValueError(f"expected an object, found {_kind(value)}")
+                LabelCalibration.from_dict(value)
+
+            for key, what, check in (("thresholds", "threshold", threshold),
+                                     ("per_label", "calibration", label_calibration)):
+                per_label = calibration.get(key) or {}
+                if not isinstance(per_label, dict):
+                    bad(f"calibration.{key}", f"expected an object of label -> {what}, found {_kind(per_label)}")
+                    continue
                 for name, value in per_label.items():
                     if isinstance(labels, list) and name not in labels:
-                        bad(f"calibration.per_label.{name}", "expected a label name of model.labels")
+                        bad(f"calibration.{key}.{name}", "expected a label name of model.labels")
                         continue
                     try:
-                        if not isinstance(value, dict):
-                            raise ValueError(f"expected an object, found {_kind(value)}")
-                        LabelCalibration.from_dict(value)
+                        check(value)
                     except (TypeError, ValueError) as exc:
-                        bad(f"calibration.per_label.{name}", str(exc))
+                        bad(f"calibration.{key}.{name}", str(exc))
     uncertainty = config.get("uncertainty")
     if uncertainty is not None and isinstance(labels, list):
         from medfuse_core.runtime.uncertainty import check_section
