@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load_test import PROGRESS, start_server  # noqa: E402  (one way to start the server for every benchmark)
 
-from medfuse_core.provenance import portable_path, scrub_paths  # noqa: E402
+from medfuse_core.provenance import portable_path, write_benchmark_result  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SETTLED = "[data-testid='stApp'][data-test-script-state='notRunning']"
@@ -253,9 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(timeout=30)
     result = summarise(times, args.checkpoint, args.repeats, first, changes)
     result["precomputed"] = args.precomputed
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "browser_speed.json").write_text(scrub_paths(json.dumps(result, indent=1) + "\n"))
-    (args.out_dir / "browser_speed.md").write_text(scrub_paths(markdown(result)))
+    write_benchmark_result(args.out_dir, "browser_speed", result, markdown(result))
     print(markdown(result))
     return 0
 

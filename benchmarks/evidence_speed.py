@@ -19,7 +19,6 @@ median over patients. Threads: 1 by default. Writes benchmarks/results/evidence_
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -37,7 +36,7 @@ from medfuse_core.explain.evidence import DEFAULT_IMAGE_METHOD, IMAGE_METHODS, E
 from medfuse_core.predictor import Predictor  # noqa: E402
 from medfuse_core.record import MODALITIES  # noqa: E402
 from medfuse_core.sources.bundle import find_bundles, read_bundle  # noqa: E402
-from medfuse_core.provenance import scrub_paths
+from medfuse_core.provenance import write_benchmark_result
 from timing import latency_stats, timed  # noqa: E402  (benchmarks/timing.py)
 
 TARGET_S = 2.0
@@ -109,8 +108,7 @@ def main() -> None:
         "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "evidence_speed.json").write_text(scrub_paths(json.dumps(result, indent=2) + "\n"), encoding="utf-8")
-    (RESULTS / "evidence_speed.md").write_text(scrub_paths(_markdown(result)), encoding="utf-8")
+    write_benchmark_result(RESULTS, "evidence_speed", result, _markdown(result))
     print(_markdown(result))
 
 

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from medfuse_core.sources.fhir import import_fhir  # noqa: E402
-from medfuse_core.provenance import scrub_paths  # noqa: E402
+from medfuse_core.provenance import write_benchmark_result  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOAL_SECONDS = 60.0  # for 1,000 patients
@@ -258,9 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "fhir_import_speed.json").write_text(scrub_paths(json.dumps(result, indent=1) + "\n"), encoding="utf-8")
-    (args.out_dir / "fhir_import_speed.md").write_text(scrub_paths(markdown(result)), encoding="utf-8")
+    write_benchmark_result(args.out_dir, "fhir_import_speed", result, markdown(result))
     print(markdown(result))
     return 0
 

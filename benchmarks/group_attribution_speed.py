@@ -49,7 +49,7 @@ from medfuse_core.models.config import (  # noqa: E402
 )
 from medfuse_core.models.model import MedFuseLens  # noqa: E402
 from medfuse_core.sources.synth import LABEL_NAMES  # noqa: E402
-from medfuse_core.provenance import scrub_paths
+from medfuse_core.provenance import write_benchmark_result
 
 TARGET_MS = 50.0
 TARGET_SPEEDUP = 10.0
@@ -170,8 +170,7 @@ def main() -> None:
         "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "group_attribution.json").write_text(scrub_paths(json.dumps(result, indent=2) + "\n"), encoding="utf-8")
-    (RESULTS / "group_attribution.md").write_text(scrub_paths(_markdown(result)), encoding="utf-8")
+    write_benchmark_result(RESULTS, "group_attribution", result, _markdown(result))
     print(_markdown(result))
 
 

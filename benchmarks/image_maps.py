@@ -26,7 +26,6 @@ Writes benchmarks/results/image_maps.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections import defaultdict
@@ -56,7 +55,7 @@ from medfuse_core.benchmarking.faithfulness import (  # noqa: E402
     route_pair,
 )
 from medfuse_core.predictor import Predictor  # noqa: E402
-from medfuse_core.provenance import scrub_paths
+from medfuse_core.provenance import write_benchmark_result
 
 SMOOTHING = (0.0, 0.02, 0.04, 0.06, 0.08, IMAGE_SMOOTHING)  # "ig+ mean" at IMAGE_SMOOTHING is smoothed_ig
 PRODUCT_SMOOTHING = (0.02, 0.04, 0.06, 0.08)  # of the IG factor of the Grad-CAM x IG products
@@ -158,9 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append({"name": name, **score_checkpoint(checkpoint, args.data, args.max_patients, args.n_steps)})
     payload = {"data": args.data, "max_patients": args.max_patients, "n_steps": args.n_steps, "checkpoints": results,
                "seconds": time.perf_counter() - started}
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "image_maps.json").write_text(scrub_paths(json.dumps(payload, indent=1) + "\n"))
-    (args.out_dir / "image_maps.md").write_text(scrub_paths(render(payload)))
+    write_benchmark_result(args.out_dir, "image_maps", payload, render(payload))
     print(render(payload))
     return 0
 

@@ -60,7 +60,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from medfuse_core.provenance import scrub_paths
+from medfuse_core.provenance import write_benchmark_result
 from pathlib import Path
 from typing import Any
 
@@ -617,9 +617,7 @@ def main() -> int:
         server_log = log.read_text(errors="replace")
     report = summarise(result, server_log, args.checkpoint, args.sessions, min(args.browsers, args.sessions),
                        args.duration, args.timeout, args.think, args.arena_max)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "load_test.json").write_text(scrub_paths(json.dumps(report, indent=1)))
-    (args.out_dir / "load_test.md").write_text(scrub_paths(markdown(report)))
+    write_benchmark_result(args.out_dir, "load_test", report, markdown(report))
     print(markdown(report))
     return 0 if report["errors"] == 0 else 1
 

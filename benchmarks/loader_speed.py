@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from medfuse_core.provenance import scrub_paths
+from medfuse_core.provenance import write_benchmark_result
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,9 +217,7 @@ def main() -> None:
             result["speedup_median"] = {
                 m: round(result["baseline"][m]["median_ms"] / result["current"][m]["median_ms"], 2) for m in MEASURES
             }
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "loader_speed.json").write_text(scrub_paths(json.dumps(result, indent=2) + "\n"), encoding="utf-8")
-        (RESULTS / "loader_speed.md").write_text(scrub_paths(_markdown(result)), encoding="utf-8")
+        write_benchmark_result(RESULTS, "loader_speed", result, _markdown(result))
         print(_markdown(result))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from medfuse_core import cli  # noqa: E402
 from medfuse_core.sources.icd10_gem import GEM_SOURCE, icd10_to_ccs  # noqa: E402
 from medfuse_core.sources.phenotypes import load_phenotype_definitions, match_phenotypes  # noqa: E402
-from medfuse_core.provenance import scrub_paths  # noqa: E402
+from medfuse_core.provenance import write_benchmark_result  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_ROOT = ROOT.parent / "shared" / "data" / "mimic-iv-demo"
@@ -78,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     assert result["icd10"]["rows_unmapped"] == cohort["unmapped_codes"]["icd10_unmapped_rows"]
     assert {k: v["with_icd10_mapped"] for k, v in prevalence.items()} == {
         k: v for k, v in cohort["label_counts"].items() if k in prevalence}, "the importer's labels differ"
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "mimic4_demo_import.json").write_text(scrub_paths(json.dumps(result, indent=1) + "\n"), encoding="utf-8")
-    (args.out_dir / "mimic4_demo_import.md").write_text(scrub_paths(markdown(result)), encoding="utf-8")
+    write_benchmark_result(args.out_dir, "mimic4_demo_import", result, markdown(result))
     print(markdown(result))
     return 0
 

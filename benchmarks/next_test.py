@@ -13,7 +13,6 @@ Writes benchmarks/results/next_test.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from medfuse_core.next_test import build_reference_bank, encode, next_test_ranges  # noqa: E402
 from medfuse_core.predictor import Predictor  # noqa: E402
-from medfuse_core.provenance import portable_path, scrub_paths  # noqa: E402
+from medfuse_core.provenance import portable_path, write_benchmark_result  # noqa: E402
 from medfuse_core.record import MODALITIES  # noqa: E402
 from medfuse_core.sources.synth import generate_patient  # noqa: E402
 
@@ -109,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     result = run(args.checkpoint, args.bank, args.heldout, args.k, args.image_size, (args.low, args.high))
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "next_test.json").write_text(scrub_paths(json.dumps(result, indent=1) + "\n"))
-    (args.out_dir / "next_test.md").write_text(scrub_paths(markdown(result)))
+    write_benchmark_result(args.out_dir, "next_test", result, markdown(result))
     print(markdown(result))
     return 0
 

@@ -58,7 +58,7 @@ from medfuse_core.features.batch import collate  # noqa: E402
 from medfuse_core.predictor import Predictor  # noqa: E402
 from medfuse_core.record import Labs, PatientRecord, Vitals  # noqa: E402
 from medfuse_core.sources.bundle import find_bundles, read_bundle  # noqa: E402
-from medfuse_core.provenance import scrub_paths
+from medfuse_core.provenance import write_benchmark_result
 from timing import latency_stats, timed  # noqa: E402  (benchmarks/timing.py)
 
 SECTIONS = ("latency", "scoring", "training", "reference", "captum")
@@ -451,8 +451,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:
         result["targets"] = targets(result)
-        (args.out_dir / "performance.json").write_text(scrub_paths(json.dumps(result, indent=1) + "\n"))
-        (args.out_dir / "performance.md").write_text(scrub_paths(markdown(result)))
+        write_benchmark_result(args.out_dir, "performance", result, markdown(result))
 
     if "latency" in sections:
         result["latency"] = latency(predictor, records[: args.patients], args.repeats)

@@ -46,7 +46,7 @@ from medfuse_core import cli  # noqa: E402
 from medfuse_core.models.baselines import VARIANTS  # noqa: E402
 from medfuse_core.sources.synth.diseases import DISEASES, MORTALITY  # noqa: E402
 from medfuse_core.train.run import RunConfig, SplitConfig, prepare_data, run_training  # noqa: E402
-from medfuse_core.provenance import scrub_paths
+from medfuse_core.provenance import write_benchmark_result
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_CONFIG = ROOT / "assets" / "demo_run.json"
@@ -233,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             report = json.loads((args.runs_dir / f"{folder_name(variant)}.eval.json").read_text())
             run_config = json.loads((args.runs_dir / folder_name(variant) / "config.json").read_text())
             results["variants"].append(summarise(variant, report, run_config, float("nan")))
-        (args.out_dir / "quality.json").write_text(scrub_paths(json.dumps(results, indent=1, allow_nan=True) + "\n"))
-        (args.out_dir / "quality.md").write_text(scrub_paths(markdown(results)))
+        write_benchmark_result(args.out_dir, "quality", results, markdown(results))
         return 0
     # read and featurized once: every variant has the same split and features (the variant is not read here)
     run = RunConfig(**base)
@@ -243,8 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {variant}", flush=True)
         results["variants"].append(run_variant(variant, args, base, prepared))
         # written after every variant, so an interrupted benchmark keeps what it has
-        (args.out_dir / "quality.json").write_text(scrub_paths(json.dumps(results, indent=1, allow_nan=True) + "\n"))
-        (args.out_dir / "quality.md").write_text(scrub_paths(markdown(results)))
+        write_benchmark_result(args.out_dir, "quality", results, markdown(results))
     print(markdown(results))
     return 0
 

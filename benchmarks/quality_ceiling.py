@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.quality import folder_name  # noqa: E402  (where its eval reports are)
 from medfuse_core.sources.synth.diseases import DISEASES, THRESHOLDS  # noqa: E402
 from medfuse_core.train.metrics import auprc, auroc  # noqa: E402
-from medfuse_core.provenance import scrub_paths
+from medfuse_core.provenance import write_benchmark_result
 
 AGE_MEAN, AGE_SD, AGE_MIN, AGE_MAX = 64.0, 15.0, 18, 95  # as sample_conditions draws the age
 
@@ -155,9 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     best_baseline = max((v["macro"] for name, v in models.items() if name != "medfuse_lens"), default=math.nan)
     payload = {"cohorts": results, "measured_auprc": models, "best_baseline_macro_auprc": best_baseline,
                "target_macro_auprc": best_baseline + 0.02, "seconds": time.perf_counter() - started}
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "quality_ceiling.json").write_text(scrub_paths(json.dumps(payload, indent=1) + "\n"))
-    (args.out_dir / "quality_ceiling.md").write_text(scrub_paths(render(payload)))
+    write_benchmark_result(args.out_dir, "quality_ceiling", payload, render(payload))
     print(render(payload))
     return 0
 

@@ -29,7 +29,6 @@ re-runs `benchmarks/performance.py --sections latency` for the review's own figu
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -46,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from medfuse_core.explain.evidence import GRADCAM_IG_STEPS, LAB_IG_STEPS, SENTENCE_IG_STEPS, EvidenceExplainer  # noqa: E402
 from medfuse_core.predictor import Predictor  # noqa: E402
-from medfuse_core.provenance import data_provenance, scrub_paths  # noqa: E402
+from medfuse_core.provenance import data_provenance, write_benchmark_result  # noqa: E402
 from medfuse_core.sources.bundle import find_bundles, read_bundle  # noqa: E402
 from timing import timed  # noqa: E402  (benchmarks/timing.py)
 
@@ -291,9 +290,7 @@ def main(argv: list[str] | None = None) -> int:
               "command": "python benchmarks/review_evidence.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()},
               "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "review_evidence.json").write_text(scrub_paths(json.dumps(result, indent=1) + "\n"))
-    (args.out_dir / "review_evidence.md").write_text(scrub_paths(_markdown(result)))
+    write_benchmark_result(args.out_dir, "review_evidence", result, _markdown(result))
     print(_markdown(result))
     return 0
 

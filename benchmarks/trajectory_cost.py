@@ -11,7 +11,6 @@ percentile and the number of cut-offs. Writes benchmarks/results/trajectory_cost
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -26,7 +25,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(ROOT))
 
 from medfuse_core.predictor import Predictor  # noqa: E402
-from medfuse_core.provenance import portable_path, scrub_paths  # noqa: E402
+from medfuse_core.provenance import portable_path, write_benchmark_result  # noqa: E402
 from medfuse_core.sources.synth import generate_patient  # noqa: E402
 from medfuse_core.trajectory import cutoffs, risk_trajectory  # noqa: E402
 
@@ -60,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
           f"| {result['median_s']:.3f} s | {result['p90_s']:.3f} s | {result['max_s']:.3f} s |", "",
           "The dashboard computes it only when 'Risk over time' is switched on, and caches it per patient and "
           "checkpoint.", ""]
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "trajectory_cost.json").write_text(scrub_paths(json.dumps(result, indent=1) + "\n"))
-    (args.out_dir / "trajectory_cost.md").write_text(scrub_paths("\n".join(md)))
+    write_benchmark_result(args.out_dir, "trajectory_cost", result, "\n".join(md))
     print("\n".join(md))
     return 0
 

@@ -97,3 +97,13 @@ def _portable_or_marker(path: str) -> str:
     while path.endswith((".", ":", ";")):  # sentence punctuation is not part of the path
         path, tail = path[:-1], path[-1] + tail
     return portable_path(path) + tail
+
+
+def write_benchmark_result(out_dir: str | Path, name: str, result: Any, markdown: str, allow_nan: bool = True) -> None:
+    """`<name>.json` and `<name>.md` in `out_dir` (made if missing), both through `scrub_paths`: the one way
+    every script in benchmarks/ writes what it measured."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(scrub_paths(json.dumps(result, indent=1, allow_nan=allow_nan) + "\n"),
+                                      encoding="utf-8")
+    (out / f"{name}.md").write_text(scrub_paths(markdown), encoding="utf-8")

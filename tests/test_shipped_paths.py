@@ -98,3 +98,15 @@ def test_scrub_paths_knows_a_clone_under_any_top_folder(monkeypatch):
     assert "data ../shared/data/mimic-iii-demo," in scrubbed
     assert "run in .;" in scrubbed
     assert f"{clone}-old/x" in scrubbed
+
+
+def test_benchmark_results_are_written_without_machine_paths(tmp_path):
+    from medfuse_core.provenance import write_benchmark_result
+
+    result = {"checkpoint": str(ROOT / "assets" / "demo_model"), "data": "/tmp/tmpab12/heldout500", "x": float("nan")}
+    write_benchmark_result(tmp_path / "results", "speed", result, f"# Speed\n\nData `{result['data']}`.\n")
+    text = (tmp_path / "results" / "speed.json").read_text()
+    assert json.loads(text.replace("NaN", "null"))["checkpoint"] == "assets/demo_model" and absolute_paths(text) == []
+    assert (tmp_path / "results" / "speed.md").read_text() == "# Speed\n\nData `heldout500`.\n"
+    with pytest.raises(ValueError):
+        write_benchmark_result(tmp_path, "strict", {"x": float("nan")}, "", allow_nan=False)
