@@ -52,6 +52,7 @@ from app.memory import trim as trim_memory
 from app.scoring import explain_panels
 from app.state import EXPLANATIONS, Failed, SharedResults
 from medfuse_core.runtime.cache import cache_home
+from medfuse_core.runtime.digest import file_sha256
 
 FORMAT = 1  # the on-disk layout; part of every key
 DISK_MAX_BYTES = 2 * 1024**3  # the on-disk cache's bound (the demo's 40 patients x 11 diseases: ~0.25 GB)
@@ -161,11 +162,7 @@ def checkpoint_fingerprint(folder: str, stamp: float = 0.0) -> str:
     parts = []
     for path in sorted(root.rglob("*")):
         if path.is_file() and not path.is_symlink():
-            h = hashlib.sha256()
-            with path.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            parts.append(path.relative_to(root).as_posix().encode() + b"\0" + h.digest())
+            parts.append(path.relative_to(root).as_posix().encode() + b"\0" + file_sha256(path).encode())
     value = _digest(*parts)
     with _CHECKPOINTS_LOCK:
         _CHECKPOINTS[key] = value

@@ -9,8 +9,6 @@ rest of the trail, and `read_feedback` rebuilds the table researchers see (and e
 
 from __future__ import annotations
 
-import hashlib
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import pandas as pd
 
 from medfuse_core import audit
 from medfuse_core.provenance import portable_path
+from medfuse_core.runtime.digest import file_sha256
 
 FEEDBACK_ACTION = "feedback"
 VERDICTS = ("agree", "disagree", "implausible")
@@ -27,20 +26,11 @@ COLUMNS = ["time", "user", "role", "patient_id", "label", "target", "verdict", "
            "weights_sha256"]
 
 
-@lru_cache(maxsize=16)
-def _weights_digest(weights: str, mtime: float) -> str:
-    digest = hashlib.sha256()
-    with open(weights, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def checkpoint_identity(checkpoint: str | Path) -> dict[str, str]:
     """{'checkpoint': portable folder, 'weights_sha256': sha256 of model.safetensors ('' if absent)}."""
     weights = Path(checkpoint) / "model.safetensors"
     try:
-        sha = _weights_digest(str(weights.resolve()), weights.stat().st_mtime)
+        sha = file_sha256(weights)
     except OSError:
         sha = ""
     return {"checkpoint": portable_path(checkpoint), "weights_sha256": sha}

@@ -37,13 +37,14 @@ import hashlib
 import inspect
 import json
 import os
-import threading
 from pathlib import Path
 from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from medfuse_core.runtime.digest import file_sha256
 
 __all__ = [
     "TextBackbone",
@@ -88,28 +89,6 @@ PACKAGED_MODELS: dict[str, tuple] = {
 
 
 # ----------------------------------------------------------------------------- weights hashing
-
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-_HASH_LOCK = threading.Lock()
-
-
-def file_sha256(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
-    """sha256 of a file, streamed; cached per (resolved path, size, mtime) for the process."""
-    path = Path(path).resolve()
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    with _HASH_LOCK:
-        if key in _HASH_CACHE:
-            return _HASH_CACHE[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk_bytes):
-            digest.update(block)
-    value = digest.hexdigest()
-    with _HASH_LOCK:
-        _HASH_CACHE[key] = value
-    return value
-
 
 def _weight_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors"))

@@ -8,6 +8,7 @@
 * uncertainty.py  the conformal interval beside every probability
 * trust.py        a prediction's states (insufficient data / out of domain / uncertain) and plain words
 * cache.py        where the cache lives ($MEDFUSE_LENS_HOME)
+* digest.py       sha256 of a file, once per file version per process
 * threads.py      torch intra-op threads for one-patient interactive work
 
 Nothing here imports train/, explain/, the predictor or the app (the import contracts in

