@@ -18,9 +18,10 @@ DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo_model" 
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from medfuse_core.sources.synth import generate_cohort
+    from medfuse_core.sources.synth import generate_cohort, realism_named
 
-    summary = generate_cohort(args.n, args.seed, Path(args.out), image_size=args.image_size, progress=not args.quiet)
+    summary = generate_cohort(args.n, args.seed, Path(args.out), image_size=args.image_size, progress=not args.quiet,
+                              realism=realism_named(args.realism))
     print(summary.describe())
     return 0
 
@@ -122,7 +123,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {"epochs": args.epochs, "device": args.device, "seed": args.seed}.items() if v is not None}
     if args.quiet:
         overrides["progress"] = False
-    result = run_training(args.data, args.out, args.config, overrides, image_encoder_data=args.image_encoder_data)
+    result = run_training(args.data, args.out, args.config, overrides, image_encoder_data=args.image_encoder_data,
+                          encoders_from=args.encoders_from)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
         print(f"best epoch {result.best_epoch + 1}: validation macro-AUPRC {result.best_val_macro_auprc:.4f}; "
               f"checkpoint in {args.out}")
@@ -307,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--out", required=True, help="output folder (one bundle per patient)")
     synth.add_argument("--image-size", type=int, default=512)
+    synth.add_argument("--realism", choices=("clean", "ward"), default="clean",
+                       help="clean: every positive's evidence at full strength, labels right (the faithfulness "
+                            "benchmark's world); ward: MIMIC-like prevalences, weak or absent evidence, mimics, "
+                            "label noise (the demo's world)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(run=_cmd_synth)
 
@@ -342,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="JSON run config (model sections, train, split, image_size, text_model)")
     train.add_argument("--image-encoder-data", help="another folder of bundles whose films (train/val split alike) "
                        "join the image encoder's stage 1; the fusion trains on --data only")
+    train.add_argument("--encoders-from", help="a checkpoint whose encoders are this run's stage 1 (trained no "
+                       "further): stage 2 only, on the same model config")
     train.add_argument("--epochs", type=int)
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="auto | cpu | cuda")

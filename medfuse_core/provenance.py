@@ -46,8 +46,8 @@ def portable_path(path: str | Path | None) -> str:
 
 
 def cohort_command(path: str | Path | None) -> str | None:
-    """'synth --n 2000 --seed 1000' when `path` is a cohort written by `synth` (its cohort.json says
-    the generator, n and seed), else None."""
+    """'synth --n 2000 --seed 1000' (and '--realism ward' for a ward cohort) when `path` is a cohort
+    written by `synth` (its cohort.json says the generator, n, seed and realism), else None."""
     if not path:
         return None
     cohort_file = Path(path) / "cohort.json"
@@ -59,7 +59,9 @@ def cohort_command(path: str | Path | None) -> str | None:
         return None
     if "n" not in meta or "seed" not in meta:
         return None
-    return f"synth --n {int(meta['n'])} --seed {int(meta['seed'])}"
+    realism = meta.get("realism")
+    setting = f" --realism {realism['name']}" if isinstance(realism, dict) and isinstance(realism.get("name"), str) else ""
+    return f"synth --n {int(meta['n'])} --seed {int(meta['seed'])}{setting}"
 
 
 def data_provenance(path: str | Path | None) -> dict[str, Any]:

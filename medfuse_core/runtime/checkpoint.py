@@ -96,6 +96,15 @@ def upgrade_config(config: dict[str, Any], where: str) -> dict[str, Any]:
 
 def load_weights(model: torch.nn.Module, folder: str | Path, device: str | torch.device = "cpu") -> None:
     path = Path(folder) / WEIGHTS_FILE
+    state = read_weights(folder, device)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise DataError(str(path), "weights", f"expected weights matching config.json; missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def read_weights(folder: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors by name, the safetensors header checked first (size, depth, offsets)."""
+    path = Path(folder) / WEIGHTS_FILE
     if not path.is_file():
         raise DataError(str(path), "", "expected the model weights file next to config.json")
     with open(path, "rb") as fh:  # the header is checked first, as for an upload (size, depth, offsets)
@@ -113,9 +122,7 @@ def load_weights(model: torch.nn.Module, folder: str | Path, device: str | torch
         state = load_file(str(path), device=str(device))
     except Exception as exc:  # safetensors' own SafetensorError (a Rust error) for anything else malformed
         raise DataError(str(path), "", f"expected a readable safetensors file ({type(exc).__name__}: {exc})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise DataError(str(path), "weights", f"expected weights matching config.json; missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return state
 
 
 def save_trainer_state(folder: Path, optimizers: dict[str, torch.optim.Optimizer], scalars: dict[str, Any]) -> None:

@@ -67,7 +67,9 @@ def describe_cohort(data_dir: str | Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError):
         cohort = {}
     if "generator_version" in cohort:
-        return {"synthetic": True, "generator": cohort["generator_version"], "seed": cohort.get("seed"), "n": cohort.get("n")}
+        realism = cohort.get("realism")
+        return {"synthetic": True, "generator": cohort["generator_version"], "seed": cohort.get("seed"), "n": cohort.get("n"),
+                **({"realism": realism.get("name")} if isinstance(realism, dict) else {})}
     return {"synthetic": False, "folder_name": Path(data_dir).name}
 
 

@@ -255,9 +255,10 @@ def film_rows(data_dir: str | Path, featurizer: Featurizer, split: SplitConfig, 
 
 def run_training(data_dir: str | Path, out_dir: str | Path, config_path: str | Path | None = None,
                  overrides: dict[str, Any] | None = None, prepared: PreparedData | None = None,
-                 image_encoder_data: str | Path | None = None) -> TrainResult:
+                 image_encoder_data: str | Path | None = None, encoders_from: str | Path | None = None) -> TrainResult:
     """The `train` command. `prepared`: data already read and featurized with the same run config.
     `image_encoder_data`: another cohort whose films join the image encoder's stage 1 (`film_rows`).
+    `encoders_from`: a checkpoint whose encoders this run takes as its stage 1 (`seed_encoders`).
     Under torchrun (RANK / WORLD_SIZE in the environment) it trains data-parallel across the ranks."""
     run = RunConfig.from_file(config_path)
     train_config = TrainConfig.from_dict({**run.train, **(overrides or {})})
@@ -267,7 +268,8 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config_path: str | P
     world.local_batch_size(train_config.batch_size)  # before any work: the global batch must split evenly
     device = distributed.setup(world, resolve_device(train_config.device))
     try:
-        result = _run_training(data_dir, out_dir, run, train_config, split, prepared, world, device, image_encoder_data)
+        result = _run_training(data_dir, out_dir, run, train_config, split, prepared, world, device, image_encoder_data,
+                               encoders_from)
     except BaseException:
         distributed.shutdown(world, wait=False)  # no barrier the other ranks may never reach
         raise
@@ -277,7 +279,10 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config_path: str | P
 
 def _run_training(data_dir: str | Path, out_dir: Path, run: RunConfig, train_config: TrainConfig, split: SplitConfig,
                   prepared: PreparedData | None, world: distributed.World, device: torch.device,
-                  image_encoder_data: str | Path | None = None) -> TrainResult:
+                  image_encoder_data: str | Path | None = None, encoders_from: str | Path | None = None) -> TrainResult:
+    if image_encoder_data and encoders_from:
+        raise DataError(str(image_encoder_data), "--image-encoder-data",
+                        "the encoders come from --encoders-from; an image-encoder cohort would not be used")
     if image_encoder_data and train_config.encoder_epochs <= 0:
         raise DataError(str(image_encoder_data), "train.encoder_epochs",
                         "an image-encoder cohort needs training stage 1 (encoder_epochs > 0); the run config has none")
@@ -302,6 +307,8 @@ def _run_training(data_dir: str | Path, out_dir: Path, run: RunConfig, train_con
     model_config = model.config
     # the objective as this variant trains it (train/objective.py): what the checkpoint's train.loss records
     train_config = replace(train_config, loss=variant_loss(model_config.variant, train_config.loss))
+    encoder_source = seed_encoders(model, encoders_from, out_dir) if encoders_from and world.is_main else None
+    world.barrier()
     if notes_tuning.finetune != "none" and "notes" in model.encoders():
         finetune_notes(model, featurizer, parts["train"], parts["val"], notes_tuning, out_dir=out_dir,
                        epochs=train_config.encoder_epochs, patience=train_config.encoder_patience,
@@ -319,7 +326,8 @@ def _run_training(data_dir: str | Path, out_dir: Path, run: RunConfig, train_con
             "data": {**data_provenance(data.data_dir), "n_train": len(parts["train"]), "n_val": len(parts["val"]),
                      "n_test": len(parts["test"]), "synthetic": _is_synthetic(data.data_dir),
                      **({"image_encoder_data": {**data_provenance(image_encoder_data), "n_train": len(films.train),
-                                                "n_val": len(films.val)}} if films else {})},
+                                                "n_val": len(films.val)}} if films else {}),
+                     **({"encoders_from": encoder_source} if encoder_source else {})},
             "train": asdict(train_config),
             "calibration": calibration,
             "summary": summary,
@@ -338,6 +346,34 @@ def _run_training(data_dir: str | Path, out_dir: Path, run: RunConfig, train_con
                                         "processes": world.size,
                                         "torch": torch.__version__})
     return result
+
+
+def seed_encoders(model: torch.nn.Module, checkpoint_dir: str | Path, out_dir: Path) -> dict[str, Any]:
+    """Stage 1 taken from another checkpoint: its encoders' weights written to out_dir/encoders/, where
+    stage 1 finds them and trains nothing (encoder_pretrain.py). Why: a run on another cohort of the same
+    world (the ward demo on the clean one's encoders) then costs stage 2 only, minutes instead of most of
+    an hour, and every variant of a benchmark starts from the same encoders. Refused, naming the tensor,
+    when an encoder of the source does not fit this model (another config or vocabulary).
+    Returns what config.json records: where the encoders came from, as that checkpoint's own data."""
+    from safetensors.torch import save_file
+
+    source = Path(checkpoint_dir)
+    weights = ckpt.read_weights(source)
+    prefixes = {id(module): name for name, module in model.named_modules()}
+    folder = Path(out_dir) / "encoders"
+    folder.mkdir(parents=True, exist_ok=True)
+    for modality, encoder in model.encoders().items():
+        prefix = prefixes[id(encoder)] + "."
+        own = encoder.state_dict()
+        taken = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        for key, tensor in own.items():
+            if key not in taken or tuple(taken[key].shape) != tuple(tensor.shape):
+                found = "missing" if key not in taken else f"shape {tuple(taken[key].shape)}"
+                raise DataError(str(source / "model.safetensors"), prefix + key,
+                                f"expected a tensor of shape {tuple(tensor.shape)} for the {modality} encoder; found {found}")
+        save_file({k: taken[k].contiguous() for k in own}, str(folder / f"{modality}.safetensors"))
+    config = ckpt.read_config(source)
+    return {"checkpoint": data_provenance(source)["path"], "data": config.get("data", {})}
 
 
 def _is_synthetic(data_dir: Path) -> bool:

@@ -29,6 +29,7 @@ from medfuse_core.sources.synth.images import make_images
 from medfuse_core.sources.synth.labs import make_labs
 from medfuse_core.sources.synth.notes import make_notes
 from medfuse_core.sources.synth.plan import make_plan
+from medfuse_core.sources.synth.realism import CLEAN, Realism
 from medfuse_core.sources.synth.truth import build_truth
 from medfuse_core.sources.synth.vitals import make_vitals
 from medfuse_core.sources.synth.workers import limit_blas_threads
@@ -36,7 +37,8 @@ from medfuse_core.sources.synth.workers import limit_blas_threads
 logger = logging.getLogger(__name__)
 
 COHORT_FILE = "cohort.json"
-_STREAMS = ("plan", "labs", "vitals", "notes", "images")
+# "realism" last: spawning one more child leaves the first five (and so every clean patient) unchanged
+_STREAMS = ("plan", "labs", "vitals", "notes", "images", "realism")
 
 
 @dataclass
@@ -56,10 +58,12 @@ def _streams(rng_or_seed: np.random.Generator | int, index: int) -> dict[str, np
     return dict(zip(_STREAMS, children))
 
 
-def synthesize(rng_or_seed: np.random.Generator | int, index: int, *, image_size: int = 512) -> SynthPatient:
-    """Patient `index`: from a cohort seed (reproducible per index) or from a caller's generator."""
+def synthesize(rng_or_seed: np.random.Generator | int, index: int, *, image_size: int = 512,
+               realism: Realism = CLEAN) -> SynthPatient:
+    """Patient `index`: from a cohort seed (reproducible per index) or from a caller's generator.
+    `realism`: the clean textbook world or the MIMIC-like ward (realism.py)."""
     rng = _streams(rng_or_seed, index)
-    plan = make_plan(rng["plan"], index)
+    plan = make_plan(rng["plan"], index, realism, rng["realism"])
     labs, lab_ev = make_labs(rng["labs"], plan)
     vitals, vital_ev = make_vitals(rng["vitals"], plan)
     notes, spans = make_notes(rng["notes"], plan)
@@ -73,17 +77,18 @@ def synthesize(rng_or_seed: np.random.Generator | int, index: int, *, image_size
         vitals=vitals,
         notes=notes,
         images=images,
-        labels=plan.conditions.labels(),
-        source=f"synthetic:{GENERATOR_VERSION}",
+        labels=plan.labels(),
+        source=f"synthetic:{GENERATOR_VERSION}" + ("" if realism.clean else f":{realism.name}"),
     )
     present = {m: record.has(m) for m in MODALITIES}
     record.truth, masks = build_truth(plan, lab_ev, spans, vital_ev, image_ev, present)
     return SynthPatient(record, masks)
 
 
-def generate_patient(rng_or_seed: np.random.Generator | int, index: int, *, image_size: int = 512) -> PatientRecord:
+def generate_patient(rng_or_seed: np.random.Generator | int, index: int, *, image_size: int = 512,
+                     realism: Realism = CLEAN) -> PatientRecord:
     """The record of patient `index` (labels and truth included; masks via `synthesize`)."""
-    return synthesize(rng_or_seed, index, image_size=image_size).record
+    return synthesize(rng_or_seed, index, image_size=image_size, realism=realism).record
 
 
 def write_patient(patient: SynthPatient, folder: Path) -> Path:
@@ -110,6 +115,7 @@ class CohortSummary:
     modality_counts: dict[str, int]
     seconds: float
     generator_version: str = GENERATOR_VERSION
+    realism: Realism = CLEAN
 
     @property
     def prevalence(self) -> dict[str, float]:
@@ -131,19 +137,21 @@ class CohortSummary:
             "label_counts": self.label_counts,
             "modality_counts": self.modality_counts,
             "patients": [f"P{i:05d}" for i in range(self.n)],
+            **({} if self.realism.clean else {"realism": self.realism.to_dict()}),
         }
 
     def describe(self) -> str:
-        lines = [f"{self.n} patients (seed {self.seed}, {self.generator_version}) in {self.out_dir} "
+        setting = "" if self.realism.clean else f", realism {self.realism.name}"
+        lines = [f"{self.n} patients (seed {self.seed}, {self.generator_version}{setting}) in {self.out_dir} "
                  f"in {self.seconds:.1f} s ({self.patients_per_s:.1f} patients/s)",
                  "modalities present: " + ", ".join(f"{m} {c}" for m, c in self.modality_counts.items())]
         lines += [f"  {p:6.1%}  {name}" for name, p in self.prevalence.items()]
         return "\n".join(lines)
 
 
-def _make_and_write(args: tuple[int, int, Path, int]) -> tuple[dict[str, int], dict[str, bool]]:
-    seed, index, out_dir, image_size = args
-    patient = synthesize(seed, index, image_size=image_size)
+def _make_and_write(args: tuple[int, int, Path, int, Realism]) -> tuple[dict[str, int], dict[str, bool]]:
+    seed, index, out_dir, image_size, realism = args
+    patient = synthesize(seed, index, image_size=image_size, realism=realism)
     write_patient(patient, out_dir / patient.record.patient_id)
     record = patient.record
     return dict(record.labels or {}), {m: record.has(m) for m in MODALITIES}
@@ -160,12 +168,12 @@ def worker_count(n: int, workers: int | None) -> int:
 
 
 def generate_cohort(n: int, seed: int, out_dir: Path, *, image_size: int = 512, progress: bool = False,
-                    workers: int | None = None) -> CohortSummary:
+                    workers: int | None = None, realism: Realism = CLEAN) -> CohortSummary:
     """Write `n` bundles (out_dir/P00000 ...) and out_dir/cohort.json; the same for any `workers`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    jobs = [(seed, i, out_dir, image_size) for i in range(n)]
+    jobs = [(seed, i, out_dir, image_size, realism) for i in range(n)]
     label_counts = {name: 0 for name in LABEL_NAMES}
     modality_counts = {m: 0 for m in MODALITIES}
     n_workers = worker_count(n, workers)
@@ -184,6 +192,7 @@ def generate_cohort(n: int, seed: int, out_dir: Path, *, image_size: int = 512, 
     finally:
         if pool:
             pool.shutdown()
-    summary = CohortSummary(out_dir, n, seed, label_counts, modality_counts, time.perf_counter() - start)
+    summary = CohortSummary(out_dir, n, seed, label_counts, modality_counts, time.perf_counter() - start,
+                            realism=realism)
     (out_dir / COHORT_FILE).write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
     return summary

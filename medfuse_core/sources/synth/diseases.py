@@ -17,6 +17,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from medfuse_core.sources.synth.realism import CLEAN, Realism
+
 # synth-1.1: hypertension's vitals truth names the mean blood pressure too (charted from the raised SBP
 # and DBP, so it carries the same evidence); the generated values are those of synth-1.0
 GENERATOR_VERSION = "synth-1.1"
@@ -101,19 +103,30 @@ def _threshold(prevalence: float) -> float:
 THRESHOLDS = {d.key: _threshold(d.prevalence) for d in DISEASES}  # liability cut-off per disease key
 
 
-def sample_conditions(rng: np.random.Generator) -> Conditions:
-    """Draw demographics and the correlated disease set of one patient."""
+def _loadings(disease: Disease, scale: float) -> np.ndarray:
+    """The disease's factor loadings times `scale`, shrunk if needed so that they explain at most 90 %
+    of its liability's variance (the rest stays the disease's own noise)."""
+    w = np.asarray(disease.loadings) * scale
+    explained = float(w @ w)
+    return w * np.sqrt(0.9 / explained) if explained > 0.9 else w
+
+
+def sample_conditions(rng: np.random.Generator, realism: Realism = CLEAN) -> Conditions:
+    """Draw demographics and the correlated disease set of one patient (prevalences and comorbidity as
+    `realism` sets them; the clean setting is the diseases' own)."""
     factors = rng.standard_normal(3)
     age = float(np.clip(round(64.0 + 15.0 * factors[2]), 18, 95))
     sex = "F" if rng.random() < 0.44 else "M"
     noise = rng.standard_normal(len(DISEASES))
     positive = set()
     for disease, e in zip(DISEASES, noise):
-        w = np.asarray(disease.loadings)
+        w = _loadings(disease, realism.loading_scale)
         liability = float(w @ factors) + float(np.sqrt(1.0 - w @ w)) * e
-        if liability > THRESHOLDS[disease.key]:
+        prevalence = realism.prevalence.get(disease.key)
+        threshold = THRESHOLDS[disease.key] if prevalence is None else _threshold(prevalence)
+        if liability > threshold:
             positive.add(disease.key)
     acuity = sum(_SEVERITY_WEIGHTS.get(k, 0.0) for k in positive) + 0.35 * factors[2] + 0.6 * rng.standard_normal()
     severity = float(1.0 / (1.0 + np.exp(-(acuity - 1.0))))
-    died = bool(rng.random() < 1.0 / (1.0 + np.exp(-(6.0 * severity - 5.2))))
+    died = bool(rng.random() < 1.0 / (1.0 + np.exp(-(6.0 * severity - 5.2 + realism.mortality_shift))))
     return Conditions(age=age, sex=sex, diseases=frozenset(positive), severity=round(severity, 4), died=died)

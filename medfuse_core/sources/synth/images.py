@@ -83,8 +83,12 @@ def make_images(rng: np.random.Generator, plan: PatientPlan, size: int = 512) ->
         hours.append(float(rng.uniform(18.0, plan.end_hours - 1.0)))
     images: list[ChestImage] = []
     evidence: list[ImageEvidence] = []
+    # weak evidence (a weak positive or a mimic) is a fainter, smaller finding; one film has one severity
+    strength = min((plan.strength(FINDING_DISEASE[f]) for f in findings), default=1.0)
     for i, h in enumerate(hours):
         severity = float(rng.uniform(0.8, 1.3)) if i == 0 else float(rng.uniform(0.6, 1.2))
+        if strength < 1.0:
+            severity *= strength
         drawing = draw_chest(np.random.default_rng(anatomy_seed), findings, size, severity=severity)
         when = (plan.index_time + pd.Timedelta(minutes=round(h * 60))).floor("min")
         meta = _metadata(rng, size, when)

@@ -158,7 +158,9 @@ def make_labs(rng: np.random.Generator, plan: PatientPlan) -> tuple[Labs, list[L
                 value -= 1.0 * severity
             planted = _planted_value(rng, plan, key, t, state)
             if planted:  # only WBC can be pushed by two diseases at once, both upwards
-                value = max(v for _, v in planted)
+                # a weak positive or a mimic moves the value only part of the way (strength 1: all of it)
+                value = max(v if plan.strength(d) == 1.0 else value + plan.strength(d) * (v - value)
+                            for d, v in planted)
             value = max(value, 0.0)
             parsed, text, censored = _text(rng, item, value, bool(planted))
             flag = "" if math.isnan(parsed) else item.flag(parsed)

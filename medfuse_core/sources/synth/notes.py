@@ -77,7 +77,10 @@ class _Writer:
         self.rng = rng
         self.plan = plan
         self.say = [d for d in NOTE_DISEASES if plan.plants(d, "notes")]
-        self.negate = [d for d in NOTE_DISEASES if not plan.conditions.has(d) and rng.random() < 0.25]
+        # weak evidence (a weak positive, or a mimic: "?pneumonia") is one line of the problem list only
+        self.full = [d for d in self.say if plan.strength(d) == 1.0]
+        self.negate = [d for d in NOTE_DISEASES if not plan.conditions.has(d) and rng.random() < 0.25
+                       and not plan.plants(d, "notes")]
 
     def ev(self, disease: str, bank: dict[str, tuple[str, ...]]) -> _Piece:
         return _Piece(_pick(self.rng, bank[disease]), disease, "evidence")
@@ -91,7 +94,7 @@ class _Writer:
         rng, c = self.rng, self.plan.conditions
         complaint = _pick(rng, P.COMPLAINTS)
         out: Section = [_Piece(f"CC: {complaint}\n\nHPI: {int(c.age)} yo {'man' if c.sex == 'M' else 'woman'} with PMH ")]
-        history = [d for d in self.say if d in _CHRONIC]
+        history = [d for d in self.full if d in _CHRONIC]
         items: Section = [self.ev(d, P.HISTORY) for d in history]
         items += [_Piece(h) for h in rng.choice(P.OTHER_HISTORY, size=int(rng.integers(1, 3)), replace=False)]
         order = rng.permutation(len(items))
@@ -99,7 +102,7 @@ class _Writer:
             out.append(items[i])
             out.append(_Piece(", " if k < len(order) - 2 else " and " if k == len(order) - 2 else ""))
         out.append(_Piece(f" who presents with {complaint}."))
-        acute = [d for d in self.say if d in P.HPI_ACUTE and d in _ACUTE + ("chf",)]
+        acute = [d for d in self.full if d in P.HPI_ACUTE and d in _ACUTE + ("chf",)]
         for d in acute:
             if rng.random() < 0.7:
                 out += [_Piece(" ED workup notable for "), self.ev(d, P.HPI_ACUTE), _Piece(".")]
@@ -112,13 +115,13 @@ class _Writer:
     def pmh(self) -> Section:
         rng = self.rng
         out: Section = [_Piece("PMH:\n")]
-        lines: list[Section] = [[_Piece("- "), self.ev(d, P.HISTORY), _Piece("\n")] for d in self.say if d in _CHRONIC]
+        lines: list[Section] = [[_Piece("- "), self.ev(d, P.HISTORY), _Piece("\n")] for d in self.full if d in _CHRONIC]
         lines += [[_Piece(f"- {h}\n")] for h in rng.choice(P.OTHER_HISTORY, size=int(rng.integers(2, 5)), replace=False)]
         for i in rng.permutation(len(lines)):
             out += lines[i]
         out.append(_Piece("\nMedications:\n"))
         meds: list[Section] = [[_Piece("- "), self.ev(d, P.MEDICATIONS), _Piece("\n")]
-                               for d in self.say if d in P.MEDICATIONS and rng.random() < 0.85]
+                               for d in self.full if d in P.MEDICATIONS and rng.random() < 0.85]
         meds += [[_Piece(f"- {m}\n")] for m in rng.choice(P.OTHER_MEDS, size=int(rng.integers(2, 5)), replace=False)]
         for i in rng.permutation(len(meds)):
             out += meds[i]
@@ -141,7 +144,7 @@ class _Writer:
         lines: list[Section] = []
         for d in self.say:
             line: Section = [_Piece("# "), self.ev(d, P.PROBLEMS), _Piece(": ")]
-            if rng.random() < 0.6:
+            if d in self.full and rng.random() < 0.6:
                 line += [self.ev(d, P.PLAN_EXTRA), _Piece(", ")]
             line.append(_Piece(f"{_pick(rng, P.GENERIC_PLAN)}\n"))
             lines.append(line)
@@ -163,7 +166,7 @@ class _Writer:
             by_system.setdefault(line.split(":")[0], []).append(line)
         systems = rng.choice(sorted(by_system), size=4, replace=False)
         lines: list[Section] = [[_Piece(f"{_pick(rng, tuple(by_system[s]))}\n")] for s in systems]
-        for d in self.say:
+        for d in self.full:
             if rng.random() < 0.6:
                 lines.append([self.ev(d, P.NURSING), _Piece(".\n")])
         out: Section = []

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from medfuse_core.record import MODALITIES
-from medfuse_core.sources.synth.diseases import DISEASES, Conditions, sample_conditions
+from medfuse_core.sources.synth.diseases import DISEASE_BY_KEY, DISEASES, Conditions, sample_conditions
+from medfuse_core.sources.synth.realism import CLEAN, Deviations, Realism, draw_deviations
 
 # Probability that a stay has the modality (MIMIC-like: many stays without a chest film).
 AVAILABILITY = {"labs": 0.97, "notes": 0.85, "vitals": 0.97, "image": 0.55}
@@ -37,9 +38,28 @@ class PatientPlan:
     planted: dict[str, tuple[str, ...]]  # disease key -> modalities where evidence is planted
     windows: dict[str, list[Window]] = field(default_factory=dict)  # disease key -> active hours
     n_images: int = 0
+    realism: str = CLEAN.name  # the generator's realism setting (realism.py)
+    deviations: Deviations = field(default_factory=Deviations)  # what that setting drew for this patient
 
     def plants(self, disease: str, modality: str) -> bool:
+        """Evidence of `disease` goes into `modality`: a positive's route, or a mimic's."""
         return modality in self.planted.get(disease, ())
+
+    def strength(self, disease: str) -> float:
+        """How strongly the planted evidence of `disease` shows: 1 full, less for a weak positive or a mimic.
+        Generators move a value from its typical level `strength` of the way to the planted one."""
+        if disease in self.deviations.mimics:
+            return self.deviations.mimics[disease]
+        return self.deviations.strength.get(disease, 1.0)
+
+    def labels(self) -> dict[str, int]:
+        """The coded labels: the conditions, less those left uncoded, plus those coded without one."""
+        labels = self.conditions.labels()
+        for key in self.deviations.uncoded:
+            labels[DISEASE_BY_KEY[key].name] = 0
+        for key in self.deviations.overcoded:
+            labels[DISEASE_BY_KEY[key].name] = 1
+        return labels
 
     def window(self, disease: str) -> list[Window]:
         return self.windows.get(disease, [])
@@ -51,7 +71,8 @@ def _index_time(rng: np.random.Generator) -> pd.Timestamp:
     return day + pd.Timedelta(minutes=int(rng.integers(0, 24 * 60)))
 
 
-def _planted_routes(rng: np.random.Generator, conditions: Conditions, available: dict[str, bool]) -> dict[str, tuple[str, ...]]:
+def _planted_routes(rng: np.random.Generator, conditions: Conditions, available: dict[str, bool],
+                    deviations: Deviations, realism_rng: np.random.Generator | None) -> dict[str, tuple[str, ...]]:
     planted: dict[str, tuple[str, ...]] = {}
     for disease in DISEASES:
         if not conditions.has(disease.key):
@@ -59,7 +80,13 @@ def _planted_routes(rng: np.random.Generator, conditions: Conditions, available:
         routes = [m for m in disease.modalities if available[m]]
         if not disease.single_route and len(routes) >= 2 and rng.random() < P_INCOMPLETE:
             routes.pop(int(rng.integers(len(routes))))
+        if deviations.strength.get(disease.key, 1.0) == 0.0:
+            routes = []  # its evidence lies outside the window: a positive with nothing to see
         planted[disease.key] = tuple(routes)
+    for key in deviations.mimics:  # weak evidence of a disease the patient does not have, in one of its routes
+        routes = [m for m in DISEASE_BY_KEY[key].modalities if available[m]]
+        if routes and realism_rng is not None:
+            planted[key] = (routes[int(realism_rng.integers(len(routes)))],)
     return planted
 
 
@@ -76,25 +103,28 @@ def _episodes(rng: np.random.Generator, end: float) -> list[Window]:
     return sorted(out)
 
 
-def _windows(rng: np.random.Generator, conditions: Conditions, end: float) -> dict[str, list[Window]]:
+def _windows(rng: np.random.Generator, conditions: Conditions, end: float,
+             mimics: frozenset[str] = frozenset()) -> dict[str, list[Window]]:
+    """When each disease's evidence shows; mimicked diseases get windows drawn the same way."""
     windows: dict[str, list[Window]] = {}
-    if conditions.has("sepsis"):
+    active = conditions.diseases | mimics
+    if "sepsis" in active:
         onset = float(rng.uniform(0.0, 8.0))
         windows["sepsis"] = [(onset, min(end, onset + float(rng.uniform(14.0, 30.0))))]
-    if conditions.has("pneumonia"):
+    if "pneumonia" in active:
         onset = float(rng.uniform(0.0, 10.0))
         windows["pneumonia"] = [(onset, min(end, onset + float(rng.uniform(16.0, 40.0))))]
-    if conditions.has("dysrhythmia"):
+    if "dysrhythmia" in active:
         windows["dysrhythmia"] = _episodes(rng, end)
-    if conditions.has("renal"):
+    if "renal" in active:
         # creatinine starts rising at onset (before admission for half the patients)
         onset = float(rng.uniform(-12.0, 0.0)) if rng.random() < 0.5 else float(rng.uniform(0.0, 16.0))
         windows["renal"] = [(onset, end)]
-    if conditions.has("electrolytes"):
+    if "electrolytes" in active:
         windows["electrolytes"] = [(0.0, min(end, float(rng.uniform(20.0, end + 10.0))))]
-    if conditions.has("hypertension"):
+    if "hypertension" in active:
         windows["hypertension"] = _outside(windows.get("sepsis", []), end)
-    if conditions.has("diabetes"):
+    if "diabetes" in active:
         windows["diabetes"] = [(0.0, end)]
     return windows
 
@@ -111,9 +141,16 @@ def _outside(busy: list[Window], end: float) -> list[Window]:
     return out
 
 
-def make_plan(rng: np.random.Generator, index: int) -> PatientPlan:
-    """Draw the latent stay of patient `index`."""
-    conditions = sample_conditions(rng)
+def make_plan(rng: np.random.Generator, index: int, realism: Realism = CLEAN,
+              realism_rng: np.random.Generator | None = None) -> PatientPlan:
+    """Draw the latent stay of patient `index`. The realism setting's own draws come from
+    `realism_rng`, so the clean setting draws exactly what it drew before realism existed."""
+    conditions = sample_conditions(rng, realism)
+    deviations = Deviations()
+    if not realism.clean:
+        if realism_rng is None:
+            raise ValueError(f"realism {realism.name!r} needs its own random stream (realism_rng)")
+        deviations = draw_deviations(realism_rng, realism, conditions.diseases, tuple(d.key for d in DISEASES))
     available = {m: bool(rng.random() < AVAILABILITY[m]) for m in MODALITIES}
     end = float(rng.uniform(*WINDOW_START_HOURS))
     n_images = 0
@@ -126,8 +163,10 @@ def make_plan(rng: np.random.Generator, index: int) -> PatientPlan:
         index_time=_index_time(rng),
         end_hours=round(end, 2),
         available=available,
-        planted=_planted_routes(rng, conditions, available),
-        windows=_windows(rng, conditions, end),
+        planted=_planted_routes(rng, conditions, available, deviations, realism_rng),
+        windows=_windows(rng, conditions, end, frozenset(deviations.mimics)),
         n_images=n_images,
+        realism=realism.name,
+        deviations=deviations,
     )
 

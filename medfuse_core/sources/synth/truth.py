@@ -16,6 +16,7 @@ from medfuse_core.record import MODALITIES
 from medfuse_core.sources.synth.diseases import DISEASES, GENERATOR_VERSION
 from medfuse_core.sources.synth.evidence import ImageEvidence, LabEvidence, NoteSpan, VitalEvidence
 from medfuse_core.sources.synth.plan import PatientPlan
+from medfuse_core.sources.synth.realism import CLEAN
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -46,9 +47,11 @@ def build_truth(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The JSON-ready truth of one patient and its masks by truth-relative file name."""
     evidence: dict[str, Any] = {}
+    mimics: dict[str, Any] = {}
     masks: dict[str, np.ndarray] = {}
     for disease in DISEASES:
-        if not plan.conditions.has(disease.key):
+        mimic = disease.key in plan.deviations.mimics
+        if not (plan.conditions.has(disease.key) or mimic):
             continue
         entry: dict[str, Any] = {
             "route": disease.route,
@@ -65,17 +68,26 @@ def build_truth(
                 entry["image"].append({"file": image_file(e.image), "finding": e.finding, "box": list(e.box), "mask": path})
         entry["routes_planted"] = [m for m in MODALITIES if entry[m]]
         entry["routes_available"] = [m for m in disease.modalities if present[m]]
-        evidence[disease.name] = {k: entry[k] for k in ("route", "routes_planted", "routes_available",
-                                                       "labs", "notes", "vitals", "image")}
+        keys = ("route", "routes_planted", "routes_available", "labs", "notes", "vitals", "image")
+        if plan.realism != CLEAN.name:
+            entry["evidence_strength"] = plan.strength(disease.key)
+            keys += ("evidence_strength",)
+        (mimics if mimic else evidence)[disease.name] = {k: entry[k] for k in keys}
     truth = {
         "generator_version": GENERATOR_VERSION,
         "patient_id": plan.patient_id,
-        "labels": plan.conditions.labels(),
+        "labels": plan.labels(),
         "severity": plan.conditions.severity,
         "modalities": {m: bool(present[m]) for m in MODALITIES},
         "evidence": evidence,
         "distractors": [dict(_span(s), kind=s.kind, disease=_name(s.disease)) for s in notes if s.kind != "evidence"],
     }
+    if plan.realism != CLEAN.name:
+        # what the realism setting did: evidence of diseases the patient does not have, and labels coded wrong
+        truth["realism"] = plan.realism
+        truth["mimics"] = mimics
+        truth["label_noise"] = {"uncoded": sorted(_name(k) for k in plan.deviations.uncoded),
+                                "overcoded": sorted(_name(k) for k in plan.deviations.overcoded)}
     return truth, masks
 
 

@@ -58,6 +58,11 @@ def _charted_times(rng: np.random.Generator, plan: PatientPlan) -> np.ndarray:
     return np.unique(np.concatenate([t, extra])) if extra else t
 
 
+def _toward(typical: np.ndarray, planted: np.ndarray, strength: float) -> np.ndarray:
+    """The planted values, or for weak evidence (strength < 1) only that share of the way from typical."""
+    return planted if strength == 1.0 else typical + strength * (planted - typical)
+
+
 def _smooth_noise(rng: np.random.Generator, n: int, phi: float = 0.7) -> np.ndarray:
     e = rng.standard_normal(n)
     out = np.empty(n)
@@ -109,8 +114,9 @@ def _hemodynamics(rng: np.random.Generator, plan: PatientPlan, t: np.ndarray, ch
     if plan.plants("hypertension", "vitals"):
         on = _inside(t, plan.window("hypertension"))
         k = int(on.sum())
-        sbp[on] = rng.normal(158, 5) + 7.0 * _smooth_noise(rng, k)
-        dbp[on] = rng.normal(88, 3) + 4.0 * _smooth_noise(rng, k)
+        s = plan.strength("hypertension")
+        sbp[on] = _toward(sbp[on], rng.normal(158, 5) + 7.0 * _smooth_noise(rng, k), s)
+        dbp[on] = _toward(dbp[on], rng.normal(88, 3) + 4.0 * _smooth_noise(rng, k), s)
         for a, b in plan.window("hypertension"):
             # the mean pressure is charted from SBP and DBP (below), so it is raised by the same evidence
             for channel in (SBP, DBP, MBP):
@@ -118,24 +124,27 @@ def _hemodynamics(rng: np.random.Generator, plan: PatientPlan, t: np.ndarray, ch
     if plan.plants("sepsis", "vitals"):
         on = _inside(t, plan.window("sepsis"))
         k = int(on.sum())
-        hr[on] = rng.normal(114, 4) + 5.0 * rng.standard_normal(k)
-        sbp[on] = rng.normal(88, 3) + 4.0 * rng.standard_normal(k)
-        dbp[on] = rng.normal(46, 2) + 3.0 * rng.standard_normal(k)
-        temp[on] = rng.uniform(38.4, 39.3) + 0.2 * rng.standard_normal(k)
+        s = plan.strength("sepsis")
+        hr[on] = _toward(hr[on], rng.normal(114, 4) + 5.0 * rng.standard_normal(k), s)
+        sbp[on] = _toward(sbp[on], rng.normal(88, 3) + 4.0 * rng.standard_normal(k), s)
+        dbp[on] = _toward(dbp[on], rng.normal(46, 2) + 3.0 * rng.standard_normal(k), s)
+        temp[on] = _toward(temp[on], rng.uniform(38.4, 39.3) + 0.2 * rng.standard_normal(k), s)
         for channel in (HR, SBP, DBP, MBP, TEMP):
             chart.mark("sepsis", channel, t[on])
     if plan.plants("pneumonia", "vitals"):
         on = _inside(t, plan.window("pneumonia"))
-        temp[on] = np.maximum(temp[on], rng.uniform(38.2, 39.0) + 0.2 * rng.standard_normal(int(on.sum())))
+        fever = rng.uniform(38.2, 39.0) + 0.2 * rng.standard_normal(int(on.sum()))
+        temp[on] = np.maximum(temp[on], _toward(temp[on], fever, plan.strength("pneumonia")))
         chart.mark("pneumonia", TEMP, t[on])
     if plan.plants("dysrhythmia", "vitals"):
         for a, b in plan.window("dysrhythmia"):
             on = (t >= a) & (t <= b)
             k = int(on.sum())
+            s = plan.strength("dysrhythmia")
             if rng.random() < 0.75:  # atrial fibrillation with rapid ventricular response: irregular
-                hr[on] = rng.uniform(104, 165, size=k)
+                hr[on] = _toward(hr[on], rng.uniform(104, 165, size=k), s)
             else:  # SVT: fast and regular
-                hr[on] = rng.normal(150, 8) + 3.0 * rng.standard_normal(k)
+                hr[on] = _toward(hr[on], rng.normal(150, 8) + 3.0 * rng.standard_normal(k), s)
             chart.mark("dysrhythmia", HR, t[on], a)
 
     mbp = dbp + (sbp - dbp) / 3.0
@@ -186,7 +195,7 @@ def _occasional(rng: np.random.Generator, plan: PatientPlan, t: np.ndarray, char
         times = t[2::5]
         glucose = rng.normal(118, 18, size=len(times))
         if plan.plants("diabetes", "vitals"):
-            glucose = rng.uniform(170, 330, size=len(times))
+            glucose = _toward(glucose, rng.uniform(170, 330, size=len(times)), plan.strength("diabetes"))
             chart.mark("diabetes", GLUCOSE, times)
         v, texts = _ints(glucose)
         chart.add(times, GLUCOSE, v, texts)
