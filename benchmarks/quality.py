@@ -15,7 +15,8 @@ mortality AUROC, ECE after the per-label calibration (all labels), and macro-AUR
 over the diseases whose route is not image-only (9 of the synthetic 10) and with the notes withheld
 over the diseases whose route is not notes-only (9 of 10). Routes come from the synthetic cohort's
 `DISEASES`; labels it does not know count as neither (all diseases are then used).
-Writes <out-dir>/quality.json and quality.md.
+Writes <out-dir>/<name>.json and <name>.md (`--name`, default quality: the clean track; the realistic
+track, on `synth --realism ward` cohorts, is written as quality_ward).
 
 `--encoders DIR` (a run folder's `encoders/`, written by training stage 1) gives every variant the
 same pretrained encoders: the folder is copied into each run folder, so stage 1 is skipped and the
@@ -46,7 +47,7 @@ from medfuse_core import cli  # noqa: E402
 from medfuse_core.models.baselines import VARIANTS  # noqa: E402
 from medfuse_core.sources.synth.diseases import DISEASES, MORTALITY  # noqa: E402
 from medfuse_core.train.run import RunConfig, SplitConfig, prepare_data, run_training  # noqa: E402
-from medfuse_core.provenance import write_benchmark_result
+from medfuse_core.provenance import cohort_command, write_benchmark_result  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_CONFIG = ROOT / "assets" / "demo_run.json"
@@ -154,6 +155,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"({rows[0]['n_heldout'] if rows else 0} patients) by the `eval` command. {meta['date']}, {meta['platform']}, "
         f"torch {meta['torch']}.",
         "",
+        *([f"Cohorts: training `{meta['data_made_by']}`, held-out `{meta['heldout_made_by']}`"
+           + (" (the realistic track: sources/synth/realism.py)" if "--realism ward" in str(meta.get("heldout_made_by")) else "")
+           + ".", ""] if meta.get("heldout_made_by") else []),
         *([f"Every variant starts from the stage-1 encoders in `{meta['shared_encoders']}` (stage 1 skipped)"
            + (f"; the film encoder among them also saw the films of `{meta['encoder_films']}` "
               "(`train --image-encoder-data`)" if meta.get("encoder_films") else "") + ".", ""]
@@ -208,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--report-only", action="store_true",
                         help="rebuild the table from the eval reports already in --runs-dir (no training)")
+    parser.add_argument("--name", default="quality", help="results file stem (quality_ward for the realistic track)")
     parser.add_argument("--encoders", type=Path, default=None,
                         help="stage-1 encoders folder shared by every variant (e.g. runs/demo/encoders)")
     args = parser.parse_args(argv)
@@ -223,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, Any] = {"meta": {
         "data": str(args.data), "heldout": str(args.heldout), "config": str(args.config), "epochs": args.epochs,
+        "data_made_by": cohort_command(args.data), "heldout_made_by": cohort_command(args.heldout),
         "bootstrap": args.bootstrap, "date": time.strftime("%Y-%m-%d"), "platform": platform.platform(),
         "torch": torch.__version__, "runs_dir": str(args.runs_dir), "run_config": base,
         "shared_encoders": str(args.encoders) if args.encoders else None,
@@ -233,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             report = json.loads((args.runs_dir / f"{folder_name(variant)}.eval.json").read_text())
             run_config = json.loads((args.runs_dir / folder_name(variant) / "config.json").read_text())
             results["variants"].append(summarise(variant, report, run_config, float("nan")))
-        write_benchmark_result(args.out_dir, "quality", results, markdown(results))
+        write_benchmark_result(args.out_dir, args.name, results, markdown(results))
         return 0
     # read and featurized once: every variant has the same split and features (the variant is not read here)
     run = RunConfig(**base)
@@ -242,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {variant}", flush=True)
         results["variants"].append(run_variant(variant, args, base, prepared))
         # written after every variant, so an interrupted benchmark keeps what it has
-        write_benchmark_result(args.out_dir, "quality", results, markdown(results))
+        write_benchmark_result(args.out_dir, args.name, results, markdown(results))
     print(markdown(results))
     return 0
 

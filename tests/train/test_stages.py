@@ -228,3 +228,39 @@ def test_film_rows_keep_only_the_films_and_name_a_cohort_without_any(tiny_cohort
     with pytest.raises(DataError) as caught:
         film_rows(no_films, featurizer, split, progress=False)
     assert str(no_films) in str(caught.value) and "images" in str(caught.value)
+
+
+def test_encoders_from_another_checkpoint_are_stage_one_and_recorded(tiny_cohort, tmp_path: Path) -> None:
+    """`train --encoders-from RUN`: the new run's encoders are RUN's, tensor for tensor, stage 1 trains
+    nothing, stage 2 trains its own head, and config.json says where the encoders came from. An encoder
+    of another shape is refused naming the tensor, before any training."""
+    import copy
+    import json
+
+    import pytest
+    from safetensors.torch import load_file
+
+    from medfuse_core.problems import DataError
+    from medfuse_core.train.run import run_training
+    from tests.conftest import TINY_RUN_CONFIG
+
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps(TINY_RUN_CONFIG))
+    overrides = {"encoder_epochs": 1, "freeze_encoders": True}
+    run_training(tiny_cohort, tmp_path / "source", config, overrides)
+    run_training(tiny_cohort, tmp_path / "taken", config, {**overrides, "seed": 5}, encoders_from=tmp_path / "source")
+    source, taken = load_file(str(tmp_path / "source" / "model.safetensors")), load_file(str(tmp_path / "taken" / "model.safetensors"))
+    encoder_keys = [k for k in source if k.split(".")[0] in ("lab_encoder", "note_encoder", "vitals_encoder", "image_encoder")]
+    assert encoder_keys and all(torch.equal(source[k], taken[k]) for k in encoder_keys)
+    head_keys = [k for k in source if k not in encoder_keys and k in taken]
+    assert any(not torch.equal(source[k], taken[k]) for k in head_keys)  # stage 2 trained again (another seed)
+    recorded = json.loads((tmp_path / "taken" / "config.json").read_text())["data"]["encoders_from"]
+    assert not recorded["checkpoint"].startswith("/") and recorded["checkpoint"].endswith("source")
+    assert "encoders_from" not in json.loads((tmp_path / "source" / "config.json").read_text())["data"]
+
+    other = copy.deepcopy(TINY_RUN_CONFIG)
+    other["model"]["labs"]["d_model"] = 24
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(DataError, match=r"lab_encoder\..*expected a tensor of shape .* for the labs encoder"):
+        run_training(tiny_cohort, tmp_path / "mismatch", tmp_path / "other.json", overrides,
+                     encoders_from=tmp_path / "source")
