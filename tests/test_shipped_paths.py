@@ -68,8 +68,9 @@ def test_demo_checkpoint_still_loads_with_portable_data_paths():
     from medfuse_core.predictor import Predictor
 
     config = json.loads((ROOT / "assets" / "demo_model" / "config.json").read_text())
-    assert config["data"]["path"] == "data/train2000"
-    assert config["data"]["made_by"].startswith("synth --n 2000 --seed 1000")
+    assert config["data"]["path"] == "data/ward2000"
+    assert config["data"]["made_by"] == "synth --n 2000 --seed 1000 --realism ward"
+    assert config["data"]["encoders_from"]["checkpoint"] == "runs/demo"  # the clean run, README's commands
     predictor = Predictor.load(ROOT / "assets" / "demo_model")
     assert len(predictor.labels) == len(config["model"]["labels"])
 

@@ -51,9 +51,11 @@ def test_train_config_refuses_unknown_keys() -> None:
     assert TrainConfig.from_dict({"epochs": 3}).epochs == 3
 
 
-def test_the_demo_checkpoint_config_still_reads_with_its_retired_keys() -> None:
+def test_a_checkpoint_config_with_the_retired_keys_still_reads() -> None:
+    """Checkpoints written before image_size and hours left the model config (the clean demo of round 6
+    had both) still load: the retired keys are read and dropped."""
     model = json.loads((ROOT / "assets" / "demo_model" / "config.json").read_text())["model"]
-    assert "image_size" in model["image"] and "hours" in model["vitals"]  # written by the older code
+    model["image"]["image_size"], model["vitals"]["hours"] = 128, 48.0  # as the older code wrote them
     config = ModelConfig.from_dict(model)
     assert not hasattr(config.image, "image_size") and not hasattr(config.vitals, "hours")
     assert config.modalities == ["labs", "notes", "vitals", "image"] and config.extra == {}
