@@ -132,9 +132,9 @@ def _lab_panel(source: str, record: PatientRecord, attribution: dict | None, mod
             table.insert(table.columns.get_loc("hours"), "model read", seen)
             config["model read"] = {"help": "The result the model read for this item (its last one in the model's "
                                             f"first {V.WINDOW_HOURS} h), where it is not the latest value shown."}
-    # pixel widths so every column fits 1440 px (issue 18); helper columns (abnormal, stamp, critical) are
-    # left out by column_order
-    widths = {"item": 134, "value": 62, "attribution": 130, "flag": 100, "reference": 86, "unit": 62,
+    # pixel widths so every column fits 1440 px (issue 18; 972 px with "model read", the grid has 978);
+    # helper columns (abnormal, stamp, critical) are left out by column_order
+    widths = {"item": 130, "value": 62, "attribution": 130, "flag": 94, "reference": 86, "unit": 62,
               "previous": 66, "n": 36, "model read": 112, "hours": 66, "time": 128}
     shown = [c for c in ("item", "value", "attribution", "flag", "reference", "unit", "previous", "n", "model read",
                          "hours", "time") if c in table.columns or (c == "attribution" and attribution)]

@@ -140,7 +140,8 @@ def test_review_opens_on_the_disease_the_worklist_was_sorted_by(with_model: Path
 
 
 def test_planted_evidence_follows_the_disease(with_model: Path) -> None:
-    at = _page("views/patient.py", patient="P00003")
+    # P00022 of the ward demo: heart failure planted in labs, notes and film; hypertension in notes and vitals
+    at = _page("views/patient.py", patient="P00022")
     at.selectbox(key="disease").select("Congestive heart failure; nonhypertensive").run()
     at.toggle(key="show_planted").set_value(True).run()
     _ok(at)
@@ -153,7 +154,7 @@ def test_planted_evidence_follows_the_disease(with_model: Path) -> None:
 
 
 def test_planted_truth_for_mortality_says_nothing_was_planted(with_model: Path) -> None:
-    at = _page("views/patient.py", patient="P00003")
+    at = _page("views/patient.py", patient="P00022")
     at.selectbox(key="disease").select("In-hospital mortality").run()
     at.toggle(key="show_planted").set_value(True).run()
     _ok(at)

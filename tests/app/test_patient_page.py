@@ -97,11 +97,12 @@ def test_session_state_opens_patient_and_unknown_id_falls_back() -> None:
 
 
 def test_timeline_toggle_planted_evidence_and_window_sliders() -> None:
-    at = _open("P00003")
+    at = _open("P00022")  # ward demo: heart failure planted in labs, notes and film
     latest_rows = len(at.dataframe[0].value)
     at.toggle(key="labs_timeline").set_value(True).run()
     assert len(at.dataframe[0].value) > latest_rows
     at.toggle(key="show_planted").set_value(True).run()
+    at.selectbox(key="disease").select("Congestive heart failure; nonhypertensive").run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("<mark" in h.value for h in at.html)  # planted note spans shown through the highlight path
     assert at.slider(key="xray_opacity").value == pytest.approx(0.45)  # the image overlay is on
