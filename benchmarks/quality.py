@@ -158,7 +158,9 @@ def markdown(results: dict[str, Any]) -> str:
         *([f"Cohorts: training `{meta['data_made_by']}`, held-out `{meta['heldout_made_by']}`"
            + (" (the realistic track: sources/synth/realism.py)" if "--realism ward" in str(meta.get("heldout_made_by")) else "")
            + ".", ""] if meta.get("heldout_made_by") else []),
-        *([f"Every variant starts from the stage-1 encoders in `{meta['shared_encoders']}` (stage 1 skipped)"
+        *([f"Every variant starts from the stage-1 encoders in `{meta['shared_encoders']}` (stage 1 skipped"
+           + (f"; they are those of `{meta['encoders_from']}`, taken by `train --encoders-from`"
+              if meta.get("encoders_from") else "") + ")"
            + (f"; the film encoder among them also saw the films of `{meta['encoder_films']}` "
               "(`train --image-encoder-data`)" if meta.get("encoder_films") else "") + ".", ""]
           if meta.get("shared_encoders") else []),
@@ -189,12 +191,24 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def encoder_films(encoders: Path | None) -> str | None:
-    """The extra film cohort the shared encoders' run gave its image encoder, from that run's config.json."""
+    """The extra film cohort the shared encoders' run gave its image encoder, from that run's config.json
+    (or from the data of the run it took its encoders from, `train --encoders-from`)."""
+    data = _encoder_run_data(encoders)
+    films = data.get("image_encoder_data") or (data.get("encoders_from") or {}).get("data", {}).get("image_encoder_data")
+    return films["path"] if films else None
+
+
+def encoders_origin(encoders: Path | None) -> str | None:
+    """The run the shared encoders were taken from, when their run took them from another (`--encoders-from`)."""
+    origin = _encoder_run_data(encoders).get("encoders_from")
+    return origin.get("checkpoint") if origin else None
+
+
+def _encoder_run_data(encoders: Path | None) -> dict[str, Any]:
     config = Path(encoders).parent / "config.json" if encoders else None
     if config is None or not config.is_file():
-        return None
-    films = json.loads(config.read_text()).get("data", {}).get("image_encoder_data")
-    return films["path"] if films else None
+        return {}
+    return json.loads(config.read_text()).get("data", {})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "bootstrap": args.bootstrap, "date": time.strftime("%Y-%m-%d"), "platform": platform.platform(),
         "torch": torch.__version__, "runs_dir": str(args.runs_dir), "run_config": base,
         "shared_encoders": str(args.encoders) if args.encoders else None,
-        "encoder_films": encoder_films(args.encoders),
+        "encoder_films": encoder_films(args.encoders), "encoders_from": encoders_origin(args.encoders),
     }, "variants": []}
     if args.report_only:
         for variant in [v for v in ORDER if v in variants]:
