@@ -36,8 +36,9 @@ def setup(demo_checkpoint: Path):
 def test_an_out_of_domain_film_is_left_out_as_if_it_were_missing(setup) -> None:
     predictor, records, domain, intervals = setup
     image = MODALITIES.index("image")
-    domain = dataclasses.replace(domain, modalities={**domain.modalities,
-                                                     "image": dataclasses.replace(domain.modalities["image"], threshold=-1.0)})
+    # the film flagged for everyone, nothing else for anyone (a 5 % in-sample fit flags a few labs too)
+    domain = dataclasses.replace(domain, modalities={
+        m: dataclasses.replace(d, threshold=-1.0 if m == "image" else float("inf")) for m, d in domain.modalities.items()})
     checked = Predictor(predictor.model, predictor.featurizer, predictor.config, domain=domain)
     checked.intervals = intervals
     with_film = [r for r in records if r.images and len(r.present_modalities) > 1][:3]

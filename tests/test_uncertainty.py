@@ -1,6 +1,8 @@
 """Conformal intervals (crepes, Mondrian): the reach against hand-computed conformal ranks, coverage of each
 outcome on fresh exchangeable data, wider groups where errors are larger, a rare label's misses caught,
-ties no longer inflating coverage, the calibrated-scale ends, the checkpoint-file round trip."""
+ties no longer inflating coverage, the calibrated-scale ends, the checkpoint-file round trip. Most tests
+pin v2 (by outcome, `score_bins=0`, still loaded from older checkpoints); the v3 tests (by score bin, what
+`calibrate` fits now) are at the end."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
 def _reach_up(positive_scores: np.ndarray, level: float) -> float:
     """crepes' reach up for one group of positives with these 1 - s."""
     s = 1.0 - np.asarray(positive_scores)
-    fitted = fit_intervals(s[:, None], np.ones((len(s), 1)), np.full(len(s), 2), ["a"], level=level)
+    fitted = fit_intervals(s[:, None], np.ones((len(s), 1)), np.full(len(s), 2), ["a"], level=level, score_bins=0)
     return float(fitted.up[0, 1])
 
 
@@ -54,8 +56,8 @@ def test_ties_do_not_inflate_coverage_when_scores_are_continuous() -> None:
     tied = np.where(s < 0.01, 0.003, s)  # what an isotonic step does to them
     fresh, fresh_y = cohort(5000)
     fresh_tied = np.where(fresh < 0.01, 0.003, fresh)
-    on_ties = fit_intervals(tied[:, None], y[:, None], np.full(5000, 4), ["a"], level=0.8)
-    on_scores = fit_intervals(s[:, None], y[:, None], np.full(5000, 4), ["a"], level=0.8)
+    on_ties = fit_intervals(tied[:, None], y[:, None], np.full(5000, 4), ["a"], level=0.8, score_bins=0)
+    on_scores = fit_intervals(s[:, None], y[:, None], np.full(5000, 4), ["a"], level=0.8, score_bins=0)
     assert (on_ties.intervals(fresh_tied[:, None], np.full(5000, 4))[0] <= 0).mean() > 0.93
     assert (on_scores.intervals(fresh[:, None], np.full(5000, 4))[0] <= 0).mean() == pytest.approx(0.8, abs=0.02)
 
@@ -74,7 +76,7 @@ def _rows(n: int, noise_by_group: dict[int, float], seed: int) -> tuple[np.ndarr
 def test_intervals_cover_fresh_patients_at_the_level_and_widen_where_errors_are_larger() -> None:
     noise = {1: 0.35, 2: 0.2, 3: 0.1, 4: 0.02}
     p, y, groups = _rows(20000, noise, seed=0)
-    fitted = fit_intervals(p, y, groups, ["a"], level=0.8)
+    fitted = fit_intervals(p, y, groups, ["a"], level=0.8, score_bins=0)
     assert [list(r) for r in fitted.calibration_rows[0][:4]] == [
         [int(((groups == g) & (y[:, 0] == 0)).sum()), int(((groups == g) & (y[:, 0] == 1)).sum())] for g in range(1, 5)]
     assert not fitted.calibration_rows[0][4:].any()  # groups 5..15 (other modality sets) had no rows
@@ -94,7 +96,7 @@ def test_a_rare_label_the_model_misses_gets_an_interval_reaching_the_missed_outc
     rng = np.random.default_rng(3)
     y = (rng.random(4000) < 0.05).astype(float)
     p = np.where(y == 1, rng.uniform(0.0, 0.2, 4000), rng.uniform(0.0, 0.02, 4000))
-    fitted = fit_intervals(p[:, None], y[:, None], np.ones(4000, dtype=int), ["rare"], level=0.9)
+    fitted = fit_intervals(p[:, None], y[:, None], np.ones(4000, dtype=int), ["rare"], level=0.9, score_bins=0)
     low, high = fitted.intervals(np.array([[0.01]]), np.array([1]))
     assert high[0, 0] > 0.8  # the missed positives make the interval reach far up
     assert low[0, 0] == 0.0
@@ -105,7 +107,7 @@ def test_a_group_without_enough_rows_gets_the_whole_side_and_unknown_labels_are_
     y = np.ones((30, 1))
     y[::2] = np.nan
     groups = np.r_[np.full(27, 4), np.full(3, 1)]
-    fitted = fit_intervals(p, y, groups, ["a"], level=0.9)
+    fitted = fit_intervals(p, y, groups, ["a"], level=0.9, score_bins=0)
     assert list(fitted.calibration_rows[0, 3]) == [0, 13] and list(fitted.calibration_rows[0, 0]) == [0, 2]
     low, high = fitted.intervals(np.array([[0.9], [0.9], [0.9]]), np.array([1, 4, 0]))
     assert (low[0, 0], high[0, 0]) == (0.0, 1.0)  # two positives, no negative: nothing is known either way
@@ -116,7 +118,7 @@ def test_a_group_without_enough_rows_gets_the_whole_side_and_unknown_labels_are_
 
 def test_checkpoint_file_round_trip_and_refusals(tmp_path) -> None:
     p, y, groups = _rows(400, {1: 0.3, 2: 0.2, 3: 0.1, 4: 0.05}, seed=2)
-    fitted = fit_intervals(np.hstack([p, p]), np.hstack([y, y]), groups, ["a", "b"], level=0.9)
+    fitted = fit_intervals(np.hstack([p, p]), np.hstack([y, y]), groups, ["a", "b"], level=0.9, score_bins=0)
     section = json.loads(json.dumps(fitted.save(tmp_path)))
     assert (tmp_path / CONFORMAL_FILE).is_file() and not list(tmp_path.glob("*.pkl"))
     again = ConformalIntervals.load(tmp_path, section, ["a", "b"])
@@ -174,7 +176,8 @@ def test_groups_are_the_set_of_modalities_used() -> None:
     used = np.array([[1, 0, 0, 0], [0, 0, 0, 1], [1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]], dtype=bool)
     assert group_of(used).tolist() == [1, 8, 3, 15, 0]
     # a group never seen in the fit, or no modality: the whole [0, 1]
-    fitted = fit_intervals(np.full((40, 1), 0.5), np.r_[np.zeros(20), np.ones(20)][:, None], np.full(40, 3), ["a"])
+    fitted = fit_intervals(np.full((40, 1), 0.5), np.r_[np.zeros(20), np.ones(20)][:, None], np.full(40, 3), ["a"],
+                           score_bins=0)
     low, high = fitted.intervals(np.full((3, 1), 0.5), np.array([3, 5, 0]))
     assert (low[1, 0], high[1, 0]) == (0.0, 1.0) and (low[2, 0], high[2, 0]) == (0.0, 1.0)
     assert fitted.calibration_rows[0, 2].tolist() == [20, 20] and fitted.calibration_rows[0, 4].tolist() == [0, 0]
@@ -188,7 +191,71 @@ def test_an_uploaded_config_with_malformed_intervals_is_refused() -> None:
     from medfuse_core.runtime.checkpoint import check_config
 
     p, y, groups = _rows(200, {1: 0.3, 2: 0.2, 3: 0.1, 4: 0.05}, seed=3)
-    section = fit_intervals(p, y, groups, ["a"], level=0.9).to_config()
+    section = fit_intervals(p, y, groups, ["a"], level=0.9, score_bins=0).to_config()
     section["level"] = "wide"
     problems = check_config({"format_version": 1, "model": {"labels": ["a"]}, "features": {}, "uncertainty": section})
     assert any(p.field == "uncertainty" for p in problems)
+
+
+# ---- v3: Mondrian by set of modalities x bin of the calibrated probability (what `calibrate` fits)
+
+
+def _ward_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like a ward: a quarter of the positives score like negatives (evidence absent, uncoded), the
+    rest are seen; group 1 (one modality) sees less (scores pulled to the middle) than group 4."""
+    rng = np.random.default_rng(seed)
+    groups = rng.choice([1, 4], n)
+    y = (rng.random(n) < 0.3).astype(float)
+    hidden = (y == 1) & (rng.random(n) < 0.25)
+    seen = rng.beta(6, 2, n)
+    unseen = rng.beta(2, 6, n)
+    p = np.where((y == 1) & ~hidden, seen, unseen)
+    p = np.where(groups == 1, 0.5 + 0.4 * (p - 0.5), p)  # less information: nearer the middle
+    return np.clip(p, 0.001, 0.999)[:, None], y[:, None], groups
+
+
+def test_by_score_bin_each_reach_is_the_conformal_rank_of_its_bin() -> None:
+    p, y, groups = _ward_rows(3000, seed=4)
+    fitted = fit_intervals(p, y, groups, ["a"], level=0.9)
+    assert fitted.score_bins == 5 and fitted.to_config()["method"].endswith("_v3")
+    edges = np.quantile(p[:, 0], np.arange(1, 5) / 5)  # independent of the class: numpy's quantiles
+    np.testing.assert_allclose(fitted.edges[0], edges)
+    residual = np.where(y[:, 0] == 1, 1 - p[:, 0], p[:, 0])  # no calibration: no tie-break either
+    for g in (1, 4):
+        for b in range(5):
+            rows = (groups == g) & (np.searchsorted(edges, p[:, 0], side="right") == b)
+            assert fitted.calibration_rows[0, g - 1, b] == rows.sum()
+            assert fitted.up[0, g - 1, b] == pytest.approx(min(conformal_quantile(residual[rows], 0.9), 1.0), abs=1e-12)
+    assert not fitted.calibration_rows[0, 1:3].any()  # groups 2 and 3 had no rows: the whole range
+    low, high = fitted.intervals(np.array([[0.5]]), np.array([2]))
+    assert (low[0, 0], high[0, 0]) == (0.0, 1.0)
+
+
+def test_on_a_ward_by_score_bin_covers_fresh_patients_and_is_narrow_where_the_model_knows_more() -> None:
+    """v2 (by outcome) must take every interval up to 1 to cover the hidden positives; v3 keeps the
+    level on fresh patients, and its intervals are narrower with four modalities than with one."""
+    p, y, groups = _ward_rows(20000, seed=5)
+    fresh_p, fresh_y, fresh_groups = _ward_rows(20000, seed=6)
+    by_outcome = fit_intervals(p, y, groups, ["a"], level=0.9, score_bins=0)
+    by_bin = fit_intervals(p, y, groups, ["a"], level=0.9)
+    _, high_v2 = by_outcome.intervals(fresh_p, fresh_groups)
+    assert np.median(high_v2) == 1.0  # the positives' side saturates
+    low, high = by_bin.intervals(fresh_p, fresh_groups)
+    covered = (low[:, 0] <= fresh_y[:, 0]) & (fresh_y[:, 0] <= high[:, 0])
+    assert covered.mean() == pytest.approx(0.9, abs=0.015)
+    width = high[:, 0] - low[:, 0]
+    assert np.median(width[fresh_groups == 1]) > np.median(width[fresh_groups == 4]) + 0.2
+    assert np.median(width[fresh_groups == 4]) < 0.6
+
+
+def test_a_score_bin_checkpoint_round_trips_and_bad_bins_are_refused(tmp_path) -> None:
+    p, y, groups = _ward_rows(2000, seed=7)
+    fitted = fit_intervals(p, y, groups, ["a"], level=0.9)
+    section = json.loads(json.dumps(fitted.save(tmp_path)))
+    assert section["score_bins"] == 5 and len(section["bin_edges"]["a"]) == 4
+    again = ConformalIntervals.load(tmp_path, section, ["a"])
+    assert again is not None and again.score_bins == 5
+    np.testing.assert_array_equal(again.up, fitted.up)
+    np.testing.assert_array_equal(again.intervals(p, groups)[1], fitted.intervals(p, groups)[1])
+    with pytest.raises(ValueError, match="score_bins"):
+        ConformalIntervals.load(tmp_path, dict(section, score_bins=1), ["a"])

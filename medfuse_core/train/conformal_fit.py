@@ -19,7 +19,7 @@ from medfuse_core.runtime.calibration import Calibration
 from medfuse_core.features.batch import PatientFeatures
 from medfuse_core.record import MODALITIES
 from medfuse_core.train.loop import EncodedSet
-from medfuse_core.runtime.uncertainty import ConformalIntervals, group_of, model_scores
+from medfuse_core.runtime.uncertainty import SCORE_BINS, ConformalIntervals, group_of, model_scores
 
 DEFAULT_LEVEL = 0.9
 SUBSETS = [np.array([m in chosen for m in range(len(MODALITIES))])
@@ -49,12 +49,14 @@ def subset_logits(model: torch.nn.Module, patients: list[PatientFeatures], batch
 
 
 def fit_intervals(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, names: list[str],
-                  level: float = DEFAULT_LEVEL, calibration: Calibration | None = None) -> ConformalIntervals:
+                  level: float = DEFAULT_LEVEL, calibration: Calibration | None = None,
+                  score_bins: int = SCORE_BINS) -> ConformalIntervals:
     """From the model's scores s (R, K) (probabilities before calibration), outcomes (R, K; NaN unknown)
-    and the group of each row (R,; `group_of` its modalities): crepes, Mondrian by label, group and outcome
-    (`up` from the positives' 1 - p, `down` from the negatives' p, p the calibrated probability)."""
+    and the group of each row (R,; `group_of` its modalities): crepes, Mondrian by label, group and bin of
+    the calibrated probability p (`score_bins`, v3; 0: by outcome, v2: `up` from the positives' 1 - p,
+    `down` from the negatives' p)."""
     return ConformalIntervals(list(names), level, scores, groups, labels,
-                              None if calibration is None else calibration.probabilities)
+                              None if calibration is None else calibration.probabilities, score_bins=score_bins)
 
 
 def fit_checkpoint_intervals(model: torch.nn.Module, calibration: Calibration, patients: list[PatientFeatures],
