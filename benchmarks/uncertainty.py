@@ -2,7 +2,7 @@
 
 On a cohort the intervals were not fitted on (`--data`: the held-out `synth --n 500 --seed 2000`), with
 the checkpoint's calibration and conformal intervals (crepes, Mondrian by label, set of modalities used
-and outcome: config.json `uncertainty` and conformal.safetensors, fitted by
+and bin of the calibrated probability, v3, or outcome, v2: config.json `uncertainty` and conformal.safetensors, fitted by
 `python -m medfuse_core calibrate --checkpoint CHECKPOINT --intervals-data VALIDATION_COHORT`):
 - coverage per label: the share of patients whose interval reaches their outcome (goal: the stated level
   within +-2 points), on the patients as they come (natural) and seen through every non-empty subset of
@@ -93,7 +93,9 @@ def main() -> None:
     natural_coverage = coverage(natural)
     natural_wilson = wilson(natural)
     subset_coverage = coverage(np.ones_like(natural))
-    smallest_group = {name: int(intervals.calibration_rows[k][intervals.calibration_rows[k].sum(1) > 0].min())
+    # the smallest Mondrian category that has rows (v2: a set of modalities x outcome; v3: x bin of p);
+    # an empty one gives the whole range and is not counted here
+    smallest_group = {name: int(rows[rows > 0].min()) if (rows := intervals.calibration_rows[k]).any() else 0
                       for k, name in enumerate(names)}
     payload = {"checkpoint": Path(args.checkpoint).name, "data": Path(args.data).name, "level": level,
                "intervals_fitted_on": intervals.fitted_on, "patients": len(features),
@@ -106,13 +108,18 @@ def main() -> None:
     (RESULTS / f"{args.name}.json").write_text(json.dumps(payload, indent=1) + "\n")
     ok = lambda c: "met" if abs(round(c, 3) - level) <= 0.02 + 1e-9 else "NOT met"  # noqa: E731  (0.920 is within 2 points)
     lines = [f"# Uncertainty intervals on `{payload['data']}` ({len(features)} patients)", "",
-             f"Checkpoint `{payload['checkpoint']}`: per-label calibrated probability, up to 1 (down to 0) by the "
-             f"Mondrian split-conformal reach (crepes `ConformalRegressor`) of the validation positives (negatives) "
-             f"of its label and set of modalities used, level {level:.0%}, fitted on "
+             f"Checkpoint `{payload['checkpoint']}`: per-label calibrated probability, "
+             + (f"up and down by the Mondrian split-conformal reach (crepes `ConformalRegressor`) of the validation "
+                f"rows of its label, set of modalities used and bin of the calibrated probability "
+                f"({intervals.score_bins} bins, method v3), "
+                if intervals.score_bins else
+                "up to 1 (down to 0) by the Mondrian split-conformal reach (crepes `ConformalRegressor`) of the "
+                "validation positives (negatives) of its label and set of modalities used (method v2), ")
+             + f"level {level:.0%}, fitted on "
              f"{intervals.fitted_on.get('patients', '?')} patients of another cohort "
              f"({json.dumps(intervals.fitted_on.get('cohort', {}))}). Command: `{payload['command']}`.", "",
              f"| label | coverage, patients as they come (95 % interval) | coverage, every subset of their modalities "
-             f"| smallest calibration group (rows) | goal {level:.0%} +- 2 |",
+             f"| smallest calibration category with rows | goal {level:.0%} +- 2 |",
              "| --- | --- | --- | --- | --- |"]
     for name in names:
         lo, hi = natural_wilson[name]

@@ -107,10 +107,12 @@ class Assessment:
     low: np.ndarray | None  # (B, K) interval ends; None without fitted intervals
     high: np.ndarray | None
     modalities: list[str] = field(default_factory=lambda: list(MODALITIES))  # the columns of `used`
+    interval_method: str = ""  # how the intervals were made, in words (ConformalIntervals.description)
 
     def trust(self, i: int, thresholds: np.ndarray, level: float | None) -> PatientTrust:
         return patient_trust(self.probabilities[i], thresholds, self.checks[i], self.left_out[i],
-                             None if self.low is None else self.low[i], None if self.high is None else self.high[i], level)
+                             None if self.low is None else self.low[i], None if self.high is None else self.high[i], level,
+                             self.interval_method)
 
 
 class Predictor:
@@ -190,7 +192,8 @@ class Predictor:
         low = high = None
         if self.intervals is not None:
             low, high = self.intervals.for_logits(logits, used)
-        return Assessment(logits, used, checks, left_out, probabilities, low, high, names)
+        return Assessment(logits, used, checks, left_out, probabilities, low, high, names,
+                          self.intervals.description if self.intervals is not None else "")
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (the checkpoint's per-label calibration), same shape as `logits`."""

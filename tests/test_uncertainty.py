@@ -259,3 +259,15 @@ def test_a_score_bin_checkpoint_round_trips_and_bad_bins_are_refused(tmp_path) -
     np.testing.assert_array_equal(again.intervals(p, groups)[1], fitted.intervals(p, groups)[1])
     with pytest.raises(ValueError, match="score_bins"):
         ConformalIntervals.load(tmp_path, dict(section, score_bins=1), ["a"])
+
+
+def test_the_explain_json_names_the_method_the_intervals_were_made_with() -> None:
+    from medfuse_core.runtime.trust import patient_trust
+
+    p, y, groups = _ward_rows(2000, seed=8)
+    for bins, words in ((5, "a bin of the calibrated probability (5 bins)"), (0, "the outcome")):
+        fitted = fit_intervals(p, y, groups, ["a"], level=0.9, score_bins=bins)
+        low, high = fitted.intervals(p[:1], groups[:1])
+        trust = patient_trust(p[0], np.array([0.5]), None, [], low[0], high[0], 0.9, fitted.description)
+        assert trust.to_dict()["intervals"] == {
+            "level": 0.9, "method": f"conformal (crepes), Mondrian by label, the set of modalities used and {words}"}

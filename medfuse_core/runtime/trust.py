@@ -63,6 +63,7 @@ class PatientTrust:
     high: np.ndarray | None
     level: float | None
     states: list[str] = field(default_factory=list)  # per label
+    interval_method: str = ""  # how the intervals were made, in words
 
     @property
     def status(self) -> str:
@@ -91,14 +92,14 @@ class PatientTrust:
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "needs_review": self.needs_review, "domain": self.domain.to_dict(),
                 "left_out": list(self.left_out), "reason": self.reason,
-                "intervals": None if self.low is None else {"level": self.level, "method": "conformal (crepes, Mondrian "
-                                                            "by the set of modalities used and the outcome)"}}
+                "intervals": None if self.low is None else {"level": self.level, "method": self.interval_method}}
 
 
 def patient_trust(probabilities: np.ndarray, thresholds: np.ndarray, check: DomainCheck | None, left_out: Sequence[str],
-                  low: np.ndarray | None, high: np.ndarray | None, level: float | None) -> PatientTrust:
+                  low: np.ndarray | None, high: np.ndarray | None, level: float | None,
+                  interval_method: str = "") -> PatientTrust:
     states = label_states(probabilities, thresholds, low, high)
-    return PatientTrust(check or UNAVAILABLE, list(left_out), low, high, level, states)
+    return PatientTrust(check or UNAVAILABLE, list(left_out), low, high, level, states, interval_method)
 
 
 def modalities_to_use(present: np.ndarray, checks: Sequence[DomainCheck], exclude: bool,

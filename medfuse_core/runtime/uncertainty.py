@@ -206,6 +206,12 @@ class ConformalIntervals:
             up[seen, j] = self.up[j, groups[seen] - 1, b]
         return up, up.copy()
 
+    @property
+    def description(self) -> str:
+        """How these intervals were made, in words (explain JSON `trust.intervals.method`)."""
+        by = f"a bin of the calibrated probability ({self.score_bins} bins)" if self.score_bins else "the outcome"
+        return f"conformal (crepes), Mondrian by label, the set of modalities used and {by}"
+
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         """The calibrated probability p of model scores s."""
         s = np.asarray(scores, dtype=np.float64)
