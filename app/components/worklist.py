@@ -96,13 +96,15 @@ def with_risk(frame: pd.DataFrame, scores: Mapping[str, PatientScores], disease:
 
 
 def review_reason(scores: PatientScores, k: int) -> str:
-    """Why a patient needs review, in words, for the label at index k ("" when it does not)."""
+    """Why a patient needs review, in a few words for the worklist's `review` column, for the label at
+    index k ("" when it does not): "unusual film" (a modality unlike the training data, left out of the
+    prediction) or "uncertain" (the decision's interval straddles the threshold)."""
     left_out = tuple(getattr(scores, "left_out", ()) or ())
     if left_out:
-        return "needs review: " + ", ".join("film" if m == "image" else m for m in left_out) + " unlike training data"
+        return "unusual " + ", ".join("film" if m == "image" else m for m in left_out)
     states = tuple(getattr(scores, "states", ()) or ())
     if states and states[k] == "uncertain":
-        return "needs review: uncertain"
+        return "uncertain"
     return ""
 
 

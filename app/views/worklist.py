@@ -52,16 +52,15 @@ else:
                               help="Data unlike the training data, or a decision the model is uncertain about.")
     shown = filter_worklist(with_risk(frame, scores, disease), min_risk, modalities, needs_review=review_only)
     risk_config = {
-        "review": st.column_config.TextColumn("review", help="Why the patient needs review: a kind of data unlike the "
-                                              "training data (left out of the prediction), or an uncertain decision."),
-        "interval": st.column_config.TextColumn("interval", help="Uncertainty interval of the risk: wide when the "
-                                                "model knows less."),
+        "review": st.column_config.TextColumn("review", width=110, help="Why the patient needs review: 'unusual' "
+                                              "data (unlike the training data, left out of the prediction), or an "
+                                              "'uncertain' decision (its likely range crosses the threshold)."),
+        "interval": st.column_config.TextColumn("likely range", width=80, help="Where the risk is likely to lie "
+                                                "(the checkpoint's stated level): wide when the model knows less."),
         "risk": st.column_config.ProgressColumn(
-            "risk", format="percent", min_value=0.0, max_value=1.0, width=110,
+            "risk", format="percent", min_value=0.0, max_value=1.0, width=96,
             help="Calibrated probability: the patient's highest over all diseases, or of the chosen disease."),
-        "for": st.column_config.TextColumn("for", width=205, help="The disease the risk is for."),
-        "above threshold": st.column_config.NumberColumn(
-            "above thr.", width=72, help="How many diseases are above their decision threshold."),
+        "for": st.column_config.TextColumn("for", width=160, help="The disease the risk is for."),
     }
     if disease:
         st.caption(f"Sorted by the probability of {short_label(disease)}.")
@@ -70,22 +69,24 @@ st.caption(f"{len(shown)} of {len(frame)} patients shown · select a row to open
 if shown.empty:
     st.warning("No patient matches the filters.")
     st.stop()
-# Column order and widths chosen so every column fits 1440 px beside the sidebar (issue 18):
-# the `data` column holds the modalities with their counts (the `modalities` column stays for filtering).
+# Column order and widths chosen so every column fits 1440 px beside the sidebar (issue 18), the risk's
+# likely range and the review reason included (issue 17): the `data` column holds the modalities with their
+# counts (the `modalities` column stays for filtering); age and sex share a column; how many diseases are
+# above threshold stays in the frame, not shown, for room.
+shown = shown.assign(**{"age · sex": [f"{'' if pd.isna(a) else int(a)} {x}".strip() for a, x in zip(shown["age"], shown["sex"])]})
 event = st.dataframe(
     shown,
     hide_index=True,
     width="stretch",
-    column_order=[c for c in ("patient", "risk", "for", "above threshold", "age", "sex", "admitted", "data",
+    column_order=[c for c in ("patient", "risk", "interval", "for", "review", "age · sex", "admitted", "data",
                               "warnings") if c in shown.columns],
     column_config={
         "patient": st.column_config.TextColumn("patient", width=72),
-        "age": st.column_config.NumberColumn("age", format="%d", width=48),
-        "sex": st.column_config.TextColumn("sex", width=40),
-        "admitted": st.column_config.DatetimeColumn("admitted", format="YYYY-MM-DD HH:mm", width=132),
-        "data": st.column_config.TextColumn("data", width=178, help="LAB lab results · NOTE notes · VIT vitals · "
+        "age · sex": st.column_config.TextColumn("age · sex", width=58),
+        "admitted": st.column_config.DatetimeColumn("admitted", format="YYYY-MM-DD HH:mm", width=120),
+        "data": st.column_config.TextColumn("data", width=172, help="LAB lab results · NOTE notes · VIT vitals · "
                                             "CXR chest X-rays, with how many; absent ones are left out"),
-        "warnings": st.column_config.NumberColumn("warnings", width=70, help="Loading warnings of this bundle."),
+        "warnings": st.column_config.NumberColumn("warnings", width=62, help="Loading warnings of this bundle."),
         **risk_config,
     },
     on_select="rerun",

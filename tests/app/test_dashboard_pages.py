@@ -52,6 +52,18 @@ def _text(elements) -> str:
 # ------------------------------------------------------------------------------ sidebar, worklist
 
 
+def test_worklist_shows_the_likely_range_and_why_review_beside_the_risk(with_model: Path) -> None:
+    """Issue 17: the interval and the review reason are columns the clinician sees, not only frame columns
+    (a merge once dropped them from column_order)."""
+    at = _page()
+    _ok(at)
+    grid = at.dataframe[0]
+    shown = list(grid.proto.column_order)
+    assert shown[:5] == ["patient", "risk", "interval", "for", "review"] and "age · sex" in shown
+    frame = grid.value
+    assert frame["age · sex"][0] == f"{int(frame['age'][0])} {frame['sex'][0]}"
+
+
 def test_worklist_sorted_by_risk_with_filters(with_model: Path) -> None:
     at = _page()
     _ok(at)

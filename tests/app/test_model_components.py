@@ -115,7 +115,7 @@ def test_worklist_puts_patients_needing_review_first_with_their_reason_and_inter
         s.interval_low, s.interval_high = s.probabilities - 0.05, s.probabilities + 0.1
     frame = with_risk(worklist_frame(records), {"A": a, "B": b, "C": c})
     assert list(frame["patient"]) == ["C", "A", "B", "D"]  # needing review first (then by risk), unscored last
-    assert list(frame["review"]) == ["needs review: uncertain", "needs review: film unlike training data", "", ""]
+    assert list(frame["review"]) == ["uncertain", "unusual film", "", ""]
     assert frame["interval"][2] == "85%–100%"
     assert list(filter_worklist(frame, needs_review=True)["patient"]) == ["C", "A"]
     table = C.predictions_frame(c)
