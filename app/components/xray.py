@@ -9,10 +9,8 @@ centre + width/2 -> white, saturating outside. The viewer is a plotly image of t
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import math
-import threading
 
 import numpy as np
 import pandas as pd
@@ -54,28 +52,6 @@ def downsample(array: np.ndarray, factor: int) -> np.ndarray:
     return a.reshape(r // factor, factor, c // factor, factor).mean(axis=(1, 3))
 
 
-def film_png(pixels: np.ndarray, centre: float, width: float, factor: int) -> str:
-    """The window-levelled, downsampled film as a PNG data URI, kept for the last few films and settings:
-    a disease switch or an overlay change redraws the viewer with the same film, whose window/level,
-    downsampling and PNG encoding took about 0.1 s of each such rerun (profiled with py-spy)."""
-    key = (hashlib.blake2b(np.ascontiguousarray(pixels).view(np.uint8), digest_size=16).digest(), pixels.shape,
-           round(float(centre), 6), round(float(width), 6), int(factor))
-    uri = _FILM_PNGS.get(key)
-    if uri is None:
-        shown = downsample(window_level(pixels, centre, width), factor)
-        uri = png_data_uri(np.round(shown * 255).astype(np.uint8))  # 8 bits is what the screen shows
-        with _FILM_PNGS_LOCK:
-            _FILM_PNGS[key] = uri
-            while len(_FILM_PNGS) > _FILM_PNGS_KEPT:
-                _FILM_PNGS.pop(next(iter(_FILM_PNGS)))
-    return uri
-
-
-_FILM_PNGS: dict[tuple, str] = {}  # insertion-ordered: the oldest goes first
-_FILM_PNGS_KEPT = 32  # films x settings; a 512 px film's PNG is ~150 KB of text
-_FILM_PNGS_LOCK = threading.Lock()  # sessions rerun in threads of one server
-
-
 def png_data_uri(grey: np.ndarray) -> str:
     """An 8-bit grey image as a data: URI of a PNG."""
     buffer = io.BytesIO()
@@ -103,12 +79,14 @@ def xray_figure(pixels: np.ndarray, centre: float = 0.5, width: float = 1.0, *,
     pixels = np.asarray(pixels, dtype=np.float32)
     check_overlay(pixels, overlay)
     factor = display_factor(pixels.shape, max_side)
+    shown = downsample(window_level(pixels, centre, width), factor)
+    grey = np.round(shown * 255).astype(np.uint8)  # 8 bits is what the screen shows
     rows, cols = pixels.shape
     # the film goes as a PNG the browser decodes natively, not as a heatmap Plotly colours cell by cell in
     # JavaScript (issue 18: half the time to draw the viewer in Chromium, 40 % fewer bytes for a 512 px
     # film); its first pixel's centre sits at the original coordinates of its block, so overlays line up
     first = (factor - 1) / 2
-    fig = go.Figure(go.Image(source=film_png(pixels, centre, width, factor), x0=first, y0=first, dx=factor, dy=factor,
+    fig = go.Figure(go.Image(source=png_data_uri(grey), x0=first, y0=first, dx=factor, dy=factor,
                              hovertemplate="x %{x:.0f}, y %{y:.0f}<extra></extra>", name="film"))
     if overlay is not None:
         step = display_factor(pixels.shape, min(max_side, overlay_side))

@@ -282,22 +282,6 @@ def test_overlay_is_sent_coarser_than_a_large_film_and_still_lines_up() -> None:
     assert np.asarray(over.x)[0] == 0.5 and np.asarray(over.x)[-1] == 510.5  # spans the film's width
 
 
-def test_the_film_is_encoded_once_per_film_and_window(monkeypatch) -> None:
-    """A disease switch redraws the viewer with the same film: its PNG comes from the cache, the same bytes;
-    another window, or another film with the same shape, is encoded again."""
-    pixels = np.random.default_rng(1).random((64, 48), dtype=np.float32)
-    encoded: list[tuple] = []
-    real = X.png_data_uri
-    monkeypatch.setattr(X, "png_data_uri", lambda grey: encoded.append(grey.shape) or real(grey))
-    first = X.xray_figure(pixels).data[0].source
-    again = X.xray_figure(pixels, overlay=np.ones_like(pixels)).data[0].source
-    assert again == first and len(encoded) == 1
-    narrower = X.xray_figure(pixels, 0.5, 0.5).data[0].source
-    other = X.xray_figure(pixels[::-1].copy()).data[0].source
-    assert len(encoded) == 3 and narrower != first and other != first
-    assert np.array_equal(_film(X.xray_figure(pixels)), np.round(X.window_level(pixels, 0.5, 1.0) * 255))
-
-
 def test_image_metadata_table() -> None:
     meta = ImageMetadata(modality="DX", view_position="PA", study_date="2131-05-07", pixel_spacing_mm=(0.14, 0.14),
                          photometric="MONOCHROME1", bits_stored=12, file_format="dicom", rows=8, columns=6)

@@ -24,13 +24,6 @@ def test_the_project_config_pins_the_agent_api_off() -> None:
     assert config["server"]["enableAgentApi"] is False
 
 
-def test_the_server_watches_no_source_files() -> None:
-    """A deployed dashboard never reloads its code; the watcher cost each script run a walk over every
-    loaded module's path."""
-    config = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text())
-    assert config["server"]["fileWatcherType"] == "none"
-
-
 def test_the_toolbar_shows_no_deploy_button() -> None:
     """Issue 18: clinicians see the app, not Streamlit's Deploy button or developer options."""
     config = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text())
