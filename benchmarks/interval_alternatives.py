@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from medfuse_core.predictor import Predictor  # noqa: E402
 from medfuse_core.provenance import cohort_command, portable_path, write_benchmark_result  # noqa: E402
-from medfuse_core.runtime.uncertainty import SCORE_BINS, ConformalIntervals  # noqa: E402
+from medfuse_core.runtime.uncertainty import MIN_ROWS, SCORE_BINS, ConformalIntervals  # noqa: E402
 from medfuse_core.train.conformal_fit import subset_logits  # noqa: E402
 from medfuse_core.train.run import read_cohort  # noqa: E402
 
@@ -104,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         low, high = refit.for_logits(logits, used_mask)
         settings.append(measure("by outcome (v2, the previous method)", low, high, y, natural, used, thresholds, names, level))
     for level in (0.9, 0.8):
-        refit = ConformalIntervals(ci.labels, level, ci.scores, ci.groups, ci.outcomes, ci.calibrate, score_bins=SCORE_BINS)
+        refit = ConformalIntervals(ci.labels, level, ci.scores, ci.groups, ci.outcomes, ci.calibrate, score_bins=SCORE_BINS,
+                                   min_rows=MIN_ROWS)
         low, high = refit.for_logits(logits, used_mask)
-        settings.append(measure("by score bin, 5 bins (v3, shipped at 0.9)", low, high, y, natural, used, thresholds, names, level))
+        settings.append(measure(f"by score bin, 5 bins, categories under {MIN_ROWS} rows pooled (v3, shipped at 0.9)", low, high, y, natural, used, thresholds, names, level))
     results = {"meta": {"checkpoint": portable_path(args.checkpoint), "heldout_made_by": cohort_command(args.data),
                         "patients": len(features), "date": time.strftime("%Y-%m-%d"), "platform": platform.platform(),
                         "command": "python benchmarks/interval_alternatives.py --checkpoint CHECKPOINT --data WARD_HELDOUT"},

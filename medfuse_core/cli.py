@@ -183,9 +183,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         print("error: --data (the training cohort) is needed for the calibration and --domain; "
               "--intervals-data alone refits only the conformal intervals", file=sys.stderr)
         return 2
+    from medfuse_core.runtime.uncertainty import MIN_ROWS
+
+    if args.min_rows is None:
+        args.min_rows = MIN_ROWS
     config = calibrate_checkpoint(args.checkpoint, args.data, progress=not args.quiet, device=args.device,
                                   domain=args.domain, false_alarm_rate=args.false_alarm_rate,
-                                  intervals_data=args.intervals_data, level=args.level)
+                                  intervals_data=args.intervals_data, level=args.level, min_rows=args.min_rows)
     if args.data is not None:
         calibration = config["calibration"]
         methods = [entry["chosen"] for entry in calibration["selection"].values()]
@@ -380,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "(another cohort than the training one, e.g. the validation cohort synth --n 500 --seed 3000); "
                            "alone, without --data, only the intervals are refit")
     calibrate.add_argument("--level", type=float, default=0.9, help="--intervals-data: the intervals' coverage level")
+    calibrate.add_argument("--min-rows", type=int, default=None,
+                           help="--intervals-data: pool Mondrian categories with fewer validation rows "
+                                "(benchmarks/interval_min_rows.py chooses it; default: the demo's choice)")
     calibrate.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
     calibrate.set_defaults(run=_cmd_calibrate)

@@ -271,3 +271,29 @@ def test_the_explain_json_names_the_method_the_intervals_were_made_with() -> Non
         trust = patient_trust(p[0], np.array([0.5]), None, [], low[0], high[0], 0.9, fitted.description)
         assert trust.to_dict()["intervals"] == {
             "level": 0.9, "method": f"conformal (crepes), Mondrian by label, the set of modalities used and {words}"}
+
+
+def test_small_categories_take_the_reach_of_their_bin_pooled_over_sets_of_as_many_modalities() -> None:
+    """min_rows: set 3 (labs + notes) has a handful of rows, set 5 (labs + vitals) many; with pooling, set
+    3's reach in each bin is the conformal rank of the two-modality rows of that bin, computed by hand; a
+    set with enough rows keeps its own; a bin where even the pool is small takes the bin over every set."""
+    p5, y5, _ = _ward_rows(3000, seed=10)
+    p3, y3, _ = _ward_rows(25, seed=11)
+    p = np.vstack([p5, p3])
+    y = np.vstack([y5, y3])
+    groups = np.r_[np.full(3000, 5), np.full(25, 3)]
+    plain = fit_intervals(p, y, groups, ["a"], level=0.9)
+    pooled = fit_intervals(p, y, groups, ["a"], level=0.9, min_rows=40)
+    assert pooled.to_config()["min_rows"] == 40
+    residual = np.where(y[:, 0] == 1, 1 - p[:, 0], p[:, 0])
+    bins = np.searchsorted(pooled.edges[0], p[:, 0], side="right")
+    for b in range(5):
+        both = bins == b
+        assert pooled.up[0, 2, b] == pytest.approx(min(conformal_quantile(residual[both], 0.9), 1.0), abs=1e-12)
+        assert pooled.up[0, 4, b] == plain.up[0, 4, b]  # set 5 has its own rows: unchanged
+    assert (plain.calibration_rows[0, 2] < 40).all()
+    lonely = fit_intervals(p3, y3, np.full(25, 3), ["a"], level=0.9, min_rows=40)  # no pool of 40 anywhere
+    every = np.searchsorted(lonely.edges[0], p3[:, 0], side="right")
+    residual3 = np.where(y3[:, 0] == 1, 1 - p3[:, 0], p3[:, 0])
+    for b in range(5):
+        assert lonely.up[0, 2, b] == pytest.approx(min(conformal_quantile(residual3[every == b], 0.9), 1.0), abs=1e-12)

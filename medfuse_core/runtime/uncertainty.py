@@ -41,10 +41,14 @@ coverage holds within each bin over both outcomes together. Why: on a ward (`syn
 quarter of a label's positives score like negatives (their evidence is not in the window, or the
 condition was never coded); covering 90 % of the positives then takes every interval up to 1 (held-out
 median width 0.996 with four modalities, coverage 0.90-0.95 as the positives over-cover). By score bin,
-measured on the same held-out ward cohort (benchmarks/results/interval_alternatives.md): 7 of 11 labels
-within 90 +- 2 points against 5, median width 0.98 with one modality and 0.48 with four, and 55 % of the
-disease decisions "uncertain" instead of 93 %. Marginal within a bin is weaker than per outcome: a rare
-label's positives hidden among low scores stay uncovered when they are under 1 - level of their bin.
+measured on the same held-out ward cohort (benchmarks/results/interval_alternatives.md): 10 of 11 labels
+within 90 +- 2 points against 5, median width 0.98 with one modality and 0.73 with four (v2: 1.00 and
+0.996), and 54 % of the disease decisions "uncertain" instead of 93 %. A category with fewer than
+`min_rows` validation rows, but some (MIN_ROWS, chosen on halves of the validation cohort:
+benchmarks/results/interval_min_rows.md), takes the reach of its bin pooled over the sets with as many
+modalities, or over every set when those are too few too: a category of a handful of rows otherwise gives
+the whole range or a quantile of noise. A set of modalities with no validation row keeps the whole range. Marginal within a bin is weaker than per outcome: a rare label's
+positives hidden among low scores stay uncovered when they are under 1 - level of their bin.
 
 A group with too few validation rows for the level (crepes: n < level / (1 - level)), or none, gets the
 whole side (up = 1 or down = 1): honest about knowing nothing.
@@ -75,6 +79,7 @@ METHOD_BY_OUTCOME = "crepes_mondrian_conformal_by_outcome_and_modalities_v2"
 METHOD = "crepes_mondrian_conformal_by_score_bin_and_modalities_v3"
 METHODS = (METHOD_BY_OUTCOME, METHOD)  # v2 checkpoints still load, and are used as fitted
 SCORE_BINS = 5  # v3: quantile bins of the calibrated probability per label (benchmarks/results/interval_alternatives.md)
+MIN_ROWS = 40  # v3: categories with fewer validation rows are pooled (chosen on validation halves: interval_min_rows.md)
 LIBRARY = "crepes 0.9.1 ConformalRegressor (Mondrian)"
 TIE_BREAK = 1e-6  # weight of the model's score s in the non-conformity: breaks ties of p, never reorders them
 
@@ -117,6 +122,8 @@ class ConformalIntervals:
     calibrate: Calibrate | None = None  # the checkpoint's calibration; None: s is shown as it is
     fitted_on: dict[str, Any] = field(default_factory=dict)
     score_bins: int = 0  # v3: Mondrian by set of modalities x this many bins of p; 0: v2, by set x outcome
+    min_rows: int = 0  # v3: a category with fewer validation rows takes the reach of its bin pooled over the
+    # sets with as many modalities (or, if those are too few too, over every set); 0: no pooling
     up: np.ndarray = field(init=False)  # v2 (K, n_groups): column g - 1 for patients of group g; v3 (K, n_groups, bins)
     down: np.ndarray = field(init=False)  # the same shape as `up` (v3: the same reach both ways)
     edges: np.ndarray = field(init=False)  # v3 (K, bins - 1): the bin edges on p, quantiles of the validation rows'
@@ -175,7 +182,6 @@ class ConformalIntervals:
         self.edges = np.zeros((k, bins - 1))
         self.up = np.ones((k, n_groups, bins))
         self.calibration_rows = np.zeros((k, n_groups, bins), dtype=int)
-        every = np.arange(n_groups * bins)
         for j in range(k):
             known = ~np.isnan(self.outcomes[:, j])
             if not known.any():
@@ -185,12 +191,30 @@ class ConformalIntervals:
             counts = np.bincount(category, minlength=n_groups * bins)
             self.calibration_rows[j] = counts.reshape(n_groups, bins)
             residuals = np.where(self.outcomes[known, j] == 1, up_scores[known, j], down_scores[known, j])
-            regressor = ConformalRegressor().fit(residuals, bins=category)
-            with warnings.catch_warnings():  # a category too small for the level: crepes gives the whole range
-                warnings.simplefilter("ignore")
-                reach = regressor.predict_int(np.zeros(len(every)), bins=every, confidence=self.level)[:, 1]
-            self.up[j] = np.where(counts > 0, np.minimum(reach, 1.0), 1.0).reshape(n_groups, bins)
+            reach = self._category_reach(residuals, category, n_groups * bins)
+            if self.min_rows:
+                score_bin = category % bins
+                size = np.array([bin(g + 1).count("1") for g in range(n_groups)])  # modalities in each set
+                size_key = size[category // bins] * bins + score_bin
+                by_size = self._category_reach(residuals, size_key, (size.max() + 1) * bins)
+                by_size_rows = np.bincount(size_key, minlength=(size.max() + 1) * bins)
+                anywhere = self._category_reach(residuals, score_bin, bins)
+                for c in np.flatnonzero((counts > 0) & (counts < self.min_rows)):  # a set never seen keeps the whole range
+                    pooled = size[c // bins] * bins + c % bins
+                    reach[c] = by_size[pooled] if by_size_rows[pooled] >= self.min_rows else anywhere[c % bins]
+            self.up[j] = reach.reshape(n_groups, bins)
         self.down = self.up
+
+    def _category_reach(self, residuals: np.ndarray, category: np.ndarray, n_categories: int) -> np.ndarray:
+        """crepes' reach at the level per category (n_categories,); the whole range (1) for a category too
+        small for the level or without rows."""
+        every = np.arange(n_categories)
+        regressor = ConformalRegressor().fit(residuals, bins=category)
+        with warnings.catch_warnings():  # a category too small for the level: crepes gives the whole range
+            warnings.simplefilter("ignore")
+            reach = regressor.predict_int(np.zeros(n_categories), bins=every, confidence=self.level)[:, 1]
+        counts = np.bincount(category, minlength=n_categories)
+        return np.where(counts > 0, np.minimum(reach, 1.0), 1.0)
 
     def _reach(self, p: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(up, down) per row and label (N, K) for calibrated p (N, K) of patients of `groups` (N,);
@@ -266,7 +290,7 @@ class ConformalIntervals:
 
     def to_config(self) -> dict[str, Any]:
         """config.json's `uncertainty` section: what was fitted and how (the rows themselves are in the file)."""
-        by_bin = {"score_bins": self.score_bins,
+        by_bin = {"score_bins": self.score_bins, "min_rows": self.min_rows,
                   "bin_edges": {name: [float(e) for e in self.edges[k]] for k, name in enumerate(self.labels)}} \
             if self.score_bins else {}
         return {"method": METHOD if self.score_bins else METHOD_BY_OUTCOME, "library": LIBRARY, "file": CONFORMAL_FILE,
@@ -297,7 +321,8 @@ class ConformalIntervals:
         return cls(list(labels), float(config["level"]), tensors["scores"].double().numpy()[:, columns],
                    tensors["groups"].long().numpy(), tensors["outcomes"].double().numpy()[:, columns],
                    calibrate, dict(config.get("fitted_on") or {}),
-                   score_bins=int(config.get("score_bins", 0)) if config["method"] == METHOD else 0)
+                   score_bins=int(config.get("score_bins", 0)) if config["method"] == METHOD else 0,
+                   min_rows=int(config.get("min_rows", 0)) if config["method"] == METHOD else 0)
 
 
 def check_section(config: dict[str, Any] | None, labels: Sequence[str]) -> list[str] | None:
@@ -314,6 +339,9 @@ def check_section(config: dict[str, Any] | None, labels: Sequence[str]) -> list[
     bins = config.get("score_bins")
     if config.get("method") == METHOD and (isinstance(bins, bool) or not isinstance(bins, int) or not 2 <= bins <= 50):
         raise ValueError(f"uncertainty: expected `score_bins` a whole number from 2 to 50, found {bins!r}")
+    rows = config.get("min_rows", 0)
+    if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= 100_000:
+        raise ValueError(f"uncertainty: expected `min_rows` a whole number from 0, found {rows!r}")
     if config.get("file", CONFORMAL_FILE) != CONFORMAL_FILE:
         raise ValueError(f"uncertainty: expected `file` {CONFORMAL_FILE!r}")
     if any(name not in fitted for name in labels):

@@ -19,7 +19,7 @@ from medfuse_core.runtime.calibration import Calibration
 from medfuse_core.features.batch import PatientFeatures
 from medfuse_core.record import MODALITIES
 from medfuse_core.train.loop import EncodedSet
-from medfuse_core.runtime.uncertainty import SCORE_BINS, ConformalIntervals, group_of, model_scores
+from medfuse_core.runtime.uncertainty import MIN_ROWS, SCORE_BINS, ConformalIntervals, group_of, model_scores
 
 DEFAULT_LEVEL = 0.9
 SUBSETS = [np.array([m in chosen for m in range(len(MODALITIES))])
@@ -50,17 +50,19 @@ def subset_logits(model: torch.nn.Module, patients: list[PatientFeatures], batch
 
 def fit_intervals(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, names: list[str],
                   level: float = DEFAULT_LEVEL, calibration: Calibration | None = None,
-                  score_bins: int = SCORE_BINS) -> ConformalIntervals:
+                  score_bins: int = SCORE_BINS, min_rows: int = MIN_ROWS) -> ConformalIntervals:
     """From the model's scores s (R, K) (probabilities before calibration), outcomes (R, K; NaN unknown)
     and the group of each row (R,; `group_of` its modalities): crepes, Mondrian by label, group and bin of
     the calibrated probability p (`score_bins`, v3; 0: by outcome, v2: `up` from the positives' 1 - p,
-    `down` from the negatives' p)."""
+    `down` from the negatives' p); `min_rows`: v3's pooling of small categories (runtime/uncertainty.py)."""
     return ConformalIntervals(list(names), level, scores, groups, labels,
-                              None if calibration is None else calibration.probabilities, score_bins=score_bins)
+                              None if calibration is None else calibration.probabilities, score_bins=score_bins,
+                              min_rows=min_rows if score_bins else 0)
 
 
 def fit_checkpoint_intervals(model: torch.nn.Module, calibration: Calibration, patients: list[PatientFeatures],
-                             level: float = DEFAULT_LEVEL) -> ConformalIntervals:
+                             level: float = DEFAULT_LEVEL, min_rows: int = MIN_ROWS) -> ConformalIntervals:
     logits, index, used = subset_logits(model, patients)
     labels = np.stack([p.labels for p in patients]).astype(np.float64)[index]
-    return fit_intervals(model_scores(logits), labels, group_of(used), calibration.labels, level, calibration)
+    return fit_intervals(model_scores(logits), labels, group_of(used), calibration.labels, level, calibration,
+                         min_rows=min_rows)

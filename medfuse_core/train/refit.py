@@ -26,6 +26,7 @@ from medfuse_core.record import PatientRecord
 from medfuse_core.sources.bundle import PATIENT_FILE, find_bundles, read_bundle
 from medfuse_core.runtime import checkpoint as ckpt
 from medfuse_core.runtime.calibration import Calibration
+from medfuse_core.runtime.uncertainty import MIN_ROWS
 from medfuse_core.train.conformal_fit import DEFAULT_LEVEL, fit_checkpoint_intervals
 from medfuse_core.train.domain_fit import DEFAULT_FALSE_ALARM_RATE, fit_checkpoint_domain
 from medfuse_core.train.evaluate import fit_calibration
@@ -75,7 +76,8 @@ def describe_cohort(data_dir: str | Path) -> dict[str, Any]:
 
 def calibrate_checkpoint(checkpoint: str | Path, data_dir: str | Path | None, progress: bool = True, device: str = "cpu",
                          domain: bool = False, false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
-                         intervals_data: str | Path | None = None, level: float = DEFAULT_LEVEL) -> dict[str, Any]:
+                         intervals_data: str | Path | None = None, level: float = DEFAULT_LEVEL,
+                         min_rows: int = MIN_ROWS) -> dict[str, Any]:
     """Refit the calibration of `checkpoint` on the validation split of `data_dir` (its training cohort)
     and, with `domain`, the applicability domain (training split fit, validation split thresholds); both
     written into the checkpoint folder; with `intervals_data` (every patient of another cohort), the
@@ -103,7 +105,7 @@ def calibrate_checkpoint(checkpoint: str | Path, data_dir: str | Path | None, pr
     if intervals_data is not None:
         patients, _ = predictor.featurizer.featurize_many(read_cohort(intervals_data, progress), progress=progress)
         calibration = Calibration.from_config(config.get("calibration"), predictor.labels)
-        intervals = fit_checkpoint_intervals(predictor.model, calibration, patients, level)
+        intervals = fit_checkpoint_intervals(predictor.model, calibration, patients, level, min_rows)
         intervals.fitted_on = {"patients": len(patients), "cohort": describe_cohort(intervals_data),
                                "command": INTERVALS_COMMAND}
         config["uncertainty"] = intervals.save(checkpoint)
