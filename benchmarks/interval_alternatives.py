@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from medfuse_core.predictor import Predictor  # noqa: E402
 from medfuse_core.provenance import cohort_command, portable_path, write_benchmark_result  # noqa: E402
 from medfuse_core.runtime.uncertainty import MIN_ROWS, SCORE_BINS, ConformalIntervals  # noqa: E402
-from medfuse_core.train.conformal_fit import subset_logits  # noqa: E402
+from medfuse_core.train.conformal_fit import coverage_by_label, subset_rows  # noqa: E402
 from medfuse_core.train.run import read_cohort  # noqa: E402
 
 N_DISEASES = 10
@@ -43,10 +43,7 @@ N_DISEASES = 10
 
 def measure(name: str, low: np.ndarray, high: np.ndarray, y: np.ndarray, natural: np.ndarray, used: np.ndarray,
             thresholds: np.ndarray, labels: list[str], level: float) -> dict[str, Any]:
-    coverage = {}
-    for k, label in enumerate(labels):
-        rows = natural & ~np.isnan(y[:, k])
-        coverage[label] = float(((low[rows, k] <= y[rows, k]) & (y[rows, k] <= high[rows, k])).mean())
+    coverage = dict(zip(labels, coverage_by_label(low, high, y, natural)))
     width = high - low
     uncertain = ((low < thresholds) & (thresholds <= high))[natural][:, :N_DISEASES]
     return {"setting": name, "level": level, "coverage": coverage,
@@ -90,12 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.checkpoint}: no conformal intervals")
     features, _ = predictor.featurizer.featurize_many(read_cohort(args.data, progress=False), progress=False)
     features = [f for f in features if f.present.any()]
-    labels = np.stack([f.labels for f in features]).astype(np.float64)
-    logits, index, used_mask = subset_logits(predictor.model, features)
-    present = np.stack([f.present for f in features]).astype(bool)[index]
-    natural = (used_mask == present).all(1)
+    subsets = subset_rows(predictor.model, features)
+    logits, used_mask, natural, y = subsets.logits, subsets.used, subsets.natural, subsets.outcomes
     used = used_mask.sum(1)
-    y = labels[index]
     thresholds = np.asarray(predictor.thresholds, dtype=np.float64)
     names = list(predictor.labels)
     settings = []

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from medfuse_core.predictor import Predictor  # noqa: E402
 from medfuse_core.provenance import cohort_command, portable_path, write_benchmark_result  # noqa: E402
-from medfuse_core.runtime.uncertainty import SCORE_BINS, ConformalIntervals, group_of, model_scores  # noqa: E402
-from medfuse_core.train.conformal_fit import subset_logits  # noqa: E402
+from medfuse_core.runtime.uncertainty import SCORE_BINS, ConformalIntervals  # noqa: E402
+from medfuse_core.train.conformal_fit import coverage_by_label, subset_rows  # noqa: E402
 from medfuse_core.train.run import read_cohort  # noqa: E402
 
 CANDIDATES = (0, 10, 20, 40, 80)
@@ -46,11 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor.load(args.checkpoint, device="cpu")
     features, _ = predictor.featurizer.featurize_many(read_cohort(args.data, progress=False), progress=False)
     features = [f for f in features if f.present.any()]
-    labels = np.stack([f.labels for f in features]).astype(np.float64)
-    logits, index, used = subset_logits(predictor.model, features)
-    present = np.stack([f.present for f in features]).astype(bool)[index]
-    natural = (used == present).all(1)
-    scores, groups, outcomes = model_scores(logits), group_of(used), labels[index]
+    subsets = subset_rows(predictor.model, features)
+    logits, index, used, natural = subsets.logits, subsets.index, subsets.used, subsets.natural
+    scores, groups, outcomes = subsets.scores, subsets.groups, subsets.outcomes
     calibrate = predictor.calibration.probabilities
     n_modalities = used.sum(1)
     rng = np.random.default_rng(0)
@@ -63,11 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             intervals = ConformalIntervals(list(predictor.labels), args.level, scores[fit], groups[fit], outcomes[fit],
                                            calibrate, score_bins=SCORE_BINS, min_rows=m)
             low, high = intervals.for_logits(logits[test], used[test])
-            y = outcomes[test]
-            coverage = []
-            for k in range(y.shape[1]):
-                known = ~np.isnan(y[:, k])
-                coverage.append(float(((low[known, k] <= y[known, k]) & (y[known, k] <= high[known, k])).mean()))
+            coverage = coverage_by_label(low, high, outcomes[test], np.ones(int(test.sum()), dtype=bool))
             width = high - low
             rows[m].append({"mean_abs_deviation": float(np.mean(np.abs(np.array(coverage) - args.level))),
                             "within_2_points": int(sum(abs(round(c, 3) - args.level) <= 0.02 + 1e-9 for c in coverage)),

@@ -32,9 +32,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(ROOT))
 
 from medfuse_core.predictor import Predictor  # noqa: E402
-from medfuse_core.train.conformal_fit import subset_logits  # noqa: E402
+from medfuse_core.train.conformal_fit import coverage_by_label, subset_rows  # noqa: E402
 from medfuse_core.train.run import read_cohort  # noqa: E402
-from medfuse_core.runtime.uncertainty import group_of  # noqa: E402
 
 
 def hundred_hundred(low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -56,19 +55,16 @@ def main() -> None:
     records = read_cohort(args.data, progress=False)
     features, _ = predictor.featurizer.featurize_many(records, progress=False)
     features = [f for f in features if f.present.any()]
-    labels = np.stack([f.labels for f in features]).astype(np.float64)
-    logits, index, used_mask = subset_logits(predictor.model, features)
-    present = np.stack([f.present for f in features]).astype(bool)[index]
-    natural = (used_mask == present).all(1)  # the subset that is all the patient has
-    used = used_mask.sum(1)
-    low, high = intervals.for_logits(logits, used_mask)
-    y = labels[index]
+    subsets = subset_rows(predictor.model, features)
+    natural = subsets.natural  # the subset that is all the patient has
+    used = subsets.used.sum(1)
+    low, high = intervals.for_logits(subsets.logits, subsets.used)
+    y = subsets.outcomes
     covered = (low <= y) & (y <= high)
     known = ~np.isnan(y)
 
     def coverage(rows: np.ndarray) -> dict[str, float]:
-        return {name: float(covered[rows & known[:, k], k].mean()) if (rows & known[:, k]).any() else float("nan")
-                for k, name in enumerate(names)}
+        return dict(zip(names, coverage_by_label(low, high, y, rows)))
 
     def wilson(rows: np.ndarray) -> dict[str, list[float]]:
         """95 % Wilson interval of each label's coverage over `rows`."""

@@ -11,6 +11,7 @@ narrow.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -48,6 +49,45 @@ def subset_logits(model: torch.nn.Module, patients: list[PatientFeatures], batch
     return np.concatenate(logits), np.concatenate(index), np.concatenate(used)
 
 
+@dataclass
+class SubsetRows:
+    """Patients seen through every non-empty subset of the modalities they have: what the intervals are
+    fitted on, and what benchmarks measure them on. One row per patient and subset."""
+
+    logits: np.ndarray  # (R, K)
+    index: np.ndarray  # (R,) the patient of each row
+    used: np.ndarray  # (R, M) bool, the modalities the row was seen through
+    outcomes: np.ndarray  # (R, K) 0 / 1, NaN unknown
+    natural: np.ndarray  # (R,) bool: the row that is all the patient has (the patient as they come)
+
+    @property
+    def scores(self) -> np.ndarray:
+        return model_scores(self.logits)
+
+    @property
+    def groups(self) -> np.ndarray:
+        return group_of(self.used)
+
+
+def subset_rows(model: torch.nn.Module, patients: list[PatientFeatures]) -> SubsetRows:
+    """`subset_logits` with each row's outcomes and whether it is the patient as they come."""
+    logits, index, used = subset_logits(model, patients)
+    present = np.stack([p.present for p in patients]).astype(bool)[index]
+    labels = np.stack([p.labels for p in patients]).astype(np.float64)[index]
+    return SubsetRows(logits, index, used, labels, (used == present).all(1))
+
+
+def coverage_by_label(low: np.ndarray, high: np.ndarray, outcomes: np.ndarray, rows: np.ndarray) -> list[float]:
+    """Per label: the share of `rows` (bool, R) with a known outcome whose interval [low, high] holds it
+    (NaN when none has one)."""
+    out = []
+    for k in range(outcomes.shape[1]):
+        chosen = rows & ~np.isnan(outcomes[:, k])
+        y = outcomes[chosen, k]
+        out.append(float(((low[chosen, k] <= y) & (y <= high[chosen, k])).mean()) if chosen.any() else float("nan"))
+    return out
+
+
 def fit_intervals(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, names: list[str],
                   level: float = DEFAULT_LEVEL, calibration: Calibration | None = None,
                   score_bins: int = SCORE_BINS, min_rows: int = MIN_ROWS) -> ConformalIntervals:
@@ -62,7 +102,6 @@ def fit_intervals(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, na
 
 def fit_checkpoint_intervals(model: torch.nn.Module, calibration: Calibration, patients: list[PatientFeatures],
                              level: float = DEFAULT_LEVEL, min_rows: int = MIN_ROWS) -> ConformalIntervals:
-    logits, index, used = subset_logits(model, patients)
-    labels = np.stack([p.labels for p in patients]).astype(np.float64)[index]
-    return fit_intervals(model_scores(logits), labels, group_of(used), calibration.labels, level, calibration,
+    rows = subset_rows(model, patients)
+    return fit_intervals(rows.scores, rows.outcomes, rows.groups, calibration.labels, level, calibration,
                          min_rows=min_rows)
