@@ -152,21 +152,15 @@ class ConformalIntervals:
         self.up, self.down = np.ones((k, n_groups)), np.ones((k, n_groups))
         self.calibration_rows = np.zeros((k, n_groups, 2), dtype=int)
         up_scores, down_scores = self.nonconformity(self.scores)
-        every_bin = np.arange(2 * n_groups)
         for j in range(k):
             known = ~np.isnan(self.outcomes[:, j])
             outcome = self.outcomes[known, j].astype(np.int64)
             bins = group_bins(self.groups[known], outcome)
-            counts = np.bincount(bins, minlength=2 * n_groups)
-            self.calibration_rows[j] = counts.reshape(n_groups, 2)
+            self.calibration_rows[j] = np.bincount(bins, minlength=2 * n_groups).reshape(n_groups, 2)
             if not known.any():
                 continue
             residuals = np.where(outcome == 1, up_scores[known, j], down_scores[known, j])
-            regressor = ConformalRegressor().fit(residuals, bins=bins)
-            with warnings.catch_warnings():  # a group too small for the level: crepes warns and gives the whole side
-                warnings.simplefilter("ignore")
-                reach = regressor.predict_int(np.zeros(len(every_bin)), bins=every_bin, confidence=self.level)[:, 1]
-            reach = np.where(counts > 0, np.minimum(reach, 1.0), 1.0)  # crepes leaves a group it never saw at 0
+            reach = self._category_reach(residuals, bins, 2 * n_groups)
             self.down[j], self.up[j] = reach[0::2], reach[1::2]
 
     def _fit_by_score_bin(self, n_groups: int) -> None:
@@ -182,6 +176,7 @@ class ConformalIntervals:
         self.edges = np.zeros((k, bins - 1))
         self.up = np.ones((k, n_groups, bins))
         self.calibration_rows = np.zeros((k, n_groups, bins), dtype=int)
+        size = np.array([bin(g + 1).count("1") for g in range(n_groups)])  # modalities in each set
         for j in range(k):
             known = ~np.isnan(self.outcomes[:, j])
             if not known.any():
@@ -194,7 +189,6 @@ class ConformalIntervals:
             reach = self._category_reach(residuals, category, n_groups * bins)
             if self.min_rows:
                 score_bin = category % bins
-                size = np.array([bin(g + 1).count("1") for g in range(n_groups)])  # modalities in each set
                 size_key = size[category // bins] * bins + score_bin
                 by_size = self._category_reach(residuals, size_key, (size.max() + 1) * bins)
                 by_size_rows = np.bincount(size_key, minlength=(size.max() + 1) * bins)
@@ -207,10 +201,10 @@ class ConformalIntervals:
 
     def _category_reach(self, residuals: np.ndarray, category: np.ndarray, n_categories: int) -> np.ndarray:
         """crepes' reach at the level per category (n_categories,); the whole range (1) for a category too
-        small for the level or without rows."""
+        small for the level (crepes warns and gives it) or without rows (crepes leaves it at 0)."""
         every = np.arange(n_categories)
         regressor = ConformalRegressor().fit(residuals, bins=category)
-        with warnings.catch_warnings():  # a category too small for the level: crepes gives the whole range
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             reach = regressor.predict_int(np.zeros(n_categories), bins=every, confidence=self.level)[:, 1]
         counts = np.bincount(category, minlength=n_categories)
