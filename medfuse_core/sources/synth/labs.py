@@ -18,6 +18,7 @@ from medfuse_core.record import Labs
 from medfuse_core.sources.synth.evidence import LabEvidence
 from medfuse_core.sources.synth.lab_items import LAB_BY_KEY, LAB_ITEMS, REPORT_LIMITS, LabItem
 from medfuse_core.sources.synth.plan import PatientPlan, Window
+from medfuse_core.sources.synth.realism import toward
 
 # Text that replaces a value now and then, by item (probability, text).
 _WORDS = {
@@ -159,8 +160,7 @@ def make_labs(rng: np.random.Generator, plan: PatientPlan) -> tuple[Labs, list[L
             planted = _planted_value(rng, plan, key, t, state)
             if planted:  # only WBC can be pushed by two diseases at once, both upwards
                 # a weak positive or a mimic moves the value only part of the way (strength 1: all of it)
-                value = max(v if plan.strength(d) == 1.0 else value + plan.strength(d) * (v - value)
-                            for d, v in planted)
+                value = max(toward(value, v, plan.strength(d)) for d, v in planted)
             value = max(value, 0.0)
             parsed, text, censored = _text(rng, item, value, bool(planted))
             flag = "" if math.isnan(parsed) else item.flag(parsed)

@@ -86,6 +86,12 @@ def realism_named(name: str) -> Realism:
         raise ValueError(f"realism: expected one of {', '.join(SETTINGS)}; got {name!r}") from None
 
 
+def toward(typical, planted, strength: float):
+    """The planted value(s), or for weak evidence (strength < 1) only that share of the way from the typical
+    one; strength 1 returns `planted` itself, so the clean setting's values are bit for bit those of before."""
+    return planted if strength == 1.0 else typical + strength * (planted - typical)
+
+
 @dataclass(frozen=True)
 class Deviations:
     """What the ward setting drew for one patient (all empty for the clean setting)."""

@@ -18,6 +18,7 @@ import pandas as pd
 from medfuse_core.record import Vitals
 from medfuse_core.sources.synth.evidence import VitalEvidence
 from medfuse_core.sources.synth.plan import PatientPlan, Window
+from medfuse_core.sources.synth.realism import toward
 from medfuse_core.sources.vital_channels import channel_spec
 
 HR, SBP, DBP, MBP = "Heart Rate", "Systolic blood pressure", "Diastolic blood pressure", "Mean blood pressure"
@@ -56,11 +57,6 @@ def _charted_times(rng: np.random.Generator, plan: PatientPlan) -> np.ndarray:
                 if ((t >= a) & (t <= b)).sum() < 2:
                     extra += [a + (b - a) * f for f in (0.3, 0.7)]
     return np.unique(np.concatenate([t, extra])) if extra else t
-
-
-def _toward(typical: np.ndarray, planted: np.ndarray, strength: float) -> np.ndarray:
-    """The planted values, or for weak evidence (strength < 1) only that share of the way from typical."""
-    return planted if strength == 1.0 else typical + strength * (planted - typical)
 
 
 def _smooth_noise(rng: np.random.Generator, n: int, phi: float = 0.7) -> np.ndarray:
@@ -115,8 +111,8 @@ def _hemodynamics(rng: np.random.Generator, plan: PatientPlan, t: np.ndarray, ch
         on = _inside(t, plan.window("hypertension"))
         k = int(on.sum())
         s = plan.strength("hypertension")
-        sbp[on] = _toward(sbp[on], rng.normal(158, 5) + 7.0 * _smooth_noise(rng, k), s)
-        dbp[on] = _toward(dbp[on], rng.normal(88, 3) + 4.0 * _smooth_noise(rng, k), s)
+        sbp[on] = toward(sbp[on], rng.normal(158, 5) + 7.0 * _smooth_noise(rng, k), s)
+        dbp[on] = toward(dbp[on], rng.normal(88, 3) + 4.0 * _smooth_noise(rng, k), s)
         for a, b in plan.window("hypertension"):
             # the mean pressure is charted from SBP and DBP (below), so it is raised by the same evidence
             for channel in (SBP, DBP, MBP):
@@ -125,16 +121,16 @@ def _hemodynamics(rng: np.random.Generator, plan: PatientPlan, t: np.ndarray, ch
         on = _inside(t, plan.window("sepsis"))
         k = int(on.sum())
         s = plan.strength("sepsis")
-        hr[on] = _toward(hr[on], rng.normal(114, 4) + 5.0 * rng.standard_normal(k), s)
-        sbp[on] = _toward(sbp[on], rng.normal(88, 3) + 4.0 * rng.standard_normal(k), s)
-        dbp[on] = _toward(dbp[on], rng.normal(46, 2) + 3.0 * rng.standard_normal(k), s)
-        temp[on] = _toward(temp[on], rng.uniform(38.4, 39.3) + 0.2 * rng.standard_normal(k), s)
+        hr[on] = toward(hr[on], rng.normal(114, 4) + 5.0 * rng.standard_normal(k), s)
+        sbp[on] = toward(sbp[on], rng.normal(88, 3) + 4.0 * rng.standard_normal(k), s)
+        dbp[on] = toward(dbp[on], rng.normal(46, 2) + 3.0 * rng.standard_normal(k), s)
+        temp[on] = toward(temp[on], rng.uniform(38.4, 39.3) + 0.2 * rng.standard_normal(k), s)
         for channel in (HR, SBP, DBP, MBP, TEMP):
             chart.mark("sepsis", channel, t[on])
     if plan.plants("pneumonia", "vitals"):
         on = _inside(t, plan.window("pneumonia"))
         fever = rng.uniform(38.2, 39.0) + 0.2 * rng.standard_normal(int(on.sum()))
-        temp[on] = np.maximum(temp[on], _toward(temp[on], fever, plan.strength("pneumonia")))
+        temp[on] = np.maximum(temp[on], toward(temp[on], fever, plan.strength("pneumonia")))
         chart.mark("pneumonia", TEMP, t[on])
     if plan.plants("dysrhythmia", "vitals"):
         for a, b in plan.window("dysrhythmia"):
@@ -142,9 +138,9 @@ def _hemodynamics(rng: np.random.Generator, plan: PatientPlan, t: np.ndarray, ch
             k = int(on.sum())
             s = plan.strength("dysrhythmia")
             if rng.random() < 0.75:  # atrial fibrillation with rapid ventricular response: irregular
-                hr[on] = _toward(hr[on], rng.uniform(104, 165, size=k), s)
+                hr[on] = toward(hr[on], rng.uniform(104, 165, size=k), s)
             else:  # SVT: fast and regular
-                hr[on] = _toward(hr[on], rng.normal(150, 8) + 3.0 * rng.standard_normal(k), s)
+                hr[on] = toward(hr[on], rng.normal(150, 8) + 3.0 * rng.standard_normal(k), s)
             chart.mark("dysrhythmia", HR, t[on], a)
 
     mbp = dbp + (sbp - dbp) / 3.0
@@ -195,7 +191,7 @@ def _occasional(rng: np.random.Generator, plan: PatientPlan, t: np.ndarray, char
         times = t[2::5]
         glucose = rng.normal(118, 18, size=len(times))
         if plan.plants("diabetes", "vitals"):
-            glucose = _toward(glucose, rng.uniform(170, 330, size=len(times)), plan.strength("diabetes"))
+            glucose = toward(glucose, rng.uniform(170, 330, size=len(times)), plan.strength("diabetes"))
             chart.mark("diabetes", GLUCOSE, times)
         v, texts = _ints(glucose)
         chart.add(times, GLUCOSE, v, texts)
