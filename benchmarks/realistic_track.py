@@ -32,10 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(ROOT))
 
-from medfuse_core.benchmarking.faithfulness import route_pair  # noqa: E402
+from medfuse_core.benchmarking.faithfulness import group_values  # noqa: E402
 from medfuse_core.benchmarking.routes import route_accuracy  # noqa: E402
-from medfuse_core.features.batch import collate  # noqa: E402
-from medfuse_core.explain.groups import group_contributions  # noqa: E402
 from medfuse_core.predictor import Prediction, Predictor  # noqa: E402
 from medfuse_core.provenance import cohort_command, portable_path, write_benchmark_result  # noqa: E402
 from medfuse_core.sources.bundle import find_bundles, read_bundle  # noqa: E402
@@ -45,10 +43,10 @@ TOP_LIMIT = 0.95
 GOAL_SHARE_ABOVE = 0.30
 
 
-def triage(predictor: Predictor, records: list) -> dict[str, Any]:
+def triage(predictor: Predictor, features: list) -> dict[str, Any]:
     """Top-disease probability per patient and the label states, as the worklist shows them."""
     top, states, scored, needs_review = [], Counter(), 0, 0
-    for result in predictor.predict(records):
+    for result in predictor.predict_features_checked(features):
         if not isinstance(result, Prediction):
             states["insufficient data"] += 1
             continue
@@ -58,7 +56,7 @@ def triage(predictor: Predictor, records: list) -> dict[str, Any]:
         states.update(labels[name].get("state", "no interval") for name in DISEASE_NAMES)
         needs_review += bool(result.trust is not None and result.trust.needs_review)
     top_arr = np.asarray(top)
-    return {"patients": len(records), "scored": scored,
+    return {"patients": len(features), "scored": scored,
             "share_top_above_95": float((top_arr > TOP_LIMIT).mean()) if scored else float("nan"),
             "top_quantiles": {q: float(np.quantile(top_arr, float(q))) for q in ("0.1", "0.25", "0.5", "0.75", "0.9")}
             if scored else {},
@@ -82,27 +80,27 @@ def evidence_labels(records: list, names: list[str]) -> np.ndarray:
     return out
 
 
-def routes(predictor: Predictor, records: list) -> dict[str, Any]:
-    features, _ = predictor.featurize(records)
-    coded, logits, positive = route_pair(predictor, features)
-    if coded is None:
+def routes(predictor: Predictor, records: list, features: list) -> dict[str, Any]:
+    """The route pair by the coded labels and by the positives whose evidence is in the data, from one pass
+    of exact group contributions."""
+    values, logits = group_values(predictor, features)
+    if values is None:
         return {"coded": None, "with_evidence": None}
-    values = []
-    for i in range(0, len(features), 64):
-        batch = collate(list(features[i:i + 64])).to(predictor.device)
-        values.append(group_contributions(predictor.model, batch).values.double().cpu().numpy())
-    present = np.stack([f.present for f in features])
-    with_evidence = route_accuracy(np.concatenate(values), evidence_labels(records, list(predictor.labels)), positive,
-                                   present, list(predictor.labels))
+    positive, present, names = predictor.positive(logits), np.stack([f.present for f in features]), list(predictor.labels)
+    coded = route_accuracy(values, np.stack([f.labels for f in features]), positive, present, names)
+    with_evidence = route_accuracy(values, evidence_labels(records, names), positive, present, names)
     return {"coded": coded.to_dict(), "with_evidence": with_evidence.to_dict()}
 
 
 def evaluate_checkpoint(name: str, checkpoint: Path, heldout: list, demo: list) -> dict[str, Any]:
     predictor = Predictor.load(checkpoint, device="cpu")
     started = time.perf_counter()
+    heldout_features, _ = predictor.featurize(heldout)  # once, for the triage and the routes
+    demo_features, _ = predictor.featurize(demo)
     row = {"name": name, "checkpoint": portable_path(checkpoint),
            "trained_on": (predictor.config.get("data") or {}).get("made_by"),
-           "demo": triage(predictor, demo), "heldout": triage(predictor, heldout), "routes": routes(predictor, heldout)}
+           "demo": triage(predictor, demo_features), "heldout": triage(predictor, heldout_features),
+           "routes": routes(predictor, heldout, heldout_features)}
     row["seconds"] = round(time.perf_counter() - started, 1)
     return row
 

@@ -432,9 +432,10 @@ class FaithfulnessReport:
 # ------------------------------------------------------------------------------- the benchmark
 
 
-def route_pair(predictor, features: Sequence[PatientFeatures], batch_size: int = 64):
-    """(RouteAccuracy | None, logits (B, K), positive (B, K)): exact group contributions, batched.
-    Models without fusion tokens (baselines) get None and their plain logits."""
+def group_values(predictor, features: Sequence[PatientFeatures], batch_size: int = 64
+                 ) -> tuple[np.ndarray | None, np.ndarray]:
+    """(values (B, K, 5) exact group contributions, or None for models without fusion tokens (baselines);
+    logits (B, K)), batched."""
     model, device = predictor.model, predictor.device
     values, logits = [], []
     for i in range(0, len(features), batch_size):
@@ -446,12 +447,19 @@ def route_pair(predictor, features: Sequence[PatientFeatures], batch_size: int =
         else:
             logits.append(_label_logits(model, features[i : i + batch_size], slice(None), device))
     logits_all = np.concatenate(logits) if logits else np.zeros((0, len(predictor.labels)))
+    return (np.concatenate(values) if values else None), logits_all
+
+
+def route_pair(predictor, features: Sequence[PatientFeatures], batch_size: int = 64):
+    """(RouteAccuracy | None, logits (B, K), positive (B, K)): exact group contributions, batched.
+    Models without fusion tokens (baselines) get None and their plain logits."""
+    values, logits_all = group_values(predictor, features, batch_size)
     positive = predictor.positive(logits_all)
-    if not values:
+    if values is None:
         return None, logits_all, positive
     labels = np.stack([f.labels for f in features])
     present = np.stack([f.present for f in features])
-    return route_accuracy(np.concatenate(values), labels, positive, present, list(predictor.labels)), logits_all, positive
+    return route_accuracy(values, labels, positive, present, list(predictor.labels)), logits_all, positive
 
 
 def _planted_notes(case: SyntheticCase, entries: list[dict]) -> list[tuple[int, int, int]]:
