@@ -14,6 +14,7 @@ from medfuse_core.runtime.trust import (
     UNCERTAIN,
     label_states,
     modalities_to_use,
+    out_of_domain_reason,
     patient_trust,
 )
 
@@ -42,6 +43,9 @@ def test_out_of_domain_modalities_are_left_out_and_said_in_plain_words() -> None
     assert trust.status == OUT_OF_DOMAIN and trust.needs_review
     assert trust.reason == ("The chest film did not look like the data the model was trained on, so it was left out "
                             "of this prediction.")
+    labs_only = DomainCheck(True, {"labs": 9.0}, {"labs": 5.0}, {"labs": True})
+    assert out_of_domain_reason(labs_only) == ("The labs did not look like the data the model was trained on, so "
+                                               "they were left out of this prediction.")  # a plural word, one modality
     as_dict = trust.to_dict()
     assert as_dict["left_out"] == ["image"] and as_dict["domain"]["out_of_domain"] == ["image"]
     assert trust.label_dict(0) == {"state": ABOVE, "interval": {"low": 0.8, "high": 1.0, "level": 0.9}}

@@ -49,8 +49,9 @@ def out_of_domain_reason(check: DomainCheck) -> str:
         return ""
     words = [{"image": "the chest film"}.get(m, f"the {m}") for m in check.flagged]
     names = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+    one_thing = check.flagged == ["image"]  # "the labs", "the notes", "the vitals" are plural words
     return (f"{names[0].upper() + names[1:]} did not look like the data the model was trained on, so "
-            f"{'it was' if len(check.flagged) == 1 else 'they were'} left out of this prediction.")
+            f"{'it was' if one_thing else 'they were'} left out of this prediction.")
 
 
 @dataclass
