@@ -13,6 +13,8 @@ import html
 import math
 from collections.abc import Iterable
 
+import numpy as np
+
 POSITIVE_RGB = (230, 97, 1)  # orange (PuOr #e66101): raises the predicted risk
 NEGATIVE_RGB = (59, 76, 192)  # blue (#3b4cc0): lowers it
 MAX_ALPHA = 0.85
@@ -35,6 +37,21 @@ def signed_rgba(weight: float, scale: float, max_alpha: float = MAX_ALPHA) -> st
     """CSS/plotly colour for a signed weight: orange when positive, blue when negative."""
     r, g, b = POSITIVE_RGB if weight >= 0 else NEGATIVE_RGB
     return f"rgba({r}, {g}, {b}, {signed_alpha(weight, scale, max_alpha)})"
+
+
+def signed_rgba_pixels(weights: np.ndarray, scale: float, max_alpha: float = MAX_ALPHA,
+                       signed: bool = True) -> np.ndarray:
+    """signed_rgba for a whole map at once, as 8-bit RGBA pixels (rows x cols x 4): orange where > 0, blue
+    where < 0 (with `signed=False` only orange, negatives transparent), opacity |w| / scale * max_alpha; what
+    a Plotly heatmap with diverging_colorscale() and zmin/zmax = -/+scale draws, sent as an image instead."""
+    w = np.nan_to_num(np.asarray(weights, dtype=np.float32))
+    if not signed:
+        w = np.maximum(w, 0.0)
+    alpha = np.clip(np.abs(w) / scale, 0.0, 1.0) * max_alpha if scale > 0 else np.zeros_like(w)
+    out = np.empty(w.shape + (4,), dtype=np.uint8)
+    out[..., :3] = np.where((w < 0)[..., None], np.array(NEGATIVE_RGB, np.uint8), np.array(POSITIVE_RGB, np.uint8))
+    out[..., 3] = np.round(alpha * 255).astype(np.uint8)
+    return out
 
 
 def diverging_colorscale() -> list[list]:

@@ -3,7 +3,8 @@
 Pixels arrive in display orientation in [0, 1] (bone bright). Window/level works in the same
 display units: a window of `width` centred on `centre` maps centre - width/2 -> black and
 centre + width/2 -> white, saturating outside. The viewer is a plotly image of the film, sent as a PNG
-(zoom and pan on, equal aspect); the overlay is a heatmap over it, transparent at zero.
+(zoom and pan on, equal aspect); the overlay is an RGBA PNG over it, transparent at zero, with
+an invisible coarse heatmap of the same values for the hover and the colour bar.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image
 
-from app.components.shading import POSITIVE_RGB, diverging_colorscale
+from app.components.shading import MAX_ALPHA, POSITIVE_RGB, diverging_colorscale, signed_rgba_pixels
 from medfuse_core.record import ChestImage
 
 MAX_DISPLAY_SIDE = 768
-# The attribution overlay is sent at up to 256 px a side (block means): a float per cell, it was 1.8 MB of the
-# 1.9 MB a disease switch sent for a 512 px demo film (issue 18); a coarser colour wash over the film still
-# shows where the evidence is, and its hover gives the block's mean attribution.
+# The attribution overlay's colour wash is sent at up to 256 px a side (block means) as an RGBA PNG (a float
+# per cell it was 1.8 MB of the 1.9 MB a disease switch sent for a 512 px demo film, issue 18); the values
+# under the mouse come from block means at up to HOVER_OVERLAY_SIDE.
 MAX_OVERLAY_SIDE = 256
+HOVER_OVERLAY_SIDE = 64  # the attribution read under the mouse: block means at up to 64 px a side
 
 
 def window_level(pixels: np.ndarray, centre: float, width: float) -> np.ndarray:
@@ -52,10 +54,11 @@ def downsample(array: np.ndarray, factor: int) -> np.ndarray:
     return a.reshape(r // factor, factor, c // factor, factor).mean(axis=(1, 3))
 
 
-def png_data_uri(grey: np.ndarray) -> str:
-    """An 8-bit grey image as a data: URI of a PNG."""
+def png_data_uri(pixels: np.ndarray) -> str:
+    """An 8-bit grey (rows x cols) or RGBA (rows x cols x 4) image as a data: URI of a PNG."""
     buffer = io.BytesIO()
-    Image.fromarray(np.asarray(grey, dtype=np.uint8), mode="L").save(buffer, format="PNG", compress_level=3)
+    pixels = np.asarray(pixels, dtype=np.uint8)
+    Image.fromarray(pixels, mode="RGBA" if pixels.ndim == 3 else "L").save(buffer, format="PNG", compress_level=3)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -89,20 +92,30 @@ def xray_figure(pixels: np.ndarray, centre: float = 0.5, width: float = 1.0, *,
     fig = go.Figure(go.Image(source=png_data_uri(grey), x0=first, y0=first, dx=factor, dy=factor,
                              hovertemplate="x %{x:.0f}, y %{y:.0f}<extra></extra>", name="film"))
     if overlay is not None:
+        values = np.nan_to_num(np.asarray(overlay, dtype=np.float32))
         step = display_factor(pixels.shape, min(max_side, overlay_side))
-        small = downsample(np.nan_to_num(np.asarray(overlay, dtype=np.float32)), step)
-        over_xs = (np.arange(small.shape[1]) + 0.5) * step - 0.5
-        over_ys = (np.arange(small.shape[0]) + 0.5) * step - 0.5
+        small = downsample(values, step)
         scale = float(np.max(np.abs(small))) or 1.0
+        # the colour wash goes as an RGBA PNG over the film (the browser decodes it natively): as a 256 x 256
+        # heatmap it was ~600 KB of JSON that Plotly coloured cell by cell on every disease switch (issue 18)
+        fig.add_trace(go.Image(source=png_data_uri(signed_rgba_pixels(small, scale, 1.0 if not signed else MAX_ALPHA,
+                                                                       signed)),
+                               x0=(step - 1) / 2, y0=(step - 1) / 2, dx=step, dy=step, opacity=overlay_opacity,
+                               hoverinfo="skip", name="attribution"))
+        # the values under the mouse and the colour bar: a coarse, invisible heatmap on the same scale
+        coarse_step = display_factor(pixels.shape, min(max_side, HOVER_OVERLAY_SIDE))
+        coarse = downsample(values, coarse_step)
         if signed:
-            colorscale, zmin, zmax = diverging_colorscale(), -scale, scale
+            colorscale, zmin = diverging_colorscale(), -scale
         else:
             r, g, b = POSITIVE_RGB
-            colorscale, zmin, zmax = [[0, f"rgba({r},{g},{b},0)"], [1, f"rgba({r},{g},{b},1)"]], 0.0, scale
+            colorscale, zmin = [[0, f"rgba({r},{g},{b},0)"], [1, f"rgba({r},{g},{b},1)"]], 0.0
         fig.add_trace(go.Heatmap(
-            z=small, x=over_xs, y=over_ys, colorscale=colorscale, zmin=zmin, zmax=zmax, opacity=overlay_opacity,
-            showscale=True, colorbar={"title": {"text": "attribution", "side": "right"}, "thickness": 12},
-            hovertemplate="attribution %{z:.3g}<extra></extra>", name="attribution",
+            z=coarse, x=(np.arange(coarse.shape[1]) + 0.5) * coarse_step - 0.5,
+            y=(np.arange(coarse.shape[0]) + 0.5) * coarse_step - 0.5, colorscale=colorscale, zmin=zmin,
+            zmax=scale, opacity=0, showscale=True,
+            colorbar={"title": {"text": "attribution", "side": "right"}, "thickness": 12},
+            hovertemplate="attribution %{z:.3g}<extra></extra>", name="attribution values",
         ))
     fig.update_xaxes(range=[-0.5, cols - 0.5], showticklabels=False, showgrid=False, zeroline=False,
                      fixedrange=False, constrain="domain")

@@ -14,7 +14,7 @@ from app.components import notes as N
 from app.components import patient_header as H
 from app.components import vitals as V
 from app.components import xray as X
-from app.components.shading import signed_rgba
+from app.components.shading import MAX_ALPHA, NEGATIVE_RGB, POSITIVE_RGB, signed_rgba
 from medfuse_core.problems import warning
 from medfuse_core.record import ChestImage, ImageMetadata, Labs, Note, PatientRecord, Vitals
 
@@ -251,16 +251,31 @@ def test_downsampling_bounds_display_size() -> None:
     assert X.downsample(np.ones((5, 7)), 2).shape == (3, 4)
 
 
+def _decoded(uri: str) -> np.ndarray:
+    import base64
+    import io
+
+    from PIL import Image
+
+    assert uri.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+
+
 def test_viewer_is_zoomable_with_equal_aspect_and_overlay() -> None:
     pixels = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(64, 48)
     overlay = np.zeros_like(pixels)
     overlay[10:20, 5:15] = 1.0
     fig = X.xray_figure(pixels, overlay=overlay, overlay_opacity=0.3, signed=False)
-    film, over = fig.data
+    film, wash, values = fig.data
     z = _film(fig)  # the ramp, full window: 0 (black) at the first pixel to 255 (white) at the last
     assert film.type == "image" and z.shape == (64, 48) and z[0, 0] == 0 and z[-1, -1] == 255
     np.testing.assert_allclose(z / 255, pixels, atol=0.5 / 255 + 1e-6)
-    assert np.asarray(over.z).shape == pixels.shape and over.opacity == 0.3
+    rgba = _decoded(wash.source)  # the colour wash: orange where the evidence is, transparent elsewhere
+    assert wash.type == "image" and rgba.shape == (64, 48, 4) and wash.opacity == 0.3 and wash.hoverinfo == "skip"
+    assert (rgba[10:20, 5:15, 3] == 255).all() and (rgba[:10, :, 3] == 0).all() and (rgba[30:, :, 3] == 0).all()
+    assert tuple(rgba[12, 7, :3]) == POSITIVE_RGB
+    assert values.type == "heatmap" and values.opacity == 0 and values.showscale  # hover values + colour bar
+    assert np.asarray(values.z).shape == pixels.shape and values.zmax == 1.0
     assert fig.layout.yaxis.scaleanchor == "x" and fig.layout.yaxis.fixedrange is False
     assert fig.layout.xaxis.fixedrange is False
     assert list(fig.layout.yaxis.range) == [63.5, -0.5]  # row 0 at the top
@@ -268,18 +283,34 @@ def test_viewer_is_zoomable_with_equal_aspect_and_overlay() -> None:
         X.xray_figure(pixels, overlay=np.zeros((10, 10)))
 
 
+def test_signed_overlay_is_orange_up_blue_down_with_opacity_by_strength() -> None:
+    overlay = np.zeros((8, 8), dtype=np.float32)
+    overlay[0, 0], overlay[7, 7], overlay[4, 4] = 2.0, -1.0, float("nan")
+    _, wash, values = X.xray_figure(np.zeros((8, 8), np.float32), overlay=overlay, signed=True).data
+    rgba = _decoded(wash.source)
+    assert tuple(rgba[0, 0]) == (*POSITIVE_RGB, round(255 * MAX_ALPHA))
+    assert tuple(rgba[7, 7]) == (*NEGATIVE_RGB, round(255 * MAX_ALPHA / 2))
+    assert rgba[4, 4, 3] == 0 and rgba[1, 1, 3] == 0  # NaN and zero: transparent
+    assert (values.zmin, values.zmax) == (-2.0, 2.0) and values.colorscale[0][1].startswith("rgba(59,76,192")
+
+
 def test_overlay_is_sent_coarser_than_a_large_film_and_still_lines_up() -> None:
-    """Issue 18: a 512 px film's overlay goes at 256 px (block means of 2 x 2), in the film's coordinates."""
+    """Issue 18: a 512 px film's colour wash goes at 256 px (block means of 2 x 2), its hover values at 64 px,
+    both in the film's coordinates."""
     pixels = np.zeros((512, 512), dtype=np.float32)
     overlay = np.zeros_like(pixels)
     overlay[100:104, 300:304] = 2.0  # one 4 x 4 hot spot = two 2 x 2 blocks a side
-    film, over = X.xray_figure(pixels, overlay=overlay, signed=False).data
-    z = np.asarray(over.z)
-    assert film.dx == 1 and z.shape == (X.MAX_OVERLAY_SIDE, X.MAX_OVERLAY_SIDE)
-    rows, cols = np.nonzero(z)
-    assert set(np.asarray(over.y)[rows]) == {100.5, 102.5} and set(np.asarray(over.x)[cols]) == {300.5, 302.5}
-    assert z.max() == pytest.approx(2.0)  # a block mean of a uniform block keeps its value
-    assert np.asarray(over.x)[0] == 0.5 and np.asarray(over.x)[-1] == 510.5  # spans the film's width
+    film, wash, values = X.xray_figure(pixels, overlay=overlay, signed=False).data
+    rgba = _decoded(wash.source)
+    assert film.dx == 1 and rgba.shape == (X.MAX_OVERLAY_SIDE, X.MAX_OVERLAY_SIDE, 4)
+    assert wash.dx == wash.dy == 2 and wash.x0 == wash.y0 == 0.5  # block centres in the film's coordinates
+    rows, cols = np.nonzero(rgba[..., 3])
+    assert set(rows) == {50, 51} and set(cols) == {150, 151}  # film rows 100-103, columns 300-303
+    z = np.asarray(values.z)
+    assert z.shape == (X.HOVER_OVERLAY_SIDE, X.HOVER_OVERLAY_SIDE) and values.zmax == pytest.approx(2.0)
+    r, c = np.nonzero(z)
+    assert set(np.asarray(values.y)[r]) == {99.5} and set(np.asarray(values.x)[c]) == {299.5}  # one 8 x 8 block
+    assert np.asarray(values.x)[0] == 3.5 and np.asarray(values.x)[-1] == 507.5  # spans the film's width
 
 
 def test_image_metadata_table() -> None:
