@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-from app.components.shading import max_abs, signed_rgba
+from app.components.shading import effect_words, max_abs, signed_rgba
 from medfuse_core.record import PatientRecord
 
 DISPLAY_COLUMNS = ["item", "value", "flag", "reference", "unit", "hours", "time"]
@@ -157,16 +157,6 @@ def attribution_column(rows: pd.DataFrame, attribution: Mapping[Any, float] | No
         w = attribution.get((item, stamp), attribution.get(item))
         values.append(float(w) if w is not None else math.nan)
     return pd.Series(values, index=rows.index, dtype="float64")
-
-
-def effect_words(weight: float, scale: float) -> str:
-    """'↑ strong' / '↓ weak': the direction and relative strength of an item's attribution (share of the
-    largest |attribution| of this patient and disease: >= 50 % strong, >= 20 % moderate, else weak)."""
-    if not math.isfinite(weight) or weight == 0 or scale <= 0:
-        return "none"
-    share = abs(weight) / scale
-    size = "strong" if share >= 0.5 else "moderate" if share >= 0.2 else "weak"
-    return ("↑ raises, " if weight > 0 else "↓ lowers, ") + size
 
 
 def read_by_model(latest: pd.DataFrame, read: Mapping[str, Mapping[str, Any]] | None) -> pd.Series:

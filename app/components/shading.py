@@ -65,6 +65,16 @@ def diverging_colorscale() -> list[list]:
     ]
 
 
+def effect_words(weight: float, scale: float) -> str:
+    """'↑ strong' / '↓ weak': the direction and relative strength of an item's attribution (share of the
+    largest |attribution| of this patient and disease: >= 50 % strong, >= 20 % moderate, else weak)."""
+    if not math.isfinite(weight) or weight == 0 or scale <= 0:
+        return "none"
+    share = abs(weight) / scale
+    size = "strong" if share >= 0.5 else "moderate" if share >= 0.2 else "weak"
+    return ("↑ raises, " if weight > 0 else "↓ lowers, ") + size
+
+
 def legend_html(scale: float, what: str = "attribution", numbers: bool = True) -> str:
     """A small colour bar: blue (lowers) -> white -> orange (raises), with the scale's end values
     (numbers=False: words only, for the clinician view; the exact figures are in the researcher expanders)."""

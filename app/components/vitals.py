@@ -2,11 +2,12 @@
 
 x is hours from the index time; the model's 0-48 h window is marked; a shaded band shows the
 display-normal range of each channel; categorical channels (GCS, capillary refill) are step plots of
-their score; an optional signed attribution per hour shades the background of each channel.
+their score. The attribution per hour is a strip of coloured cells above the plots (effect_strip_html).
 """
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from app.components.shading import max_abs, signed_rgba
+from app.components.shading import MAX_ALPHA, effect_words, max_abs, signed_rgba
 from medfuse_core.features import window
 from medfuse_core.record import PatientRecord
 from medfuse_core.sources.vital_channels import channel_spec
@@ -72,7 +73,6 @@ SCORE_RANGES = {
 LINE = "#1f4e79"
 OUT_OF_BAND = "#c0392b"
 BAND = "rgba(46, 160, 67, 0.13)"
-ATTRIBUTION_MAX_ALPHA = 0.35  # hour shading stays behind the trace, which must remain readable
 
 # Attribution: channel -> per-hour weights, either a sequence (index = hour bin 0..47) or {hour: w}.
 VitalAttribution = Mapping[str, Sequence[float] | Mapping[int, float]]
@@ -158,10 +158,10 @@ def not_drawn_note(record: PatientRecord) -> str:
     return "; ".join(parts) + "." if parts else ""
 
 
-def vitals_figure(record: PatientRecord, attribution: VitalAttribution | None = None, *,
-                  columns: int = 2, row_height: int = 150) -> go.Figure:
+def vitals_figure(record: PatientRecord, *, columns: int = 2, row_height: int = 150) -> go.Figure:
     """Small multiples of the record's vital-sign time series (one subplot per channel present);
-    an empty figure (no subplots) when there are none."""
+    an empty figure (no subplots) when there are none. The same for every disease: the attribution is
+    effect_strip_html's, so a disease switch does not make the browser redraw a dozen subplots (issue 18)."""
     channels = channels_present(record)
     if not channels:
         return go.Figure()
@@ -176,7 +176,6 @@ def vitals_figure(record: PatientRecord, attribution: VitalAttribution | None = 
     finite = hours_all[drawn]
     x_lo = min(0.0, float(finite.min()) if finite.size else 0.0) - 1
     x_hi = max(float(WINDOW_HOURS), float(finite.max()) if finite.size else 0.0) + 1
-    scale = max_abs(w for ws in (attribution or {}).values() for w in _hour_weights(ws).values())
     shapes: list[dict] = []
     traces: list[go.Scatter] = []
     cells: list[tuple[int, int]] = []
@@ -213,11 +212,6 @@ def vitals_figure(record: PatientRecord, attribution: VitalAttribution | None = 
             shapes.append({"type": "line", "xref": xref, "yref": f"{yref} domain", "x0": h, "x1": h,
                            "y0": 0, "y1": 1, "line": {"color": "#888", "width": 1, "dash": "dot"},
                            "layer": "below"})
-        for hour, w in _hour_weights((attribution or {}).get(channel, ())).items():
-            if w and math.isfinite(w):
-                shapes.append({"type": "rect", "xref": xref, "yref": f"{yref} domain", "x0": hour,
-                               "x1": hour + 1, "y0": 0, "y1": 1, "fillcolor": signed_rgba(w, scale, ATTRIBUTION_MAX_ALPHA),
-                               "line": {"width": 0}, "layer": "below"})
         yaxis = {"showgrid": True, "gridcolor": "#eee", "zeroline": False}
         if channel in SCORE_RANGES:
             yaxis["range"] = list(SCORE_RANGES[channel])
@@ -240,6 +234,39 @@ def vitals_figure(record: PatientRecord, attribution: VitalAttribution | None = 
                   plot_bgcolor="white", hovermode="closest")
     # built as one dict, not with make_subplots + per-cell updates: 5x faster for 15 channels
     return go.Figure(data=traces, layout=layout)
+
+
+def effect_strip_html(record: PatientRecord, attribution: VitalAttribution, what: str = "model attribution") -> str:
+    """How each vital sign moved the risk, hour by hour over the model's window: one row per channel in the
+    small multiples' order, one cell per hour, orange raises / blue lowers with opacity by strength (the
+    shading convention of every panel), a tooltip in words; '' when no hour has a weight. Plain, escaped HTML:
+    a few hundred cells cost the browser next to nothing, where shading the Plotly subplots made it redraw
+    all of them on every disease switch (~0.35 s on the 2-core machine, issue 18)."""
+    channels = channels_present(record)
+    weights = {c: {h: w for h, w in _hour_weights(attribution.get(c, ())).items()
+                   if 0 <= h < WINDOW_HOURS and w and math.isfinite(w)} for c in channels}
+    scale = max_abs(w for ws in weights.values() for w in ws.values())
+    if scale <= 0:
+        return ""
+    cells = []
+    for channel in channels:
+        label = html.escape(display_of(channel).label)
+        cells.append(f'<span style="font-size:0.72rem;color:#444;white-space:nowrap;overflow:hidden;'
+                     f'line-height:12px">{label}</span>')
+        for hour in range(int(WINDOW_HOURS)):
+            w = weights[channel].get(hour)
+            if w is None:
+                cells.append('<i style="background:#f2f2f2"></i>')
+            else:
+                tip = html.escape(f"{display_of(channel).label}, {hour}-{hour + 1} h: {effect_words(w, scale)} "
+                                  f"({what})")
+                cells.append(f'<i style="background:{signed_rgba(w, scale, MAX_ALPHA)}" title="{tip}"></i>')
+    step = 12
+    ticks = "".join(f'<span style="grid-column:span {step};font-size:0.7rem;color:#666">{h} h</span>'
+                    for h in range(0, int(WINDOW_HOURS), step))
+    return ('<div class="mf-vitals-effect" style="display:grid;grid-template-columns:72px repeat('
+            f'{int(WINDOW_HOURS)},1fr);grid-auto-rows:12px;gap:1px;margin-bottom:4px">'
+            + "".join(cells) + "<span></span>" + ticks + "</div>")
 
 
 def _grid_layout(rows: int, cols: int, titles: list[str], *, vertical_spacing: float,

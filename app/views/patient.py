@@ -62,16 +62,9 @@ def _lab_tables(source: str, patient_id: str) -> tuple[pd.DataFrame, pd.DataFram
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
-def _vitals_figure(source: str, patient_id: str, mode: str, disease: str | None = None, checkpoint: str = "",
-                   stamp: float = 0.0) -> Any:
-    """The vitals small multiples, shaded by `mode`: 'planted', 'model' (attribution) or 'none'."""
-    record = _record(source, patient_id)
-    attribution = None
-    if mode == "planted":
-        attribution = planted_evidence(source, patient_id, disease)["vitals"]
-    elif mode == "model" and disease:
-        attribution = _explained(source, checkpoint, stamp, patient_id, disease)["vitals"]
-    return V.vitals_figure(record, attribution or None)
+def _vitals_figure(source: str, patient_id: str) -> Any:
+    """The vitals small multiples (the same for every disease: the attribution is the strip above them)."""
+    return V.vitals_figure(_record(source, patient_id))
 
 
 # ---------------------------------------------------------------------------------------- panels
@@ -206,24 +199,30 @@ def _notes_panel(record: PatientRecord, spans_by_note: dict[int, list] | None, m
         st.html("".join(blocks))
 
 
-def _vitals_panel(source: str, record: PatientRecord, mode: str = "none", disease: str | None = None,
-                  checkpoint: str = "", coverage: dict[str, Any] | None = None) -> None:
+def _vitals_panel(source: str, record: PatientRecord, attribution: dict | None, mode: str = "none",
+                  coverage: dict[str, Any] | None = None) -> None:
     st.subheader("Vital signs")
     if not record.has("vitals"):
         st.info("No vital signs in this record." + (" The vitals contribute nothing." if mode == "model" else ""))
         return
     _coverage_line(coverage)
     channels = V.channels_present(record)
-    shading = {"model": " · background = model attribution per hour (orange raises, blue lowers)",
-               "planted": " · background = planted evidence hours"}.get(mode, "")
-    st.caption(f"{len(channels)} channels · green band = normal range · red points outside it · "
-               f"dotted lines = the model's first {V.WINDOW_HOURS:g} h" + shading)
     left_out = V.not_drawn_note(record)
     if left_out:
         st.warning(left_out, icon=":material/warning:")
+    strip = V.effect_strip_html(record, attribution or {}, _ATTRIBUTION_WHAT[mode]) if attribution else ""
+    if strip:
+        st.caption({"model": f"How each vital sign moved the risk, hour by hour over the model's first "
+                             f"{V.WINDOW_HOURS:g} h (hover a cell for words):",
+                    "planted": f"Where the evidence was planted, hour by hour over the first {V.WINDOW_HOURS:g} h:"
+                    }.get(mode, ""))
+        st.html(strip + legend_html(1.0, _ATTRIBUTION_WHAT[mode], numbers=False))
+    elif mode == "model":
+        st.caption("The vital signs did not move this risk in the model's window.")
+    st.caption(f"{len(channels)} channels · green band = normal range · red points outside it · "
+               f"dotted lines = the model's first {V.WINDOW_HOURS:g} h")
     try:
-        fig = _vitals_figure(source, record.patient_id, mode, disease, checkpoint,
-                             checkpoint_stamp(checkpoint) if mode == "model" else 0.0)
+        fig = _vitals_figure(source, record.patient_id)
     except Exception as exc:  # one panel must never take the page down
         st.warning(f"The vital signs could not be drawn ({type(exc).__name__}).", icon=":material/warning:")
         return
@@ -594,7 +593,7 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
     st.divider()
     left, right = st.columns([3, 2], gap="medium")
     with left:
-        _guarded("vital signs", _vitals_panel, source, record, mode, disease, checkpoint, coverage.get("vitals"))
+        _guarded("vital signs", _vitals_panel, source, record, evidence["vitals"] or None, mode, coverage.get("vitals"))
     with right:
         _guarded("chest X-ray", _xray_panel, record, evidence["image"] or None, mode)
 

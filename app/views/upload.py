@@ -24,6 +24,7 @@ import streamlit as st
 
 from app.auth import audit_event, require_role
 from app.components.plain import markdown_escape, plain_text
+from app.components.shading import effect_words
 from app.bundle_zip import UploadResult, new_session_dir, read_upload, touch
 from app.components import contributions as C
 from app.components import evidence as E
@@ -90,8 +91,6 @@ def evidence_rows(evidence: dict) -> list[dict[str, str]]:
 def evidence_words(evidence: dict) -> list[dict[str, str]]:
     """The same evidence in a clinician's words: what, and whether it raised or lowered the risk (strength
     relative to the strongest item of this patient and disease)."""
-    from app.components.labs import effect_words
-
     items = (evidence.get("summary") or {}).get("items") or {}
     weights = [abs(w) for rows in items.values() for _, w in rows if w == w]
     scale = max(weights, default=0.0)

@@ -13,6 +13,7 @@ from app.components import labs as L
 from app.components import notes as N
 from app.components import vitals as V
 from app.components import xray as X
+from app.components import shading as S
 from medfuse_core.explain.probability_scale import no_data_probability, probability_contributions
 from medfuse_core.record import ChestImage, ImageMetadata, Labs, PatientRecord
 from tests.app.test_model_components import fake_scores
@@ -44,9 +45,9 @@ def test_critical_values_are_flagged_critical_not_just_low_or_high() -> None:
 
 
 def test_lab_effect_in_words_and_the_value_the_model_read_with_its_time() -> None:
-    assert L.effect_words(0.4, 0.4) == "↑ raises, strong"
-    assert L.effect_words(-0.1, 0.4) == "↓ lowers, moderate"
-    assert L.effect_words(0.01, 0.4) == "↑ raises, weak"
+    assert S.effect_words(0.4, 0.4) == "↑ raises, strong"
+    assert S.effect_words(-0.1, 0.4) == "↓ lowers, moderate"
+    assert S.effect_words(0.01, 0.4) == "↑ raises, weak"
     latest = pd.DataFrame({"item": ["Glucose", "WBC", "Sodium"], "value": ["129", "8.8", "140"],
                            "time": ["2130-01-03 09:00", "2130-01-03 09:00", "2130-01-01 10:00"]})
     read = {"Glucose": {"value": "137", "time": "2130-01-02T06:00:00"}, "Sodium": {"value": "140",

@@ -205,13 +205,27 @@ def test_vitals_normal_bands_cover_the_agreed_channels() -> None:
     assert bands["Fraction inspired oxygen"] is None
 
 
-def test_vitals_attribution_shades_hours() -> None:
-    fig = V.vitals_figure(_record(), {"Heart Rate": [0.0, 0.5, -1.0], "Glascow coma scale total": {30: 0.25}})
-    attr = [s for s in fig.layout.shapes if s.type == "rect" and not s.xref.endswith("domain")
-            and s.fillcolor.startswith("rgba(") and s.x0 < V.WINDOW_HOURS]
-    assert sorted((s.xref, s.x0, s.x1) for s in attr) == [("x", 1, 2), ("x", 2, 3), ("x3", 30, 31)]
-    strongest = next(s for s in attr if s.x0 == 2)
-    assert strongest.fillcolor == signed_rgba(-1.0, 1.0, V.ATTRIBUTION_MAX_ALPHA)
+def test_vitals_effect_strip_colours_each_hour_of_each_channel() -> None:
+    """One row per channel (the small multiples' order), one cell per hour of the window, coloured as every
+    panel colours a signed weight, a tooltip in words; hours without a weight stay grey (issue 18: the
+    attribution is no longer drawn inside the Plotly figure, which is the same for every disease)."""
+    record = _record()
+    strip = V.effect_strip_html(record, {"Heart Rate": [0.0, 0.5, -1.0], "Glascow coma scale total": {30: 0.25,
+                                                                                                     60: 9.0}})
+    cells = re.findall(r"<i style=\"background:([^\"]+)\"(?: title=\"([^\"]+)\")?></i>", strip)
+    assert len(cells) == 3 * V.WINDOW_HOURS  # HR, SBP, GCS total x 48 hours
+    labels = re.findall(r"line-height:12px\">([^<]+)</span>", strip)
+    assert labels == ["HR", "SBP", "GCS total"]
+    hours = int(V.WINDOW_HOURS)
+    hr, gcs = cells[:hours], cells[2 * hours:]
+    assert hr[0] == ("#f2f2f2", "") and hr[1] == (signed_rgba(0.5, 1.0, MAX_ALPHA), "HR, 1-2 h: ↑ raises, strong (model attribution)")
+    assert hr[2] == (signed_rgba(-1.0, 1.0, MAX_ALPHA), "HR, 2-3 h: ↓ lowers, strong (model attribution)")
+    assert gcs[30][1] == "GCS total, 30-31 h: ↑ raises, moderate (model attribution)"  # 60 h is outside the window
+    assert sum(1 for c in cells if c[1]) == 3
+    assert "<b>" not in strip and V.effect_strip_html(record, {"Heart Rate": [0.0]}) == ""
+    fig = V.vitals_figure(record)  # the figure itself has no attribution shapes: one per band, window and lines
+    assert not [s for s in fig.layout.shapes if s.type == "rect" and not s.xref.endswith("domain")
+                and s.x0 < V.WINDOW_HOURS]
 
 
 def test_vitals_absent_gives_empty_figure() -> None:
