@@ -3,8 +3,13 @@
 One `streamlit run app/main.py` (development mode, the demo cohort, `--checkpoint`) and Debian's
 Chromium driven by Playwright. "Settled" means what a person waits for: the new content is on the
 screen (the heading, the sentence of the new disease, the table, the charts) and Streamlit reports
-the script as not running (`[data-testid='stApp'][data-test-script-state='notRunning']`). A stricter
-second figure, `last change`, is the time from the click to the last change of the page's DOM (a
+the script as not running (`[data-testid='stApp'][data-test-script-state='notRunning']`). The goal is
+judged on `p50`, taken on the page's own clock: from the click's pointerdown (a file input's change for the
+upload) to the last moment the script state became 'notRunning' after it, both recorded in the page, once
+Playwright has seen the new content and the state settled. `driver p50` is the same wait on the
+driver's wall clock, which adds Playwright's dispatch of the click (~40 ms) and the 50 ms the driver waits
+before it first asks whether the script runs (the figure this benchmark reported before). A stricter
+figure, `last change`, is the time from the click to the last change of the page's DOM (a
 MutationObserver; the page counts as quiet after 0.5 s without one): Plotly and the tables may still be
 drawing when the script is reported finished. Every disease switch picks a disease other than the one
 shown and checks afterwards that the picker shows it. Every action is done once untimed first (warm
@@ -65,11 +70,24 @@ GOALS = {"disease_switch": 0.3, "patient_open": 1.0, "worklist": 1.0, "lab": 2.0
 PATIENTS = ["P00002", "P00004", "P00007", "P00011"]
 
 
-# Records the time of the page's last DOM change (window.__mfLastChange, performance.now() ms).
+# Records, on the page's own clock (performance.now(), ms): the time of its last DOM change
+# (window.__mfLastChange), every user input (window.__mfInputs: pointerdown, keydown, a file input's change)
+# and every change of Streamlit's script state (window.__mfStates: [time, 'running' | 'notRunning']).
 WATCH_CHANGES = """() => { if (window.__mfWatch) return; window.__mfWatch = true; window.__mfLastChange = performance.now();
+  window.__mfInputs = []; window.__mfStates = [];
   new MutationObserver(() => { window.__mfLastChange = performance.now(); })
-    .observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true}); }"""
+    .observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+  for (const type of ['pointerdown', 'keydown', 'change'])
+    document.addEventListener(type, () => window.__mfInputs.push(performance.now()), true);
+  const app = document.querySelector("[data-testid='stApp']");
+  new MutationObserver(() => window.__mfStates.push([performance.now(), app.getAttribute('data-test-script-state')]))
+    .observe(app, {attributes: true, attributeFilter: ['data-test-script-state']}); }"""
 QUIET_MS = 500
+# In-page click to settled: from the first input after `p0` (the action's start when it has none) to the last
+# time the script state became 'notRunning' after it; null when the page recorded no such change.
+IN_PAGE = """(p0) => { const input = window.__mfInputs.find(t => t >= p0); const start = input === undefined ? p0 : input;
+  const done = window.__mfStates.filter(([t, s]) => t >= start && s === 'notRunning');
+  return done.length ? (done[done.length - 1][0] - start) / 1000 : null; }"""
 
 
 def _settled(page, timeout_ms: float = 120_000) -> None:
@@ -129,6 +147,7 @@ def measure(url: str, repeats: int, zip_path: Path, progress: Path | None = None
     times: dict[str, list[float]] = {k: [] for k in GOALS}
     first: dict[str, list[float]] = {k: [] for k in GOALS}  # the warm-up round: first visit of each view
     changes: dict[str, list[float]] = {k: [] for k in GOALS}  # timed rounds: click to the last DOM change
+    driver: dict[str, list[float]] = {k: [] for k in GOALS}  # timed rounds: on the driver's wall clock
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -142,8 +161,11 @@ def measure(url: str, repeats: int, zip_path: Path, progress: Path | None = None
             action()
             done()
             _settled(page)
-            (first if warm else times)[key].append(time.perf_counter() - start)
+            wall = time.perf_counter() - start
+            in_page = page.evaluate(IN_PAGE, page_start)
+            (first if warm else times)[key].append(wall if in_page is None else in_page)
             if not warm:
+                driver[key].append(wall)
                 changes[key].append(_last_change_after(page, page_start))
 
         if progress is not None:  # the first page scores the cohort and hands the worker its plan
@@ -193,20 +215,23 @@ def measure(url: str, repeats: int, zip_path: Path, progress: Path | None = None
             timed("upload", lambda: chooser.set_input_files(str(zip_path)),
                   lambda: page.get_by_role("heading", name="Predictions").wait_for(timeout=120_000), warm)
         browser.close()
-    return times, first, changes
+    return times, first, changes, driver
 
 
 def summarise(times: dict[str, list[float]], checkpoint: str, repeats: int,
-              first: dict[str, list[float]] | None = None, changes: dict[str, list[float]] | None = None) -> dict:
+              first: dict[str, list[float]] | None = None, changes: dict[str, list[float]] | None = None,
+              driver: dict[str, list[float]] | None = None) -> dict:
     rows = {}
     for key, values in times.items():
         p50 = statistics.median(values) if values else float("nan")
         last = (changes or {}).get(key, [])
+        wall = (driver or {}).get(key, [])
         rows[key] = {"n": len(values), "p50_s": p50,  # p90: nearest rank (of 2 values, the larger)
                      "p90_s": sorted(values)[max(0, math.ceil(0.9 * len(values)) - 1)] if values else float("nan"), "max_s": max(values) if values else float("nan"),
                      "goal_s": GOALS[key], "meets_goal": bool(values) and p50 <= GOALS[key], "all_s": values,
                      "first_visit_s": (first or {}).get(key, []),
-                     "last_change_p50_s": statistics.median(last) if last else float("nan"), "last_change_all_s": last}
+                     "last_change_p50_s": statistics.median(last) if last else float("nan"), "last_change_all_s": last,
+                     "driver_p50_s": statistics.median(wall) if wall else float("nan"), "driver_all_s": wall}
     return {"checkpoint": portable_path(checkpoint), "repeats": repeats, "viewport": "1440x1000",
             "browser": "Debian chromium (Playwright)", "cpus": os.cpu_count(), "python": platform.python_version(),
             "actions": rows}
@@ -219,13 +244,15 @@ def markdown(result: dict) -> str:
              f"Checkpoint `{result['checkpoint']}`, {result['repeats']} timed rounds after one warm-up round, "
              f"{result['viewport']}, {result['browser']}, {result['cpus']} CPUs, background explanations: "
              f"{ {'off': 'off', 'wait': 'on, all finished before timing'}.get(result.get('precomputed'), 'on')}.", "",
-             "`last change`: click to the page's last DOM change (charts and tables drawn), p50; the goal is on "
-             "`p50` (click to settled).", "",
-             "| action | n | p50 | p90 | max | last change | goal (p50) | met |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "`p50`, `p90`, `max`: click to settled on the page's own clock (the goal is on `p50`); `driver p50`: "
+             "the same on the driver's wall clock, with Playwright's click dispatch and its first 50 ms wait; "
+             "`last change`: click to the page's last DOM change (charts and tables drawn), p50.", "",
+             "| action | n | p50 | p90 | max | driver p50 | last change | goal (p50) | met |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for key, r in result["actions"].items():
         lines.append(f"| {key.replace('_', ' ')} | {r['n']} | {r['p50_s']:.2f} s | {r['p90_s']:.2f} s | "
-                     f"{r['max_s']:.2f} s | {r.get('last_change_p50_s', float('nan')):.2f} s | {r['goal_s']:.1f} s | "
+                     f"{r['max_s']:.2f} s | {r.get('driver_p50_s', float('nan')):.2f} s | "
+                     f"{r.get('last_change_p50_s', float('nan')):.2f} s | {r['goal_s']:.1f} s | "
                      f"{'yes' if r['meets_goal'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
@@ -246,12 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         proc, url = start_server(home, args.checkpoint, home / "server.log",
                                  extra_env={"MEDFUSE_LENS_PRECOMPUTE": "0"} if args.precomputed == "off" else None)
         try:
-            times, first, changes = measure(url, args.repeats, zip_path,
+            times, first, changes, driver = measure(url, args.repeats, zip_path,
                                             home / PROGRESS if args.precomputed == "wait" else None)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    result = summarise(times, args.checkpoint, args.repeats, first, changes)
+    result = summarise(times, args.checkpoint, args.repeats, first, changes, driver)
     result["precomputed"] = args.precomputed
     write_benchmark_result(args.out_dir, "browser_speed", result, markdown(result))
     print(markdown(result))

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+
 from app.components.shading import NEGATIVE_RGB, POSITIVE_RGB
 from app.components.wording import TOKEN_LABELS, TOKEN_MODALITY, long_name
 
@@ -66,23 +67,40 @@ def risk_sentence(points: Mapping[str, float], present: Mapping[str, bool] | Non
     return text[0].upper() + text[1:]
 
 
-def risk_figure(start: float, points: Mapping[str, float], end: float, height: int = 270) -> go.Figure:
+def risk_bars_html(start: float, points: Mapping[str, float], end: float) -> str:
     """The clinician's chart: from the no-data risk to this patient's risk, one bar per source, in
-    percentage points (orange raises, blue lowers); the exact log-odds chart is the researchers'."""
-    names = [NO_DATA_NAME, *points, PATIENT_NAME]
-    values = [start, *points.values(), end]
-    text = [f"{start:.0f}%", *(f"{v:+.0f} pts" for v in points.values()), f"{end:.0f}%"]
-    fig = go.Figure(go.Waterfall(
-        orientation="h", measure=["absolute"] + ["relative"] * len(points) + ["total"], y=names, x=values,
-        text=text, textposition="outside", base=0,
-        increasing={"marker": {"color": _rgb(POSITIVE_RGB)}}, decreasing={"marker": {"color": _rgb(NEGATIVE_RGB)}},
-        totals={"marker": {"color": _rgb(TOTAL_RGB)}}, connector={"line": {"color": "#999", "dash": "dot", "width": 1}},
-        hovertemplate="%{y}: %{text}<extra></extra>"))
-    fig.update_layout(height=height, showlegend=False, margin={"l": 10, "r": 20, "t": 10, "b": 40},
-                      xaxis={"title": {"text": "risk, % (left: lower, right: higher)"}, "range": [0, 112],
-                             "ticksuffix": "%"},
-                      yaxis={"autorange": "reversed", "automargin": True}, plot_bgcolor="white")
-    return fig
+    percentage points (orange raises, blue lowers, grey for the two risks); the exact log-odds chart is the
+    researchers'. Plain, escaped HTML, not a Plotly waterfall: it is redrawn on every disease switch, and the
+    waterfall cost the browser ~40 ms and the server ~7 ms each time on the 2-core machine (issue 18)."""
+    rows = [(NO_DATA_NAME, 0.0, start, TOTAL_RGB, f"{start:.0f}%")]
+    level = start
+    for name, value in points.items():
+        rows.append((name, level, level + value, POSITIVE_RGB if value >= 0 else NEGATIVE_RGB, f"{value:+.0f} pts"))
+        level += value
+    rows.append((PATIENT_NAME, 0.0, end, TOTAL_RGB, f"{end:.0f}%"))
+    span = 112.0  # room right of 100 % for the last label, as the chart's axis had
+
+    def pct(x: float) -> float:
+        return round(min(max(x, 0.0), span) / span * 100, 2)
+
+    cells = []
+    for name, a, b, rgb, label in rows:
+        left, right = pct(min(a, b)), pct(max(a, b))
+        bar = (f'<span style="position:absolute;left:{left}%;width:{max(right - left, 0.4)}%;top:3px;bottom:3px;'
+               f'background:{_rgb(rgb)}"></span>'
+               f'<span style="position:absolute;left:calc({right}% + 4px);top:0;font-size:0.72rem;color:#555;'
+               f'line-height:22px;white-space:nowrap">{html.escape(label)}</span>')
+        cells.append(f'<span style="text-align:right;font-size:0.75rem;color:#444;line-height:22px;'
+                     f'white-space:nowrap;overflow:hidden;text-overflow:ellipsis" title="{html.escape(name)}">{html.escape(name)}</span>'
+                     f'<span style="position:relative;height:22px;border-left:1px solid #ccc">{bar}</span>')
+    ticks = "".join(f'<span style="position:absolute;left:{pct(t)}%;transform:translateX(-50%)">{t}%</span>'
+                    for t in (0, 50, 100))
+    axis = ('<span></span><span style="position:relative;height:16px;border-top:1px solid #ccc;font-size:0.7rem;'
+            f'color:#666">{ticks}</span><span></span><span style="font-size:0.75rem;color:#555;text-align:center;'
+            'padding-top:2px">risk, % (left: lower, right: higher)</span>')
+    return ('<div class="mf-risk-bars" role="img" aria-label="How each source moved the risk" '
+            'style="display:grid;grid-template-columns:minmax(150px,44%) 1fr;column-gap:8px;'
+            f'padding-right:40px;margin:6px 0 8px 0">{"".join(cells)}{axis}</div>')
 
 
 def trajectory_figure(hours: list[float], probabilities: list[float], disease: str, height: int = 220) -> go.Figure:

@@ -18,6 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image
 
+from app.components.figures import unvalidated
 from app.components.shading import MAX_ALPHA, POSITIVE_RGB, diverging_colorscale, signed_rgba_pixels
 from medfuse_core.record import ChestImage
 
@@ -71,26 +72,35 @@ def check_overlay(pixels: np.ndarray, overlay: np.ndarray | None) -> None:
         raise ValueError(f"overlay shape {overlay.shape} does not match image shape {pixels.shape}")
 
 
+def film_png(pixels: np.ndarray, centre: float = 0.5, width: float = 1.0,
+             max_side: int = MAX_DISPLAY_SIDE) -> tuple[str, int]:
+    """The windowed film as a PNG data URI, at up to `max_side` px a side, and its block size (the page caches
+    it per image and window: it is the same for every disease, and encoding it is half the viewer's cost)."""
+    pixels = np.asarray(pixels, dtype=np.float32)
+    factor = display_factor(pixels.shape, max_side)
+    shown = downsample(window_level(pixels, centre, width), factor)
+    return png_data_uri(np.round(shown * 255).astype(np.uint8)), factor  # 8 bits is what the screen shows
+
+
 def xray_figure(pixels: np.ndarray, centre: float = 0.5, width: float = 1.0, *,
                 overlay: np.ndarray | None = None, overlay_opacity: float = 0.5, signed: bool = True,
                 max_side: int = MAX_DISPLAY_SIDE, overlay_side: int = MAX_OVERLAY_SIDE,
-                height: int = 560) -> go.Figure:
+                height: int = 560, film: tuple[str, int] | None = None) -> go.Figure:
     """The viewer figure. `overlay` (same shape as `pixels`) is drawn over the film: with `signed`,
     blue < 0 < orange, transparent at zero; otherwise a single-hue map of non-negative weights. The film is
-    sent at up to `max_side` px a side, the overlay at up to `overlay_side` (block means), both placed in the
-    image's own pixel coordinates so they line up whatever the two factors."""
+    sent at up to `max_side` px a side (`film`: film_png's result for these pixels and window, when the caller
+    has it cached), the overlay at up to `overlay_side` (block means), both placed in the image's own pixel
+    coordinates so they line up whatever the two factors. Built as a dict spec (app/components/figures.py)."""
     pixels = np.asarray(pixels, dtype=np.float32)
     check_overlay(pixels, overlay)
-    factor = display_factor(pixels.shape, max_side)
-    shown = downsample(window_level(pixels, centre, width), factor)
-    grey = np.round(shown * 255).astype(np.uint8)  # 8 bits is what the screen shows
+    source, factor = film or film_png(pixels, centre, width, max_side)
     rows, cols = pixels.shape
     # the film goes as a PNG the browser decodes natively, not as a heatmap Plotly colours cell by cell in
     # JavaScript (issue 18: half the time to draw the viewer in Chromium, 40 % fewer bytes for a 512 px
     # film); its first pixel's centre sits at the original coordinates of its block, so overlays line up
     first = (factor - 1) / 2
-    fig = go.Figure(go.Image(source=png_data_uri(grey), x0=first, y0=first, dx=factor, dy=factor,
-                             hovertemplate="x %{x:.0f}, y %{y:.0f}<extra></extra>", name="film"))
+    data: list[dict] = [{"type": "image", "source": source, "x0": first, "y0": first, "dx": factor, "dy": factor,
+                         "hovertemplate": "x %{x:.0f}, y %{y:.0f}<extra></extra>", "name": "film"}]
     if overlay is not None:
         values = np.nan_to_num(np.asarray(overlay, dtype=np.float32))
         step = display_factor(pixels.shape, min(max_side, overlay_side))
@@ -98,10 +108,9 @@ def xray_figure(pixels: np.ndarray, centre: float = 0.5, width: float = 1.0, *,
         scale = float(np.max(np.abs(small))) or 1.0
         # the colour wash goes as an RGBA PNG over the film (the browser decodes it natively): as a 256 x 256
         # heatmap it was ~600 KB of JSON that Plotly coloured cell by cell on every disease switch (issue 18)
-        fig.add_trace(go.Image(source=png_data_uri(signed_rgba_pixels(small, scale, 1.0 if not signed else MAX_ALPHA,
-                                                                       signed)),
-                               x0=(step - 1) / 2, y0=(step - 1) / 2, dx=step, dy=step, opacity=overlay_opacity,
-                               hoverinfo="skip", name="attribution"))
+        wash = signed_rgba_pixels(small, scale, MAX_ALPHA if signed else 1.0, signed)
+        data.append({"type": "image", "source": png_data_uri(wash), "x0": (step - 1) / 2, "y0": (step - 1) / 2,
+                     "dx": step, "dy": step, "opacity": overlay_opacity, "hoverinfo": "skip", "name": "attribution"})
         # the values under the mouse and the colour bar: a coarse, invisible heatmap on the same scale
         coarse_step = display_factor(pixels.shape, min(max_side, HOVER_OVERLAY_SIDE))
         coarse = downsample(values, coarse_step)
@@ -110,20 +119,17 @@ def xray_figure(pixels: np.ndarray, centre: float = 0.5, width: float = 1.0, *,
         else:
             r, g, b = POSITIVE_RGB
             colorscale, zmin = [[0, f"rgba({r},{g},{b},0)"], [1, f"rgba({r},{g},{b},1)"]], 0.0
-        fig.add_trace(go.Heatmap(
-            z=coarse, x=(np.arange(coarse.shape[1]) + 0.5) * coarse_step - 0.5,
-            y=(np.arange(coarse.shape[0]) + 0.5) * coarse_step - 0.5, colorscale=colorscale, zmin=zmin,
-            zmax=scale, opacity=0, showscale=True,
-            colorbar={"title": {"text": "attribution", "side": "right"}, "thickness": 12},
-            hovertemplate="attribution %{z:.3g}<extra></extra>", name="attribution values",
-        ))
-    fig.update_xaxes(range=[-0.5, cols - 0.5], showticklabels=False, showgrid=False, zeroline=False,
-                     fixedrange=False, constrain="domain")
-    fig.update_yaxes(range=[rows - 0.5, -0.5], showticklabels=False, showgrid=False, zeroline=False,
-                     fixedrange=False, scaleanchor="x", scaleratio=1, constrain="domain")
-    fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 0, "b": 0}, dragmode="zoom",
-                      plot_bgcolor="black")
-    return fig
+        data.append({"type": "heatmap", "z": coarse, "x": (np.arange(coarse.shape[1]) + 0.5) * coarse_step - 0.5,
+                     "y": (np.arange(coarse.shape[0]) + 0.5) * coarse_step - 0.5, "colorscale": colorscale,
+                     "zmin": zmin, "zmax": scale, "opacity": 0, "showscale": True,
+                     "colorbar": {"title": {"text": "attribution", "side": "right"}, "thickness": 12},
+                     "hovertemplate": "attribution %{z:.3g}<extra></extra>", "name": "attribution values"})
+    axis = {"showticklabels": False, "showgrid": False, "zeroline": False, "fixedrange": False, "constrain": "domain"}
+    layout = {"xaxis": {**axis, "range": [-0.5, cols - 0.5]},
+              "yaxis": {**axis, "range": [rows - 0.5, -0.5], "scaleanchor": "x", "scaleratio": 1},
+              "height": height, "margin": {"l": 0, "r": 0, "t": 0, "b": 0}, "dragmode": "zoom",
+              "plot_bgcolor": "black"}
+    return unvalidated({"data": data, "layout": layout})
 
 
 def image_label(index: int, image: ChestImage, hours: float | None = None) -> str:

@@ -87,14 +87,22 @@ def _coverage(source: str, checkpoint: str, stamp: float, patient_id: str,
             for m, c in cov.modalities.items()}
 
 
-def _coverage_line(coverage: dict[str, Any] | None) -> None:
+def _lazy_expander(label: str, key: str, draw: Callable[[], None]) -> None:
+    """An expander whose content is built only while it is open (opening it reruns the fragment once): a
+    table in a folded expander was still built, sent and drawn on every disease switch (issue 18)."""
+    box = st.expander(label, key=key, on_change="rerun")
+    with box:
+        if box.open:
+            draw()
+
+
+def _coverage_line(coverage: dict[str, Any] | None, key: str) -> None:
     """"12 of 52 lab results not used: 9 unknown tests, 3 unknown units", expandable to the list."""
     if not coverage or not coverage["unread"]:
         return
     st.caption(coverage["summary"])
-    with st.expander("Not used by the model, and why"):
-        st.dataframe(pd.DataFrame(coverage["details"], columns=["what", "time", "reason"]), hide_index=True,
-                     width="stretch")
+    _lazy_expander("Not used by the model, and why", f"coverage_{key}", lambda: st.dataframe(
+        pd.DataFrame(coverage["details"], columns=["what", "time", "reason"]), hide_index=True, width="stretch"))
 
 
 def _lab_panel(source: str, record: PatientRecord, attribution: dict | None, mode: str = "none",
@@ -103,7 +111,7 @@ def _lab_panel(source: str, record: PatientRecord, attribution: dict | None, mod
     if not record.has("labs"):
         st.info("No lab results in this record." + (" The labs contribute nothing." if mode == "model" else ""))
         return
-    _coverage_line(coverage)
+    _coverage_line(coverage, "labs")
     latest, rows = _lab_tables(source, record.patient_id)
     n_abnormal = int(latest["abnormal"].sum())
     timeline = st.toggle("Full timeline", key="labs_timeline",
@@ -146,13 +154,14 @@ def _lab_panel(source: str, record: PatientRecord, attribution: dict | None, mod
     if attribution:
         st.html(legend_html(max_abs(attribution.values()), _ATTRIBUTION_WHAT[mode], numbers=mode != "model"))
         if mode == "model":
-            with st.expander("For researchers: exact lab attributions and method"):
+            def exact() -> None:
                 st.caption("Integrated Gradients on each item's value embedding (baseline: every item at its "
                            "training median), in log-odds of the selected disease; the results the model did not read "
                            "are listed above the table, each with the reason.")
                 st.dataframe([{"item": k, "attribution (log-odds)": round(float(v), 4)}
                               for k, v in sorted(attribution.items(), key=lambda kv: -abs(kv[1]))],
                              hide_index=True, width="stretch")
+            _lazy_expander("For researchers: exact lab attributions and method", "researcher_labs", exact)
     elif mode == "model":
         st.caption("The model read none of these results (the line above the table says why): no attribution.")
 
@@ -205,7 +214,7 @@ def _vitals_panel(source: str, record: PatientRecord, attribution: dict | None, 
     if not record.has("vitals"):
         st.info("No vital signs in this record." + (" The vitals contribute nothing." if mode == "model" else ""))
         return
-    _coverage_line(coverage)
+    _coverage_line(coverage, "vitals")
     channels = V.channels_present(record)
     left_out = V.not_drawn_note(record)
     if left_out:
@@ -229,8 +238,15 @@ def _vitals_panel(source: str, record: PatientRecord, attribution: dict | None, 
     st.plotly_chart(fig, width="stretch", key="vitals_chart", config={"displaylogo": False})
 
 
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _film(source: str, patient_id: str, index: int, centre: float, width: float) -> tuple[str, int]:
+    """The film as the viewer sends it (xray.film_png), per image and window: the same for every disease."""
+    return X.film_png(_record(source, patient_id).images[index].pixels, centre, width)
+
+
 @st.fragment
-def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None, mode: str = "none") -> None:
+def _xray_panel(source: str, record: PatientRecord, overlays: dict[int, np.ndarray] | None,
+                mode: str = "none") -> None:
     """A fragment: moving the window/level sliders reruns only this panel."""
     st.subheader("Chest X-ray")
     if not record.has("image"):
@@ -262,6 +278,7 @@ def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None, m
     elif mode == "model" and overlays:
         st.caption(f"The model read image {next(iter(overlays)) + 1}; its attribution map is shown there.")
     fig = X.xray_figure(image.pixels, centre, width, overlay=overlay, overlay_opacity=opacity,
+                        film=_film(source, record.patient_id, index, centre, width),
                         signed=bool(overlay is not None and np.min(overlay) < 0))
     st.plotly_chart(fig, width="stretch", key="xray_chart",
                     config={"displaylogo": False, "scrollZoom": True})
@@ -272,8 +289,8 @@ def _xray_panel(record: PatientRecord, overlays: dict[int, np.ndarray] | None, m
         with st.expander("For researchers: how the overlay is made"):
             st.caption("Grad-CAM on a late stage of the image encoder multiplied by Integrated Gradients on the "
                        "pixels, for the selected disease's logit.")
-    with st.expander("Image details"):
-        st.dataframe(X.metadata_frame(image), hide_index=True, width="stretch")
+    _lazy_expander("Image details", "xray_details",
+                   lambda: st.dataframe(X.metadata_frame(image), hide_index=True, width="stretch"))
 
 
 # ------------------------------------------------------------------------------ the model's view
@@ -337,8 +354,7 @@ def _contribution_chart(scores: PatientScores, disease: str) -> None:
                                               float(scores.subset_low[k]), float(scores.subset_high[k])) + "**")
     start, shares, end = risk_points(scores, disease)
     points = C.source_points(shares)
-    st.plotly_chart(C.risk_figure(start, points, end), width="stretch", key="risk_chart",
-                    config={"displaylogo": False})
+    st.html(C.risk_bars_html(start, points, end))
     st.caption(C.risk_sentence(points, C.present_by_modality(scores))
                + " Orange raised the risk, blue lowered it; the points add up to this patient's risk.")
     # the waterfall is drawn only while the expander is open (one rerun of this fragment when it is opened):
@@ -595,7 +611,7 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
     with left:
         _guarded("vital signs", _vitals_panel, source, record, evidence["vitals"] or None, mode, coverage.get("vitals"))
     with right:
-        _guarded("chest X-ray", _xray_panel, record, evidence["image"] or None, mode)
+        _guarded("chest X-ray", _xray_panel, source, record, evidence["image"] or None, mode)
 
 
 def _guarded(what: str, panel: Callable[..., None], *args: Any) -> None:

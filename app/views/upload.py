@@ -169,8 +169,7 @@ def _explained(scores: PatientScores, digest: str, checkpoint: str, pid: str, re
                                                   float(scores.subset_low[k]), float(scores.subset_high[k])) + "**")
         start, shares, end = risk_points(scores, disease)
         points = C.source_points(shares)
-        st.plotly_chart(C.risk_figure(start, points, end), width="stretch", key="upload_risk_chart",
-                        config={"displaylogo": False})
+        st.html(C.risk_bars_html(start, points, end))
         st.caption(C.risk_sentence(points, C.present_by_modality(scores)))
     with left:
         # the review page's table and column settings (app/tables.py): short names, percent columns

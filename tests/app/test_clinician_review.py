@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -80,8 +82,24 @@ def test_probability_points_add_up_to_the_risk_change() -> None:
     assert set(points) == set(C.SOURCE_NAMES.values())
     said = C.risk_sentence(points, C.present_by_modality(scores))
     assert "points" in said and "log-odds" not in said and "Shared" not in said and "specific" not in said
-    fig = C.risk_figure(start, points, end)
-    assert list(fig.data[0].y)[0] == C.NO_DATA_NAME and "log-odds" not in fig.layout.xaxis.title.text
+    chart = C.risk_bars_html(start, points, end)
+    names = re.findall(r"text-overflow:ellipsis\" title=\"[^\"]*\">([^<]+)</span>", chart)
+    assert names == [C.NO_DATA_NAME, *(html.escape(n) for n in points), html.escape(C.PATIENT_NAME)]
+    assert "log-odds" not in chart and f"{end:.0f}%" in chart
+
+
+def test_risk_bars_go_from_the_no_data_risk_to_the_patient_s_risk() -> None:
+    """Each source's bar starts where the previous one ended (a waterfall in percentage points), orange up,
+    blue down; names from the data are escaped."""
+    chart = C.risk_bars_html(20.0, {"Lab results": 30.0, "<b>Notes</b>": -10.0}, 40.0)
+    bars = re.findall(r"left:([\d.]+)%;width:([\d.]+)%;top:3px;bottom:3px;background:(rgb\([^)]+\))", chart)
+    scale = 100 / 112
+    starts = [round(float(left) / scale, 1) for left, _, _ in bars]
+    widths = [round(float(width) / scale, 1) for _, width, _ in bars]
+    assert starts == [0.0, 20.0, 40.0, 0.0] and widths == [20.0, 30.0, 10.0, 40.0]
+    assert [colour for _, _, colour in bars][1:3] == ["rgb(230, 97, 1)", "rgb(59, 76, 192)"]
+    assert "<b>Notes</b>" not in chart and "&lt;b&gt;Notes&lt;/b&gt;" in chart
+    assert "+30 pts" in chart and "-10 pts" in chart and "40%" in chart
 
 
 def test_predictions_display_has_short_names_and_percent_columns() -> None:

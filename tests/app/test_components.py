@@ -96,14 +96,17 @@ def test_style_shades_signed_attribution_by_item_or_by_result() -> None:
     rows = L.lab_rows(_record())
     at = pd.Timestamp("2131-05-07 21:40")
     styled = L.style_labs(rows, {"NTproBNP": 0.8, ("Creatinine", at): -0.4})
-    data = styled.data
-    assert data.loc[data["item"] == "NTproBNP", "attribution"].tolist() == [0.8]
-    assert data.loc[data["item"] == "Creatinine", "attribution"].tolist()[1] == -0.4
-    assert np.isnan(data.loc[data["item"] == "Creatinine", "attribution"].tolist()[0])
+    data = styled.data  # the effect in words, shaded by the weight (the weights: the researchers' expander)
+    assert data.loc[data["item"] == "NTproBNP", "attribution"].tolist() == ["↑ raises, strong"]
+    assert data.loc[data["item"] == "Creatinine", "attribution"].tolist() == ["–", "↓ lowers, strong"]  # 0.4 of 0.8: half the largest
+    assert list(data.columns).index("attribution") == list(data.columns).index("value") + 1
     css = styled._compute().ctx
     col = list(data.columns).index("attribution")
     bnp_row = int(np.flatnonzero(data["item"] == "NTproBNP")[0])
+    creat_rows = np.flatnonzero(data["item"] == "Creatinine")
     assert dict(css[(bnp_row, col)])["background-color"] == signed_rgba(0.8, 0.8)
+    assert dict(css[(int(creat_rows[1]), col)])["background-color"] == signed_rgba(-0.4, 0.8)
+    assert "background-color" not in dict(css.get((int(creat_rows[0]), col), []))  # not read: no shade
     assert signed_rgba(0.8, 0.8).startswith("rgba(230, 97, 1") and signed_rgba(-0.4, 0.8).startswith("rgba(59, 76, 192")
 
 

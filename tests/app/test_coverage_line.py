@@ -27,6 +27,11 @@ def test_lab_panel_names_what_the_model_did_not_use(tmp_path: Path, monkeypatch)
     assert ("52 of 52 lab results not used: 27 left out as unlike the training data, 16 unknown tests, "
             "9 outside the 48 h window") in captions
     unused = next(e for e in at.expander if e.label == "Not used by the model, and why")
+    assert not unused.dataframe  # folded: the list is not built (issue 18), opened it is
+    at.session_state["coverage_labs"] = True
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    unused = next(e for e in at.expander if e.label == "Not used by the model, and why")
     table = unused.dataframe[0].value
     assert len(table) == 26 and set(table["reason"]) == {"out of domain", "unknown test", "outside window"}
     assert table["reason"].value_counts().to_dict() == {"unknown test": 16, "outside window": 9, "out of domain": 1}

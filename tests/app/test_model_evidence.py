@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -93,6 +94,15 @@ def _notes(at: AppTest) -> str:
     return "".join(h.value for h in at.html if "mf-note" in h.value)
 
 
+def _exact_lab_attributions(at: AppTest) -> pd.Series:
+    """The researchers' table of exact lab attributions (log-odds), opening its expander (built only when open)."""
+    at.session_state["researcher_labs"] = True
+    at.run()
+    _ok(at)
+    table = next(d.value for d in at.dataframe if "attribution (log-odds)" in d.value.columns)
+    return table.set_index("item")["attribution (log-odds)"]
+
+
 def test_labs_table_carries_the_models_attribution_and_it_follows_the_disease(with_model: Path) -> None:
     at = _review("P00004")
     _ok(at)
@@ -100,18 +110,20 @@ def test_labs_table_carries_the_models_attribution_and_it_follows_the_disease(wi
     _ok(at)
     assert "model attribution" in _mode(at) and "planted truth" not in _mode(at)
     labs = _labs(at)
-    assert "attribution" in labs.columns
-    chf = labs.set_index("item")["attribution"]
-    assert chf.notna().sum() >= 5 and (chf.dropna() != 0).any()
+    assert "attribution" in labs.columns  # the effect in words for the clinician, "–" where not read
+    words = labs.set_index("item")["attribution"]
+    assert words.str.match(r"^[↑↓] (raises|lowers), (strong|moderate|weak)$").sum() >= 5
     assert "<mark" in _notes(at)  # sentence highlighting by attribution
     assert at.slider(key="xray_opacity").value == pytest.approx(0.45)  # the Grad-CAM overlay, opacity control
     assert at.selectbox(key="xray_image").value in (0, 1)
+    chf = _exact_lab_attributions(at)
+    assert len(chf) >= 5 and (chf != 0).any()
 
     at.selectbox(key="disease").select(PNEUMONIA).run()
     _ok(at)
-    pneumonia = _labs(at).set_index("item")["attribution"]
-    both = chf.notna() & pneumonia.notna()
-    assert both.any() and not np.allclose(chf[both], pneumonia[both])  # switching disease changes the evidence
+    pneumonia = _exact_lab_attributions(at)
+    both = chf.index.intersection(pneumonia.index)
+    assert len(both) and not np.allclose(chf[both], pneumonia[both])  # switching disease changes the evidence
     assert "Pneumonia" in _mode(at)
 
     at.toggle(key="show_planted").set_value(True).run()  # the separate, labelled planted-truth view
