@@ -113,7 +113,7 @@ BUILTIN: tuple[ModalitySpec, ...] = (
         evidence_unit="vital-sign hours", colour="#009E73", bundle_files=("vitals.csv",), record_field="vitals",
         loader="medfuse_core.sources.vitals:vitals_from_table", featurizer="medfuse_core.features.vitals:discretize_record",
         encoder_config="vitals", config_class="medfuse_core.models.config:VitalsEncoderConfig", encoder_class="medfuse_core.models.vitals_encoder:VitalsEncoder", encoder_attr="vitals_encoder",
-        evidence="medfuse_core.explain.evidence:EvidenceExplainer.vitals", panel="app.components.vitals:vitals_figure",
+        evidence="medfuse_core.explain.evidence:EvidenceExplainer.vitals", panel="app.components.vitals:vitals_svg",
     ),
     ModalitySpec(
         key="image", display_name="X-ray", long_name="chest X-ray", code="CXR", panel_title="Chest X-ray",

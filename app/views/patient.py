@@ -61,10 +61,10 @@ def _lab_tables(source: str, patient_id: str) -> tuple[pd.DataFrame, pd.DataFram
     return L.latest_per_item(rows), rows
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
-def _vitals_figure(source: str, patient_id: str) -> Any:
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _vitals_svg(source: str, patient_id: str) -> str:
     """The vitals small multiples (the same for every disease: the attribution is the strip above them)."""
-    return V.vitals_figure(_record(source, patient_id))
+    return V.vitals_svg(_record(source, patient_id))
 
 
 # ---------------------------------------------------------------------------------------- panels
@@ -229,13 +229,13 @@ def _vitals_panel(source: str, record: PatientRecord, attribution: dict | None, 
     elif mode == "model":
         st.caption("The vital signs did not move this risk in the model's window.")
     st.caption(f"{len(channels)} channels · green band = normal range · red points outside it · "
-               f"dotted lines = the model's first {V.WINDOW_HOURS:g} h")
+               f"dotted lines = the model's first {V.WINDOW_HOURS:g} h · hover a point for its value and time")
     try:
-        fig = _vitals_figure(source, record.patient_id)
+        chart = _vitals_svg(source, record.patient_id)
     except Exception as exc:  # one panel must never take the page down
         st.warning(f"The vital signs could not be drawn ({type(exc).__name__}).", icon=":material/warning:")
         return
-    st.plotly_chart(fig, width="stretch", key="vitals_chart", config={"displaylogo": False})
+    st.markdown(chart, unsafe_allow_html=True)  # our SVG, every data text escaped (vitals_svg); st.html drops SVG
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)

@@ -12,6 +12,25 @@ from app.components.patient_header import MODALITY_NAMES
 from app.state import current_checkpoint, current_source, load_cohort_report, predictor_or_reason, scores_or_none
 from medfuse_core.record import MODALITIES
 
+OPEN_KEY = "worklist_open"  # the review a row click asked for: {"patient": ..., "disease": ...}
+SHOWN_KEY = "worklist_shown"  # the patient ids of the table's rows as drawn, and the disease it is sorted by
+
+
+def _open_selected() -> None:
+    """on_select: note the clicked row's patient (and the disease the list is sorted by) for the rerun, which
+    then opens the review before building this page again (issue 18: rebuilding the worklist first was
+    ~0.1-0.2 s of every patient open)."""
+    rows = st.session_state["worklist_table"].selection.rows
+    ids, disease = st.session_state.get(SHOWN_KEY, ([], None))
+    if rows and 0 <= rows[0] < len(ids):
+        st.session_state[OPEN_KEY] = {"patient": ids[rows[0]], **({"disease": disease} if disease else {})}
+
+
+wanted = st.session_state.pop(OPEN_KEY, None)
+if wanted:  # one click opens the review; the page reads ?patient= / session state
+    st.session_state["patient_id"] = wanted["patient"]
+    st.switch_page("views/patient.py", query_params=wanted)
+
 source = current_source()
 checkpoint = current_checkpoint()
 cohort = load_cohort_report(str(source))
@@ -74,7 +93,7 @@ if shown.empty:
 # counts (the `modalities` column stays for filtering); age and sex share a column; how many diseases are
 # above threshold stays in the frame, not shown, for room.
 shown = shown.assign(**{"age · sex": [f"{'' if pd.isna(a) else int(a)} {x}".strip() for a, x in zip(shown["age"], shown["sex"])]})
-event = st.dataframe(
+st.dataframe(
     shown,
     hide_index=True,
     width="stretch",
@@ -89,14 +108,9 @@ event = st.dataframe(
         "warnings": st.column_config.NumberColumn("warnings", width=62, help="Loading warnings of this bundle."),
         **risk_config,
     },
-    on_select="rerun",
+    on_select=_open_selected,
     selection_mode="single-row",
     key="worklist_table",
 )
-if event.selection.rows:  # one click opens the review; the page reads ?patient= / session state
-    patient_id = str(shown.iloc[event.selection.rows[0]]["patient"])
-    st.session_state["patient_id"] = patient_id
-    wanted = {"patient": patient_id}
-    if scores is not None and disease:  # sorted by a disease: the review opens on it
-        wanted["disease"] = disease
-    st.switch_page("views/patient.py", query_params=wanted)
+# what a click on a row opens (_open_selected): sorted by a disease, the review opens on it
+st.session_state[SHOWN_KEY] = ([str(p) for p in shown["patient"]], disease if scores is not None else None)

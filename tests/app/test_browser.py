@@ -132,12 +132,13 @@ def test_open_patient_from_worklist_shows_the_four_panels(dashboard_url: str, tm
         _wait_idle(page)
         for heading in ("Predictions", "Labs", "Notes", "Vital signs", "Chest X-ray"):
             page.get_by_role("heading", name=heading).wait_for(timeout=30_000)
-        # the risk bars always; the vitals and X-ray charts when the record has them (the top row of the
-        # worklist is whoever needs review first, with whatever modalities that patient has)
+        # the risk bars always; the vitals (SVG) and the X-ray (Plotly) when the record has them (the top row
+        # of the worklist is whoever needs review first, with whatever modalities that patient has)
         page.locator(".mf-risk-bars").first.wait_for(timeout=60_000)
-        charts = sum(page.get_by_text(missing).count() == 0
-                     for missing in ("No vital signs in this record.", "No chest X-ray in this record."))
-        page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot').length >= {charts}", timeout=60_000)
+        if page.get_by_text("No vital signs in this record.").count() == 0:
+            page.locator("svg.mf-vitals").first.wait_for(timeout=60_000)
+        if page.get_by_text("No chest X-ray in this record.").count() == 0:
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 1", timeout=60_000)
         assert page.locator("[data-testid='stException']").count() == 0
         page.screenshot(path=str(_shots(tmp_path) / "patient_from_worklist.png"), full_page=True)
         browser.close()
@@ -177,8 +178,9 @@ def test_review_switches_disease_without_exception(dashboard_url: str, tmp_path:
         page.goto(f"{dashboard_url}/patient?patient=P00002")
         _wait_idle(page)
         page.get_by_role("heading", name="Predictions").wait_for(timeout=60_000)
-        page.locator(".mf-risk-bars").first.wait_for(timeout=60_000)  # the risk bars, then vitals and X-ray
-        page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
+        page.locator(".mf-risk-bars").first.wait_for(timeout=60_000)  # the risk bars, the vitals, the X-ray
+        page.locator("svg.mf-vitals").first.wait_for(timeout=60_000)
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 1", timeout=60_000)
         assert page.locator("[data-testid='stException']").count() == 0
         assert page.locator(".mf-note").count() >= 1
         page.screenshot(path=str(shots / "review.png"), full_page=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pandas as pd
@@ -185,19 +186,33 @@ def _subplot_titles(fig) -> list[str]:
     return [a.text for a in fig.layout.annotations]
 
 
-def test_vitals_one_subplot_per_channel_present_with_normal_bands() -> None:
+def _svg(record: PatientRecord) -> ET.Element:
+    """vitals_svg parsed as XML (it must be well-formed for the browser to draw it)."""
+    return ET.fromstring(V.vitals_svg(record))
+
+
+def _tag(element: ET.Element, name: str) -> list[ET.Element]:
+    return [e for e in element.iter() if e.tag.rsplit("}", 1)[-1] == name]
+
+
+def test_vitals_one_cell_per_channel_present_with_normal_bands() -> None:
     record = _record()
-    fig = V.vitals_figure(record)
+    svg = _svg(record)
     assert V.channels_present(record) == ["Heart Rate", "Systolic blood pressure", "Glascow coma scale total"]
-    assert len(fig.data) == 3
-    assert _subplot_titles(fig) == ["HR (bpm)", "SBP (mmHg)", "GCS total (score)"]
-    bands = [s for s in fig.layout.shapes if s.type == "rect" and s.xref.endswith("domain")]
-    assert sorted((s.yref, s.y0, s.y1) for s in bands) == [("y", 60, 100), ("y2", 90, 140), ("y3", 14.5, 15)]
-    hr, _, gcs = fig.data
-    assert gcs.line.shape == "hv" and hr.line.shape == "linear"  # GCS as a step plot of its score
-    assert list(hr.x[:2]) == [0.0, 2.0]  # hours from admission
-    window = [s for s in fig.layout.shapes if s.type == "line"]
-    assert {s.x0 for s in window} == {0, V.WINDOW_HOURS}
+    titles = [t.text for t in _tag(svg, "text") if t.get("font-size") == "11"]
+    assert titles == ["HR (bpm)", "SBP (mmHg)", "GCS total (score)"]
+    assert len([r for r in _tag(svg, "rect") if r.get("fill") == V.BAND]) == 3  # one normal band per channel
+    lines = _tag(svg, "polyline")
+    assert len(lines) == 3
+    hr, gcs = lines[0].get("points").split(), lines[2].get("points").split()
+    assert len(hr) == 25 and len(gcs) == 2 * 25 - 1  # GCS as a step plot of its score: a corner per change
+    tips = [t.text for t in _tag(svg, "title")]
+    assert tips[:2] == ["HR: 80 bpm at +0.0 h", "HR: 82 bpm at +2.0 h"]  # hours from admission
+    assert "GCS total: 11 score at +20.0 h" in tips
+    red = [c for c in _tag(svg, "circle") if c.get("fill") == V.OUT_OF_BAND]
+    assert len(red) == 14 + 15  # HR above 100 from 22 h on, GCS 11 (below its normal 15) from 20 h on
+    dotted = [ln for ln in _tag(svg, "line") if ln.get("stroke-dasharray")]
+    assert len(dotted) == 2 * 3  # 0 h and the end of the model's window, in each cell
     assert V.body_size(record) == {"height": "178 cm", "weight": "81.5 kg"}
 
 
@@ -226,13 +241,22 @@ def test_vitals_effect_strip_colours_each_hour_of_each_channel() -> None:
     assert gcs[30][1] == "GCS total, 30-31 h: ↑ raises, moderate (model attribution)"  # 60 h is outside the window
     assert sum(1 for c in cells if c[1]) == 3
     assert "<b>" not in strip and V.effect_strip_html(record, {"Heart Rate": [0.0]}) == ""
-    fig = V.vitals_figure(record)  # the figure itself has no attribution shapes: one per band, window and lines
-    assert not [s for s in fig.layout.shapes if s.type == "rect" and not s.xref.endswith("domain")
-                and s.x0 < V.WINDOW_HOURS]
 
 
-def test_vitals_absent_gives_empty_figure() -> None:
-    assert len(V.vitals_figure(PatientRecord("x")).data) == 0
+def test_vitals_absent_gives_no_chart() -> None:
+    assert V.vitals_svg(PatientRecord("x")) == ""
+
+
+def test_vitals_chart_escapes_what_comes_from_the_data() -> None:
+    """Channel names and value texts are data: escaped and kept on one line (the chart is shown through
+    st.markdown, where a newline would end the HTML block)."""
+    rows = [(T0, "<script>x</script>\n\n**bold**", 1.0, "1</title><script>"), (T0, "Heart Rate", 80.0, "80\n\n# h")]
+    record = _record(vitals=Vitals(pd.DataFrame(rows, columns=["time", "channel", "value", "value_text"])))
+    svg = V.vitals_svg(record)
+    assert "<script" not in svg and "\n" not in svg
+    parsed = ET.fromstring(svg)
+    assert "&lt;script&gt;x&lt;/script&gt; **bold**" in svg
+    assert [t.text for t in _tag(parsed, "title")] == ["HR: 80 # h bpm at +0.0 h", "<script>x</script> **bold**: 1</title><script> at +0.0 h"]
 
 
 # ------------------------------------------------------------------------------------------ xray
