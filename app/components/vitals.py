@@ -7,6 +7,7 @@ their score. The attribution per hour is a strip of coloured cells above the plo
 
 from __future__ import annotations
 
+import base64
 import html
 import math
 from collections.abc import Mapping, Sequence
@@ -156,13 +157,13 @@ def vitals_svg(record: PatientRecord, *, columns: int = 2, width: int = 560, cel
     """Small multiples of the record's vital-sign time series as one inline SVG (one cell per channel present,
     `columns` across, scaled to the column's width): the normal band, the model's window (dotted lines at 0
     and WINDOW_HOURS h, grey after it), the trace (a step line for scores) with its points, red outside the
-    band, each point's value and time in its tooltip; '' when there is no channel. The same for every
+    band; '' when there is no channel. The same for every
     disease (the attribution is effect_strip_html's).
 
     Plain SVG, not Plotly: eleven Plotly subplots took the browser ~0.4 s to draw when a review opened, on
-    the 2-core machine (issue 18); this takes a few milliseconds. st.html's sanitiser keeps HTML only, so the
-    page shows it through st.markdown: every text from the data goes through _text (escaped, on one line, so
-    it can neither open a tag nor end the markdown's HTML block), every other value is a number we format."""
+    the 2-core machine (issue 18). The page shows it as an image (svg_image_html): parsed as HTML through
+    st.markdown it still cost ~0.14 s. Every text from the data is escaped (_text); every other value is a
+    number we format. Exact values are in the page's table of the readings, not in tooltips."""
     channels = channels_present(record)
     if not channels:
         return ""
@@ -170,7 +171,6 @@ def vitals_svg(record: PatientRecord, *, columns: int = 2, width: int = 560, cel
     hours_all, drawn = drawable_hours(record)
     spec = channel_spec()
     values_all = table["value"].to_numpy(dtype=float)
-    texts_all = table["value_text"].to_numpy()
     finite = hours_all[drawn]
     x_lo = min(0.0, float(finite.min()) if finite.size else 0.0) - 1
     x_hi = max(float(WINDOW_HOURS), float(finite.max()) if finite.size else 0.0) + 1
@@ -180,16 +180,16 @@ def vitals_svg(record: PatientRecord, *, columns: int = 2, width: int = 560, cel
     gap, left, top, bottom = 14, 34, 18, 18
     cell_w = (width - gap * (cols - 1)) / cols
     plot_w, plot_h = cell_w - left - 4, cell_height - top - bottom
-    out = [f'<svg class="mf-vitals" viewBox="0 0 {width} {rows * cell_height + 14}" width="100%" '
+    out = [f'<svg viewBox="0 0 {width} {rows * cell_height + 14}" width="{width}" height="{rows * cell_height + 14}" '
            'xmlns="http://www.w3.org/2000/svg" role="img" aria-label="Vital signs over time" '
            'style="font-family:sans-serif;font-size:10px">']
     for k, channel in enumerate(channels):
         row, col = divmod(k, cols)
         x0, y0 = col * (cell_w + gap) + left, row * cell_height + top
         mask = (table["channel"] == channel).to_numpy() & drawn
-        x, y, text = hours_all[mask], values_all[mask], texts_all[mask]
+        x, y = hours_all[mask], values_all[mask]
         order = np.argsort(x, kind="stable")
-        x, y, text = x[order], y[order], text[order]
+        x, y = x[order], y[order]
         shown = display_of(channel)
         band = shown.normal
         y_lo, y_hi = _y_range(channel, y, band)
@@ -237,9 +237,7 @@ def vitals_svg(record: PatientRecord, *, columns: int = 2, width: int = 560, cel
         outside = np.zeros(len(y), dtype=bool) if band is None else (y < band[0] - 1e-9) | (y > band[1] + 1e-9)
         marked = np.flatnonzero(np.isfinite(y)) if len(y) <= MAX_MARKERS else np.flatnonzero(outside)[:MAX_MARKERS]
         for i in marked:
-            tip = _text(f"{shown.label}: {text[i]} {shown.unit}".rstrip() + f" at {x[i]:+.1f} h")
-            out.append(f'<circle cx="{px(x[i])}" cy="{py(y[i])}" r="2.2" fill="{OUT_OF_BAND if outside[i] else LINE}">'
-                       f"<title>{tip}</title></circle>")
+            out.append(f'<circle cx="{px(x[i])}" cy="{py(y[i])}" r="2.2" fill="{OUT_OF_BAND if outside[i] else LINE}"/>')
     out.append(f'<text x="{width / 2}" y="{rows * cell_height + 11}" text-anchor="middle" fill="#555">'
                "hours from admission</text></svg>")
     return "".join(out)
@@ -250,7 +248,28 @@ def _text(value: object) -> str:
     return html.escape(" ".join(str(value).split()))
 
 
-MAX_MARKERS = 300  # points drawn (with a tooltip) per channel; a longer series keeps its line and red points
+MAX_MARKERS = 300  # points drawn per channel; a longer series keeps its line and its red points
+
+
+def svg_image_html(svg: str, label: str = "Vital signs over time") -> str:
+    """An SVG as an <img> (a data: URI): the browser draws it natively, with no HTML parsing of its nodes, and
+    st.html's sanitiser (which drops inline SVG) keeps it."""
+    data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    return (f'<img class="mf-vitals" alt="{html.escape(label)}" src="data:image/svg+xml;base64,{data}" '
+            'style="width:100%;height:auto">')
+
+
+def readings_frame(record: PatientRecord) -> pd.DataFrame:
+    """Every vital-sign reading as a clinician reads it: hours from admission, time, channel, value as charted."""
+    table = record.vitals.table
+    keep = ~table["channel"].isin(BODY_SIZE_CHANNELS).to_numpy()
+    hours = np.asarray(record.hours_since_index(table["time"]), dtype=float)[keep]
+    rows = table[keep]
+    frame = pd.DataFrame({"h": np.round(hours, 1), "time": rows["time"].astype(str).str[:16].to_numpy(),
+                          "sign": [channel_name(c) for c in rows["channel"]],
+                          "value": rows["value_text"].astype(str).to_numpy(),
+                          "unit": [display_of(c).unit for c in rows["channel"]]})
+    return frame.sort_values(["h", "sign"], kind="stable", na_position="last").reset_index(drop=True)
 
 
 def _y_range(channel: str, y: np.ndarray, band: tuple[float, float] | None) -> tuple[float, float]:

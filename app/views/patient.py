@@ -62,9 +62,10 @@ def _lab_tables(source: str, patient_id: str) -> tuple[pd.DataFrame, pd.DataFram
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def _vitals_svg(source: str, patient_id: str) -> str:
-    """The vitals small multiples (the same for every disease: the attribution is the strip above them)."""
-    return V.vitals_svg(_record(source, patient_id))
+def _vitals_chart(source: str, patient_id: str) -> str:
+    """The vitals small multiples as an image (the same for every disease: the attribution is the strip above)."""
+    svg = V.vitals_svg(_record(source, patient_id))
+    return V.svg_image_html(svg) if svg else ""
 
 
 # ---------------------------------------------------------------------------------------- panels
@@ -229,13 +230,16 @@ def _vitals_panel(source: str, record: PatientRecord, attribution: dict | None, 
     elif mode == "model":
         st.caption("The vital signs did not move this risk in the model's window.")
     st.caption(f"{len(channels)} channels · green band = normal range · red points outside it · "
-               f"dotted lines = the model's first {V.WINDOW_HOURS:g} h · hover a point for its value and time")
+               f"dotted lines = the model's first {V.WINDOW_HOURS:g} h · exact values in the table below")
     try:
-        chart = _vitals_svg(source, record.patient_id)
+        chart = _vitals_chart(source, record.patient_id)
     except Exception as exc:  # one panel must never take the page down
         st.warning(f"The vital signs could not be drawn ({type(exc).__name__}).", icon=":material/warning:")
-        return
-    st.markdown(chart, unsafe_allow_html=True)  # our SVG, every data text escaped (vitals_svg); st.html drops SVG
+        chart = ""
+    if chart:
+        st.html(chart)
+    _lazy_expander("Every reading, with its time", "vitals_readings", lambda: st.dataframe(
+        V.readings_frame(record), hide_index=True, width="stretch", height=300))
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)

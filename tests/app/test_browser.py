@@ -136,7 +136,7 @@ def test_open_patient_from_worklist_shows_the_four_panels(dashboard_url: str, tm
         # of the worklist is whoever needs review first, with whatever modalities that patient has)
         page.locator(".mf-risk-bars").first.wait_for(timeout=60_000)
         if page.get_by_text("No vital signs in this record.").count() == 0:
-            page.locator("svg.mf-vitals").first.wait_for(timeout=60_000)
+            page.locator("img.mf-vitals").first.wait_for(timeout=60_000)
         if page.get_by_text("No chest X-ray in this record.").count() == 0:
             page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 1", timeout=60_000)
         assert page.locator("[data-testid='stException']").count() == 0
@@ -179,7 +179,7 @@ def test_review_switches_disease_without_exception(dashboard_url: str, tmp_path:
         _wait_idle(page)
         page.get_by_role("heading", name="Predictions").wait_for(timeout=60_000)
         page.locator(".mf-risk-bars").first.wait_for(timeout=60_000)  # the risk bars, the vitals, the X-ray
-        page.locator("svg.mf-vitals").first.wait_for(timeout=60_000)
+        page.locator("img.mf-vitals").first.wait_for(timeout=60_000)
         page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 1", timeout=60_000)
         assert page.locator("[data-testid='stException']").count() == 0
         assert page.locator(".mf-note").count() >= 1

@@ -206,9 +206,13 @@ def test_vitals_one_cell_per_channel_present_with_normal_bands() -> None:
     assert len(lines) == 3
     hr, gcs = lines[0].get("points").split(), lines[2].get("points").split()
     assert len(hr) == 25 and len(gcs) == 2 * 25 - 1  # GCS as a step plot of its score: a corner per change
-    tips = [t.text for t in _tag(svg, "title")]
-    assert tips[:2] == ["HR: 80 bpm at +0.0 h", "HR: 82 bpm at +2.0 h"]  # hours from admission
-    assert "GCS total: 11 score at +20.0 h" in tips
+    first = [float(c.get("cx")) for c in _tag(svg, "circle")[:3]]  # HR at 0, 2 and 4 h: evenly spaced
+    assert first[1] - first[0] == pytest.approx(first[2] - first[1], abs=0.11) and first[1] > first[0]
+    readings = V.readings_frame(record)  # the exact values, with their hours, in the page's table
+    assert list(readings.columns) == ["h", "time", "sign", "value", "unit"] and len(readings) == 3 * 25
+    assert readings.iloc[0].to_dict() == {"h": 0.0, "time": "2131-05-07 08:00", "sign": "Glasgow coma scale total",
+                                          "value": "15", "unit": "score"}
+    assert "Height" not in set(readings["sign"])
     red = [c for c in _tag(svg, "circle") if c.get("fill") == V.OUT_OF_BAND]
     assert len(red) == 14 + 15  # HR above 100 from 22 h on, GCS 11 (below its normal 15) from 20 h on
     dotted = [ln for ln in _tag(svg, "line") if ln.get("stroke-dasharray")]
@@ -247,16 +251,19 @@ def test_vitals_absent_gives_no_chart() -> None:
     assert V.vitals_svg(PatientRecord("x")) == ""
 
 
-def test_vitals_chart_escapes_what_comes_from_the_data() -> None:
-    """Channel names and value texts are data: escaped and kept on one line (the chart is shown through
-    st.markdown, where a newline would end the HTML block)."""
-    rows = [(T0, "<script>x</script>\n\n**bold**", 1.0, "1</title><script>"), (T0, "Heart Rate", 80.0, "80\n\n# h")]
+def test_vitals_chart_escapes_what_comes_from_the_data_and_is_sent_as_an_image() -> None:
+    """Channel names are data: escaped and kept on one line; the page sends the chart as an <img> (a data: URI)
+    that st.html's sanitiser keeps and the browser draws without parsing its nodes as HTML."""
+    import base64
+
+    rows = [(T0, "<script>x</script>\n\n**bold**", 1.0, "1"), (T0, "Heart Rate", 80.0, "80")]
     record = _record(vitals=Vitals(pd.DataFrame(rows, columns=["time", "channel", "value", "value_text"])))
     svg = V.vitals_svg(record)
-    assert "<script" not in svg and "\n" not in svg
-    parsed = ET.fromstring(svg)
-    assert "&lt;script&gt;x&lt;/script&gt; **bold**" in svg
-    assert [t.text for t in _tag(parsed, "title")] == ["HR: 80 # h bpm at +0.0 h", "<script>x</script> **bold**: 1</title><script> at +0.0 h"]
+    assert "<script" not in svg and "\n" not in svg and "&lt;script&gt;x&lt;/script&gt; **bold**" in svg
+    ET.fromstring(svg)  # well-formed
+    img = V.svg_image_html(svg)
+    assert img.startswith('<img class="mf-vitals" alt="Vital signs over time" src="data:image/svg+xml;base64,')
+    assert base64.b64decode(img.split("base64,", 1)[1].split('"', 1)[0]).decode() == svg
 
 
 # ------------------------------------------------------------------------------------------ xray
