@@ -311,6 +311,10 @@ def test_feedback_from_the_review_reaches_the_audit_trail_and_the_lab(with_model
     at = _page("views/patient.py", patient="P00004")
     _ok(at)
     disease = at.selectbox(key="disease").value
+    assert "feedback_verdict" not in [r.key for r in at.radio]  # folded: the form is not built
+    at.session_state["feedback_open"] = True  # as a click on the expander sets it
+    at.run()
+    _ok(at)
     at.radio(key="feedback_verdict").set_value("implausible")
     at.text_area(key="feedback_comment").input("boilerplate <i>sentence</i> as evidence")
     next(b for b in at.button if "Send feedback" in str(b.label)).click().run()
