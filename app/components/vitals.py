@@ -2,7 +2,8 @@
 
 x is hours from the index time; the model's 0-48 h window is marked; a shaded band shows the
 display-normal range of each channel; categorical channels (GCS, capillary refill) are step plots of
-their score. The attribution per hour is a strip of coloured cells above the plots (effect_strip_html).
+their score. The attribution per hour is a strip of coloured cells above the plots (effect_strip_svg),
+said in words by effect_summary.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def vitals_svg(record: PatientRecord, *, columns: int = 2, width: int = 560, cel
     `columns` across, scaled to the column's width): the normal band, the model's window (dotted lines at 0
     and WINDOW_HOURS h, grey after it), the trace (a step line for scores) with its points, red outside the
     band; '' when there is no channel. The same for every
-    disease (the attribution is effect_strip_html's).
+    disease (the attribution is effect_strip_svg's).
 
     Plain SVG, not Plotly: eleven Plotly subplots took the browser ~0.4 s to draw when a review opened, on
     the 2-core machine (issue 18). The page shows it as an image (svg_image_html): parsed as HTML through
@@ -251,11 +252,11 @@ def _text(value: object) -> str:
 MAX_MARKERS = 300  # points drawn per channel; a longer series keeps its line and its red points
 
 
-def svg_image_html(svg: str, label: str = "Vital signs over time") -> str:
+def svg_image_html(svg: str, label: str = "Vital signs over time", css_class: str = "mf-vitals") -> str:
     """An SVG as an <img> (a data: URI): the browser draws it natively, with no HTML parsing of its nodes, and
     st.html's sanitiser (which drops inline SVG) keeps it."""
     data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
-    return (f'<img class="mf-vitals" alt="{html.escape(label)}" src="data:image/svg+xml;base64,{data}" '
+    return (f'<img class="{css_class}" alt="{html.escape(label)}" src="data:image/svg+xml;base64,{data}" '
             'style="width:100%;height:auto">')
 
 
@@ -299,34 +300,66 @@ def _ticks(lo: float, hi: float, channel: str) -> list[float]:
     return [round(first + i * step, 10) for i in range(int((hi - first) // step) + 1)]
 
 
-def effect_strip_html(record: PatientRecord, attribution: VitalAttribution, what: str = "model attribution") -> str:
-    """How each vital sign moved the risk, hour by hour over the model's window: one row per channel in the
-    small multiples' order, one cell per hour, orange raises / blue lowers with opacity by strength (the
-    shading convention of every panel), a tooltip in words; '' when no hour has a weight. Plain, escaped HTML:
-    a few hundred cells cost the browser next to nothing, where shading the Plotly subplots made it redraw
-    all of them on every disease switch (~0.35 s on the 2-core machine, issue 18)."""
+def _effect_weights(record: PatientRecord, attribution: VitalAttribution) -> tuple[list[str], dict, float]:
+    """(channels present, {channel: {hour: weight}} inside the window, largest |weight|)."""
     channels = channels_present(record)
     weights = {c: {h: w for h, w in _hour_weights(attribution.get(c, ())).items()
                    if 0 <= h < WINDOW_HOURS and w and math.isfinite(w)} for c in channels}
-    scale = max_abs(w for ws in weights.values() for w in ws.values())
+    return channels, weights, max_abs(w for ws in weights.values() for w in ws.values())
+
+
+def effect_strip_svg(record: PatientRecord, attribution: VitalAttribution, width: int = 560) -> str:
+    """How each vital sign moved the risk, hour by hour over the model's window, as one SVG: one row per
+    channel in the small multiples' order, one cell per hour, orange raises / blue lowers with opacity by
+    strength (the shading convention of every panel); '' when no hour has a weight. The page sends it as an
+    image with effect_summary's words under it: as ~550 HTML cells with tooltips it cost Chromium ~50 ms of
+    every disease switch (issue 18)."""
+    channels, weights, scale = _effect_weights(record, attribution)
     if scale <= 0:
         return ""
-    cells = []
-    for channel in channels:
-        label = html.escape(display_of(channel).label)
-        cells.append(f'<span style="font-size:0.72rem;color:#444;white-space:nowrap;overflow:hidden;'
-                     f'line-height:12px">{label}</span>')
-        for hour in range(int(WINDOW_HOURS)):
+    label_w, row_h, hours = 72, 13, int(WINDOW_HOURS)
+    cell_w = (width - label_w) / hours
+    out = [f'<svg viewBox="0 0 {width} {len(channels) * row_h + 14}" width="{width}" '
+           f'height="{len(channels) * row_h + 14}" xmlns="http://www.w3.org/2000/svg" '
+           'style="font-family:sans-serif;font-size:10px">']
+    for r, channel in enumerate(channels):
+        y = r * row_h
+        out.append(f'<text x="0" y="{y + 10}" fill="#444">{_text(display_of(channel).label)}</text>')
+        for hour in range(hours):
             w = weights[channel].get(hour)
-            if w is None:
-                cells.append('<i style="background:#f2f2f2"></i>')
-            else:
-                tip = html.escape(f"{display_of(channel).label}, {hour}-{hour + 1} h: {effect_words(w, scale)} "
-                                  f"({what})")
-                cells.append(f'<i style="background:{signed_rgba(w, scale, MAX_ALPHA)}" title="{tip}"></i>')
-    step = 12
-    ticks = "".join(f'<span style="grid-column:span {step};font-size:0.7rem;color:#666">{h} h</span>'
-                    for h in range(0, int(WINDOW_HOURS), step))
-    return ('<div class="mf-vitals-effect" style="display:grid;grid-template-columns:72px repeat('
-            f'{int(WINDOW_HOURS)},1fr);grid-auto-rows:12px;gap:1px;margin-bottom:4px">'
-            + "".join(cells) + "<span></span>" + ticks + "</div>")
+            fill = "#f2f2f2" if w is None else signed_rgba(w, scale, MAX_ALPHA)
+            out.append(f'<rect x="{round(label_w + hour * cell_w, 2)}" y="{y}" width="{round(cell_w - 1, 2)}" '
+                       f'height="{row_h - 1}" fill="{fill}"/>')
+    for h in range(0, hours + 1, 12):
+        anchor = "end" if h == hours else "start"
+        out.append(f'<text x="{round(label_w + h * cell_w, 2)}" y="{len(channels) * row_h + 11}" '
+                   f'text-anchor="{anchor}" fill="#666">{h} h</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def effect_summary(record: PatientRecord, attribution: VitalAttribution, most: int = 3) -> str:
+    """The strip in words: the `most` strongest runs of consecutive hours of one sign, e.g. "SpO2 36-47 h
+    raised the risk (strong); GCS total 30-39 h lowered it (moderate)." ('' without a weight)."""
+    channels, weights, scale = _effect_weights(record, attribution)
+    if scale <= 0:
+        return ""
+    runs = []  # (total |weight|, channel, first hour, last hour, peak weight)
+    for channel in channels:
+        hours = sorted(weights[channel])
+        start = prev = None
+        for hour in hours + [None]:
+            w = weights[channel].get(hour) if hour is not None else None
+            if start is not None and (hour is None or hour != prev + 1 or (w > 0) != (weights[channel][start] > 0)):
+                span = [weights[channel][h] for h in range(start, prev + 1)]
+                runs.append((sum(abs(v) for v in span), channel, start, prev, max(span, key=abs)))
+                start = None
+            if hour is not None and start is None:
+                start = hour
+            prev = hour
+    parts = []
+    for _, channel, first, last, peak in sorted(runs, key=lambda r: -r[0])[:most]:
+        when = f"{first}-{last + 1} h" if last > first else f"{first}-{first + 1} h"
+        strength = effect_words(peak, scale).split(", ")[1]
+        parts.append(f"{display_of(channel).label} {when} {'raised' if peak > 0 else 'lowered'} it ({strength})")
+    return "Moved the risk most: " + "; ".join(parts) + "."

@@ -220,13 +220,16 @@ def _vitals_panel(source: str, record: PatientRecord, attribution: dict | None, 
     left_out = V.not_drawn_note(record)
     if left_out:
         st.warning(left_out, icon=":material/warning:")
-    strip = V.effect_strip_html(record, attribution or {}, _ATTRIBUTION_WHAT[mode]) if attribution else ""
+    strip = V.effect_strip_svg(record, attribution) if attribution else ""
     if strip:
         st.caption({"model": f"How each vital sign moved the risk, hour by hour over the model's first "
-                             f"{V.WINDOW_HOURS:g} h (hover a cell for words):",
+                             f"{V.WINDOW_HOURS:g} h:",
                     "planted": f"Where the evidence was planted, hour by hour over the first {V.WINDOW_HOURS:g} h:"
                     }.get(mode, ""))
-        st.html(strip + legend_html(1.0, _ATTRIBUTION_WHAT[mode], numbers=False))
+        st.html(V.svg_image_html(strip, "How each vital sign moved the risk, hour by hour", "mf-vitals-effect")
+                + legend_html(1.0, _ATTRIBUTION_WHAT[mode], numbers=False))
+        if mode == "model":
+            st.caption(V.effect_summary(record, attribution))
     elif mode == "model":
         st.caption("The vital signs did not move this risk in the model's window.")
     st.caption(f"{len(channels)} channels · green band = normal range · red points outside it · "

@@ -227,24 +227,24 @@ def test_vitals_normal_bands_cover_the_agreed_channels() -> None:
     assert bands["Fraction inspired oxygen"] is None
 
 
-def test_vitals_effect_strip_colours_each_hour_of_each_channel() -> None:
+def test_vitals_effect_strip_colours_each_hour_of_each_channel_and_says_the_strongest() -> None:
     """One row per channel (the small multiples' order), one cell per hour of the window, coloured as every
-    panel colours a signed weight, a tooltip in words; hours without a weight stay grey (issue 18: the
-    attribution is no longer drawn inside the Plotly figure, which is the same for every disease)."""
+    panel colours a signed weight; hours without a weight stay grey; the strongest runs of hours in words
+    (issue 18: not drawn inside the vitals chart, which is the same for every disease)."""
     record = _record()
-    strip = V.effect_strip_html(record, {"Heart Rate": [0.0, 0.5, -1.0], "Glascow coma scale total": {30: 0.25,
-                                                                                                     60: 9.0}})
-    cells = re.findall(r"<i style=\"background:([^\"]+)\"(?: title=\"([^\"]+)\")?></i>", strip)
-    assert len(cells) == 3 * V.WINDOW_HOURS  # HR, SBP, GCS total x 48 hours
-    labels = re.findall(r"line-height:12px\">([^<]+)</span>", strip)
-    assert labels == ["HR", "SBP", "GCS total"]
+    attribution = {"Heart Rate": [0.0, 0.5, -1.0], "Glascow coma scale total": {30: 0.25, 31: 0.3, 60: 9.0}}
+    svg = ET.fromstring(V.effect_strip_svg(record, attribution))
     hours = int(V.WINDOW_HOURS)
-    hr, gcs = cells[:hours], cells[2 * hours:]
-    assert hr[0] == ("#f2f2f2", "") and hr[1] == (signed_rgba(0.5, 1.0, MAX_ALPHA), "HR, 1-2 h: ↑ raises, strong (model attribution)")
-    assert hr[2] == (signed_rgba(-1.0, 1.0, MAX_ALPHA), "HR, 2-3 h: ↓ lowers, strong (model attribution)")
-    assert gcs[30][1] == "GCS total, 30-31 h: ↑ raises, moderate (model attribution)"  # 60 h is outside the window
-    assert sum(1 for c in cells if c[1]) == 3
-    assert "<b>" not in strip and V.effect_strip_html(record, {"Heart Rate": [0.0]}) == ""
+    cells = [r.get("fill") for r in _tag(svg, "rect")]
+    assert len(cells) == 3 * hours  # HR, SBP, GCS total x 48 hours
+    assert [t.text for t in _tag(svg, "text")][:3] == ["HR", "SBP", "GCS total"]
+    hr, sbp, gcs = cells[:hours], cells[hours:2 * hours], cells[2 * hours:]
+    assert hr[0] == "#f2f2f2" and hr[1] == signed_rgba(0.5, 1.0, MAX_ALPHA) and hr[2] == signed_rgba(-1.0, 1.0, MAX_ALPHA)
+    assert set(sbp) == {"#f2f2f2"} and gcs[30] == signed_rgba(0.25, 1.0, MAX_ALPHA)  # 60 h: outside the window
+    assert V.effect_summary(record, attribution) == ("Moved the risk most: HR 2-3 h lowered it (strong); "
+                                                     "GCS total 30-32 h raised it (moderate); HR 1-2 h raised it "
+                                                     "(strong).")
+    assert V.effect_strip_svg(record, {"Heart Rate": [0.0]}) == "" and V.effect_summary(record, {}) == ""
 
 
 def test_vitals_absent_gives_no_chart() -> None:
