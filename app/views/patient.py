@@ -210,7 +210,7 @@ def _notes_panel(record: PatientRecord, spans_by_note: dict[int, list] | None, m
 
 
 def _vitals_panel(source: str, record: PatientRecord, attribution: dict | None, mode: str = "none",
-                  coverage: dict[str, Any] | None = None) -> None:
+                  coverage: dict[str, Any] | None = None, left_out_by_domain: bool = False) -> None:
     st.subheader("Vital signs")
     if not record.has("vitals"):
         st.info("No vital signs in this record." + (" The vitals contribute nothing." if mode == "model" else ""))
@@ -230,6 +230,9 @@ def _vitals_panel(source: str, record: PatientRecord, attribution: dict | None, 
                 + legend_html(1.0, _ATTRIBUTION_WHAT[mode], numbers=False))
         if mode == "model":
             st.caption(V.effect_summary(record, attribution))
+    elif mode == "model" and left_out_by_domain:
+        st.caption("The vital signs were left out of this prediction (unlike the training data), so they did "
+                   "not move this risk.")
     elif mode == "model":
         st.caption("The vital signs did not move this risk in the model's window.")
     st.caption(f"{len(channels)} channels · green band = normal range · red points outside it · "
@@ -619,7 +622,8 @@ def _disease_part(source: str, checkpoint: str, patient_id: str) -> None:
     st.divider()
     left, right = st.columns([3, 2], gap="medium")
     with left:
-        _guarded("vital signs", _vitals_panel, source, record, evidence["vitals"] or None, mode, coverage.get("vitals"))
+        _guarded("vital signs", _vitals_panel, source, record, evidence["vitals"] or None, mode, coverage.get("vitals"),
+                 scores is not None and "vitals" in scores.left_out)
     with right:
         _guarded("chest X-ray", _xray_panel, source, record, evidence["image"] or None, mode)
 

@@ -298,6 +298,18 @@ def test_upload_bad_zips_show_errors(with_model: Path, tmp_path: Path) -> None:
     assert not (tmp_path.parent / "escape.txt").exists()
 
 
+def test_vitals_left_out_by_the_domain_check_are_said_so(monkeypatch) -> None:
+    """With the shipped model, P00022's vitals are unlike its training data (one of the demo's expected false
+    alarms): the panel says they were left out, not merely that they did not move the risk."""
+    monkeypatch.setenv("MEDFUSE_LENS_CHECKPOINT", str(Path(MAIN).parents[1] / "assets" / "demo_model"))
+    monkeypatch.delenv("MEDFUSE_LENS_SOURCE", raising=False)
+    at = _page("views/patient.py", patient="P00022")
+    _ok(at)
+    captions = _text(at.caption)
+    assert "The vital signs were left out of this prediction (unlike the training data)" in captions
+    assert "did not move this risk in the model's window" not in captions
+
+
 # ------------------------------------------------------------------------------ feedback
 
 
