@@ -346,20 +346,18 @@ def effect_summary(record: PatientRecord, attribution: VitalAttribution, most: i
         return ""
     runs = []  # (total |weight|, channel, first hour, last hour, peak weight)
     for channel in channels:
-        hours = sorted(weights[channel])
-        start = prev = None
-        for hour in hours + [None]:
-            w = weights[channel].get(hour) if hour is not None else None
-            if start is not None and (hour is None or hour != prev + 1 or (w > 0) != (weights[channel][start] > 0)):
-                span = [weights[channel][h] for h in range(start, prev + 1)]
-                runs.append((sum(abs(v) for v in span), channel, start, prev, max(span, key=abs)))
-                start = None
-            if hour is not None and start is None:
-                start = hour
-            prev = hour
+        hours = weights[channel]
+        for first in sorted(hours):
+            if first - 1 in hours and (hours[first - 1] > 0) == (hours[first] > 0):
+                continue  # not the start of a run
+            last = first
+            while last + 1 in hours and (hours[last + 1] > 0) == (hours[first] > 0):
+                last += 1
+            span = [hours[h] for h in range(first, last + 1)]
+            runs.append((sum(abs(v) for v in span), channel, first, last, max(span, key=abs)))
     parts = []
     for _, channel, first, last, peak in sorted(runs, key=lambda r: -r[0])[:most]:
-        when = f"{first}-{last + 1} h" if last > first else f"{first}-{first + 1} h"
+        when = f"{first}-{last + 1} h"
         strength = effect_words(peak, scale).split(", ")[1]
         parts.append(f"{display_of(channel).label} {when} {'raised' if peak > 0 else 'lowered'} it ({strength})")
     return "Moved the risk most: " + "; ".join(parts) + "."

@@ -468,10 +468,7 @@ def _feedback_form(checkpoint: str, patient_id: str, disease: str, evidence: dic
     items = ((evidence or {}).get("summary") or {}).get("items") or {}
     targets = [PREDICTION_TARGET] + [f"{REGISTRY[route].display_name if route in REGISTRY else route}: {what}"
                                      for route, rows in items.items() for what, _ in rows]
-    box = st.expander("Feedback on this prediction or its evidence", key="feedback_open", on_change="rerun")
-    if not box.open:  # the form's five widgets are built only while it is open (a disease switch redraws less)
-        return
-    with box:
+    def form() -> None:  # its five widgets are built only while the expander is open (a switch redraws less)
         with st.form(f"feedback_{patient_id}", clear_on_submit=True, border=False):
             target = st.selectbox("About", targets, key="feedback_target")
             verdict = st.radio("Your view", VERDICTS, horizontal=True, key="feedback_verdict",
@@ -487,6 +484,8 @@ def _feedback_form(checkpoint: str, patient_id: str, disease: str, evidence: dic
                 st.error(f"The feedback was not saved: {exc}")
             else:
                 st.success(f"Saved: {verdict} on {target[:60]} (audit trail).", icon=":material/check_circle:")
+
+    _lazy_expander("Feedback on this prediction or its evidence", "feedback_open", form)
 
 
 def _report_content(checkpoint: str, record: PatientRecord, scores: PatientScores | None, disease: str | None,
